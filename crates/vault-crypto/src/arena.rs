@@ -1,0 +1,337 @@
+//! The locked key arena: the only memory that ever holds key material.
+//!
+//! Memory comes from anonymous private mappings, each a *chunk* of
+//! [`SLOTS_PER_CHUNK`] fixed-size slots framed by two inaccessible guard pages:
+//!
+//! ```text
+//! | guard (PROT_NONE) | slot 0 | slot 1 | … | slot 63 | guard (PROT_NONE) |
+//! ```
+//!
+//! Every chunk is `mlock`ed (never swapped), `MADV_DONTDUMP` (left out of core
+//! dumps) and `MADV_DONTFORK` (not inherited by a forked child). A slot is
+//! overwritten with zeros when its value is dropped, before it returns to the
+//! free list, so a free slot never holds a key. Chunks are never unmapped: a
+//! daemon's key count is small and bounded, and keeping the mapping avoids a
+//! window in which freed key pages could be handed to another allocation.
+//!
+//! Locking 64 KiB at a time fits the default `RLIMIT_MEMLOCK` (8 MiB on current
+//! kernels) without `CAP_IPC_LOCK` or `mlockall`.
+//!
+//! This is the one module of the workspace in which `unsafe` is allowed.
+#![allow(unsafe_code)] // the only opt-out of the workspace's unsafe ban; every block has a SAFETY note
+
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
+use zeroize::Zeroize;
+
+use crate::CryptoError;
+
+/// Bytes in one slot: room for ring's expanded AES-256-GCM key (key schedule and
+/// GHASH table) together with the raw key it came from.
+pub(crate) const SLOT_SIZE: usize = 1024;
+/// Alignment of every slot; covers the alignment of ring's key types.
+const SLOT_ALIGN: usize = 64;
+/// Slots per chunk: 64 KiB of locked memory per chunk.
+const SLOTS_PER_CHUNK: usize = 64;
+const CHUNK_DATA: usize = SLOT_SIZE * SLOTS_PER_CHUNK;
+
+/// Free slots of every chunk mapped so far. A slot is identified by its address.
+struct FreeList {
+    slots: Vec<NonNull<u8>>,
+    chunks: usize,
+    locked_bytes: usize,
+}
+
+// SAFETY: the pointers are addresses of private mappings this module owns and never
+// unmaps; the free list only hands each out to one owner at a time, under the mutex.
+unsafe impl Send for FreeList {}
+
+static ARENA: Mutex<FreeList> = Mutex::new(FreeList {
+    slots: Vec::new(),
+    chunks: 0,
+    locked_bytes: 0,
+});
+
+/// Statistics of the arena, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Chunks mapped so far.
+    pub chunks: usize,
+    /// Bytes locked in RAM (data pages of every chunk).
+    pub locked_bytes: usize,
+    /// Slots currently free.
+    pub free_slots: usize,
+}
+
+/// Reports the arena's size and free slots.
+pub fn stats() -> ArenaStats {
+    let arena = lock_arena();
+    ArenaStats {
+        chunks: arena.chunks,
+        locked_bytes: arena.locked_bytes,
+        free_slots: arena.slots.len(),
+    }
+}
+
+fn lock_arena() -> std::sync::MutexGuard<'static, FreeList> {
+    // A poisoned lock only means another thread panicked while holding it; the free
+    // list is a Vec of addresses that is valid after any partial update, so go on.
+    ARENA
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn take_slot() -> Result<NonNull<u8>, CryptoError> {
+    let mut arena = lock_arena();
+    if arena.slots.is_empty() {
+        let base = map_chunk()?;
+        arena.chunks += 1;
+        arena.locked_bytes += CHUNK_DATA;
+        // Hand out low addresses first (pop takes from the end).
+        for i in (0..SLOTS_PER_CHUNK).rev() {
+            // SAFETY: `base` is the start of CHUNK_DATA mapped bytes and
+            // i * SLOT_SIZE < CHUNK_DATA, so the offset stays inside the mapping.
+            let slot = unsafe { base.add(i * SLOT_SIZE) };
+            arena.slots.push(slot);
+        }
+    }
+    arena.slots.pop().ok_or(CryptoError::LockedMemory {
+        operation: "allocate",
+        source: rustix::io::Errno::NOMEM.into(),
+    })
+}
+
+fn return_slot(slot: NonNull<u8>) {
+    lock_arena().slots.push(slot);
+}
+
+/// Maps, guards, locks and excludes from dumps and forks one chunk; returns the
+/// address of its first data byte.
+fn map_chunk() -> Result<NonNull<u8>, CryptoError> {
+    let page = rustix::param::page_size();
+    let data_len = CHUNK_DATA.div_ceil(page) * page;
+    let total = data_len + 2 * page;
+    let fail = |operation: &'static str| {
+        move |errno: rustix::io::Errno| CryptoError::LockedMemory {
+            operation,
+            source: errno.into(),
+        }
+    };
+    // SAFETY: a fresh anonymous private mapping at an address of the kernel's
+    // choosing aliases no existing Rust object.
+    let base = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            total,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
+        )
+    }
+    .map_err(fail("mmap"))?;
+    let base = base.cast::<u8>();
+    // SAFETY: page < total, so `data` lies inside the mapping just created.
+    let data = unsafe { base.add(page) };
+    // SAFETY: `data + data_len` is the last page of the mapping (total = data_len + 2 pages).
+    let tail_guard = unsafe { data.add(data_len) };
+    let setup = || -> Result<(), CryptoError> {
+        // SAFETY: each call covers whole pages of the mapping created above, which no
+        // Rust reference points into yet; changing protection or advice on it cannot
+        // invalidate any live object.
+        unsafe {
+            rustix::mm::mprotect(base.cast(), page, MprotectFlags::empty())
+                .map_err(fail("mprotect"))?;
+            rustix::mm::mprotect(tail_guard.cast(), page, MprotectFlags::empty())
+                .map_err(fail("mprotect"))?;
+            rustix::mm::mlock(data.cast(), data_len).map_err(fail("mlock"))?;
+            rustix::mm::madvise(data.cast(), data_len, Advice::LinuxDontDump)
+                .map_err(fail("madvise(MADV_DONTDUMP)"))?;
+            rustix::mm::madvise(data.cast(), data_len, Advice::LinuxDontFork)
+                .map_err(fail("madvise(MADV_DONTFORK)"))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        // SAFETY: the mapping was created above and nothing refers into it yet.
+        let _ = unsafe { rustix::mm::munmap(base.cast(), total) };
+        return Err(e);
+    }
+    // mmap never returns a null mapping on success.
+    NonNull::new(data).ok_or(CryptoError::LockedMemory {
+        operation: "mmap",
+        source: rustix::io::Errno::NOMEM.into(),
+    })
+}
+
+/// A value of type `T` stored in a locked, guarded, dump-excluded slot, wiped on drop.
+///
+/// `T` must fit in one slot ([`SLOT_SIZE`] bytes, 64-byte alignment); this is checked
+/// at compile time. `T` must not own heap memory, or that memory would live outside
+/// the arena: it is used for byte arrays and ring's inline key types only.
+pub(crate) struct Locked<T> {
+    ptr: NonNull<T>,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: `Locked<T>` owns its `T` exclusively, like a `Box<T>`.
+unsafe impl<T: Send> Send for Locked<T> {}
+// SAFETY: shared access to `Locked<T>` only gives `&T`, like `Box<T>`.
+unsafe impl<T: Sync> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    /// Moves `value` into a fresh slot.
+    ///
+    /// The caller's copy of `value` (on the stack) is not wiped by this; call
+    /// [`scrub_stack`] after constructing keys from secret bytes.
+    pub(crate) fn new(value: T) -> Result<Self, CryptoError> {
+        const {
+            assert!(
+                size_of::<T>() <= SLOT_SIZE,
+                "type does not fit in an arena slot"
+            );
+            assert!(
+                align_of::<T>() <= SLOT_ALIGN,
+                "type alignment exceeds slot alignment"
+            );
+        }
+        let slot = take_slot()?;
+        let ptr = slot.cast::<T>();
+        // SAFETY: the slot is SLOT_SIZE bytes, SLOT_ALIGN-aligned (chunks are page
+        // aligned and SLOT_SIZE is a multiple of SLOT_ALIGN), exclusively ours until
+        // returned, and T fits (checked above). Writing initialises it.
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(Self {
+            ptr,
+            _owns: PhantomData,
+        })
+    }
+}
+
+impl<T> Deref for Locked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: `ptr` points to an initialised T owned by self for its lifetime.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for Locked<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` guarantees exclusive access.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for Locked<T> {
+    fn drop(&mut self) {
+        let slot = self.ptr.cast::<u8>();
+        // SAFETY: the T is initialised and owned by self; it is dropped exactly once,
+        // here, and never used again.
+        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+        // SAFETY: the slot is SLOT_SIZE bytes of mapped, writable memory that only we
+        // own; after drop_in_place it holds no live object, so viewing it as bytes is sound.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(slot.as_ptr(), SLOT_SIZE) };
+        // zeroize writes volatilely, so the compiler cannot elide the wipe.
+        bytes.zeroize();
+        return_slot(slot);
+    }
+}
+
+/// Overwrites a region of the stack below the caller's frame with zeros.
+///
+/// Constructing ring's key types moves them through stack temporaries, and the key
+/// schedule of AES-256 begins with the raw key. Calling this after such work (and on
+/// seal) overwrites those stale copies, which a memory scan would otherwise find.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut area = [0u8; 32 * 1024];
+    area.zeroize();
+    std::hint::black_box(&area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_flags_of(addr: usize) -> Option<(String, String)> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut current: Option<(usize, usize)> = None;
+        let mut locked = None;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        current = Some((lo, hi));
+                        locked = None;
+                        continue;
+                    }
+                }
+            }
+            let inside = current.is_some_and(|(lo, hi)| lo <= addr && addr < hi);
+            if !inside {
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("Locked:") {
+                locked = Some(v.trim().to_string());
+            }
+            if let Some(v) = line.strip_prefix("VmFlags:") {
+                return Some((locked.clone().unwrap_or_default(), v.trim().to_string()));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn slots_are_locked_and_excluded_from_dumps_and_forks() {
+        let key = Locked::new([7u8; 32]).unwrap();
+        let addr = key.as_ptr() as usize;
+        let (locked, flags) = page_flags_of(addr).expect("slot is in a mapping");
+        assert_ne!(locked, "0 kB", "arena pages must be locked");
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        for flag in ["lo", "dd", "dc"] {
+            assert!(flags.contains(&flag), "missing VmFlag {flag}: {flags:?}");
+        }
+    }
+
+    #[test]
+    fn drop_wipes_the_slot_before_reuse() {
+        let key = Locked::new([0xA5u8; 32]).unwrap();
+        let ptr = key.as_ptr();
+        drop(key);
+        // Take slots until we are handed the same one back (other tests run in
+        // parallel and may hold it for a while); it must hold zeros, not our pattern.
+        // Storing a zero-sized value writes nothing, so the slot is read as it was left.
+        let mut held = Vec::new();
+        for _ in 0..(SLOTS_PER_CHUNK * 64) {
+            let slot = Locked::new(Untouched).unwrap();
+            if slot.ptr.cast::<u8>().as_ptr().cast_const() == ptr {
+                // SAFETY: the slot is SLOT_SIZE mapped bytes owned by `slot`.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr, 32) };
+                assert!(
+                    bytes.iter().all(|b| *b == 0),
+                    "slot was not wiped: {bytes:?}"
+                );
+                return;
+            }
+            held.push(slot);
+        }
+        panic!("the freed slot was never handed out again");
+    }
+
+    /// A zero-sized value: storing it writes nothing into the slot.
+    struct Untouched;
+
+    #[test]
+    fn values_do_not_overlap() {
+        let a = Locked::new([1u8; SLOT_SIZE]).unwrap();
+        let b = Locked::new([2u8; SLOT_SIZE]).unwrap();
+        assert!(a.iter().all(|x| *x == 1));
+        assert!(b.iter().all(|x| *x == 2));
+    }
+}

@@ -1,0 +1,3 @@
+//! vaultd: a hardened secrets vault and credential-broker daemon.
+
+pub mod storage;

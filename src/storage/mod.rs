@@ -1,0 +1,100 @@
+//! Storage: the narrow, synchronous interface between vaultd and its durable data.
+//!
+//! A [`Store`] holds byte keys (non-secret paths such as `secret/acme/live/openai`) mapped to
+//! [`StoredValue`]s. A stored value is always a ciphertext envelope or non-secret metadata: only
+//! the record layer can build one, so plaintext cannot reach a store by accident.
+//!
+//! Every method blocks. The async layer calls them through `spawn_blocking`.
+//!
+//! Engines:
+//! - [`redb::RedbStore`], the embedded default: one file, every acknowledged write fsynced, and
+//!   concurrent writers grouped into one durable commit.
+
+mod error;
+pub mod redb;
+mod transaction;
+
+pub use error::StoreError;
+pub use transaction::{Condition, Transaction, Write};
+
+/// Bytes a store may hold: a ciphertext envelope or non-secret metadata, never plaintext.
+///
+/// The record layer is the only code that builds one (it encodes ciphertext and metadata only);
+/// engines rebuild one from bytes they stored, which were a `StoredValue` when written.
+/// `Debug` prints only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredValue(Vec<u8>);
+
+impl StoredValue {
+    /// Wraps bytes produced by the record encoder (ciphertext envelope plus metadata).
+    pub(crate) fn from_encoded_record(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The stored bytes, for the record decoder.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The stored bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for StoredValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredValue({} bytes)", self.0.len())
+    }
+}
+
+/// A durable, ordered key-value store with atomic multi-key compare-and-set transactions.
+///
+/// Reads see a consistent snapshot of committed data. A write method returns `Ok` only once its
+/// effects are durable: they survive a crash or power loss from that moment on (to the extent the
+/// disk honours `fsync`). Writes are linearizable: each transaction's conditions are checked
+/// against every transaction acknowledged before it.
+pub trait Store: Send + Sync + 'static {
+    /// The value stored under `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StoreError>;
+
+    /// Every entry whose key starts with `prefix`, in ascending byte order of key, read from one
+    /// snapshot. An empty prefix returns every entry.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, StoredValue)>, StoreError>;
+
+    /// Applies `txn` atomically and durably.
+    ///
+    /// Either every condition holds and every write is applied, or nothing is written and
+    /// [`StoreError::Conflict`] names the first condition (in the order they were added) that
+    /// failed. Conditions are all checked against the state before this transaction's writes;
+    /// writes apply in the order they were added, so a later write to the same key wins.
+    fn transact(&self, txn: Transaction) -> Result<(), StoreError>;
+
+    /// Stores `value` under `key` unconditionally, durably.
+    fn put(&self, key: &[u8], value: StoredValue) -> Result<(), StoreError> {
+        self.transact(Transaction::new().put(key, value))
+    }
+
+    /// Removes `key` unconditionally, durably. Removing an absent key succeeds.
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.transact(Transaction::new().delete(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_only_the_length() {
+        let value = StoredValue::from_encoded_record(b"sk-live-0123456789".to_vec());
+        assert_eq!(format!("{value:?}"), "StoredValue(18 bytes)");
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        let value = StoredValue::from_encoded_record(vec![1, 2, 3]);
+        assert_eq!(value.as_bytes(), &[1, 2, 3]);
+        assert_eq!(value.into_bytes(), vec![1, 2, 3]);
+    }
+}
