@@ -19,6 +19,11 @@ pub const MAX_ENCRYPTIONS: u64 = 1 << 31;
 /// Encryptions after which a key should be rotated.
 pub const ROTATE_AFTER: u64 = 1 << 30;
 
+/// Fills `buf` from the operating system's random number generator.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
+    fill_random(buf)
+}
+
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
         .map_err(|_| CryptoError::Random)

@@ -1,0 +1,76 @@
+//! The daemon library's error type.
+
+use vault_crypto::CryptoError;
+
+use crate::names::InvalidName;
+use crate::records::CorruptRecord;
+use crate::storage::StoreError;
+
+/// Why a vault operation failed.
+///
+/// Domain failures are precise; cryptographic failures stay opaque (a wrong key and a
+/// tampered record look the same).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The vault has not been initialised.
+    #[error("vaultd is not initialised; run `vaultctl init`")]
+    Uninitialised,
+    /// The vault is already initialised.
+    #[error("vaultd is already initialised")]
+    AlreadyInitialised,
+    /// The vault is sealed; only status and unseal are served.
+    #[error("vaultd is sealed; custodians must unseal it")]
+    Sealed,
+    /// The vault is already unsealed.
+    #[error("vaultd is already unsealed")]
+    AlreadyUnsealed,
+    /// A name failed validation.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// The secret does not exist.
+    #[error("secret not found")]
+    NotFound,
+    /// A secret with this name already exists.
+    #[error("secret already exists; rotate it to store a new version")]
+    AlreadyExists,
+    /// The requested version exists but is disabled, or never existed.
+    #[error("version {0} is not available")]
+    VersionUnavailable(u64),
+    /// An unseal attempt is in progress and the caller did not present its nonce.
+    #[error("another unseal attempt is in progress; present its nonce or reset it")]
+    UnsealNonceMismatch,
+    /// The share belongs to an older or newer share set than the vault's.
+    #[error("share is from share-set generation {share}, but the vault is at generation {current}")]
+    StaleShare {
+        /// The share's generation.
+        share: u32,
+        /// The vault's generation.
+        current: u32,
+    },
+    /// The share's index was already submitted in this attempt.
+    #[error("share {0} was already submitted in this attempt")]
+    DuplicateShare(u8),
+    /// The reconstructed unseal key does not open the seal record: a share is wrong
+    /// or corrupt. Progress has been discarded.
+    #[error("the shares do not reconstruct the unseal key; progress was discarded")]
+    WrongShares,
+    /// Share parameters or share text were invalid.
+    #[error(transparent)]
+    Shares(#[from] vault_crypto::ShareError),
+    /// A cryptographic operation failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+    /// The store changed under a read-modify-write too many times in a row.
+    #[error("too much contention on {0}; retry")]
+    Contention(&'static str),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,205 @@
+//! What vaultd keeps in its store, and how each record is keyed and encoded.
+//!
+//! Every record holds only ciphertext ([`Envelope`]) and non-secret metadata. The
+//! [`Record`] trait is sealed to the types in this module, and
+//! [`StoredValue`](crate::storage::StoredValue) can only be built by [`encode`], so no
+//! other type — in particular no plaintext buffer — can reach a store.
+//!
+//! | key                               | record                |
+//! |-----------------------------------|-----------------------|
+//! | `seal`                            | [`SealRecord`]        |
+//! | `system/<name>`                   | [`SystemKeyRecord`]   |
+//! | `tenant/<tenant>`                 | [`TenantRecord`]      |
+//! | `secret/<tenant>/<env>/<name>`    | [`SecretRecord`]      |
+//!
+//! Records are encoded with postcard. Tenant ids cannot contain `/`, so the prefix
+//! `secret/<tenant>/` never matches another tenant.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use vault_crypto::envelope::Envelope;
+
+use crate::names::{Environment, SecretId, SecretKind, TenantId};
+use crate::storage::StoredValue;
+
+/// Key of the seal record.
+pub(crate) const SEAL_KEY: &[u8] = b"seal";
+
+pub(crate) fn system_key(name: &str) -> Vec<u8> {
+    format!("system/{name}").into_bytes()
+}
+
+pub(crate) fn tenant_key(tenant: &TenantId) -> Vec<u8> {
+    format!("tenant/{tenant}").into_bytes()
+}
+
+pub(crate) fn secret_key(id: &SecretId) -> Vec<u8> {
+    format!("secret/{}/{}/{}", id.tenant, id.environment, id.name).into_bytes()
+}
+
+pub(crate) fn secret_prefix(tenant: &TenantId, environment: Option<Environment>) -> Vec<u8> {
+    match environment {
+        Some(env) => format!("secret/{tenant}/{env}/").into_bytes(),
+        None => format!("secret/{tenant}/").into_bytes(),
+    }
+}
+
+pub(crate) const SECRET_PREFIX: &[u8] = b"secret/";
+
+/// The root of the hierarchy: share-set parameters and the root key(s) wrapped under
+/// the unseal key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SealRecord {
+    /// Share-set generation; increases on every rekey.
+    pub generation: u32,
+    pub threshold: u8,
+    pub shares: u8,
+    /// Root key versions wrapped under the unseal key: one, or two during a rotation.
+    pub roots: Vec<WrappedRoot>,
+    /// Version that wraps new keys.
+    pub current_root: u32,
+    /// Set while a root-key rotation is rewrapping records; cleared when it completes.
+    pub rotation: Option<RootRotation>,
+    pub created_unix: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WrappedRoot {
+    pub version: u32,
+    pub wrapped: Envelope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RootRotation {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// A system key wrapped under the root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SystemKeyRecord {
+    pub wrapped: Envelope,
+}
+
+/// A tenant's keys, each version wrapped under the root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TenantRecord {
+    pub keys: Vec<WrappedTenantKey>,
+    pub current: u32,
+    pub created_unix: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WrappedTenantKey {
+    pub version: u32,
+    pub wrapped: Envelope,
+}
+
+/// A secret's versions. Values are envelopes under the tenant key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SecretRecord {
+    pub kind: SecretKind,
+    pub current: u64,
+    pub versions: Vec<SecretVersionRecord>,
+    pub created_unix: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SecretVersionRecord {
+    pub version: u64,
+    pub state: VersionState,
+    /// `None` once the version is disabled: its ciphertext is destroyed.
+    pub value: Option<Envelope>,
+    pub created_unix: u64,
+    /// Masked hint such as `sk-…abcd`.
+    pub hint: String,
+    /// Keyed fingerprint (first 8 bytes of an HMAC under a tenant-key derivative).
+    pub fingerprint: [u8; 8],
+}
+
+/// Lifecycle of one secret version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionState {
+    /// The current version.
+    Current,
+    /// Replaced by a rotation; still leasable until the given time (Unix seconds).
+    Grace {
+        /// End of the grace window, Unix seconds.
+        until_unix: u64,
+    },
+    /// No longer leasable; its ciphertext has been destroyed.
+    Disabled,
+}
+
+mod sealed {
+    pub(crate) trait Sealed {}
+}
+
+/// A type that may be stored. Sealed: implemented only for the records above.
+pub(crate) trait Record: Serialize + DeserializeOwned + sealed::Sealed {}
+
+macro_rules! records {
+    ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl Record for $t {} )* };
+}
+records!(SealRecord, SystemKeyRecord, TenantRecord, SecretRecord);
+
+/// A stored record that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored record {key} is corrupt")]
+pub struct CorruptRecord {
+    /// The record's store key.
+    pub key: String,
+    #[source]
+    source: postcard::Error,
+}
+
+/// A store key under a known prefix that does not parse back into a name.
+pub(crate) fn corrupt_key(key: &[u8]) -> CorruptRecord {
+    CorruptRecord {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source: postcard::Error::DeserializeBadEncoding,
+    }
+}
+
+pub(crate) fn encode<R: Record>(record: &R) -> StoredValue {
+    // Serialising these plain structs into a Vec cannot fail: postcard errors only on
+    // unsupported types (none here) or a full fixed-size buffer (not used).
+    let bytes = postcard::to_stdvec(record).unwrap_or_default();
+    StoredValue::from_encoded_record(bytes)
+}
+
+pub(crate) fn decode<R: Record>(key: &[u8], value: &StoredValue) -> Result<R, CorruptRecord> {
+    postcard::from_bytes(value.as_bytes()).map_err(|source| CorruptRecord {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let record = TenantRecord {
+            keys: vec![],
+            current: 1,
+            created_unix: 5,
+        };
+        let bytes = encode(&record).into_bytes();
+        assert_eq!(
+            decode::<TenantRecord>(b"k", &encode(&record)).unwrap(),
+            record
+        );
+        for cut in 0..bytes.len() {
+            let v = StoredValue::from_encoded_record(bytes[..cut].to_vec());
+            assert!(decode::<TenantRecord>(b"k", &v).is_err());
+        }
+    }
+
+    #[test]
+    fn tenant_prefixes_do_not_overlap() {
+        let a = TenantId::new("acme").unwrap();
+        let id = SecretId::parse("acme2", "live", "x").unwrap();
+        assert!(!secret_key(&id).starts_with(&secret_prefix(&a, None)));
+    }
+}

@@ -1,0 +1,193 @@
+//! The vault: seal lifecycle and the key hierarchy held in memory while unsealed.
+//!
+//! ```text
+//!   Uninitialised ──init──▶ Sealed ──unseal (T shares)──▶ Unsealed
+//!                             ▲                              │
+//!                             └──────────── seal ────────────┘
+//! ```
+//!
+//! Sealed and unsealed are different types: only [`State::Unsealed`] holds a
+//! [`Keyring`], and every data operation reaches keys through it. Sealing drops the
+//! keyring, which wipes every unwrapped key from the locked arena. Data operations hold
+//! the state's read lock for their duration, so sealing waits for in-flight operations
+//! and no key outlives a seal.
+
+mod keyring;
+mod secrets;
+mod unseal;
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vault_crypto::arena::scrub_stack;
+
+pub use secrets::{DisabledVersion, ErasureReceipt, SecretMetadata, VersionMetadata};
+pub use unseal::{UnsealNonce, UnsealOutcome};
+
+use crate::error::{Error, Result};
+use crate::records::{self, SEAL_KEY, SealRecord};
+use crate::storage::Store;
+use keyring::Keyring;
+use unseal::UnsealProgress;
+
+/// Tunables of the vault's lifecycle.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// How long unseal progress survives without reaching the threshold.
+    pub unseal_timeout: Duration,
+    /// How long a rotated-out secret version stays leasable by default.
+    pub default_grace: Duration,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        Self {
+            unseal_timeout: Duration::from_secs(10 * 60),
+            default_grace: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+enum State {
+    Uninitialised,
+    Sealed(Option<UnsealProgress>),
+    Unsealed(Keyring),
+}
+
+/// What the vault reports about itself. Contains nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// No seal record exists yet.
+    Uninitialised,
+    /// Initialised and sealed.
+    Sealed {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares in the current set.
+        shares: u8,
+        /// Share-set generation.
+        generation: u32,
+        /// Shares submitted in the current attempt, and its nonce.
+        progress: Option<(u8, UnsealNonce)>,
+    },
+    /// Unsealed and serving.
+    Unsealed {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares in the current set.
+        shares: u8,
+        /// Share-set generation.
+        generation: u32,
+        /// Current root key version.
+        root_version: u32,
+    },
+}
+
+/// The vault: a store plus the in-memory state of the key hierarchy.
+pub struct Vault {
+    store: Arc<dyn Store>,
+    state: RwLock<State>,
+    options: VaultOptions,
+}
+
+impl Vault {
+    /// Opens the vault over `store`. It always starts sealed (or uninitialised).
+    pub fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Self> {
+        let state = match store.get(SEAL_KEY)? {
+            Some(_) => State::Sealed(None),
+            None => State::Uninitialised,
+        };
+        Ok(Self {
+            store,
+            state: RwLock::new(state),
+            options,
+        })
+    }
+
+    /// The vault's status.
+    pub fn status(&self) -> Result<Status> {
+        let mut state = self.write_state();
+        let record = match &*state {
+            State::Uninitialised => return Ok(Status::Uninitialised),
+            _ => self.seal_record()?,
+        };
+        Ok(match &mut *state {
+            State::Uninitialised => Status::Uninitialised,
+            State::Sealed(progress) => {
+                unseal::expire(progress, self.options.unseal_timeout);
+                Status::Sealed {
+                    threshold: record.threshold,
+                    shares: record.shares,
+                    generation: record.generation,
+                    progress: progress.as_ref().map(UnsealProgress::summary),
+                }
+            }
+            State::Unsealed(keyring) => Status::Unsealed {
+                threshold: record.threshold,
+                shares: record.shares,
+                generation: record.generation,
+                root_version: keyring.current_root_version(),
+            },
+        })
+    }
+
+    /// Seals the vault: wipes the root key, every unwrapped tenant and system key and
+    /// any unseal progress. Waits for in-flight operations to finish first.
+    pub fn seal(&self) -> Result<()> {
+        let mut state = self.write_state();
+        match &*state {
+            State::Uninitialised => return Err(Error::Uninitialised),
+            State::Sealed(_) | State::Unsealed(_) => {}
+        }
+        // Dropping the old state wipes its keys or shares from the arena.
+        drop(std::mem::replace(&mut *state, State::Sealed(None)));
+        scrub_stack();
+        Ok(())
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves the state as it was before the
+        // panicking operation changed it (state changes are single assignments).
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the keyring, or fails with `Sealed` / `Uninitialised`.
+    fn with_keyring<T>(&self, f: impl FnOnce(&Keyring) -> Result<T>) -> Result<T> {
+        let state = self.read_state();
+        match &*state {
+            State::Unsealed(keyring) => f(keyring),
+            State::Sealed(_) => Err(Error::Sealed),
+            State::Uninitialised => Err(Error::Uninitialised),
+        }
+    }
+
+    fn seal_record(&self) -> Result<SealRecord> {
+        let value = self.store.get(SEAL_KEY)?.ok_or(Error::Uninitialised)?;
+        Ok(records::decode(SEAL_KEY, &value)?)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn key_material_for_tests(
+        &self,
+        tenant: &crate::names::TenantId,
+    ) -> Result<([u8; 32], [u8; 32])> {
+        self.with_keyring(|k| {
+            let root = k.root_raw_for_tests();
+            let tk = k.current_tenant_key(self.store.as_ref(), tenant, false)?;
+            Ok((root, tk.raw_for_tests()))
+        })
+    }
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

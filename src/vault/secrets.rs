@@ -1,0 +1,395 @@
+//! Secrets: write-only values with versions, rotation with a grace window, and
+//! tenant erasure by crypto-shredding.
+//!
+//! No function here returns plaintext except [`Vault::open_secret`], which the lease
+//! path uses to seal a value to a client session; admin operations see metadata only.
+
+use std::time::Duration;
+
+use vault_crypto::SecretValue;
+use vault_crypto::envelope::{Aad, Envelope, Purpose};
+
+use super::keyring::CAS_ATTEMPTS;
+use super::{Vault, now_unix};
+use crate::error::{Error, Result};
+use crate::names::{Environment, SecretId, SecretKind, SecretName, TenantId};
+use crate::records::{
+    self, SECRET_PREFIX, SecretRecord, SecretVersionRecord, TenantRecord, VersionState, secret_key,
+    secret_prefix, tenant_key,
+};
+use crate::storage::{StoreError, StoredValue, Transaction};
+
+/// What an admin may see of a secret: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMetadata {
+    /// Where the secret lives.
+    pub id: SecretId,
+    /// Whose key it is.
+    pub kind: SecretKind,
+    /// The version leased by default.
+    pub current_version: u64,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionMetadata>,
+    /// When the secret was first stored (Unix seconds).
+    pub created_unix: u64,
+}
+
+/// Metadata of one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMetadata {
+    /// Version number, from 1.
+    pub version: u64,
+    /// Current, in grace, or disabled.
+    pub state: VersionState,
+    /// When this version was stored (Unix seconds).
+    pub created_unix: u64,
+    /// A masked hint such as `sk-…abcd`.
+    pub hint: String,
+    /// Keyed fingerprint, hex: equal values of one tenant have equal fingerprints.
+    pub fingerprint: String,
+}
+
+/// A version disabled by the grace sweeper; its leases must be revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledVersion {
+    /// The secret.
+    pub id: SecretId,
+    /// The version disabled.
+    pub version: u64,
+}
+
+/// Proof of a tenant's erasure, for the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureReceipt {
+    /// The erased tenant.
+    pub tenant: TenantId,
+    /// Versions of the tenant key that were destroyed.
+    pub key_versions: Vec<u32>,
+    /// Secrets whose records were deleted.
+    pub secrets_erased: usize,
+    /// When (Unix seconds).
+    pub erased_unix: u64,
+}
+
+fn secret_aad<'a>(id: &'a SecretId, version: u64) -> Aad<'a> {
+    Aad {
+        tenant: id.tenant.as_str(),
+        environment: id.environment.as_str(),
+        name: id.name.as_str(),
+        version,
+        ..Aad::purpose(Purpose::Secret)
+    }
+}
+
+/// A hint that identifies a key to a person without revealing it: the prefix up to
+/// the first `-` (if short, as in `sk-`) and the last four characters. Values under
+/// 16 characters, or not text, show no characters at all.
+fn hint(value: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return format!("({} bytes)", value.len());
+    };
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() < 16 {
+        return "…".to_owned();
+    }
+    let prefix: String = match text.find('-') {
+        Some(i) if i <= 4 => text.get(..=i).unwrap_or("").to_owned(),
+        _ => String::new(),
+    };
+    let suffix: String = chars.iter().skip(chars.len() - 4).collect();
+    format!("{prefix}…{suffix}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SecretRecord {
+    fn metadata(&self, id: SecretId) -> SecretMetadata {
+        SecretMetadata {
+            id,
+            kind: self.kind,
+            current_version: self.current,
+            versions: self
+                .versions
+                .iter()
+                .map(|v| VersionMetadata {
+                    version: v.version,
+                    state: v.state,
+                    created_unix: v.created_unix,
+                    hint: v.hint.clone(),
+                    fingerprint: hex(&v.fingerprint),
+                })
+                .collect(),
+            created_unix: self.created_unix,
+        }
+    }
+}
+
+impl Vault {
+    fn read_secret(&self, id: &SecretId) -> Result<(SecretRecord, StoredValue)> {
+        let key = secret_key(id);
+        let value = self.store.get(&key)?.ok_or(Error::NotFound)?;
+        Ok((records::decode(&key, &value)?, value))
+    }
+
+    /// Seals `value` as `version` of `id` under the tenant's current key.
+    fn seal_version(
+        &self,
+        keyring: &super::keyring::Keyring,
+        id: &SecretId,
+        version: u64,
+        value: &SecretValue,
+    ) -> Result<SecretVersionRecord> {
+        let key = keyring.current_tenant_key(self.store.as_ref(), &id.tenant, true)?;
+        Ok(SecretVersionRecord {
+            version,
+            state: VersionState::Current,
+            value: Some(key.seal(&secret_aad(id, version), value.expose_secret())?),
+            created_unix: now_unix(),
+            hint: hint(value.expose_secret()),
+            fingerprint: key.fingerprint(value.expose_secret())?,
+        })
+    }
+
+    /// Stores a new secret as version 1. Fails with [`Error::AlreadyExists`] if the
+    /// name is taken (use [`Vault::rotate_secret`]).
+    pub fn put_secret(
+        &self,
+        id: &SecretId,
+        kind: SecretKind,
+        value: &SecretValue,
+    ) -> Result<SecretMetadata> {
+        self.with_keyring(|keyring| {
+            let record = SecretRecord {
+                kind,
+                current: 1,
+                versions: vec![self.seal_version(keyring, id, 1, value)?],
+                created_unix: now_unix(),
+            };
+            let key = secret_key(id);
+            let txn = Transaction::new()
+                .require_absent(key.clone())
+                .put(key, records::encode(&record));
+            match self.store.transact(txn) {
+                Ok(()) => Ok(record.metadata(id.clone())),
+                Err(StoreError::Conflict { .. }) => Err(Error::AlreadyExists),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Stores `value` as the new current version. The previous current version stays
+    /// leasable for `grace` (the vault's default if `None`), then is disabled.
+    pub fn rotate_secret(
+        &self,
+        id: &SecretId,
+        value: &SecretValue,
+        grace: Option<Duration>,
+    ) -> Result<SecretMetadata> {
+        let grace = grace.unwrap_or(self.options.default_grace);
+        self.with_keyring(|keyring| {
+            for _ in 0..CAS_ATTEMPTS {
+                let (mut record, old) = self.read_secret(id)?;
+                let version = record.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                let until_unix = now_unix().saturating_add(grace.as_secs());
+                for v in &mut record.versions {
+                    if v.state == VersionState::Current {
+                        v.state = VersionState::Grace { until_unix };
+                    }
+                }
+                record
+                    .versions
+                    .push(self.seal_version(keyring, id, version, value)?);
+                record.current = version;
+                let key = secret_key(id);
+                let txn = Transaction::new()
+                    .require_eq(key.clone(), old)
+                    .put(key, records::encode(&record));
+                match self.store.transact(txn) {
+                    Ok(()) => return Ok(record.metadata(id.clone())),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(Error::Contention("secret"))
+        })
+    }
+
+    /// A secret's metadata.
+    pub fn describe_secret(&self, id: &SecretId) -> Result<SecretMetadata> {
+        self.with_keyring(|_| Ok(self.read_secret(id)?.0.metadata(id.clone())))
+    }
+
+    /// Every secret of `tenant`, optionally in one environment, ordered by name.
+    pub fn list_secrets(
+        &self,
+        tenant: &TenantId,
+        environment: Option<Environment>,
+    ) -> Result<Vec<SecretMetadata>> {
+        self.with_keyring(|_| {
+            self.store
+                .scan_prefix(&secret_prefix(tenant, environment))?
+                .into_iter()
+                .map(|(key, value)| {
+                    let record: SecretRecord = records::decode(&key, &value)?;
+                    Ok(record.metadata(
+                        parse_secret_key(&key).ok_or_else(|| records::corrupt_key(&key))?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Deletes a secret and all its versions.
+    pub fn delete_secret(&self, id: &SecretId) -> Result<()> {
+        self.with_keyring(|_| {
+            let key = secret_key(id);
+            let txn = Transaction::new().require_present(key.clone()).delete(key);
+            match self.store.transact(txn) {
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict { .. }) => Err(Error::NotFound),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Decrypts `version` of a secret (the current version if `None`) into a
+    /// zeroising buffer. Only the lease path calls this, to seal the value to a
+    /// client's session. A version past its grace window is refused even before the
+    /// sweeper disables it.
+    pub fn open_secret(&self, id: &SecretId, version: Option<u64>) -> Result<(SecretValue, u64)> {
+        self.with_keyring(|keyring| {
+            let (record, _) = self.read_secret(id)?;
+            let wanted = version.unwrap_or(record.current);
+            let entry = record
+                .versions
+                .iter()
+                .find(|v| v.version == wanted)
+                .ok_or(Error::VersionUnavailable(wanted))?;
+            let now = now_unix();
+            let envelope: &Envelope = match (&entry.state, &entry.value) {
+                (VersionState::Current, Some(e)) => e,
+                (VersionState::Grace { until_unix }, Some(e)) if now < *until_unix => e,
+                _ => return Err(Error::VersionUnavailable(wanted)),
+            };
+            let key =
+                keyring.tenant_key(self.store.as_ref(), &id.tenant, envelope.key_version())?;
+            let value = key.open(envelope, &secret_aad(id, wanted))?;
+            Ok((value, wanted))
+        })
+    }
+
+    /// Disables every version whose grace window ended at or before `now_unix`,
+    /// destroying its ciphertext. Returns what was disabled, for lease revocation and
+    /// the audit log.
+    pub fn sweep_grace(&self, now_unix: u64) -> Result<Vec<DisabledVersion>> {
+        self.with_keyring(|_| {
+            let mut disabled = Vec::new();
+            for (key, value) in self.store.scan_prefix(SECRET_PREFIX)? {
+                let mut record: SecretRecord = records::decode(&key, &value)?;
+                let mut expired = Vec::new();
+                for v in &mut record.versions {
+                    if let VersionState::Grace { until_unix } = v.state {
+                        if until_unix <= now_unix {
+                            v.state = VersionState::Disabled;
+                            v.value = None;
+                            expired.push(v.version);
+                        }
+                    }
+                }
+                if expired.is_empty() {
+                    continue;
+                }
+                let id = parse_secret_key(&key).ok_or_else(|| records::corrupt_key(&key))?;
+                let txn = Transaction::new()
+                    .require_eq(key.clone(), value)
+                    .put(key, records::encode(&record));
+                match self.store.transact(txn) {
+                    Ok(()) => disabled.extend(expired.into_iter().map(|version| DisabledVersion {
+                        id: id.clone(),
+                        version,
+                    })),
+                    // Changed meanwhile (rotated again, deleted): the next sweep sees it.
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(disabled)
+        })
+    }
+
+    /// Erases a tenant: destroys every version of its key and deletes its secrets in
+    /// one transaction, and wipes its unwrapped keys from memory. Every ciphertext of
+    /// the tenant, wherever it was copied, is unreadable afterwards (see SECURITY.md
+    /// for backups taken before the erasure).
+    pub fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReceipt> {
+        self.with_keyring(|keyring| {
+            for _ in 0..CAS_ATTEMPTS {
+                let tkey = tenant_key(tenant);
+                let existing = self.store.get(&tkey)?;
+                let mut txn = Transaction::new();
+                let mut key_versions = Vec::new();
+                if let Some(value) = existing {
+                    let record: TenantRecord = records::decode(&tkey, &value)?;
+                    key_versions = record.keys.iter().map(|k| k.version).collect();
+                    txn = txn.require_eq(tkey.clone(), value).delete(tkey);
+                } else {
+                    txn = txn.require_absent(tkey);
+                }
+                let secrets = self.store.scan_prefix(&secret_prefix(tenant, None))?;
+                let secrets_erased = secrets.len();
+                for (key, value) in secrets {
+                    txn = txn.require_eq(key.clone(), value).delete(key);
+                }
+                match self.store.transact(txn) {
+                    Ok(()) => {
+                        keyring.forget_tenant(tenant);
+                        return Ok(ErasureReceipt {
+                            tenant: tenant.clone(),
+                            key_versions,
+                            secrets_erased,
+                            erased_unix: now_unix(),
+                        });
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(Error::Contention("tenant"))
+        })
+    }
+}
+
+/// Parses `secret/<tenant>/<env>/<name>` back into an id.
+fn parse_secret_key(key: &[u8]) -> Option<SecretId> {
+    let text = std::str::from_utf8(key).ok()?.strip_prefix("secret/")?;
+    let (tenant, rest) = text.split_once('/')?;
+    let (env, name) = rest.split_once('/')?;
+    Some(SecretId {
+        tenant: TenantId::new(tenant).ok()?,
+        environment: Environment::parse(env).ok()?,
+        name: SecretName::new(name).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_reveal_at_most_a_prefix_and_four_characters() {
+        assert_eq!(hint(b"sk-proj-0123456789abcdef"), "sk-…cdef");
+        assert_eq!(hint(b"0123456789abcdefXYZW"), "…XYZW");
+        assert_eq!(hint(b"short-secret"), "…");
+        assert_eq!(hint(&[0xff, 0xfe, 0, 1]), "(4 bytes)");
+    }
+
+    #[test]
+    fn secret_keys_parse_back() {
+        let id = SecretId::parse("acme", "test", "byok/openai").unwrap();
+        assert_eq!(parse_secret_key(&secret_key(&id)), Some(id));
+        assert_eq!(parse_secret_key(b"secret/acme/prod/x"), None);
+        assert_eq!(parse_secret_key(b"tenant/acme"), None);
+    }
+}

@@ -1,0 +1,484 @@
+//! Tests of the seal lifecycle and the data layer over a real redb file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vault_crypto::SecretValue;
+use vault_crypto::shamir::Share;
+
+use super::*;
+use crate::names::{Environment, SecretId, SecretKind, TenantId};
+use crate::records::VersionState;
+use crate::storage::redb::RedbStore;
+
+pub(crate) struct Fixture {
+    pub(crate) vault: Vault,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+pub(crate) fn copy(share: &Share) -> Share {
+    Share::from_bytes(&share.to_bytes()).unwrap()
+}
+
+pub(crate) fn fresh(options: VaultOptions) -> (Fixture, Vec<Share>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
+    let vault = Vault::open(store, options).unwrap();
+    let shares = vault.init(3, 5).unwrap();
+    (Fixture { vault, _dir: dir }, shares)
+}
+
+pub(crate) fn unseal_with(vault: &Vault, shares: &[Share]) -> Result<UnsealOutcome> {
+    let mut nonce = None;
+    let mut outcome = Err(Error::Sealed);
+    for share in shares {
+        outcome = vault.unseal(copy(share), nonce.as_ref());
+        if let Ok(UnsealOutcome::InProgress { nonce: n, .. }) = &outcome {
+            nonce = Some(*n);
+        }
+    }
+    outcome
+}
+
+fn id(tenant: &str, name: &str) -> SecretId {
+    SecretId::parse(tenant, "live", name).unwrap()
+}
+
+fn value(text: &str) -> SecretValue {
+    SecretValue::from_vec(text.as_bytes().to_vec())
+}
+
+#[test]
+fn lifecycle_init_unseal_seal() {
+    let (f, shares) = fresh(VaultOptions::default());
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Sealed {
+            threshold: 3,
+            shares: 5,
+            generation: 1,
+            progress: None
+        }
+    ));
+    assert!(matches!(f.vault.init(1, 1), Err(Error::AlreadyInitialised)));
+    assert!(matches!(
+        f.vault.describe_secret(&id("acme", "x")),
+        Err(Error::Sealed)
+    ));
+
+    let first = f.vault.unseal(copy(&shares[4]), None).unwrap();
+    let UnsealOutcome::InProgress {
+        nonce,
+        submitted: 1,
+        threshold: 3,
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert!(matches!(
+        f.vault.unseal(copy(&shares[0]), None),
+        Err(Error::UnsealNonceMismatch)
+    ));
+    assert!(matches!(
+        f.vault.unseal(copy(&shares[4]), Some(&nonce)),
+        Err(Error::DuplicateShare(5))
+    ));
+    f.vault.unseal(copy(&shares[1]), Some(&nonce)).unwrap();
+    assert_eq!(
+        f.vault.unseal(copy(&shares[2]), Some(&nonce)).unwrap(),
+        UnsealOutcome::Unsealed
+    );
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Unsealed {
+            root_version: 1,
+            ..
+        }
+    ));
+
+    let secret = id("acme", "byok/openai");
+    f.vault
+        .put_secret(
+            &secret,
+            SecretKind::Byok,
+            &value("sk-abcdefghijklmnopqrstuvwxyz"),
+        )
+        .unwrap();
+    f.vault.seal().unwrap();
+    // Every key was wiped: each operation now fails as sealed.
+    assert!(matches!(
+        f.vault.open_secret(&secret, None),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        f.vault.describe_secret(&secret),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        f.vault.put_secret(&secret, SecretKind::Byok, &value("x")),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Sealed { progress: None, .. }
+    ));
+
+    unseal_with(&f.vault, &shares[2..5]).unwrap();
+    let (plain, version) = f.vault.open_secret(&secret, None).unwrap();
+    assert_eq!(
+        (plain.expose_secret(), version),
+        (&b"sk-abcdefghijklmnopqrstuvwxyz"[..], 1)
+    );
+}
+
+#[test]
+fn wrong_share_is_detected_and_progress_discarded() {
+    let (f, shares) = fresh(VaultOptions::default());
+    // A share of the right set with a corrupted y value (valid checksum recomputed).
+    let mut bytes = shares[0].to_bytes().to_vec();
+    bytes[10] ^= 0x01;
+    bytes.truncate(38);
+    let check = ring_checksum(&bytes);
+    bytes.extend_from_slice(&check);
+    let corrupt = Share::from_bytes(&bytes).unwrap();
+    let mut with_bad = vec![corrupt];
+    with_bad.extend(shares[1..3].iter().map(copy));
+    assert!(matches!(
+        unseal_with(&f.vault, &with_bad),
+        Err(Error::WrongShares)
+    ));
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Sealed { progress: None, .. }
+    ));
+    // A fresh attempt with good shares works: nothing of the bad attempt lingers.
+    assert_eq!(
+        unseal_with(&f.vault, &shares[..3]).unwrap(),
+        UnsealOutcome::Unsealed
+    );
+}
+
+fn ring_checksum(body: &[u8]) -> [u8; 4] {
+    // Mirrors the share format's check bytes so a test can forge a well-formed share.
+    use ring::digest::{SHA256, digest};
+    digest(&SHA256, body).as_ref()[..4].try_into().unwrap()
+}
+
+#[test]
+fn unseal_progress_expires_and_resets() {
+    let options = VaultOptions {
+        unseal_timeout: Duration::from_millis(50),
+        ..VaultOptions::default()
+    };
+    let (f, shares) = fresh(options);
+    let UnsealOutcome::InProgress { nonce, .. } = f.vault.unseal(copy(&shares[0]), None).unwrap()
+    else {
+        panic!()
+    };
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Sealed { progress: None, .. }
+    ));
+    assert!(matches!(
+        f.vault.unseal(copy(&shares[1]), Some(&nonce)),
+        Err(Error::UnsealNonceMismatch)
+    ));
+    f.vault.unseal(copy(&shares[1]), None).unwrap();
+    f.vault.reset_unseal().unwrap();
+    assert!(matches!(
+        f.vault.status().unwrap(),
+        Status::Sealed { progress: None, .. }
+    ));
+}
+
+#[test]
+fn rekey_replaces_the_share_set() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let secret = id("acme", "k");
+    f.vault
+        .put_secret(&secret, SecretKind::System, &value("rekey-survives"))
+        .unwrap();
+    assert!(matches!(
+        f.vault.rekey(shares[..2].iter().map(copy).collect(), 2, 3),
+        Err(Error::Shares(_))
+    ));
+    let new = f
+        .vault
+        .rekey(shares[1..4].iter().map(copy).collect(), 2, 3)
+        .unwrap();
+    assert_eq!(
+        (new.len(), new[0].threshold(), new[0].generation()),
+        (3, 2, 2)
+    );
+    f.vault.seal().unwrap();
+    assert!(matches!(
+        f.vault.unseal(copy(&shares[0]), None),
+        Err(Error::StaleShare {
+            share: 1,
+            current: 2
+        })
+    ));
+    unseal_with(&f.vault, &new[1..]).unwrap();
+    assert_eq!(
+        f.vault
+            .open_secret(&secret, None)
+            .unwrap()
+            .0
+            .expose_secret(),
+        b"rekey-survives"
+    );
+}
+
+#[test]
+fn root_key_rotation_rewraps_everything() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let a = id("acme", "one");
+    let b = id("globex", "two");
+    f.vault
+        .put_secret(&a, SecretKind::Byok, &value("value-of-acme"))
+        .unwrap();
+    f.vault
+        .put_secret(&b, SecretKind::Byok, &value("value-of-globex"))
+        .unwrap();
+    assert!(matches!(
+        f.vault
+            .rotate_root_key(shares[..2].iter().map(copy).collect()),
+        Err(Error::Shares(_))
+    ));
+    assert_eq!(
+        f.vault
+            .rotate_root_key(shares[2..].iter().map(copy).collect())
+            .unwrap(),
+        2
+    );
+    let record = f.vault.seal_record().unwrap();
+    assert_eq!(
+        (record.current_root, record.roots.len(), record.rotation),
+        (2, 1, None)
+    );
+    for (key, value) in f.vault.store.scan_prefix(b"tenant/").unwrap() {
+        let t: crate::records::TenantRecord = crate::records::decode(&key, &value).unwrap();
+        assert!(t.keys.iter().all(|k| k.wrapped.key_version() == 2));
+    }
+    f.vault.seal().unwrap();
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    assert_eq!(
+        f.vault.open_secret(&a, None).unwrap().0.expose_secret(),
+        b"value-of-acme"
+    );
+    assert_eq!(
+        f.vault.open_secret(&b, None).unwrap().0.expose_secret(),
+        b"value-of-globex"
+    );
+}
+
+#[test]
+fn interrupted_rotation_resumes_at_unseal() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let a = id("acme", "one");
+    f.vault
+        .put_secret(&a, SecretKind::Byok, &value("survives-a-crash"))
+        .unwrap();
+    // Simulate a crash right after the rotation's first step: the seal record names
+    // both roots and the rotation, but no record has been rewrapped yet.
+    let record = f.vault.seal_record().unwrap();
+    let uk = vault_crypto::shamir::combine(&shares[..3]).unwrap();
+    let root2 = vault_crypto::RootKey::generate(2).unwrap();
+    let mut next = record.clone();
+    next.roots.push(crate::records::WrappedRoot {
+        version: 2,
+        wrapped: uk.wrap_root_key(&root2).unwrap(),
+    });
+    next.current_root = 2;
+    next.rotation = Some(crate::records::RootRotation { from: 1, to: 2 });
+    f.vault.replace_seal_record(&record, &next).unwrap();
+    f.vault.seal().unwrap();
+
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let record = f.vault.seal_record().unwrap();
+    assert_eq!(
+        (record.current_root, record.roots.len(), record.rotation),
+        (2, 1, None)
+    );
+    assert_eq!(
+        f.vault.open_secret(&a, None).unwrap().0.expose_secret(),
+        b"survives-a-crash"
+    );
+}
+
+#[test]
+fn rotation_grace_and_sweep() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let s = id("acme", "byok/openai");
+    f.vault
+        .put_secret(&s, SecretKind::Byok, &value("sk-first-0000000000001111"))
+        .unwrap();
+    assert!(matches!(
+        f.vault.put_secret(&s, SecretKind::Byok, &value("again")),
+        Err(Error::AlreadyExists)
+    ));
+    let meta = f
+        .vault
+        .rotate_secret(
+            &s,
+            &value("sk-second-000000000002222"),
+            Some(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert_eq!(meta.current_version, 2);
+    assert_eq!(meta.versions[1].hint, "sk-…2222");
+    let VersionState::Grace { until_unix } = meta.versions[0].state else {
+        panic!()
+    };
+    // Both versions lease during the grace window; the default is the new one.
+    assert_eq!(
+        f.vault.open_secret(&s, None).unwrap().0.expose_secret(),
+        b"sk-second-000000000002222"
+    );
+    assert_eq!(
+        f.vault.open_secret(&s, Some(1)).unwrap().0.expose_secret(),
+        b"sk-first-0000000000001111"
+    );
+    assert!(f.vault.sweep_grace(until_unix - 1).unwrap().is_empty());
+    let disabled = f.vault.sweep_grace(until_unix).unwrap();
+    assert_eq!(
+        disabled,
+        vec![DisabledVersion {
+            id: s.clone(),
+            version: 1
+        }]
+    );
+    assert!(matches!(
+        f.vault.open_secret(&s, Some(1)),
+        Err(Error::VersionUnavailable(1))
+    ));
+    let meta = f.vault.describe_secret(&s).unwrap();
+    assert_eq!(meta.versions[0].state, VersionState::Disabled);
+
+    // A zero grace disables the old version at once, even before any sweep.
+    f.vault
+        .rotate_secret(&s, &value("third"), Some(Duration::ZERO))
+        .unwrap();
+    assert!(matches!(
+        f.vault.open_secret(&s, Some(2)),
+        Err(Error::VersionUnavailable(2))
+    ));
+}
+
+#[test]
+fn list_delete_and_names() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    for (env, name) in [("live", "b"), ("live", "a"), ("test", "a")] {
+        let sid = SecretId::parse("acme", env, name).unwrap();
+        f.vault
+            .put_secret(&sid, SecretKind::Byok, &value("v"))
+            .unwrap();
+    }
+    f.vault
+        .put_secret(&id("acme2", "z"), SecretKind::Byok, &value("v"))
+        .unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let all: Vec<String> = f
+        .vault
+        .list_secrets(&acme, None)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(all, ["acme/live/a", "acme/live/b", "acme/test/a"]);
+    assert_eq!(
+        f.vault
+            .list_secrets(&acme, Some(Environment::Test))
+            .unwrap()
+            .len(),
+        1
+    );
+    f.vault.delete_secret(&id("acme", "a")).unwrap();
+    assert!(matches!(
+        f.vault.delete_secret(&id("acme", "a")),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        f.vault.open_secret(&id("acme", "a"), None),
+        Err(Error::NotFound)
+    ));
+    assert!(SecretId::parse("ACME", "live", "x").is_err());
+}
+
+#[test]
+fn erase_tenant_shreds_its_keys() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let a = id("acme", "one");
+    f.vault
+        .put_secret(&a, SecretKind::Byok, &value("to-be-shredded"))
+        .unwrap();
+    f.vault
+        .put_secret(&id("globex", "one"), SecretKind::Byok, &value("kept"))
+        .unwrap();
+    // Keep a copy of the ciphertext, as a backup would.
+    let (key, backup) = f
+        .vault
+        .store
+        .scan_prefix(b"secret/acme/")
+        .unwrap()
+        .remove(0);
+    let acme = TenantId::new("acme").unwrap();
+    let receipt = f.vault.erase_tenant(&acme).unwrap();
+    assert_eq!((receipt.key_versions, receipt.secrets_erased), (vec![1], 1));
+    assert!(f.vault.store.get(b"tenant/acme").unwrap().is_none());
+    assert!(matches!(
+        f.vault.open_secret(&a, None),
+        Err(Error::NotFound)
+    ));
+    // Restoring the secret record alone does not bring the value back: its key is gone.
+    f.vault.store.put(&key, backup).unwrap();
+    assert!(f.vault.open_secret(&a, None).is_err());
+    assert_eq!(
+        f.vault
+            .open_secret(&id("globex", "one"), None)
+            .unwrap()
+            .0
+            .expose_secret(),
+        b"kept"
+    );
+}
+
+#[test]
+fn tampered_records_fail_closed() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let a = id("acme", "one");
+    let b = id("acme", "two");
+    f.vault
+        .put_secret(&a, SecretKind::Byok, &value("value-a"))
+        .unwrap();
+    f.vault
+        .put_secret(&b, SecretKind::Byok, &value("value-b"))
+        .unwrap();
+    // Moving b's record under a's name must not decrypt (AAD binds the name).
+    let b_value = f.vault.store.get(b"secret/acme/live/two").unwrap().unwrap();
+    f.vault.store.put(b"secret/acme/live/one", b_value).unwrap();
+    assert!(matches!(
+        f.vault.open_secret(&a, None),
+        Err(Error::Crypto(_))
+    ));
+    // Garbage in a record is an error, not a panic.
+    f.vault
+        .store
+        .put(
+            b"secret/acme/live/two",
+            crate::storage::StoredValue::from_encoded_record(vec![1, 2, 3]),
+        )
+        .unwrap();
+    assert!(matches!(
+        f.vault.open_secret(&b, None),
+        Err(Error::Corrupt(_))
+    ));
+}

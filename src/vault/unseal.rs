@@ -1,0 +1,344 @@
+//! Init, unseal, rekey and root-key rotation: everything that needs the unseal key.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use vault_crypto::arena::scrub_stack;
+use vault_crypto::shamir::{self, Share};
+use vault_crypto::{RootKey, SystemKey, UnsealKey, constant_time_eq};
+
+use super::keyring::{Keyring, SYSTEM_KEYS};
+use super::{State, Vault, now_unix};
+use crate::error::{Error, Result};
+use crate::records::{
+    self, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord, WrappedRoot, system_key,
+};
+use crate::storage::{StoreError, Transaction};
+
+/// Identifies one unseal attempt, so shares meant for an attempt that was reset or
+/// expired are not silently counted towards a new one. Not secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct UnsealNonce([u8; 16]);
+
+impl UnsealNonce {
+    fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 16];
+        vault_crypto::aead::random_bytes(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Parses the 32-hex-digit form.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut out = [0u8; 16];
+        let digits = text.as_bytes();
+        if digits.len() != 32 {
+            return None;
+        }
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl fmt::Display for UnsealNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for UnsealNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UnsealNonce({self})")
+    }
+}
+
+/// Shares submitted so far in one unseal attempt. The shares live in the locked
+/// arena and are wiped when the attempt completes, is reset, fails or expires.
+pub(crate) struct UnsealProgress {
+    nonce: UnsealNonce,
+    shares: Vec<Share>,
+    started: Instant,
+}
+
+impl UnsealProgress {
+    pub(crate) fn summary(&self) -> (u8, UnsealNonce) {
+        (
+            u8::try_from(self.shares.len()).unwrap_or(u8::MAX),
+            self.nonce,
+        )
+    }
+}
+
+/// Drops `progress` if it has outlived `timeout`.
+pub(crate) fn expire(progress: &mut Option<UnsealProgress>, timeout: Duration) {
+    if progress
+        .as_ref()
+        .is_some_and(|p| p.started.elapsed() > timeout)
+    {
+        *progress = None;
+    }
+}
+
+/// The result of submitting one unseal share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsealOutcome {
+    /// More shares are needed.
+    InProgress {
+        /// The attempt's nonce: later shares must present it.
+        nonce: UnsealNonce,
+        /// Shares submitted so far.
+        submitted: u8,
+        /// Shares needed.
+        threshold: u8,
+    },
+    /// The threshold was reached and the vault is unsealed.
+    Unsealed,
+}
+
+impl Vault {
+    /// Initialises the vault: generates the unseal key and root key, the system keys,
+    /// and writes the seal record. Returns the shares, once; they are never stored.
+    /// The vault is left sealed.
+    pub fn init(&self, threshold: usize, shares: usize) -> Result<Vec<Share>> {
+        let mut state = self.write_state();
+        if !matches!(*state, State::Uninitialised) {
+            return Err(Error::AlreadyInitialised);
+        }
+        let unseal_key = UnsealKey::generate(1)?;
+        let split = shamir::split(&unseal_key, threshold, shares).map_err(sharing)?;
+        let root = RootKey::generate(1)?;
+        let record = SealRecord {
+            generation: 1,
+            threshold: split.first().map_or(0, Share::threshold),
+            shares: u8::try_from(split.len()).unwrap_or(u8::MAX),
+            roots: vec![WrappedRoot {
+                version: 1,
+                wrapped: unseal_key.wrap_root_key(&root)?,
+            }],
+            current_root: 1,
+            rotation: None,
+            created_unix: now_unix(),
+        };
+        let mut txn = Transaction::new()
+            .require_absent(SEAL_KEY)
+            .put(SEAL_KEY, records::encode(&record));
+        for name in SYSTEM_KEYS {
+            let wrapped = root.wrap_system_key(name, &SystemKey::generate()?)?;
+            txn = txn.put(
+                system_key(name),
+                records::encode(&SystemKeyRecord { wrapped }),
+            );
+        }
+        match self.store.transact(txn) {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return Err(Error::AlreadyInitialised),
+            Err(e) => return Err(e.into()),
+        }
+        drop((unseal_key, root));
+        scrub_stack();
+        *state = State::Sealed(None);
+        Ok(split)
+    }
+
+    /// Submits one custodian share. `nonce` must name the attempt in progress, if
+    /// any. At the threshold the vault unseals, or, if the shares do not open the
+    /// seal record, the attempt is discarded and [`Error::WrongShares`] returned.
+    pub fn unseal(&self, share: Share, nonce: Option<&UnsealNonce>) -> Result<UnsealOutcome> {
+        let mut state = self.write_state();
+        let progress = match &mut *state {
+            State::Uninitialised => return Err(Error::Uninitialised),
+            State::Unsealed(_) => return Err(Error::AlreadyUnsealed),
+            State::Sealed(progress) => progress,
+        };
+        let record = self.seal_record()?;
+        if share.generation() != record.generation {
+            return Err(Error::StaleShare {
+                share: share.generation(),
+                current: record.generation,
+            });
+        }
+        expire(progress, self.options.unseal_timeout);
+        match (progress.as_ref(), nonce) {
+            (Some(p), Some(n)) if constant_time_eq(&p.nonce.0, &n.0) => {}
+            (None, None) => {}
+            _ => return Err(Error::UnsealNonceMismatch),
+        }
+        let attempt = match progress {
+            Some(attempt) => attempt,
+            None => progress.insert(UnsealProgress {
+                nonce: UnsealNonce::generate()?,
+                shares: Vec::new(),
+                started: Instant::now(),
+            }),
+        };
+        if attempt.shares.iter().any(|s| s.index() == share.index()) {
+            return Err(Error::DuplicateShare(share.index()));
+        }
+        attempt.shares.push(share);
+        let submitted = u8::try_from(attempt.shares.len()).unwrap_or(u8::MAX);
+        if submitted < record.threshold {
+            return Ok(UnsealOutcome::InProgress {
+                nonce: attempt.nonce,
+                submitted,
+                threshold: record.threshold,
+            });
+        }
+        // Threshold reached: whatever happens next, this attempt is over.
+        let shares = std::mem::take(&mut attempt.shares);
+        *progress = None;
+        let quorum = open_quorum(&shares, &record);
+        drop(shares);
+        let (unseal_key, roots) = quorum?;
+        drop(unseal_key);
+        scrub_stack();
+        let mut keyring = Keyring::load(self.store.as_ref(), roots, record.current_root)?;
+        if let Some(rotation) = record.rotation {
+            self.finish_rotation(&mut keyring, rotation)?;
+        }
+        *state = State::Unsealed(keyring);
+        Ok(UnsealOutcome::Unsealed)
+    }
+
+    /// Discards unseal progress, wiping the shares submitted so far.
+    pub fn reset_unseal(&self) -> Result<()> {
+        match &mut *self.write_state() {
+            State::Sealed(progress) => {
+                *progress = None;
+                Ok(())
+            }
+            State::Unsealed(_) => Err(Error::AlreadyUnsealed),
+            State::Uninitialised => Err(Error::Uninitialised),
+        }
+    }
+
+    /// Replaces the share set (new threshold and count) given a quorum of current
+    /// shares. The root key is unchanged; the old shares stop working.
+    pub fn rekey(
+        &self,
+        current: Vec<Share>,
+        threshold: usize,
+        shares: usize,
+    ) -> Result<Vec<Share>> {
+        let mut state = self.write_state();
+        if matches!(*state, State::Uninitialised) {
+            return Err(Error::Uninitialised);
+        }
+        let record = self.seal_record()?;
+        let (old_key, roots) = open_quorum(&current, &record)?;
+        drop((old_key, current));
+        let new_key = UnsealKey::generate(record.generation + 1)?;
+        let split = shamir::split(&new_key, threshold, shares).map_err(sharing)?;
+        let mut next = record.clone();
+        next.generation += 1;
+        next.threshold = split.first().map_or(0, Share::threshold);
+        next.shares = u8::try_from(split.len()).unwrap_or(u8::MAX);
+        next.roots = roots
+            .iter()
+            .map(|root| {
+                Ok(WrappedRoot {
+                    version: root.version(),
+                    wrapped: new_key.wrap_root_key(root)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.replace_seal_record(&record, &next)?;
+        drop((roots, new_key));
+        scrub_stack();
+        // Progress towards unsealing with the old share set is now meaningless.
+        if let State::Sealed(progress) = &mut *state {
+            *progress = None;
+        }
+        Ok(split)
+    }
+
+    /// Rotates the root key: creates version n+1, rewraps every tenant and system key
+    /// under it and destroys version n. Needs a quorum of shares, because the new root
+    /// key must be wrapped under the unseal key, which is not kept after unseal. An
+    /// interrupted rotation resumes at the next unseal or rotation.
+    pub fn rotate_root_key(&self, shares: Vec<Share>) -> Result<u32> {
+        let mut state = self.write_state();
+        let keyring = match &mut *state {
+            State::Unsealed(keyring) => keyring,
+            State::Sealed(_) => return Err(Error::Sealed),
+            State::Uninitialised => return Err(Error::Uninitialised),
+        };
+        let record = self.seal_record()?;
+        let (unseal_key, _roots) = open_quorum(&shares, &record)?;
+        drop(shares);
+        if let Some(rotation) = record.rotation {
+            self.finish_rotation(keyring, rotation)?;
+            return Ok(rotation.to);
+        }
+        let from = record.current_root;
+        let to = from + 1;
+        let root = RootKey::generate(to)?;
+        let mut next = record.clone();
+        next.roots.push(WrappedRoot {
+            version: to,
+            wrapped: unseal_key.wrap_root_key(&root)?,
+        });
+        next.current_root = to;
+        next.rotation = Some(RootRotation { from, to });
+        drop(unseal_key);
+        self.replace_seal_record(&record, &next)?;
+        keyring.add_root(root);
+        self.finish_rotation(keyring, RootRotation { from, to })?;
+        Ok(to)
+    }
+
+    /// Rewraps everything under `rotation.to`, then removes `rotation.from` from the
+    /// seal record and from memory.
+    fn finish_rotation(&self, keyring: &mut Keyring, rotation: RootRotation) -> Result<()> {
+        keyring.rewrap(self.store.as_ref(), rotation.from, rotation.to)?;
+        let record = self.seal_record()?;
+        let mut next = record.clone();
+        next.roots.retain(|r| r.version != rotation.from);
+        next.current_root = rotation.to;
+        next.rotation = None;
+        self.replace_seal_record(&record, &next)?;
+        keyring.drop_root(rotation.from);
+        scrub_stack();
+        Ok(())
+    }
+
+    pub(super) fn replace_seal_record(&self, old: &SealRecord, new: &SealRecord) -> Result<()> {
+        let txn = Transaction::new()
+            .require_eq(SEAL_KEY, records::encode(old))
+            .put(SEAL_KEY, records::encode(new));
+        self.store.transact(txn)?;
+        Ok(())
+    }
+}
+
+/// Reconstructs the unseal key from a quorum of `shares` and proves it by opening
+/// every root key in the seal record.
+fn open_quorum(shares: &[Share], record: &SealRecord) -> Result<(UnsealKey, Vec<RootKey>)> {
+    if let Some(stale) = shares.iter().find(|s| s.generation() != record.generation) {
+        return Err(Error::StaleShare {
+            share: stale.generation(),
+            current: record.generation,
+        });
+    }
+    let unseal_key = shamir::combine(shares).map_err(sharing)?;
+    let roots = record
+        .roots
+        .iter()
+        .map(|r| {
+            unseal_key
+                .unwrap_root_key(&r.wrapped, r.version)
+                .map_err(|_| Error::WrongShares)
+        })
+        .collect::<Result<Vec<_>>>();
+    scrub_stack();
+    Ok((unseal_key, roots?))
+}
+
+/// Keeps share errors precise instead of folding them into opaque crypto errors.
+fn sharing(error: vault_crypto::CryptoError) -> Error {
+    match error {
+        vault_crypto::CryptoError::Shares(e) => Error::Shares(e),
+        other => Error::Crypto(other),
+    }
+}
