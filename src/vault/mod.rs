@@ -174,11 +174,15 @@ impl Vault {
     pub(crate) fn key_material_for_tests(
         &self,
         tenant: &crate::names::TenantId,
-    ) -> Result<([u8; 32], [u8; 32])> {
+        root: &mut [u8; 32],
+        tenant_key: &mut [u8; 32],
+    ) -> Result<()> {
         self.with_keyring(|k| {
-            let root = k.root_raw_for_tests();
-            let tk = k.current_tenant_key(self.store.as_ref(), tenant, false)?;
-            Ok((root, tk.raw_for_tests()))
+            *root = k.root_raw_for_tests();
+            *tenant_key = k
+                .current_tenant_key(self.store.as_ref(), tenant, false)?
+                .raw_for_tests();
+            Ok(())
         })
     }
 }
@@ -191,3 +195,6 @@ pub(crate) fn now_unix() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod memory_tests;

@@ -84,7 +84,7 @@ const SHARE_FILE: &str = "vsf1-0001000000000003000000015a5a5a5a5a5a5a5a5a5a5a5a5
 // -----------------------------------------------------------------------------------
 
 fn unhex(text: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "odd-length hex");
+    assert!(text.len().is_multiple_of(2), "odd-length hex");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("golden hex"))
@@ -102,7 +102,9 @@ fn envelope(text: &str) -> Envelope {
 fn shares(indices: &[usize]) -> Vec<Share> {
     indices
         .iter()
-        .map(|&i| Share::parse(SHARES[i]).expect("golden share parses"))
+        .map(|&i| {
+            Share::parse(SHARES.get(i).expect("a golden share index")).expect("golden share parses")
+        })
         .collect()
 }
 
