@@ -290,12 +290,12 @@ impl Vault {
                 let mut record: SecretRecord = records::decode(&key, &value)?;
                 let mut expired = Vec::new();
                 for v in &mut record.versions {
-                    if let VersionState::Grace { until_unix } = v.state {
-                        if until_unix <= now_unix {
-                            v.state = VersionState::Disabled;
-                            v.value = None;
-                            expired.push(v.version);
-                        }
+                    if let VersionState::Grace { until_unix } = v.state
+                        && until_unix <= now_unix
+                    {
+                        v.state = VersionState::Disabled;
+                        v.value = None;
+                        expired.push(v.version);
                     }
                 }
                 if expired.is_empty() {

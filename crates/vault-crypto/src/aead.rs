@@ -51,11 +51,8 @@ impl AeadKey {
     }
 
     pub(crate) fn from_raw(raw: Locked<[u8; KEY_LEN]>, version: u32) -> Result<Self, CryptoError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, &raw[..])
-            .map_err(|_| CryptoError::Decrypt)
-            .map(LessSafeKey::new);
-        let expanded = unbound.and_then(Locked::new);
-        // The expanded key passed through stack temporaries on its way into the arena.
+        let expanded = expand(&raw);
+        // The expanded key passed through temporaries in `expand`'s frame, below this one.
         scrub_stack();
         Ok(Self {
             raw,
@@ -162,6 +159,12 @@ impl AeadKey {
         scrub_stack();
         opened.map(|()| raw)
     }
+}
+
+#[inline(never)]
+fn expand(raw: &[u8; KEY_LEN]) -> Result<Locked<LessSafeKey>, CryptoError> {
+    let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CryptoError::Decrypt)?;
+    Locked::new(LessSafeKey::new(key))
 }
 
 /// Raw AES-256-GCM encryption with an explicit nonce; the envelope layer above is

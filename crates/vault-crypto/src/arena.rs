@@ -262,16 +262,14 @@ mod tests {
         let mut current: Option<(usize, usize)> = None;
         let mut locked = None;
         for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ') {
-                if let Some((lo, hi)) = range.split_once('-') {
-                    if let (Ok(lo), Ok(hi)) =
-                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                    {
-                        current = Some((lo, hi));
-                        locked = None;
-                        continue;
-                    }
-                }
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                current = Some((lo, hi));
+                locked = None;
+                continue;
             }
             let inside = current.is_some_and(|(lo, hi)| lo <= addr && addr < hi);
             if !inside {

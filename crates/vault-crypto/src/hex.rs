@@ -23,7 +23,7 @@ fn nibble_char(n: u8) -> char {
 /// or an odd length.
 pub(crate) fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));

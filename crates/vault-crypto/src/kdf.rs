@@ -25,15 +25,21 @@ pub fn hkdf_sha256(
     if len == 0 || len > 255 * 32 {
         return Err(CryptoError::DerivationLength(len));
     }
-    let prk = Salt::new(HKDF_SHA256, salt).extract(ikm);
-    let filled = prk
-        .expand(info, Len(len))
-        .and_then(|okm| okm.fill(out))
-        .map_err(|_| CryptoError::DerivationLength(len));
-    drop(prk);
-    // The pseudorandom key and HMAC state lived on the stack.
+    let filled = derive(salt, ikm, info, out).map_err(|_| CryptoError::DerivationLength(len));
+    // The pseudorandom key and HMAC state lived in `derive`'s frame, below this one.
     scrub_stack();
     filled
+}
+
+#[inline(never)]
+fn derive(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+    out: &mut [u8],
+) -> Result<(), ring::error::Unspecified> {
+    let prk = Salt::new(HKDF_SHA256, salt).extract(ikm);
+    prk.expand(info, Len(out.len()))?.fill(out)
 }
 
 #[cfg(test)]

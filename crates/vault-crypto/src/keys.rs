@@ -247,12 +247,22 @@ impl SystemKey {
 
     /// Expands this key as an Ed25519 signing key (the key is the seed).
     pub fn signing_key(&self) -> Result<SigningKey, CryptoError> {
-        let pair = Ed25519KeyPair::from_seed_unchecked(&self.raw[..])
-            .map_err(|_| CryptoError::Decrypt)
-            .and_then(Locked::new);
+        let pair = expand_signing(&self.raw);
+        // The key pair passed through temporaries in `expand_signing`'s frame.
         scrub_stack();
         Ok(SigningKey { pair: pair? })
     }
+}
+
+#[inline(never)]
+fn expand_signing(seed: &[u8; KEY_LEN]) -> Result<Locked<Ed25519KeyPair>, CryptoError> {
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| CryptoError::Decrypt)?;
+    Locked::new(pair)
+}
+
+#[inline(never)]
+fn expand_mac(raw: &[u8; KEY_LEN]) -> Result<Locked<ring::hmac::Key>, CryptoError> {
+    Locked::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, raw))
 }
 
 /// An HMAC-SHA256 key (API-key pepper, audit chain MAC key).
@@ -263,7 +273,8 @@ pub struct MacKey {
 
 impl MacKey {
     pub(crate) fn from_raw(raw: Locked<[u8; KEY_LEN]>) -> Result<Self, CryptoError> {
-        let key = Locked::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw[..]));
+        let key = expand_mac(&raw);
+        // The HMAC state passed through temporaries in `expand_mac`'s frame.
         scrub_stack();
         Ok(Self {
             _raw: raw,
