@@ -92,6 +92,9 @@ pub(crate) struct TenantRecord {
 pub(crate) struct WrappedTenantKey {
     pub version: u32,
     pub wrapped: Envelope,
+    /// Encryptions this key may have performed: reserved in blocks before use, so a
+    /// restart resumes the budget from here rather than from zero.
+    pub reserved_encryptions: u64,
 }
 
 /// A secret's versions. Values are envelopes under the tenant key.

@@ -18,6 +18,16 @@ pub(crate) const AUDIT_MAC: &str = "audit-mac";
 pub(crate) const AUDIT_SIGNING: &str = "audit-signing";
 pub(crate) const SYSTEM_KEYS: [&str; 3] = [API_KEY_PEPPER, AUDIT_MAC, AUDIT_SIGNING];
 
+/// Encryptions reserved in the tenant record at a time. A crash loses at most one
+/// block of the budget, well inside the margin `MAX_ENCRYPTIONS` leaves.
+pub(crate) const RESERVATION: u64 = 1 << 16;
+
+/// An unwrapped tenant key and the encryption count reserved for it in its record.
+struct CachedKey {
+    key: Arc<TenantKey>,
+    reserved: u64,
+}
+
 /// Attempts at a read-modify-write before reporting contention.
 pub(crate) const CAS_ATTEMPTS: usize = 16;
 
@@ -44,7 +54,7 @@ pub(crate) struct Keyring {
     /// One root key, or two while a rotation rewraps records.
     roots: Vec<RootKey>,
     current_root: u32,
-    tenants: Mutex<HashMap<(TenantId, u32), Arc<TenantKey>>>,
+    tenants: Mutex<HashMap<(TenantId, u32), CachedKey>>,
     #[allow(dead_code)] // read by the broker's API-key and audit paths
     system: SystemKeys,
 }
@@ -90,7 +100,7 @@ impl Keyring {
         self.roots.retain(|r| r.version() != version);
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, u32), Arc<TenantKey>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, u32), CachedKey>> {
         // The map is only inserted into or removed from; either leaves it consistent.
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -121,6 +131,7 @@ impl Keyring {
             let record = TenantRecord {
                 keys: vec![WrappedTenantKey {
                     version: 1,
+                    reserved_encryptions: RESERVATION,
                     wrapped: self
                         .root(self.current_root)?
                         .wrap_tenant_key(tenant.as_str(), &key)?,
@@ -134,7 +145,11 @@ impl Keyring {
             match store.transact(txn) {
                 Ok(()) => {
                     let key = Arc::new(key);
-                    self.cache().insert((tenant.clone(), 1), Arc::clone(&key));
+                    let cached = CachedKey {
+                        key: Arc::clone(&key),
+                        reserved: RESERVATION,
+                    };
+                    self.cache().insert((tenant.clone(), 1), cached);
                     return Ok(key);
                 }
                 // Another request created it first: use theirs.
@@ -152,8 +167,8 @@ impl Keyring {
         tenant: &TenantId,
         version: u32,
     ) -> Result<Arc<TenantKey>> {
-        if let Some(key) = self.cache().get(&(tenant.clone(), version)) {
-            return Ok(Arc::clone(key));
+        if let Some(cached) = self.cache().get(&(tenant.clone(), version)) {
+            return Ok(Arc::clone(&cached.key));
         }
         let record = Self::read_tenant(store, tenant)?.ok_or(Error::NotFound)?;
         self.tenant_key_from(tenant, version, &record)
@@ -165,8 +180,8 @@ impl Keyring {
         version: u32,
         record: &TenantRecord,
     ) -> Result<Arc<TenantKey>> {
-        if let Some(key) = self.cache().get(&(tenant.clone(), version)) {
-            return Ok(Arc::clone(key));
+        if let Some(cached) = self.cache().get(&(tenant.clone(), version)) {
+            return Ok(Arc::clone(&cached.key));
         }
         let wrapped = record
             .keys
@@ -175,9 +190,59 @@ impl Keyring {
             .ok_or(Error::Crypto(CryptoError::Decrypt))?;
         let root = self.root(wrapped.wrapped.key_version())?;
         let key = Arc::new(root.unwrap_tenant_key(tenant.as_str(), version, &wrapped.wrapped)?);
-        self.cache()
-            .insert((tenant.clone(), version), Arc::clone(&key));
+        // Assume every reserved encryption was used before the restart.
+        key.set_encryptions(wrapped.reserved_encryptions);
+        let cached = CachedKey {
+            key: Arc::clone(&key),
+            reserved: wrapped.reserved_encryptions,
+        };
+        self.cache().insert((tenant.clone(), version), cached);
         Ok(key)
+    }
+
+    /// Makes sure the tenant record has reserved budget for one more encryption with
+    /// `key`, reserving the next block first if not. Call before every encryption.
+    pub(crate) fn reserve_encryption(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        key: &TenantKey,
+    ) -> Result<()> {
+        let slot = (tenant.clone(), key.version());
+        let needed = key.encryptions() + 1;
+        if self
+            .cache()
+            .get(&slot)
+            .is_some_and(|c| needed <= c.reserved)
+        {
+            return Ok(());
+        }
+        let tkey = tenant_key(tenant);
+        for _ in 0..CAS_ATTEMPTS {
+            let old = store.get(&tkey)?.ok_or(Error::NotFound)?;
+            let mut record: TenantRecord = records::decode(&tkey, &old)?;
+            let entry = record
+                .keys
+                .iter_mut()
+                .find(|k| k.version == key.version())
+                .ok_or(Error::NotFound)?;
+            entry.reserved_encryptions = entry.reserved_encryptions.max(needed - 1 + RESERVATION);
+            let reserved = entry.reserved_encryptions;
+            let txn = Transaction::new()
+                .require_eq(tkey.clone(), old)
+                .put(tkey.clone(), records::encode(&record));
+            match store.transact(txn) {
+                Ok(()) => {
+                    if let Some(cached) = self.cache().get_mut(&slot) {
+                        cached.reserved = cached.reserved.max(reserved);
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contention("tenant key budget"))
     }
 
     /// Wipes every cached key of `tenant`.

@@ -142,6 +142,7 @@ impl Vault {
         value: &SecretValue,
     ) -> Result<SecretVersionRecord> {
         let key = keyring.current_tenant_key(self.store.as_ref(), &id.tenant, true)?;
+        keyring.reserve_encryption(self.store.as_ref(), &id.tenant, &key)?;
         Ok(SecretVersionRecord {
             version,
             state: VersionState::Current,

@@ -482,3 +482,42 @@ fn tampered_records_fail_closed() {
         Err(Error::Corrupt(_))
     ));
 }
+
+#[test]
+fn encryption_budget_survives_restarts() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let reserved = || {
+        let value = f.vault.store.get(b"tenant/acme").unwrap().unwrap();
+        let t: crate::records::TenantRecord =
+            crate::records::decode(b"tenant/acme", &value).unwrap();
+        t.keys[0].reserved_encryptions
+    };
+    f.vault
+        .put_secret(&id("acme", "a"), SecretKind::Byok, &value("one"))
+        .unwrap();
+    f.vault
+        .put_secret(&id("acme", "b"), SecretKind::Byok, &value("two"))
+        .unwrap();
+    assert_eq!(
+        reserved(),
+        keyring::RESERVATION,
+        "the first block covers both writes"
+    );
+    // After a restart the key resumes at the reserved count, so its next encryption
+    // needs, and persists, a new block.
+    f.vault.seal().unwrap();
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    f.vault
+        .put_secret(&id("acme", "c"), SecretKind::Byok, &value("three"))
+        .unwrap();
+    assert_eq!(reserved(), 2 * keyring::RESERVATION);
+    let tenant = TenantId::new("acme").unwrap();
+    f.vault
+        .with_keyring(|k| {
+            let key = k.current_tenant_key(f.vault.store.as_ref(), &tenant, false)?;
+            assert_eq!(key.encryptions(), keyring::RESERVATION + 1);
+            Ok(())
+        })
+        .unwrap();
+}
