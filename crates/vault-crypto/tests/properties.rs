@@ -260,10 +260,12 @@ proptest! {
         let ours = shamir::split(&unseal, q.t, q.n).unwrap();
         let theirs = shamir::split(&impostor, q.t, q.n).unwrap();
 
+        // Exactly T shares: with more than T, a mixed-in share's Lagrange coefficient
+        // can be zero in GF(2^8), and the original key is then rebuilt correctly.
         // Swap some picked shares (at least one) for the other set's share of the same
         // index, so indices stay distinct and `combine` itself succeeds.
-        let forced = forced.index(q.k);
-        let picked: Vec<Share> = q.order[..q.k]
+        let forced = forced.index(q.t);
+        let picked: Vec<Share> = q.order[..q.t]
             .iter()
             .enumerate()
             .map(|(pos, &i)| if pos == forced || replace[pos] { copy(&theirs[i]) } else { copy(&ours[i]) })
