@@ -7,9 +7,11 @@
 
 mod error;
 pub mod hardening;
+pub mod identity;
 pub mod names;
 pub mod records;
 pub mod storage;
+pub mod tls;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -1,0 +1,148 @@
+//! The mutual-TLS server configuration: TLS 1.3 only, rustls with the ring provider,
+//! ALPN h2, and a client-certificate verifier that requires a certificate chaining to
+//! the configured client CA and honours CRLs. There is no configuration without a
+//! client CA: building one without it is an error, never a fallback.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+/// Paths of the files a TLS listener needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+    /// CA that client certificates must chain to, PEM. Required.
+    pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists, PEM or DER.
+    pub crls: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert", &self.cert)
+            .field("key", &"[redacted]")
+            .field("client_ca", &self.client_ca)
+            .field("crls", &self.crls)
+            .finish()
+    }
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// No client CA is configured; vaultd refuses to serve without client certificates.
+    #[error(
+        "no client CA configured (tls.client_ca): vaultd requires client certificates and will not start without one"
+    )]
+    MissingClientCa,
+    /// A file could not be read or parsed.
+    #[error("cannot read {what} from {}", path.display())]
+    Read {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A file held no usable item.
+    #[error("{} holds no {what}", path.display())]
+    Empty {
+        /// What was expected.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The client CA or a CRL was rejected.
+    #[error("client CA or CRL rejected")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    /// rustls rejected the certificate, key or protocol settings.
+    #[error("TLS configuration rejected")]
+    Config(#[source] rustls::Error),
+}
+
+fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |source| TlsError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read)?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
+    match CertificateRevocationListDer::from_pem_file(path) {
+        Ok(crl) => Ok(crl),
+        // Not PEM: accept DER as is; rustls parses and checks it when building.
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => std::fs::read(path)
+            .map(CertificateRevocationListDer::from)
+            .map_err(|e| TlsError::Read {
+                what: "a CRL",
+                path: path.to_path_buf(),
+                source: rustls::pki_types::pem::Error::Io(e),
+            }),
+        Err(source) => Err(TlsError::Read {
+            what: "a CRL",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Builds the server configuration from `files`.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let client_ca = files
+        .client_ca
+        .as_deref()
+        .ok_or(TlsError::MissingClientCa)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs(client_ca, "a client CA certificate")? {
+        roots.add(ca).map_err(TlsError::Config)?;
+    }
+    let crls = files
+        .crls
+        .iter()
+        .map(|p| crl(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .build()
+        .map_err(TlsError::Verifier)?;
+    let chain = certs(&files.cert, "a server certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
+        what: "a private key",
+        path: files.key.clone(),
+        source,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(TlsError::Config)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests;
