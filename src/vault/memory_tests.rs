@@ -32,6 +32,19 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// 32 bytes unique to this run, made in place without a random-number library whose
+/// internal buffers would be scanned too: four SipHash outputs under std's per-process
+/// random keys.
+fn unique_canary() -> Vec<u8> {
+    use std::hash::BuildHasher;
+    let keys = std::collections::hash_map::RandomState::new();
+    let mut canary = Vec::with_capacity(32);
+    for i in 0..4u64 {
+        canary.extend_from_slice(&keys.hash_one(i).to_le_bytes());
+    }
+    canary
+}
+
 /// The child: drives the vault and waits for the parent between phases.
 fn child(dir: &str) {
     let store = Arc::new(RedbStore::open(&std::path::Path::new(dir).join("v.redb")).unwrap());
@@ -41,8 +54,7 @@ fn child(dir: &str) {
     drop(shares);
 
     let id = SecretId::parse("acme", "live", "byok/canary").unwrap();
-    let mut canary = vec![0u8; 32];
-    vault_crypto::aead::random_bytes(&mut canary).unwrap();
+    let canary = unique_canary();
     let canary_hex = hex(&canary);
     vault
         .put_secret(&id, SecretKind::Byok, &SecretValue::from_vec(canary))
@@ -98,6 +110,14 @@ fn scan(pid: u32, needles: &[Vec<u8>]) -> Vec<usize> {
             let found = buf.windows(needle.len()).filter(|w| w == needle).count();
             if found > 0 {
                 eprintln!("{found} hit(s) in {line}");
+                for (i, _) in buf
+                    .windows(needle.len())
+                    .enumerate()
+                    .filter(|(_, w)| w == needle)
+                {
+                    let lo = i.saturating_sub(48);
+                    eprintln!("  at +{i:#x}: {}", hex(&buf[lo..(i + 80).min(buf.len())]));
+                }
             }
             *count += found;
         }
