@@ -67,6 +67,9 @@ pub enum Error {
     /// A stored record does not decode.
     #[error(transparent)]
     Corrupt(#[from] CorruptRecord),
+    /// A stored counter (share-set generation, root key version) cannot grow further.
+    #[error("the {0} counter is exhausted")]
+    CounterExhausted(&'static str),
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

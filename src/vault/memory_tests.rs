@@ -45,43 +45,59 @@ fn unique_canary() -> Vec<u8> {
     canary
 }
 
-/// The child: drives the vault and waits for the parent between phases.
+/// The child: a worker thread stores and reads the canary (as a request handler on a
+/// runtime's worker would), the main thread seals, and both wait for the parent
+/// between phases. The worker stays alive so its stack is scanned too.
 fn child(dir: &str) {
     let store = Arc::new(RedbStore::open(&std::path::Path::new(dir).join("v.redb")).unwrap());
-    let vault = Vault::open(store, VaultOptions::default()).unwrap();
+    let vault = Arc::new(Vault::open(store, VaultOptions::default()).unwrap());
     let shares = vault.init(2, 3).unwrap();
     unseal_with(&vault, &shares[..2]).unwrap();
     drop(shares);
 
-    let id = SecretId::parse("acme", "live", "byok/canary").unwrap();
-    let canary = unique_canary();
-    let canary_hex = hex(&canary);
-    vault
-        .put_secret(&id, SecretKind::Byok, &SecretValue::from_vec(canary))
-        .unwrap();
-    let (held, _) = vault.open_secret(&id, None).unwrap();
-    // Out-parameters, so no copy is left in a temporary of this frame.
-    let (mut root, mut tenant) = ([0u8; 32], [0u8; 32]);
-    vault
-        .key_material_for_tests(&id.tenant, &mut root, &mut tenant)
-        .unwrap();
-    // Written to stdout directly: the test harness captures println! even in a child.
-    let mut out = std::io::stdout();
-    writeln!(out, "NEEDLES {} {} {canary_hex}", hex(&root), hex(&tenant)).unwrap();
-    out.flush().unwrap();
-    drop(canary_hex);
-    // The hook's copies are the test's own; wipe them so only the vault's could remain.
-    zeroize::Zeroize::zeroize(&mut root);
-    zeroize::Zeroize::zeroize(&mut tenant);
+    let (to_worker, worker_rx) = std::sync::mpsc::channel::<()>();
+    let (to_main, main_rx) = std::sync::mpsc::channel::<()>();
+    let worker_vault = Arc::clone(&vault);
+    let worker = std::thread::spawn(move || {
+        let vault = worker_vault;
+        let id = SecretId::parse("acme", "live", "byok/canary").unwrap();
+        let canary = unique_canary();
+        let canary_hex = hex(&canary);
+        vault
+            .put_secret(&id, SecretKind::Byok, &SecretValue::from_vec(canary))
+            .unwrap();
+        let (held, _) = vault.open_secret(&id, None).unwrap();
+        // Out-parameters, so no copy is left in a temporary of this frame.
+        let (mut root, mut tenant) = ([0u8; 32], [0u8; 32]);
+        vault
+            .key_material_for_tests(&id.tenant, &mut root, &mut tenant)
+            .unwrap();
+        // Written to stdout directly: the test harness captures println! even in a child.
+        let mut out = std::io::stdout();
+        writeln!(out, "NEEDLES {} {} {canary_hex}", hex(&root), hex(&tenant)).unwrap();
+        out.flush().unwrap();
+        drop(canary_hex);
+        // The hook's copies are the test's own; wipe them so only the vault's could remain.
+        zeroize::Zeroize::zeroize(&mut root);
+        zeroize::Zeroize::zeroize(&mut tenant);
+        worker_rx.recv().unwrap(); // parent scanned: release the value
+        drop(held);
+        to_main.send(()).unwrap();
+        worker_rx.recv().unwrap(); // stay alive until the parent scanned again
+    });
 
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).unwrap();
-    drop(held);
+    to_worker.send(()).unwrap();
+    main_rx.recv().unwrap();
     vault.seal().unwrap();
+    let mut out = std::io::stdout();
     writeln!(out, "SEALED").unwrap();
     out.flush().unwrap();
     line.clear();
     std::io::stdin().lock().read_line(&mut line).unwrap();
+    to_worker.send(()).unwrap();
+    worker.join().unwrap();
 }
 
 /// Counts occurrences of each needle in the child's readable mappings.

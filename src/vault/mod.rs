@@ -165,6 +165,16 @@ impl Vault {
         }
     }
 
+    /// Runs `f` with the keyring while holding the write lock: no other operation runs.
+    fn with_keyring_exclusive<T>(&self, f: impl FnOnce(&Keyring) -> Result<T>) -> Result<T> {
+        let state = self.write_state();
+        match &*state {
+            State::Unsealed(keyring) => f(keyring),
+            State::Sealed(_) => Err(Error::Sealed),
+            State::Uninitialised => Err(Error::Uninitialised),
+        }
+    }
+
     fn seal_record(&self) -> Result<SealRecord> {
         let value = self.store.get(SEAL_KEY)?.ok_or(Error::Uninitialised)?;
         Ok(records::decode(SEAL_KEY, &value)?)

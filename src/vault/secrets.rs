@@ -88,15 +88,21 @@ fn hint(value: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(value) else {
         return format!("({} bytes)", value.len());
     };
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() < 16 {
+    // Counted and sliced in place: collecting the characters would copy the whole
+    // secret into a buffer that is freed without being wiped.
+    if text.chars().count() < 16 {
         return "…".to_owned();
     }
-    let prefix: String = match text.find('-') {
-        Some(i) if i <= 4 => text.get(..=i).unwrap_or("").to_owned(),
-        _ => String::new(),
+    let prefix = match text.find('-') {
+        Some(i) if i <= 4 => text.get(..=i).unwrap_or(""),
+        _ => "",
     };
-    let suffix: String = chars.iter().skip(chars.len() - 4).collect();
+    let suffix = text
+        .char_indices()
+        .rev()
+        .nth(3)
+        .and_then(|(i, _)| text.get(i..))
+        .unwrap_or("");
     format!("{prefix}…{suffix}")
 }
 
@@ -192,7 +198,13 @@ impl Vault {
         self.with_keyring(|keyring| {
             for _ in 0..CAS_ATTEMPTS {
                 let (mut record, old) = self.read_secret(id)?;
-                let version = record.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                let version = record
+                    .versions
+                    .iter()
+                    .map(|v| v.version)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(1);
                 let until_unix = now_unix().saturating_add(grace.as_secs());
                 for v in &mut record.versions {
                     if v.state == VersionState::Current {
@@ -325,7 +337,9 @@ impl Vault {
     /// the tenant, wherever it was copied, is unreadable afterwards (see SECURITY.md
     /// for backups taken before the erasure).
     pub fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReceipt> {
-        self.with_keyring(|keyring| {
+        // Exclusive: no concurrent request can re-cache the erased key or write a
+        // secret under it between the erasure and `forget_tenant`.
+        self.with_keyring_exclusive(|keyring| {
             for _ in 0..CAS_ATTEMPTS {
                 let tkey = tenant_key(tenant);
                 let existing = self.store.get(&tkey)?;

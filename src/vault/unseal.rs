@@ -228,10 +228,14 @@ impl Vault {
         let record = self.seal_record()?;
         let (old_key, roots) = open_quorum(&current, &record)?;
         drop((old_key, current));
-        let new_key = UnsealKey::generate(record.generation + 1)?;
+        let generation = record
+            .generation
+            .checked_add(1)
+            .ok_or(Error::CounterExhausted("share-set generation"))?;
+        let new_key = UnsealKey::generate(generation)?;
         let split = shamir::split(&new_key, threshold, shares).map_err(sharing)?;
         let mut next = record.clone();
-        next.generation += 1;
+        next.generation = generation;
         next.threshold = split.first().map_or(0, Share::threshold);
         next.shares = u8::try_from(split.len()).unwrap_or(u8::MAX);
         next.roots = roots
@@ -265,14 +269,23 @@ impl Vault {
             State::Uninitialised => return Err(Error::Uninitialised),
         };
         let record = self.seal_record()?;
-        let (unseal_key, _roots) = open_quorum(&shares, &record)?;
+        let (unseal_key, roots) = open_quorum(&shares, &record)?;
         drop(shares);
+        // If an earlier attempt wrote the seal record but failed before updating memory,
+        // the keyring lacks the new root; take it from the record.
+        for root in roots {
+            if keyring.root(root.version()).is_err() {
+                keyring.add_root(root);
+            }
+        }
         if let Some(rotation) = record.rotation {
             self.finish_rotation(keyring, rotation)?;
             return Ok(rotation.to);
         }
         let from = record.current_root;
-        let to = from + 1;
+        let to = from
+            .checked_add(1)
+            .ok_or(Error::CounterExhausted("root key version"))?;
         let root = RootKey::generate(to)?;
         let mut next = record.clone();
         next.roots.push(WrappedRoot {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ring::aead::{AES_256_GCM, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::arena::{Locked, scrub_stack};
+use crate::arena::{Locked, scrub_operation_stack, scrub_stack};
 use crate::envelope::{self, Aad, Envelope, NONCE_LEN, TAG_LEN};
 use crate::{CryptoError, SecretValue};
 
@@ -99,8 +99,9 @@ impl AeadKey {
         fill_random(&mut nonce)?;
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
         buf.extend_from_slice(plaintext);
-        let tag = seal_detached(&self.expanded, nonce, &aad.encode(&header), &mut buf)?;
-        buf.extend_from_slice(tag.as_ref());
+        let tag = seal_detached(&self.expanded, nonce, &aad.encode(&header), &mut buf);
+        scrub_operation_stack();
+        buf.extend_from_slice(tag?.as_ref());
         Ok(Envelope::assemble(header, nonce, buf))
     }
 
@@ -124,6 +125,7 @@ impl AeadKey {
             *parts.tag,
             out,
         );
+        scrub_operation_stack();
         if result.is_err() {
             out.zeroize();
         }

@@ -253,6 +253,17 @@ pub fn scrub_stack() {
     std::hint::black_box(&area);
 }
 
+/// Overwrites the 4 KiB of stack below the caller's frame: enough for the frames of
+/// one ring AES-GCM or HMAC call, which copy a final partial block (plaintext or key
+/// state) into a stack buffer. Called after every such operation, on whatever thread
+/// ran it, so no copy waits for a seal on another thread to be wiped.
+#[inline(never)]
+pub(crate) fn scrub_operation_stack() {
+    let mut area = [0u8; 4 * 1024];
+    area.zeroize();
+    std::hint::black_box(&area);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::aead::{AeadKey, KEY_LEN, ROTATE_AFTER, random_key_bytes};
-use crate::arena::{Locked, scrub_stack};
+use crate::arena::{Locked, scrub_operation_stack, scrub_stack};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::kdf::hkdf_sha256;
 use crate::{CryptoError, SecretValue};
@@ -284,9 +284,10 @@ impl MacKey {
 
     /// HMAC-SHA256 of `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; 32] {
-        let tag = ring::hmac::sign(&self.key, message);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
+        let out = hmac_sign(&self.key, message);
+        // ring copied the message's last partial block and the key's midstates into
+        // stack buffers below this frame.
+        scrub_operation_stack();
         out
     }
 
@@ -300,6 +301,14 @@ impl MacKey {
         full.get(..tag.len())
             .is_some_and(|prefix| constant_time_eq(prefix, tag))
     }
+}
+
+#[inline(never)]
+fn hmac_sign(key: &ring::hmac::Key, message: &[u8]) -> [u8; 32] {
+    let tag = ring::hmac::sign(key, message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
