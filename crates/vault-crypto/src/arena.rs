@@ -259,7 +259,8 @@ pub fn scrub_stack() {
 /// ran it, so no copy waits for a seal on another thread to be wiped.
 #[inline(never)]
 pub(crate) fn scrub_operation_stack() {
-    let mut area = [0u8; 4 * 1024];
+    // Word-sized volatile writes: eight times fewer than zeroing bytes.
+    let mut area = [0u64; 512];
     area.zeroize();
     std::hint::black_box(&area);
 }
