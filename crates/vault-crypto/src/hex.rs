@@ -20,27 +20,38 @@ fn nibble_char(n: u8) -> char {
 }
 
 /// Decodes hex (either case) into a zeroising buffer; `None` on any other character
-/// or an odd length.
+/// or an odd length. Digit values are computed with masks, and validity is checked
+/// once at the end, so timing does not depend on which digits a share contains.
 pub(crate) fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return None;
     }
     let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
+    let mut invalid = 0u8;
     for pair in digits.chunks_exact(2) {
         let [hi, lo] = pair else { return None };
-        out.push((value(*hi)? << 4) | value(*lo)?);
+        let (hi, hi_bad) = value(*hi);
+        let (lo, lo_bad) = value(*lo);
+        invalid |= hi_bad | lo_bad;
+        out.push((hi << 4) | lo);
     }
-    Some(out)
+    (invalid == 0).then_some(out)
 }
 
-fn value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+/// 0xff when `x < bound` (both below 128), else 0, without branching.
+fn below(x: u8, bound: u8) -> u8 {
+    u16::from(x).wrapping_sub(u16::from(bound)).to_be_bytes()[0]
+}
+
+/// A hex digit's value and a non-zero flag if `c` is not a hex digit.
+fn value(c: u8) -> (u8, u8) {
+    let digit = c.wrapping_sub(b'0');
+    let letter = (c | 0x20).wrapping_sub(b'a');
+    let is_digit = below(digit, 10);
+    let is_letter = below(letter, 6);
+    let value = (digit & is_digit) | (letter.wrapping_add(10) & is_letter);
+    (value & 0x0f, !(is_digit | is_letter))
 }
 
 #[cfg(test)]
@@ -57,5 +68,15 @@ mod tests {
         assert_eq!(&decode(&text.to_uppercase()).unwrap()[..], &all[..]);
         assert!(decode("abc").is_none());
         assert!(decode("zz").is_none());
+        // Neighbours of the digit and letter ranges are not digits.
+        for bad in ["/0", ":0", "@0", "G0", "`0", "g0", "0\u{0}"] {
+            assert!(decode(bad).is_none(), "{bad:?}");
+        }
+        // Every byte value that is not a hex digit is rejected.
+        for c in 0u8..=127 {
+            let ok = c.is_ascii_hexdigit();
+            let text = format!("0{}", c as char);
+            assert_eq!(decode(&text).is_some(), ok, "{c:#x}");
+        }
     }
 }
