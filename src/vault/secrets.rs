@@ -106,10 +106,6 @@ fn hint(value: &[u8]) -> String {
     format!("{prefix}…{suffix}")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl SecretRecord {
     fn metadata(&self, id: SecretId) -> SecretMetadata {
         SecretMetadata {
@@ -124,7 +120,7 @@ impl SecretRecord {
                     state: v.state,
                     created_unix: v.created_unix,
                     hint: v.hint.clone(),
-                    fingerprint: hex(&v.fingerprint),
+                    fingerprint: vault_crypto::hex::encode(&v.fingerprint).to_string(),
                 })
                 .collect(),
             created_unix: self.created_unix,

@@ -29,22 +29,14 @@ impl UnsealNonce {
 
     /// Parses the 32-hex-digit form.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut out = [0u8; 16];
-        let digits = text.as_bytes();
-        if digits.len() != 32 {
-            return None;
-        }
-        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).ok()?;
-            *byte = u8::from_str_radix(pair, 16).ok()?;
-        }
-        Some(Self(out))
+        let bytes = vault_crypto::hex::decode(text)?;
+        Some(Self(bytes.as_slice().try_into().ok()?))
     }
 }
 
 impl fmt::Display for UnsealNonce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&vault_crypto::hex::encode(&self.0))
     }
 }
 

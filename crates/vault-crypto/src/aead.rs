@@ -21,10 +21,6 @@ pub const ROTATE_AFTER: u64 = 1 << 30;
 
 /// Fills `buf` from the operating system's random number generator.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
-    fill_random(buf)
-}
-
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
         .map_err(|_| CryptoError::Random)
 }
@@ -32,7 +28,7 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
 /// 32 random bytes generated directly into locked memory.
 pub(crate) fn random_key_bytes() -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
     let mut raw = Locked::new([0u8; KEY_LEN])?;
-    fill_random(&mut raw[..])?;
+    random_bytes(&mut raw[..])?;
     Ok(raw)
 }
 
@@ -96,7 +92,7 @@ impl AeadKey {
         self.charge()?;
         let header = envelope::header(self.version);
         let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce)?;
+        random_bytes(&mut nonce)?;
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
         buf.extend_from_slice(plaintext);
         let tag = seal_detached(&self.expanded, nonce, &aad.encode(&header), &mut buf);

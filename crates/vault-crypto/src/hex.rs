@@ -1,9 +1,10 @@
-//! Hex encoding for share texts, without table lookups indexed by secret data.
+//! Hex encoding without table lookups or branches indexed by the data, so it serves
+//! share texts as well as public values (fingerprints, nonces).
 
 use zeroize::Zeroizing;
 
 /// Lower-case hex of `bytes`, in a zeroising string.
-pub(crate) fn encode(bytes: &[u8]) -> Zeroizing<String> {
+pub fn encode(bytes: &[u8]) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(bytes.len() * 2));
     for b in bytes {
         out.push(nibble_char(b >> 4));
@@ -22,7 +23,7 @@ fn nibble_char(n: u8) -> char {
 /// Decodes hex (either case) into a zeroising buffer; `None` on any other character
 /// or an odd length. Digit values are computed with masks, and validity is checked
 /// once at the end, so timing does not depend on which digits a share contains.
-pub(crate) fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+pub fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let digits = text.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return None;

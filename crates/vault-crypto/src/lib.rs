@@ -12,7 +12,7 @@ pub mod aead;
 pub mod arena;
 pub mod envelope;
 mod error;
-mod hex;
+pub mod hex;
 pub mod kdf;
 mod keys;
 mod secret;

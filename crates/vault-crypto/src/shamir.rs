@@ -17,7 +17,7 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::aead::{KEY_LEN, fill_random};
+use crate::aead::{KEY_LEN, random_bytes};
 use crate::arena::Locked;
 use crate::error::ShareError;
 use crate::keys::UnsealKey;
@@ -179,7 +179,7 @@ pub fn split(key: &UnsealKey, threshold: usize, shares: usize) -> Result<Vec<Sha
         let (constant, random) = coefficients.split_at_mut(1);
         constant.fill(*secret);
         if let Some(random) = random.get_mut(..degree) {
-            fill_random(random)?;
+            random_bytes(random)?;
         }
         for share in &mut out {
             // Horner's rule from the highest coefficient down.

@@ -16,7 +16,7 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
-use crate::aead::{AeadKey, KEY_LEN, fill_random};
+use crate::aead::{AeadKey, KEY_LEN, random_bytes};
 use crate::arena::Locked;
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::error::ShareFileError;
@@ -42,7 +42,7 @@ const MAX_LANES: u32 = 16;
 /// Encrypts `share` under `passphrase`; returns the file's text.
 pub fn protect(share: &Share, passphrase: &Passphrase) -> Result<String, CryptoError> {
     let mut salt = [0u8; SALT_LEN];
-    fill_random(&mut salt)?;
+    random_bytes(&mut salt)?;
     let header = encode_params(MEMORY_KIB, PASSES, LANES, &salt);
     let key = derive(passphrase, MEMORY_KIB, PASSES, LANES, &salt)?;
     let envelope = key.seal(&aad(&header), &share.to_bytes())?;
