@@ -54,6 +54,25 @@ enum State {
     Unsealed(Keyring),
 }
 
+impl State {
+    /// The keyring, or why there is none.
+    fn keyring(&self) -> Result<&Keyring> {
+        match self {
+            State::Unsealed(keyring) => Ok(keyring),
+            State::Sealed(_) => Err(Error::Sealed),
+            State::Uninitialised => Err(Error::Uninitialised),
+        }
+    }
+
+    fn keyring_mut(&mut self) -> Result<&mut Keyring> {
+        match self {
+            State::Unsealed(keyring) => Ok(keyring),
+            State::Sealed(_) => Err(Error::Sealed),
+            State::Uninitialised => Err(Error::Uninitialised),
+        }
+    }
+}
+
 /// What the vault reports about itself. Contains nothing secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -157,22 +176,12 @@ impl Vault {
 
     /// Runs `f` with the keyring, or fails with `Sealed` / `Uninitialised`.
     fn with_keyring<T>(&self, f: impl FnOnce(&Keyring) -> Result<T>) -> Result<T> {
-        let state = self.read_state();
-        match &*state {
-            State::Unsealed(keyring) => f(keyring),
-            State::Sealed(_) => Err(Error::Sealed),
-            State::Uninitialised => Err(Error::Uninitialised),
-        }
+        f(self.read_state().keyring()?)
     }
 
     /// Runs `f` with the keyring while holding the write lock: no other operation runs.
     fn with_keyring_exclusive<T>(&self, f: impl FnOnce(&Keyring) -> Result<T>) -> Result<T> {
-        let state = self.write_state();
-        match &*state {
-            State::Unsealed(keyring) => f(keyring),
-            State::Sealed(_) => Err(Error::Sealed),
-            State::Uninitialised => Err(Error::Uninitialised),
-        }
+        f(self.write_state().keyring()?)
     }
 
     fn seal_record(&self) -> Result<SealRecord> {

@@ -255,11 +255,7 @@ impl Vault {
     /// interrupted rotation resumes at the next unseal or rotation.
     pub fn rotate_root_key(&self, shares: Vec<Share>) -> Result<u32> {
         let mut state = self.write_state();
-        let keyring = match &mut *state {
-            State::Unsealed(keyring) => keyring,
-            State::Sealed(_) => return Err(Error::Sealed),
-            State::Uninitialised => return Err(Error::Uninitialised),
-        };
+        let keyring = state.keyring_mut()?;
         let record = self.seal_record()?;
         let (unseal_key, roots) = open_quorum(&shares, &record)?;
         drop(shares);
