@@ -145,21 +145,22 @@ macro_rules! records {
 }
 records!(SealRecord, SystemKeyRecord, TenantRecord, SecretRecord);
 
-/// A stored record that does not decode.
+/// A stored record that does not decode, or a store key that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("stored record {key} is corrupt")]
 pub struct CorruptRecord {
     /// The record's store key.
     pub key: String,
+    /// The decoding error; `None` when the key itself is malformed.
     #[source]
-    source: postcard::Error,
+    source: Option<postcard::Error>,
 }
 
 /// A store key under a known prefix that does not parse back into a name.
 pub(crate) fn corrupt_key(key: &[u8]) -> CorruptRecord {
     CorruptRecord {
         key: String::from_utf8_lossy(key).into_owned(),
-        source: postcard::Error::DeserializeBadEncoding,
+        source: None,
     }
 }
 
@@ -172,8 +173,8 @@ pub(crate) fn encode<R: Record>(record: &R) -> StoredValue {
 
 pub(crate) fn decode<R: Record>(key: &[u8], value: &StoredValue) -> Result<R, CorruptRecord> {
     postcard::from_bytes(value.as_bytes()).map_err(|source| CorruptRecord {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
+        source: Some(source),
+        ..corrupt_key(key)
     })
 }
 
