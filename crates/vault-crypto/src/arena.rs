@@ -241,26 +241,28 @@ impl<T> Drop for Locked<T> {
     }
 }
 
-/// Overwrites a region of the stack below the caller's frame with zeros.
+/// Overwrites 32 KiB of the stack below the caller's frame with zeros.
 ///
 /// Constructing ring's key types moves them through stack temporaries, and the key
 /// schedule of AES-256 begins with the raw key. Calling this after such work (and on
 /// seal) overwrites those stale copies, which a memory scan would otherwise find.
-#[inline(never)]
 pub fn scrub_stack() {
-    let mut area = [0u8; 32 * 1024];
-    area.zeroize();
-    std::hint::black_box(&area);
+    scrub::<4096>();
 }
 
 /// Overwrites the 4 KiB of stack below the caller's frame: enough for the frames of
 /// one ring AES-GCM or HMAC call, which copy a final partial block (plaintext or key
 /// state) into a stack buffer. Called after every such operation, on whatever thread
 /// ran it, so no copy waits for a seal on another thread to be wiped.
-#[inline(never)]
 pub(crate) fn scrub_operation_stack() {
-    // Word-sized volatile writes: eight times fewer than zeroing bytes.
-    let mut area = [0u64; 512];
+    scrub::<512>();
+}
+
+/// Zeroes `WORDS` words in a fresh frame below the caller's, with volatile word-sized
+/// writes the compiler cannot elide.
+#[inline(never)]
+fn scrub<const WORDS: usize>() {
+    let mut area = [0u64; WORDS];
     area.zeroize();
     std::hint::black_box(&area);
 }
