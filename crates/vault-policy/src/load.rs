@@ -213,6 +213,21 @@ fn patterns(list: &[String], field: &'static str) -> Result<Vec<Pattern>, Policy
         .collect()
 }
 
+/// Parses a non-empty list of operation or permission names.
+fn names<T: Ord>(
+    list: &[String],
+    field: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+    unknown: impl Fn(String) -> PolicyErrorKind,
+) -> Result<BTreeSet<T>, PolicyErrorKind> {
+    if list.is_empty() {
+        return Err(PolicyErrorKind::Empty(field));
+    }
+    list.iter()
+        .map(|name| parse(name).ok_or_else(|| unknown(name.clone())))
+        .collect()
+}
+
 fn environments(list: &[String]) -> Result<BTreeSet<String>, PolicyErrorKind> {
     if list.is_empty() {
         return Err(PolicyErrorKind::Empty("environments"));
@@ -271,14 +286,12 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
 
 fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, PolicyErrorKind> {
     let identities = patterns(&doc.identities, "identities")?;
-    if doc.operations.is_empty() {
-        return Err(PolicyErrorKind::Empty("operations"));
-    }
-    let operations = doc
-        .operations
-        .iter()
-        .map(|o| Operation::parse(o).ok_or_else(|| PolicyErrorKind::UnknownOperation(o.clone())))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let operations = names(
+        &doc.operations,
+        "operations",
+        Operation::parse,
+        PolicyErrorKind::UnknownOperation,
+    )?;
     let secrets = match &doc.secrets {
         Some(list) => Some(patterns(list, "secrets")?),
         None if operations.contains(&Operation::Lease) => {
@@ -305,14 +318,12 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
 
 fn compile_deny(doc: DenyDoc, file: &Path, line: usize) -> Result<Deny, PolicyErrorKind> {
     let identities = patterns(&doc.identities, "identities")?;
-    if doc.actions.is_empty() {
-        return Err(PolicyErrorKind::Empty("actions"));
-    }
-    let actions = doc
-        .actions
-        .iter()
-        .map(|a| Action::parse(a).ok_or_else(|| PolicyErrorKind::UnknownAction(a.clone())))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let actions = names(
+        &doc.actions,
+        "actions",
+        Action::parse,
+        PolicyErrorKind::UnknownAction,
+    )?;
     Ok(Deny {
         tenants: doc
             .tenants
@@ -333,14 +344,12 @@ fn compile_deny(doc: DenyDoc, file: &Path, line: usize) -> Result<Deny, PolicyEr
 
 fn compile_role(doc: RoleDoc, file: &Path, line: usize) -> Result<Role, PolicyErrorKind> {
     let identities = patterns(&doc.identities, "identities")?;
-    if doc.permissions.is_empty() {
-        return Err(PolicyErrorKind::Empty("permissions"));
-    }
-    let permissions = doc
-        .permissions
-        .iter()
-        .map(|p| Permission::parse(p).ok_or_else(|| PolicyErrorKind::UnknownPermission(p.clone())))
-        .collect::<Result<BTreeSet<_>, _>>()?;
+    let permissions = names(
+        &doc.permissions,
+        "permissions",
+        Permission::parse,
+        PolicyErrorKind::UnknownPermission,
+    )?;
     Ok(Role {
         rule: rule_ref(RuleKind::Role, doc.id, file, line),
         identities,
