@@ -1,0 +1,115 @@
+//! The writer's position in the chain, and the lines it produces from there.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::event::Event;
+use crate::keys::ChainKeys;
+use crate::record::{Body, GENESIS, Hex, MAX_LINE, Payload, Record, checkpoint_message};
+
+/// The next record's seq and `prev`, and how many records no checkpoint covers yet.
+pub(crate) struct Chain {
+    node: String,
+    next_seq: u64,
+    prev: [u8; 32],
+    unsigned: u64,
+}
+
+/// The line for an event would exceed [`MAX_LINE`].
+pub(crate) const TOO_LARGE: &str = "the record exceeds the 1 MiB line limit";
+
+impl Chain {
+    /// A new segment: the first record is seq 0 with an all-zero `prev`.
+    pub(crate) fn genesis(node: String) -> Self {
+        Self {
+            node,
+            next_seq: 0,
+            prev: GENESIS,
+            unsigned: 0,
+        }
+    }
+
+    /// Continues after `last`, the final record of an existing log.
+    pub(crate) fn resume(node: String, last: &Record) -> Self {
+        let signed = matches!(last.body.payload, Payload::Checkpoint);
+        Self {
+            node,
+            next_seq: last.body.seq.saturating_add(1),
+            prev: last.chain.0,
+            unsigned: u64::from(!signed),
+        }
+    }
+
+    /// Records since the last checkpoint.
+    pub(crate) fn unsigned(&self) -> u64 {
+        self.unsigned
+    }
+
+    /// The `start` record that opens a segment, saying why.
+    pub(crate) fn start(&mut self, reason: &str, keys: &dyn ChainKeys) -> String {
+        let detail = BTreeMap::from([("reason".to_owned(), reason.to_owned())]);
+        let record = self.seal(Payload::Start { detail }, keys);
+        self.advance(&record);
+        record.to_line()
+    }
+
+    /// The line for `event`, and its seq.
+    pub(crate) fn event(
+        &mut self,
+        event: Box<Event>,
+        keys: &dyn ChainKeys,
+    ) -> Result<(u64, String), &'static str> {
+        let record = self.seal(Payload::Event(event), keys);
+        let line = record.to_line();
+        if line.len() > MAX_LINE {
+            return Err(TOO_LARGE);
+        }
+        self.advance(&record);
+        Ok((record.body.seq, line))
+    }
+
+    /// A signed checkpoint line, or `None` if the signing key is unavailable.
+    pub(crate) fn checkpoint(&mut self, keys: &dyn ChainKeys) -> Option<String> {
+        let mut record = self.seal(Payload::Checkpoint, keys);
+        let message = checkpoint_message(record.body.seq, &record.chain.0);
+        record.sig = Some(Hex(keys.sign(&message)?));
+        self.advance(&record);
+        Some(record.to_line())
+    }
+
+    /// The next record, chained and MAC'd (if the MAC key is available), unsigned.
+    fn seal(&self, payload: Payload, keys: &dyn ChainKeys) -> Record {
+        let body = Body {
+            seq: self.next_seq,
+            time_ms: now_ms(),
+            node: self.node.clone(),
+            payload,
+            prev: Hex(self.prev),
+        };
+        let chain = body.chain();
+        Record {
+            body,
+            chain: Hex(chain),
+            mac: keys.mac(&chain).map(Hex),
+            sig: None,
+        }
+    }
+
+    /// Moves past `record`, which is about to be written.
+    fn advance(&mut self, record: &Record) {
+        self.next_seq = record.body.seq.saturating_add(1);
+        self.prev = record.chain.0;
+        self.unsigned = match record.body.payload {
+            Payload::Checkpoint => 0,
+            _ => self.unsigned.saturating_add(1),
+        };
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}

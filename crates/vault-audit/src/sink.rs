@@ -1,0 +1,277 @@
+//! The handle the daemon appends through: a bounded queue in front of the writer
+//! thread, with a deadline on every answer.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::chain::Chain;
+use crate::error::AuditError;
+use crate::event::Event;
+use crate::keys::ChainKeys;
+use crate::tail;
+use crate::writer::{Health, Request, Writer};
+
+const QUEUE_FULL: &str = "the audit queue is full";
+const TOO_SLOW: &str = "the audit write did not complete within the deadline";
+const STOPPED: &str = "the audit writer has stopped";
+const NEW_LOG: &str = "new audit log";
+const NEW_SEGMENT: &str = "not a regular file: every open starts a new chain segment";
+
+/// When written records are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` before answering each batch: nothing is lost on power loss.
+    Always,
+    /// Answer once written; `fdatasync` at most this often. A process crash loses
+    /// nothing; a power loss may lose up to this interval.
+    Group(Duration),
+}
+
+/// How the audit log is written.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// This node's name, written into every record.
+    pub node: String,
+    /// When records are synced to disk.
+    pub fsync: FsyncPolicy,
+    /// How long an append may take before the request fails with
+    /// [`AuditError::Unavailable`].
+    pub write_deadline: Duration,
+    /// Records between automatic signed checkpoints (0: only on request and at shutdown).
+    pub checkpoint_every: u64,
+    /// Requests that may wait for the writer (at least 1).
+    pub queue: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            node: "vaultd".to_owned(),
+            fsync: FsyncPolicy::Always,
+            write_deadline: Duration::from_secs(2),
+            checkpoint_every: 1000,
+            queue: 4096,
+        }
+    }
+}
+
+/// A handle to the audit log; clones share one writer thread. When the last handle
+/// is dropped the writer writes a final checkpoint (if the signing key is available),
+/// and the drop waits for it for at most the write deadline.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: SyncSender<Request>,
+    health: Arc<Health>,
+    deadline: Duration,
+    /// Declared after `requests` so it drops after it: the writer sees the queue
+    /// close, finishes, and only then is it waited for.
+    _exit: WriterExit,
+}
+
+/// Waits, boundedly, for the writer thread to finish when the handles are gone, so
+/// a log reopened right after is not written by two threads at once.
+struct WriterExit {
+    exited: Mutex<Receiver<()>>,
+    wait: Duration,
+}
+
+impl Drop for WriterExit {
+    fn drop(&mut self) {
+        if let Ok(exited) = self.exited.get_mut() {
+            // Disconnected means the writer is done; a timeout means it is stuck in a
+            // write, and is left to finish (or fail) on its own.
+            let _ = exited.recv_timeout(self.wait);
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating if missing, mode 0600) `path` for appending and starts the
+    /// writer thread.
+    ///
+    /// A regular file is locked against other writers and its last record is read
+    /// to continue the chain (seq and chain hash); a corrupt or partial last line is
+    /// [`AuditError::CorruptTail`]: the operator must look before vaultd starts. An
+    /// empty file, and any non-regular file (FIFO, character device), begin a new
+    /// chain segment with a `start` record. Opening a FIFO waits for its reader.
+    pub fn open(
+        path: &Path,
+        options: AuditOptions,
+        keys: Arc<dyn ChainKeys>,
+    ) -> Result<Self, AuditError> {
+        let io_error = AuditError::open(path);
+        let (mut file, regular) = open_file(path)?;
+        let last = if regular {
+            tail::last_record(&mut file, path)?
+        } else {
+            None
+        };
+        let mut chain = match &last {
+            Some(last) => Chain::resume(options.node.clone(), last),
+            None => Chain::genesis(options.node.clone()),
+        };
+        if last.is_none() {
+            let line = chain.start(if regular { NEW_LOG } else { NEW_SEGMENT }, &*keys);
+            file.write_all(line.as_bytes()).map_err(&io_error)?;
+            if regular {
+                file.sync_data().map_err(&io_error)?;
+                sync_parent(path).map_err(&io_error)?;
+            }
+        }
+
+        let queue = options.queue.max(1);
+        let (requests, incoming) = mpsc::sync_channel(queue);
+        let (exit_signal, exited) = mpsc::channel::<()>();
+        let health = Arc::new(Health::new());
+        let writer = Writer {
+            file,
+            durable: regular,
+            chain,
+            keys,
+            fsync: options.fsync,
+            checkpoint_every: options.checkpoint_every,
+            batch_limit: queue,
+            health: Arc::clone(&health),
+            unsynced: None,
+        };
+        std::thread::Builder::new()
+            .name("vault-audit".to_owned())
+            .spawn(move || {
+                writer.run(incoming);
+                drop(exit_signal);
+            })
+            .map_err(|source| AuditError::Spawn { source })?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                requests,
+                health,
+                deadline: options.write_deadline,
+                _exit: WriterExit {
+                    exited: Mutex::new(exited),
+                    wait: options.write_deadline,
+                },
+            }),
+        })
+    }
+
+    /// Appends one event and returns its seq once it is written (and synced, under
+    /// [`FsyncPolicy::Always`]).
+    ///
+    /// Fails with [`AuditError::Unavailable`] if the queue is full, the sink has
+    /// failed, or the write does not complete within the write deadline; it never
+    /// waits longer than that. A record whose caller timed out may still be written
+    /// later: an over-audit, never an under-audit. Needs a Tokio runtime with its
+    /// time driver enabled (for the deadline).
+    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Append(Box::new(event), reply), answer)
+            .await
+    }
+
+    /// Writes a signed checkpoint now; `Ok(false)` if the signing key is unavailable
+    /// (sealed). The same deadline rules as [`AuditLog::append`] apply.
+    pub async fn checkpoint(&self) -> Result<bool, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Request::Checkpoint(reply), answer).await
+    }
+
+    /// Whether the sink can still write: false after a write or sync error (for
+    /// good: the sink fails closed) and while a write has been stuck for longer than
+    /// the deadline.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.health.is_healthy(self.inner.deadline)
+    }
+
+    /// Events written since open, for metrics.
+    pub fn appended(&self) -> u64 {
+        self.inner.health.appended()
+    }
+
+    async fn submit<T>(
+        &self,
+        request: Request,
+        answer: oneshot::Receiver<Result<T, &'static str>>,
+    ) -> Result<T, AuditError> {
+        let unavailable = |reason| AuditError::Unavailable { reason };
+        if let Some(reason) = self.inner.health.failure() {
+            return Err(unavailable(reason));
+        }
+        match self.inner.requests.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(unavailable(QUEUE_FULL)),
+            Err(TrySendError::Disconnected(_)) => return Err(unavailable(STOPPED)),
+        }
+        match tokio::time::timeout(self.inner.deadline, answer).await {
+            Ok(Ok(outcome)) => outcome.map_err(unavailable),
+            Ok(Err(_)) => Err(unavailable(STOPPED)),
+            Err(_) => Err(unavailable(TOO_SLOW)),
+        }
+    }
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .field("appended", &self.appended())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the log for appending; reports whether it is a regular file (which is then
+/// also readable, for its tail, and locked).
+fn open_file(path: &Path) -> Result<(File, bool), AuditError> {
+    let io_error = AuditError::open(path);
+    let regular = match std::fs::metadata(path) {
+        Ok(meta) => meta.is_file(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io_error(e)),
+    };
+    // Reading a FIFO would make us its reader, so only a regular file is opened for both.
+    let file = OpenOptions::new()
+        .append(true)
+        .read(regular)
+        .create(regular)
+        .mode(0o600)
+        .open(path)
+        .map_err(&io_error)?;
+    if file.metadata().map_err(&io_error)?.is_file() != regular {
+        return Err(io_error(io::Error::other(
+            "the path changed type while it was being opened",
+        )));
+    }
+    if regular {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+    }
+    Ok((file, regular))
+}
+
+/// Syncs the directory holding a new log, so the log's name survives a power loss.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}

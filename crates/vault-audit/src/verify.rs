@@ -1,0 +1,242 @@
+//! The offline verifier behind `vaultctl audit verify`: it recomputes the chain from
+//! the records' bodies and checks checkpoint signatures, and reports the first bad
+//! record precisely. It needs no MAC key, and treats its input as hostile.
+
+use std::fmt;
+use std::io::{BufRead, Read};
+
+use crate::record::{GENESIS, MAX_LINE, Payload, Record, checkpoint_message};
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Records that passed every check, up to the first error.
+    pub records: u64,
+    /// Checkpoints among them.
+    pub checkpoints: u64,
+    /// Chain segments among them (each begins with a `start` record). A regular-file
+    /// log has one; more mean the log was written through a pipe or device and
+    /// vaultd restarted (or someone spliced segments: check the restarts happened).
+    pub segments: u64,
+    /// The seq of the last record that passed every check.
+    pub last_verified_seq: Option<u64>,
+    /// Records after the last checkpoint of the last segment: intact as a chain, but
+    /// no signature vouches for them (they may have been rewritten, or the log cut).
+    pub unsigned_tail: u64,
+    /// Earlier segments that did not end with a checkpoint: their ends are unsigned
+    /// too, so records may have been cut from them.
+    pub unsigned_segment_ends: u64,
+    /// Whether checkpoint signatures were checked (a public key was given).
+    pub signatures_checked: bool,
+    /// The first bad record; `None` if every record passed.
+    pub first_error: Option<VerifyError>,
+}
+
+impl Report {
+    /// No error was found. An unsigned tail is reported but is not an error by
+    /// itself, nor are unchecked signatures: the caller decides.
+    pub fn is_ok(&self) -> bool {
+        self.first_error.is_none()
+    }
+}
+
+/// The first bad record: where it is and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    /// The 1-based line number.
+    pub line: u64,
+    /// The record's seq, if the line parsed far enough to have one.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub kind: VerifyErrorKind,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "line {} (seq {seq}): {}", self.line, self.kind),
+            None => write!(f, "line {}: {}", self.line, self.kind),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyErrorKind {
+    /// The line is not a record in canonical form.
+    #[error("malformed record: {0}")]
+    Malformed(String),
+    /// The seq does not follow the previous record's.
+    #[error(
+        "sequence gap: expected seq {expected}, found {found} (a record was deleted, inserted or moved)"
+    )]
+    SeqGap {
+        /// The seq that should have come next.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+    },
+    /// `prev` is not the previous record's chain value.
+    #[error(
+        "chain broken: prev does not match the previous record (a record was deleted, inserted or moved)"
+    )]
+    PrevMismatch,
+    /// The chain value is not the hash of the record's body.
+    #[error("chain broken: the record does not hash to its chain value (it was edited)")]
+    ChainMismatch,
+    /// The checkpoint's signature does not verify.
+    #[error(
+        "bad checkpoint signature: records up to here were rewritten, or this is the wrong public key"
+    )]
+    BadSignature,
+    /// A checkpoint carries no signature, or another record carries one.
+    #[error("misplaced signature: only checkpoints are signed, and every checkpoint is")]
+    MisplacedSignature,
+    /// A `start` record that does not begin a chain (seq 0, all-zero prev).
+    #[error("bad start record: a segment must begin at seq 0 with an all-zero prev")]
+    BadStart,
+    /// The first record is not a `start` record.
+    #[error("missing start: the log does not begin with a start record (its head was cut)")]
+    MissingStart,
+    /// There are no records at all.
+    #[error("no records: the log is empty (it was truncated, or is not an audit log)")]
+    Empty,
+    /// The last line has no newline: the log was cut mid-record.
+    #[error("partial line: the last record has no newline (the log was truncated mid-write)")]
+    PartialLine,
+    /// A line longer than any the writer produces.
+    #[error("line longer than {MAX_LINE} bytes: not an audit record")]
+    LineTooLong,
+    /// The input could not be read.
+    #[error("cannot read the log: {0}")]
+    Read(std::io::ErrorKind),
+}
+
+/// Verifies an audit log read from `input`. With `public_key`, checkpoint signatures
+/// are checked too; without it, only the chain is (and the report says so).
+///
+/// Stops at the first bad record. Never panics, whatever the input.
+pub fn verify(mut input: impl BufRead, public_key: Option<&[u8; 32]>) -> Report {
+    let mut verifier = Verifier {
+        public_key,
+        last: None,
+        report: Report {
+            signatures_checked: public_key.is_some(),
+            ..Report::default()
+        },
+    };
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    let failure = loop {
+        line += 1;
+        buf.clear();
+        match (&mut input)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) if verifier.report.records == 0 => break Some((None, VerifyErrorKind::Empty)),
+            Ok(0) => break None,
+            Ok(_) => {}
+            Err(e) => break Some((None, VerifyErrorKind::Read(e.kind()))),
+        }
+        let Some(text) = buf.strip_suffix(b"\n") else {
+            let kind = if buf.len() >= MAX_LINE {
+                VerifyErrorKind::LineTooLong
+            } else {
+                VerifyErrorKind::PartialLine
+            };
+            break Some((None, kind));
+        };
+        if let Err(failure) = verifier.check(text) {
+            break Some(failure);
+        }
+    };
+    let mut report = verifier.report;
+    report.first_error = failure.map(|(seq, kind)| VerifyError { line, seq, kind });
+    report
+}
+
+struct Verifier<'k> {
+    public_key: Option<&'k [u8; 32]>,
+    /// The previous record's seq and chain value.
+    last: Option<(u64, [u8; 32])>,
+    report: Report,
+}
+
+impl Verifier<'_> {
+    fn check(&mut self, text: &[u8]) -> Result<(), (Option<u64>, VerifyErrorKind)> {
+        let record =
+            Record::parse(text).map_err(|e| (None, VerifyErrorKind::Malformed(e.to_string())))?;
+        let seq = record.body.seq;
+        let fail = |kind| (Some(seq), kind);
+
+        let prev = record.body.prev.0;
+        match (&record.body.payload, self.last) {
+            (Payload::Start { .. }, _) if seq != 0 || prev != GENESIS => {
+                return Err(fail(VerifyErrorKind::BadStart));
+            }
+            (Payload::Start { .. }, _) => {}
+            (_, None) => return Err(fail(VerifyErrorKind::MissingStart)),
+            (_, Some((last_seq, last_chain))) => {
+                let expected = last_seq.saturating_add(1);
+                if seq != expected {
+                    return Err(fail(VerifyErrorKind::SeqGap {
+                        expected,
+                        found: seq,
+                    }));
+                }
+                if prev != last_chain {
+                    return Err(fail(VerifyErrorKind::PrevMismatch));
+                }
+            }
+        }
+
+        let chain = record.body.chain();
+        if chain != record.chain.0 {
+            return Err(fail(VerifyErrorKind::ChainMismatch));
+        }
+        let checkpoint = matches!(record.body.payload, Payload::Checkpoint);
+        match (checkpoint, &record.sig, self.public_key) {
+            (true, Some(sig), Some(key)) => {
+                let message = checkpoint_message(seq, &chain);
+                if !vault_crypto::verify_ed25519(key, &message, &sig.0) {
+                    return Err(fail(VerifyErrorKind::BadSignature));
+                }
+            }
+            (true, Some(_), None) | (false, None, _) => {}
+            (true, None, _) | (false, Some(_), _) => {
+                return Err(fail(VerifyErrorKind::MisplacedSignature));
+            }
+        }
+
+        let report = &mut self.report;
+        match record.body.payload {
+            Payload::Checkpoint => {
+                report.checkpoints += 1;
+                report.unsigned_tail = 0;
+            }
+            Payload::Start { .. } => {
+                if report.unsigned_tail > 0 {
+                    report.unsigned_segment_ends += 1;
+                }
+                report.segments += 1;
+                report.unsigned_tail = 1;
+            }
+            Payload::Event(_) => report.unsigned_tail += 1,
+        }
+        report.records += 1;
+        report.last_verified_seq = Some(seq);
+        self.last = Some((seq, chain));
+        Ok(())
+    }
+}
+
+/// Parses a hex Ed25519 public key (64 hex digits, surrounding whitespace ignored),
+/// as kept in the file given to `vaultctl audit verify --public-key`.
+pub fn parse_public_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = vault_crypto::hex::decode(text.trim())?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
