@@ -16,6 +16,7 @@ pub mod hex;
 pub mod kdf;
 mod keys;
 mod secret;
+pub mod session;
 pub mod shamir;
 pub mod sharefile;
 

@@ -1,0 +1,326 @@
+//! Lease sessions: the key every secret crossing the wire is sealed to.
+//!
+//! The client sends an ephemeral X25519 public key; the daemon answers with its own
+//! and a session id. Both derive the session key with HKDF-SHA256 over the shared
+//! secret, salted with a domain label, with the transcript as info:
+//!
+//! ```text
+//! info = "vaultd session v1" || lp(client_public) || lp(server_public)
+//!        || lp(identity) || lp(session_id)          lp(x) = u32 BE length || x
+//! ```
+//!
+//! so a session key is bound to both public keys, the caller's verified identity and
+//! the session. Messages are AES-256-GCM [envelopes](crate::envelope) with purpose
+//! [`Session`](crate::envelope::Purpose::Session); their associated data names the
+//! session, the operation, the direction and the target ([`SessionAad`]), so a sealed
+//! value cannot be replayed into another operation, direction, lease or secret.
+
+use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
+use ring::rand::SystemRandom;
+
+use crate::CryptoError;
+use crate::aead::{AeadKey, KEY_LEN};
+use crate::arena::{Locked, scrub_stack};
+use crate::envelope::{Aad, Envelope, Purpose};
+use crate::kdf::hkdf_sha256;
+use crate::secret::SecretValue;
+
+/// Length of an X25519 public key.
+pub const PUBLIC_KEY_LEN: usize = 32;
+
+const SALT: &[u8] = b"vaultd session v1";
+
+/// One side's ephemeral half of a session exchange. Used once.
+pub struct SessionOffer {
+    private: EphemeralPrivateKey,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+/// What both sides bind the session key to.
+#[derive(Debug, Clone, Copy)]
+pub struct Transcript<'a> {
+    /// The client's public key.
+    pub client_public: &'a [u8; PUBLIC_KEY_LEN],
+    /// The daemon's public key.
+    pub server_public: &'a [u8; PUBLIC_KEY_LEN],
+    /// The caller's verified identity, as the daemon sees it.
+    pub identity: &'a str,
+    /// The session id the daemon assigned.
+    pub session_id: &'a str,
+}
+
+impl Transcript<'_> {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SALT.len() + 4 * 4 + 64 + self.identity.len() + 64);
+        out.extend_from_slice(SALT);
+        for part in [
+            &self.client_public[..],
+            &self.server_public[..],
+            self.identity.as_bytes(),
+            self.session_id.as_bytes(),
+        ] {
+            put_len_prefixed(&mut out, part);
+        }
+        out
+    }
+}
+
+fn put_len_prefixed(out: &mut Vec<u8>, field: &[u8]) {
+    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+impl SessionOffer {
+    /// Generates a fresh ephemeral key pair.
+    pub fn generate() -> Result<Self, CryptoError> {
+        let private = EphemeralPrivateKey::generate(&X25519, &SystemRandom::new())
+            .map_err(|_| CryptoError::Random)?;
+        let computed = private
+            .compute_public_key()
+            .map_err(|_| CryptoError::Random)?;
+        let public = computed
+            .as_ref()
+            .try_into()
+            .map_err(|_| CryptoError::Random)?;
+        Ok(Self { private, public })
+    }
+
+    /// This side's public key, to send to the peer.
+    pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.public
+    }
+
+    /// Completes the exchange with the peer's public key. Fails with
+    /// [`CryptoError::Decrypt`] for a malformed or low-order peer key.
+    pub fn agree(
+        self,
+        peer_public: &[u8],
+        transcript: &Transcript<'_>,
+    ) -> Result<SessionKey, CryptoError> {
+        let raw = derive(self.private, peer_public, &transcript.encode());
+        // The shared secret and HKDF state passed through frames below this one.
+        scrub_stack();
+        Ok(SessionKey {
+            key: AeadKey::from_raw(raw?, 0)?,
+            session_id: transcript.session_id.as_bytes().to_vec(),
+        })
+    }
+}
+
+#[inline(never)]
+fn derive(
+    private: EphemeralPrivateKey,
+    peer_public: &[u8],
+    info: &[u8],
+) -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
+    let mut raw = Locked::new([0u8; KEY_LEN])?;
+    let peer = UnparsedPublicKey::new(&X25519, peer_public);
+    agree_ephemeral(private, &peer, |shared| {
+        hkdf_sha256(SALT, shared, &[info], &mut raw[..])
+    })
+    .map_err(|_| CryptoError::Decrypt)??;
+    Ok(raw)
+}
+
+/// Which way a sealed message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Direction {
+    /// From the client to the daemon (secret values, shares, transit plaintext).
+    ToDaemon = 1,
+    /// From the daemon to the client (leased values, shares at init, decrypted plaintext).
+    ToClient = 2,
+}
+
+/// Where a sealed session message belongs. Both sides build the same value; any
+/// difference makes the message undecryptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionAad<'a> {
+    /// The RPC, e.g. `lease`, `put-secret`, `unseal`.
+    pub operation: &'a str,
+    /// Which way the message travels.
+    pub direction: Direction,
+    /// Target tenant; empty where none applies.
+    pub tenant: &'a str,
+    /// Target environment; empty where none applies.
+    pub environment: &'a str,
+    /// Target secret name; empty where none applies.
+    pub name: &'a str,
+    /// Secret version, share index or item index; 0 where none applies.
+    pub version: u64,
+    /// Further binding, such as the lease id; empty where none applies.
+    pub context: &'a str,
+}
+
+impl<'a> SessionAad<'a> {
+    /// Associated data naming only an operation and a direction.
+    pub const fn new(operation: &'a str, direction: Direction) -> Self {
+        Self {
+            operation,
+            direction,
+            tenant: "",
+            environment: "",
+            name: "",
+            version: 0,
+            context: "",
+        }
+    }
+}
+
+/// A session's AES-256-GCM key, in locked memory; wiped on drop.
+pub struct SessionKey {
+    key: AeadKey,
+    session_id: Vec<u8>,
+}
+
+impl SessionKey {
+    fn binding(&self, aad: &SessionAad<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.session_id.len() + aad.operation.len() + 16);
+        put_len_prefixed(&mut out, &self.session_id);
+        out.push(aad.direction as u8);
+        put_len_prefixed(&mut out, aad.operation.as_bytes());
+        put_len_prefixed(&mut out, aad.context.as_bytes());
+        out
+    }
+
+    /// Seals `plaintext` for the peer. Returns the envelope bytes.
+    pub fn seal(&self, aad: &SessionAad<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let binding = self.binding(aad);
+        let envelope = self.key.seal(&envelope_aad(aad, &binding), plaintext)?;
+        Ok(envelope.into_bytes())
+    }
+
+    /// Opens envelope bytes sealed by the peer with the same associated data.
+    pub fn open(&self, aad: &SessionAad<'_>, envelope: &[u8]) -> Result<SecretValue, CryptoError> {
+        let envelope = Envelope::from_bytes(envelope.to_vec()).map_err(CryptoError::Envelope)?;
+        let binding = self.binding(aad);
+        self.key.open(&envelope, &envelope_aad(aad, &binding))
+    }
+}
+
+fn envelope_aad<'a>(aad: &SessionAad<'a>, binding: &'a [u8]) -> Aad<'a> {
+    Aad {
+        purpose: Purpose::Session,
+        tenant: aad.tenant,
+        environment: aad.environment,
+        name: aad.name,
+        version: aad.version,
+        binding,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(identity: &str) -> (SessionKey, SessionKey) {
+        let client = SessionOffer::generate().unwrap();
+        let server = SessionOffer::generate().unwrap();
+        let (cp, sp) = (*client.public_key(), *server.public_key());
+        let transcript = Transcript {
+            client_public: &cp,
+            server_public: &sp,
+            identity,
+            session_id: "s1",
+        };
+        let server_key = server.agree(&cp, &transcript).unwrap();
+        let client_key = client.agree(&sp, &transcript).unwrap();
+        (client_key, server_key)
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_key() {
+        let (client, server) = pair("spiffe://a/svc");
+        let aad = SessionAad {
+            tenant: "acme",
+            name: "byok/openai",
+            version: 3,
+            context: "lease-1",
+            ..SessionAad::new("lease", Direction::ToClient)
+        };
+        let sealed = server.seal(&aad, b"sk-canary").unwrap();
+        assert_eq!(
+            client.open(&aad, &sealed).unwrap().expose_secret(),
+            b"sk-canary"
+        );
+    }
+
+    #[test]
+    fn any_change_of_binding_fails() {
+        let (client, server) = pair("spiffe://a/svc");
+        let aad = SessionAad {
+            tenant: "acme",
+            environment: "live",
+            name: "n",
+            version: 1,
+            context: "lease-1",
+            ..SessionAad::new("lease", Direction::ToClient)
+        };
+        let sealed = server.seal(&aad, b"v").unwrap();
+        let variants = [
+            SessionAad {
+                direction: Direction::ToDaemon,
+                ..aad
+            },
+            SessionAad {
+                operation: "decrypt",
+                ..aad
+            },
+            SessionAad {
+                tenant: "other",
+                ..aad
+            },
+            SessionAad {
+                environment: "test",
+                ..aad
+            },
+            SessionAad { name: "m", ..aad },
+            SessionAad { version: 2, ..aad },
+            SessionAad {
+                context: "lease-2",
+                ..aad
+            },
+        ];
+        for variant in variants {
+            assert!(client.open(&variant, &sealed).is_err(), "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn identity_is_part_of_the_key() {
+        let client = SessionOffer::generate().unwrap();
+        let server = SessionOffer::generate().unwrap();
+        let (cp, sp) = (*client.public_key(), *server.public_key());
+        let t = |identity| Transcript {
+            client_public: &cp,
+            server_public: &sp,
+            identity,
+            session_id: "s1",
+        };
+        let server_key = server.agree(&cp, &t("spiffe://a/real")).unwrap();
+        let client_key = client.agree(&sp, &t("spiffe://a/other")).unwrap();
+        let aad = SessionAad::new("x", Direction::ToDaemon);
+        let sealed = client_key.seal(&aad, b"v").unwrap();
+        assert!(server_key.open(&aad, &sealed).is_err());
+    }
+
+    #[test]
+    fn bad_peer_keys_are_refused() {
+        let transcript = Transcript {
+            client_public: &[0; 32],
+            server_public: &[0; 32],
+            identity: "i",
+            session_id: "s",
+        };
+        for peer in [&[][..], &[1u8; 31][..], &[0u8; 32][..]] {
+            let offer = SessionOffer::generate().unwrap();
+            assert!(offer.agree(peer, &transcript).is_err());
+        }
+        let (client, _) = pair("i");
+        let aad = SessionAad::new("x", Direction::ToDaemon);
+        for garbage in [&[][..], &[1u8; 10][..], &[1u8; 100][..]] {
+            assert!(client.open(&aad, garbage).is_err());
+        }
+    }
+}
