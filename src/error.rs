@@ -34,6 +34,9 @@ pub enum Error {
     /// A secret with this name already exists.
     #[error("secret already exists; rotate it to store a new version")]
     AlreadyExists,
+    /// A transit envelope is malformed or belongs to another tenant or environment.
+    #[error("the envelope is malformed or does not belong to this tenant and environment")]
+    TransitEnvelope,
     /// The requested version exists but is disabled, or never existed.
     #[error("version {0} is not available")]
     VersionUnavailable(u64),

@@ -16,6 +16,16 @@ impl Identity {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A caller on the local Unix socket, named by its user id.
+    pub(crate) fn local(uid: u32) -> Self {
+        Self(format!("local:uid={uid}"))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(text: &str) -> Self {
+        Self(text.to_owned())
+    }
 }
 
 impl fmt::Display for Identity {

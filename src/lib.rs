@@ -5,13 +5,23 @@
 //! [`hardening`]. Cryptography lives in the `vault-crypto` crate.
 #![forbid(unsafe_code)]
 
+mod api;
+mod authz;
+pub mod config;
+pub mod daemon;
+pub mod dev;
 mod error;
 pub mod hardening;
+mod http;
 pub mod identity;
+mod leases;
+mod metrics;
 pub mod names;
 pub mod records;
+mod sessions;
 pub mod storage;
 pub mod tls;
+mod transport;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -35,9 +35,7 @@ pub(crate) const CAS_ATTEMPTS: usize = 16;
 pub(crate) struct SystemKeys {
     #[allow(dead_code)] // used by API-key verification
     pub(crate) api_key_pepper: MacKey,
-    #[allow(dead_code)] // used by the audit chain
     pub(crate) audit_mac: MacKey,
-    #[allow(dead_code)] // used by audit checkpoints
     pub(crate) audit_signing: SigningKey,
 }
 
@@ -55,7 +53,6 @@ pub(crate) struct Keyring {
     roots: Vec<RootKey>,
     current_root: u32,
     tenants: Mutex<HashMap<(TenantId, u32), CachedKey>>,
-    #[allow(dead_code)] // read by the broker's API-key and audit paths
     system: SystemKeys,
 }
 
@@ -81,6 +78,10 @@ impl Keyring {
             tenants: Mutex::new(HashMap::new()),
             system,
         })
+    }
+
+    pub(crate) fn system(&self) -> &SystemKeys {
+        &self.system
     }
 
     pub(crate) fn current_root_version(&self) -> u32 {

@@ -14,6 +14,7 @@
 
 mod keyring;
 mod secrets;
+mod transit;
 mod unseal;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -162,6 +163,24 @@ impl Vault {
         drop(std::mem::replace(&mut *state, State::Sealed(None)));
         scrub_stack();
         Ok(())
+    }
+
+    /// HMAC-SHA256 of an audit chain value with the audit MAC key; `None` while sealed.
+    pub fn audit_mac(&self, message: &[u8]) -> Option<[u8; 32]> {
+        let state = self.read_state();
+        Some(state.keyring().ok()?.system().audit_mac.sign(message))
+    }
+
+    /// Ed25519 signature of an audit checkpoint; `None` while sealed.
+    pub fn audit_sign(&self, message: &[u8]) -> Option<[u8; 64]> {
+        let state = self.read_state();
+        Some(state.keyring().ok()?.system().audit_signing.sign(message))
+    }
+
+    /// The audit checkpoint public key; `None` while sealed.
+    pub fn audit_public_key(&self) -> Option<[u8; 32]> {
+        let state = self.read_state();
+        Some(state.keyring().ok()?.system().audit_signing.public_key())
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {

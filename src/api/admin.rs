@@ -1,0 +1,686 @@
+//! `vault.v1.Admin`: lifecycle, write-only secrets, tenants, leases and policy.
+//! No handler returns a secret's plaintext; shares and values travel sealed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use vault_crypto::SecretValue;
+use vault_crypto::session::{Direction, SessionAad};
+use vault_crypto::shamir::Share;
+use vault_policy::{Action, PermissionRequest, RuleKind};
+use vault_proto::v1::{self, admin_server::Admin};
+
+use super::{ApiError, Shared, environment, sealed, secret_id, secret_ref};
+use crate::authz::{
+    DeleteSecret, EraseTenant, ReadLeasesOp, ReadMetadata, RekeyOp, ReloadPoliciesOp,
+    RevokeLeasesOp, RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
+};
+use crate::leases::{RevocationReason, Selector, unix_ms};
+use crate::names::{SecretKind, TenantId};
+use crate::records::VersionState;
+use crate::sessions::Session;
+use crate::vault::{SecretMetadata, Status as VaultStatus, UnsealNonce, UnsealOutcome};
+
+/// The admin service.
+pub(crate) struct AdminService {
+    shared: Arc<Shared>,
+}
+
+fn open_shares(
+    session: &Session,
+    operation: &str,
+    payloads: &[v1::SealedPayload],
+) -> Result<Vec<Share>, ApiError> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let aad = SessionAad {
+                version: i as u64,
+                ..SessionAad::new(operation, Direction::ToDaemon)
+            };
+            let bytes = session
+                .key
+                .open(&aad, &p.envelope)
+                .map_err(|_| ApiError::Sealed("share"))?;
+            Share::from_bytes(bytes.expose_secret()).map_err(|e| ApiError::Vault(e.into()))
+        })
+        .collect()
+}
+
+fn seal_shares(
+    session: &Session,
+    operation: &str,
+    shares: &[Share],
+) -> Result<Vec<v1::SealedPayload>, ApiError> {
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let aad = SessionAad {
+                version: i as u64,
+                ..SessionAad::new(operation, Direction::ToClient)
+            };
+            let envelope = session
+                .key
+                .seal(&aad, &share.to_bytes())
+                .map_err(|e| ApiError::Vault(e.into()))?;
+            Ok(v1::SealedPayload { envelope })
+        })
+        .collect()
+}
+
+fn share_params(threshold: u32, count: u32) -> Result<(usize, usize), ApiError> {
+    if threshold == 0 || count == 0 || threshold > count || count > 255 {
+        return Err(ApiError::Invalid(
+            "need 1 <= threshold <= share_count <= 255",
+        ));
+    }
+    Ok((threshold as usize, count as usize))
+}
+
+/// Opens a secret value sealed to the session for `operation` on `secret`.
+fn open_value(
+    session: &Session,
+    operation: &str,
+    secret: &crate::names::SecretId,
+    payload: Option<&v1::SealedPayload>,
+) -> Result<SecretValue, ApiError> {
+    let aad = SessionAad {
+        tenant: secret.tenant.as_str(),
+        environment: secret.environment.as_str(),
+        name: secret.name.as_str(),
+        ..SessionAad::new(operation, Direction::ToDaemon)
+    };
+    session
+        .key
+        .open(&aad, sealed(payload, "value is required")?)
+        .map_err(|_| ApiError::Sealed("value"))
+}
+
+fn metadata(m: &SecretMetadata) -> v1::SecretMetadata {
+    v1::SecretMetadata {
+        secret: Some(secret_ref(&m.id)),
+        kind: match m.kind {
+            SecretKind::Byok => v1::SecretKind::Byok as i32,
+            SecretKind::System => v1::SecretKind::System as i32,
+        },
+        current_version: m.current_version,
+        versions: m
+            .versions
+            .iter()
+            .map(|v| {
+                let (state, grace) = match v.state {
+                    VersionState::Current => (v1::VersionState::Current, 0),
+                    VersionState::Grace { until_unix } => (v1::VersionState::Grace, until_unix),
+                    VersionState::Disabled => (v1::VersionState::Disabled, 0),
+                };
+                v1::SecretVersion {
+                    version: v.version,
+                    state: state as i32,
+                    grace_until_unix: grace,
+                    created_unix: v.created_unix,
+                    hint: v.hint.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                }
+            })
+            .collect(),
+        created_unix: m.created_unix,
+    }
+}
+
+pub(crate) fn status_response(status: &VaultStatus) -> v1::StatusResponse {
+    let mut out = v1::StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    };
+    match status {
+        VaultStatus::Uninitialised => out.state = v1::SealState::Uninitialised as i32,
+        VaultStatus::Sealed {
+            threshold,
+            shares,
+            generation,
+            progress,
+        } => {
+            out.state = v1::SealState::Sealed as i32;
+            out.threshold = u32::from(*threshold);
+            out.share_count = u32::from(*shares);
+            out.generation = *generation;
+            if let Some((n, nonce)) = progress {
+                out.progress = u32::from(*n);
+                out.unseal_nonce = nonce.to_string();
+            }
+        }
+        VaultStatus::Unsealed {
+            threshold,
+            shares,
+            generation,
+            root_version,
+        } => {
+            out.state = v1::SealState::Unsealed as i32;
+            out.threshold = u32::from(*threshold);
+            out.share_count = u32::from(*shares);
+            out.generation = *generation;
+            out.root_version = *root_version;
+        }
+    }
+    out
+}
+
+impl AdminService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn check_policy_inner(
+        &self,
+        req: &v1::CheckPolicyRequest,
+    ) -> Result<v1::CheckPolicyResponse, ApiError> {
+        let set = self.shared.policies.current();
+        let decision = match Action::parse(&req.action) {
+            Some(Action::Operation(operation)) => {
+                let env = environment(req.environment)?;
+                set.evaluate(&vault_policy::Request {
+                    identity: &req.identity,
+                    operation,
+                    tenant: &req.tenant,
+                    environment: env.as_str(),
+                    secret: (!req.secret.is_empty()).then_some(req.secret.as_str()),
+                })
+            }
+            Some(Action::Permission(permission)) => set.authorize(&PermissionRequest {
+                identity: &req.identity,
+                permission,
+                tenant: (!req.tenant.is_empty()).then_some(req.tenant.as_str()),
+            }),
+            None => {
+                return Err(ApiError::Invalid(
+                    "action must name an operation or a permission",
+                ));
+            }
+        };
+        let kind = |k: RuleKind| match k {
+            RuleKind::Grant => "grant",
+            RuleKind::Deny => "deny",
+            RuleKind::Role => "role",
+        };
+        let location = |file: &Path, line: usize| format!("{}:{line}", file.display());
+        Ok(v1::CheckPolicyResponse {
+            allowed: decision.allowed,
+            decided_by: decision.decided_by.map(|r| r.id).unwrap_or_default(),
+            trace: decision
+                .trace
+                .iter()
+                .map(|t| v1::RuleTrace {
+                    kind: kind(t.rule.kind).to_owned(),
+                    id: t.rule.id.clone(),
+                    location: location(&t.rule.file, t.rule.line),
+                    outcome: t.outcome.to_string(),
+                })
+                .collect(),
+        })
+    }
+}
+
+macro_rules! permit {
+    ($self:ident, $call:ident, $op:expr) => {
+        match $self.shared.policies.permit(&$call.caller, $op) {
+            Ok(grant) => {
+                $call.event.grant.clone_from(&grant.rule);
+                Ok(grant)
+            }
+            Err(denied) => Err(ApiError::Denied(denied)),
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let mut call = self.shared.call("admin.status", &request)?;
+        let result = permit!(self, call, StatusOp)
+            .and_then(|_| Ok(status_response(&self.shared.custody.status()?)));
+        self.shared.finish(call, result).await
+    }
+
+    async fn init(
+        &self,
+        request: Request<v1::InitRequest>,
+    ) -> Result<Response<v1::InitResponse>, Status> {
+        let mut call = self.shared.call("admin.init", &request)?;
+        let r = request.get_ref();
+        let prepared = permit!(self, call, UnsealOp).and_then(|grant| {
+            let session = self.shared.session(&call, &r.session_id)?;
+            let params = share_params(r.threshold, r.share_count)?;
+            Ok((grant, session, params))
+        });
+        let result = match prepared {
+            Ok((grant, session, (threshold, count))) => {
+                self.shared.intent(&call).await?;
+                self.shared
+                    .custody
+                    .init(&grant, threshold, count)
+                    .map_err(ApiError::from)
+                    .and_then(|shares| seal_shares(&session, "init", &shares))
+                    .map(|shares| v1::InitResponse { shares })
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn unseal(
+        &self,
+        request: Request<v1::UnsealRequest>,
+    ) -> Result<Response<v1::UnsealResponse>, Status> {
+        let mut call = self.shared.call("admin.unseal", &request)?;
+        let r = request.get_ref();
+        let grant = match permit!(self, call, UnsealOp) {
+            Ok(g) => g,
+            Err(e) => return self.shared.finish(call, Err(e)).await,
+        };
+        let custody = &self.shared.custody;
+        let result = if r.reset {
+            custody
+                .reset_unseal(&grant)
+                .map_err(ApiError::from)
+                .map(|()| v1::UnsealResponse {
+                    state: v1::SealState::Sealed as i32,
+                    ..Default::default()
+                })
+        } else {
+            let share = self
+                .shared
+                .session(&call, &r.session_id)
+                .and_then(|session| {
+                    open_shares(&session, "unseal", r.share.as_slice())?
+                        .pop()
+                        .ok_or(ApiError::Invalid("share is required"))
+                });
+            let nonce = match r.nonce.as_str() {
+                "" => Ok(None),
+                text => UnsealNonce::parse(text).map(Some).ok_or(ApiError::Invalid(
+                    "nonce must be the 32 hex digits from the first share's answer",
+                )),
+            };
+            match (share, nonce) {
+                (Ok(share), Ok(nonce)) => {
+                    call.event
+                        .detail
+                        .insert("share_index".into(), share.index().to_string());
+                    custody
+                        .unseal(&grant, share, nonce.as_ref())
+                        .map_err(ApiError::from)
+                        .map(|outcome| match outcome {
+                            UnsealOutcome::InProgress {
+                                nonce,
+                                submitted,
+                                threshold,
+                            } => v1::UnsealResponse {
+                                state: v1::SealState::Sealed as i32,
+                                submitted: u32::from(submitted),
+                                threshold: u32::from(threshold),
+                                nonce: nonce.to_string(),
+                            },
+                            UnsealOutcome::Unsealed => v1::UnsealResponse {
+                                state: v1::SealState::Unsealed as i32,
+                                ..Default::default()
+                            },
+                        })
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn seal(
+        &self,
+        request: Request<v1::SealRequest>,
+    ) -> Result<Response<v1::SealResponse>, Status> {
+        let mut call = self.shared.call("admin.seal", &request)?;
+        let result = match permit!(self, call, SealOp) {
+            Ok(grant) => {
+                self.shared.intent(&call).await?;
+                // Sign what was written while the audit keys still exist; the intent
+                // record above already proved the sink writable.
+                let _ = self.shared.audit.checkpoint().await;
+                let sealed = self.shared.custody.seal(&grant);
+                self.shared.sessions.clear();
+                let revoked = self
+                    .shared
+                    .leases
+                    .revoke(&Selector::All, RevocationReason::Sealed);
+                call.event
+                    .detail
+                    .insert("leases_revoked".into(), revoked.len().to_string());
+                sealed.map(|()| v1::SealResponse {}).map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn rekey(
+        &self,
+        request: Request<v1::RekeyRequest>,
+    ) -> Result<Response<v1::RekeyResponse>, Status> {
+        let mut call = self.shared.call("admin.rekey", &request)?;
+        let r = request.get_ref();
+        let prepared = permit!(self, call, RekeyOp).and_then(|grant| {
+            let session = self.shared.session(&call, &r.session_id)?;
+            let params = share_params(r.threshold, r.share_count)?;
+            let current = open_shares(&session, "rekey", &r.current_shares)?;
+            Ok((grant, session, params, current))
+        });
+        let result = match prepared {
+            Ok((grant, session, (threshold, count), current)) => {
+                self.shared.intent(&call).await?;
+                self.shared
+                    .custody
+                    .rekey(&grant, current, threshold, count)
+                    .map_err(ApiError::from)
+                    .and_then(|shares| seal_shares(&session, "rekey-new", &shares))
+                    .map(|shares| v1::RekeyResponse { shares })
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn rotate_root_key(
+        &self,
+        request: Request<v1::RotateRootKeyRequest>,
+    ) -> Result<Response<v1::RotateRootKeyResponse>, Status> {
+        let mut call = self.shared.call("admin.rotate_root_key", &request)?;
+        let r = request.get_ref();
+        let prepared = permit!(self, call, RotateRootOp).and_then(|grant| {
+            let session = self.shared.session(&call, &r.session_id)?;
+            Ok((grant, open_shares(&session, "rotate-root-key", &r.shares)?))
+        });
+        let result = match prepared {
+            Ok((grant, shares)) => {
+                self.shared.intent(&call).await?;
+                self.shared
+                    .custody
+                    .rotate_root_key(&grant, shares)
+                    .map_err(ApiError::from)
+                    .map(|root_version| v1::RotateRootKeyResponse { root_version })
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn put_secret(
+        &self,
+        request: Request<v1::PutSecretRequest>,
+    ) -> Result<Response<v1::SecretMetadata>, Status> {
+        let mut call = self.shared.call("admin.put_secret", &request)?;
+        let r = request.get_ref();
+        let prepared = secret_id(r.secret.as_ref()).and_then(|id| {
+            call.secret(&id);
+            let kind = match v1::SecretKind::try_from(r.kind) {
+                Ok(v1::SecretKind::Byok) => SecretKind::Byok,
+                Ok(v1::SecretKind::System) => SecretKind::System,
+                _ => {
+                    return Err(ApiError::Invalid(
+                        "kind must be SECRET_KIND_BYOK or SECRET_KIND_SYSTEM",
+                    ));
+                }
+            };
+            let grant = permit!(self, call, WriteSecret(id.clone()))?;
+            let session = self.shared.session(&call, &r.session_id)?;
+            let value = open_value(&session, "put-secret", &id, r.value.as_ref())?;
+            Ok((grant, kind, value))
+        });
+        let result = match prepared {
+            Ok((grant, kind, value)) => {
+                self.shared.intent(&call).await?;
+                let stored = self.shared.custody.put_secret(&grant, kind, &value);
+                stored.map(|m| metadata(&m)).map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Ok(m) = &result {
+            call.event.version = Some(m.current_version);
+        }
+        self.shared.finish(call, result).await
+    }
+
+    async fn rotate_secret(
+        &self,
+        request: Request<v1::RotateSecretRequest>,
+    ) -> Result<Response<v1::SecretMetadata>, Status> {
+        let mut call = self.shared.call("admin.rotate_secret", &request)?;
+        let r = request.get_ref();
+        let prepared = secret_id(r.secret.as_ref()).and_then(|id| {
+            call.secret(&id);
+            let grant = permit!(self, call, WriteSecret(id.clone()))?;
+            let session = self.shared.session(&call, &r.session_id)?;
+            let value = open_value(&session, "rotate-secret", &id, r.value.as_ref())?;
+            Ok((grant, value))
+        });
+        let result = match prepared {
+            Ok((grant, value)) => {
+                self.shared.intent(&call).await?;
+                let grace = r.grace_seconds.map(Duration::from_secs);
+                let stored = self.shared.custody.rotate_secret(&grant, &value, grace);
+                stored.map(|m| metadata(&m)).map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Ok(m) = &result {
+            call.event.version = Some(m.current_version);
+        }
+        self.shared.finish(call, result).await
+    }
+
+    async fn describe_secret(
+        &self,
+        request: Request<v1::DescribeSecretRequest>,
+    ) -> Result<Response<v1::SecretMetadata>, Status> {
+        let mut call = self.shared.call("admin.describe_secret", &request)?;
+        let result = secret_id(request.get_ref().secret.as_ref()).and_then(|id| {
+            call.secret(&id);
+            let grant = permit!(self, call, ReadMetadata(id.tenant.clone()))?;
+            Ok(metadata(&self.shared.custody.describe_secret(&grant, &id)?))
+        });
+        self.shared.finish(call, result).await
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<v1::ListSecretsRequest>,
+    ) -> Result<Response<v1::ListSecretsResponse>, Status> {
+        let mut call = self.shared.call("admin.list_secrets", &request)?;
+        let r = request.get_ref();
+        let result = TenantId::new(&r.tenant)
+            .map_err(ApiError::from)
+            .and_then(|tenant| {
+                call.event.tenant = Some(tenant.to_string());
+                let env = match r.environment {
+                    0 => None,
+                    e => Some(environment(e)?),
+                };
+                let grant = permit!(self, call, ReadMetadata(tenant))?;
+                let secrets = self.shared.custody.list_secrets(&grant, env)?;
+                Ok(v1::ListSecretsResponse {
+                    secrets: secrets.iter().map(metadata).collect(),
+                })
+            });
+        self.shared.finish(call, result).await
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<v1::DeleteSecretRequest>,
+    ) -> Result<Response<v1::DeleteSecretResponse>, Status> {
+        let mut call = self.shared.call("admin.delete_secret", &request)?;
+        let prepared = secret_id(request.get_ref().secret.as_ref()).and_then(|id| {
+            call.secret(&id);
+            Ok((permit!(self, call, DeleteSecret(id.clone()))?, id))
+        });
+        let result = match prepared {
+            Ok((grant, id)) => {
+                self.shared.intent(&call).await?;
+                let deleted = self.shared.custody.delete_secret(&grant);
+                if deleted.is_ok() {
+                    self.shared
+                        .leases
+                        .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
+                }
+                deleted
+                    .map(|()| v1::DeleteSecretResponse {})
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn erase_tenant(
+        &self,
+        request: Request<v1::EraseTenantRequest>,
+    ) -> Result<Response<v1::EraseTenantResponse>, Status> {
+        let mut call = self.shared.call("admin.erase_tenant", &request)?;
+        let r = request.get_ref();
+        let prepared = TenantId::new(&r.tenant)
+            .map_err(ApiError::from)
+            .and_then(|tenant| {
+                call.event.tenant = Some(tenant.to_string());
+                if r.confirm != r.tenant {
+                    return Err(ApiError::Invalid(
+                        "confirm must repeat the tenant id exactly",
+                    ));
+                }
+                Ok((permit!(self, call, EraseTenant(tenant.clone()))?, tenant))
+            });
+        let result = match prepared {
+            Ok((grant, tenant)) => {
+                self.shared.intent(&call).await?;
+                let erased = self.shared.custody.erase_tenant(&grant);
+                if erased.is_ok() {
+                    self.shared
+                        .leases
+                        .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
+                }
+                erased.map_err(ApiError::from).map(|receipt| {
+                    let versions: Vec<String> =
+                        receipt.key_versions.iter().map(u32::to_string).collect();
+                    call.event
+                        .detail
+                        .insert("key_versions".into(), versions.join(","));
+                    call.event
+                        .detail
+                        .insert("secrets_erased".into(), receipt.secrets_erased.to_string());
+                    v1::EraseTenantResponse {
+                        tenant: receipt.tenant.to_string(),
+                        key_versions: receipt.key_versions,
+                        secrets_erased: receipt.secrets_erased as u64,
+                        erased_unix: receipt.erased_unix,
+                    }
+                })
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn list_leases(
+        &self,
+        request: Request<v1::ListLeasesRequest>,
+    ) -> Result<Response<v1::ListLeasesResponse>, Status> {
+        let mut call = self.shared.call("admin.list_leases", &request)?;
+        let r = request.get_ref();
+        let result = permit!(self, call, ReadLeasesOp).map(|_| v1::ListLeasesResponse {
+            leases: self
+                .shared
+                .leases
+                .list(|l| {
+                    r.tenant
+                        .as_deref()
+                        .is_none_or(|t| l.secret.tenant.as_str() == t)
+                        && r.identity
+                            .as_deref()
+                            .is_none_or(|i| l.identity.as_str() == i)
+                })
+                .iter()
+                .map(|l| v1::LeaseInfo {
+                    lease_id: l.id.clone(),
+                    identity: l.identity.to_string(),
+                    secret: Some(secret_ref(&l.secret)),
+                    version: l.version,
+                    expires_unix_ms: unix_ms(l.expires),
+                })
+                .collect(),
+        });
+        self.shared.finish(call, result).await
+    }
+
+    async fn revoke_leases(
+        &self,
+        request: Request<v1::RevokeLeasesRequest>,
+    ) -> Result<Response<v1::RevokeLeasesResponse>, Status> {
+        use v1::revoke_leases_request::Selector as S;
+        let mut call = self.shared.call("admin.revoke_leases", &request)?;
+        let selector = match &request.get_ref().selector {
+            Some(S::LeaseId(id)) => Ok(Selector::Id(id.clone())),
+            Some(S::Tenant(t)) => TenantId::new(t)
+                .map(Selector::Tenant)
+                .map_err(ApiError::from),
+            Some(S::Secret(s)) => secret_id(Some(s)).map(Selector::Secret),
+            Some(S::Identity(i)) => Ok(Selector::Identity(i.clone())),
+            Some(S::All(true)) => Ok(Selector::All),
+            Some(S::All(false)) | None => Err(ApiError::Invalid(
+                "name exactly one selector (all must be true)",
+            )),
+        };
+        let result = selector.and_then(|selector| {
+            call.event
+                .detail
+                .insert("selector".into(), format!("{selector:?}"));
+            permit!(self, call, RevokeLeasesOp)?;
+            let revoked = self
+                .shared
+                .leases
+                .revoke(&selector, RevocationReason::Revoked);
+            Ok(v1::RevokeLeasesResponse {
+                revoked: revoked.len() as u64,
+            })
+        });
+        self.shared.finish(call, result).await
+    }
+
+    async fn reload_policies(
+        &self,
+        request: Request<v1::ReloadPoliciesRequest>,
+    ) -> Result<Response<v1::ReloadPoliciesResponse>, Status> {
+        let mut call = self.shared.call("admin.reload_policies", &request)?;
+        let result = permit!(self, call, ReloadPoliciesOp).and_then(|_| {
+            let (grants, denies, roles) =
+                self.shared.policies.reload().map_err(ApiError::Policy)?;
+            Ok(v1::ReloadPoliciesResponse {
+                grants: grants as u32,
+                denies: denies as u32,
+                roles: roles as u32,
+            })
+        });
+        self.shared.finish(call, result).await
+    }
+
+    async fn check_policy(
+        &self,
+        request: Request<v1::CheckPolicyRequest>,
+    ) -> Result<Response<v1::CheckPolicyResponse>, Status> {
+        let mut call = self.shared.call("admin.check_policy", &request)?;
+        let result =
+            permit!(self, call, StatusOp).and_then(|_| self.check_policy_inner(request.get_ref()));
+        self.shared.finish(call, result).await
+    }
+}

@@ -1,0 +1,454 @@
+//! `vault.v1.Broker`: sessions, leases and transit for platform services.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use vault_crypto::session::{Direction, SessionAad};
+use vault_proto::v1::{self, broker_server::Broker};
+
+use super::{ApiError, Call, Shared, environment, sealed, secret_id};
+use crate::authz::{DecryptOp, EncryptOp, LeaseOp};
+use crate::leases::{Lease, RevocationReason, Selector, unix_ms};
+use crate::names::{Environment, TenantId};
+use crate::sessions::{Session, random_id};
+
+/// Items one batch call may carry.
+const MAX_BATCH: usize = 1000;
+
+/// The broker service.
+pub(crate) struct BrokerService {
+    shared: Arc<Shared>,
+}
+
+impl BrokerService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn lease_inner(
+        &self,
+        call: &mut Call,
+        req: v1::LeaseRequest,
+    ) -> Result<v1::LeaseResponse, ApiError> {
+        let s = &self.shared;
+        let session = s.session(call, &req.session_id)?;
+        let id = secret_id(req.secret.as_ref())?;
+        call.secret(&id);
+        let grant = s
+            .policies
+            .grant(&call.caller, LeaseOp(id.clone()))
+            .map_err(ApiError::Denied)?;
+        call.event.grant.clone_from(&grant.rule);
+        let max_ttl = grant.max_ttl.unwrap_or(s.limits.default_ttl);
+        let ttl = match req.ttl_seconds {
+            0 => s.limits.default_ttl,
+            n => Duration::from_secs(u64::from(n)),
+        }
+        .min(max_ttl);
+        let (value, version) = s.custody.open_secret(&grant, req.version)?;
+        call.event.version = Some(version);
+        let lease_id = random_id("l-").map_err(|e| ApiError::Vault(e.into()))?;
+        let now = SystemTime::now();
+        let lease = Lease {
+            id: lease_id.clone(),
+            identity: call.caller.identity().clone(),
+            secret: id.clone(),
+            version,
+            expires: now + ttl,
+            renewable_until: now + max_ttl,
+        };
+        let (expires, renewable_until) = (lease.expires, lease.renewable_until);
+        s.leases
+            .insert(lease, grant.max_active_leases.unwrap_or(u32::MAX))
+            .map_err(ApiError::LeaseLimit)?;
+        call.event.lease_id = Some(lease_id.clone());
+        let aad = SessionAad {
+            tenant: id.tenant.as_str(),
+            environment: id.environment.as_str(),
+            name: id.name.as_str(),
+            version,
+            context: &lease_id,
+            ..SessionAad::new("lease", Direction::ToClient)
+        };
+        let envelope = session.key.seal(&aad, value.expose_secret()).map_err(|e| {
+            s.leases.remove(call.caller.identity(), &lease_id);
+            ApiError::Vault(e.into())
+        })?;
+        Ok(v1::LeaseResponse {
+            lease_id,
+            value: Some(v1::SealedPayload { envelope }),
+            version,
+            expires_unix_ms: unix_ms(expires),
+            renewable_until_unix_ms: unix_ms(renewable_until),
+        })
+    }
+
+    fn renew_inner(
+        &self,
+        call: &mut Call,
+        req: &v1::RenewRequest,
+    ) -> Result<v1::RenewResponse, ApiError> {
+        let s = &self.shared;
+        let lease = s
+            .leases
+            .get(call.caller.identity(), &req.lease_id)
+            .ok_or(ApiError::UnknownLease)?;
+        call.secret(&lease.secret);
+        call.event.lease_id = Some(lease.id.clone());
+        // The policy may have changed since the lease was issued.
+        if let Err(denied) = s
+            .policies
+            .grant(&call.caller, LeaseOp(lease.secret.clone()))
+        {
+            s.leases
+                .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+            return Err(ApiError::Denied(denied));
+        }
+        let ttl = match req.ttl_seconds {
+            0 => s.limits.default_ttl,
+            n => Duration::from_secs(u64::from(n)),
+        };
+        let expires = s
+            .leases
+            .renew(call.caller.identity(), &req.lease_id, ttl)
+            .ok_or(ApiError::UnknownLease)?;
+        Ok(v1::RenewResponse {
+            expires_unix_ms: unix_ms(expires),
+        })
+    }
+
+    fn transit_target(
+        &self,
+        call: &mut Call,
+        session_id: &str,
+        tenant: &str,
+        env: i32,
+    ) -> Result<(Arc<Session>, TenantId, Environment), ApiError> {
+        let session = self.shared.session(call, session_id)?;
+        let tenant = TenantId::new(tenant)?;
+        let env = environment(env)?;
+        call.event.tenant = Some(tenant.to_string());
+        call.event.environment = Some(env.to_string());
+        Ok((session, tenant, env))
+    }
+
+    fn encrypt_items<'a>(
+        &self,
+        call: &mut Call,
+        session_id: &str,
+        tenant: &str,
+        env: i32,
+        items: impl ExactSizeIterator<Item = Option<&'a v1::SealedPayload>>,
+    ) -> Result<Vec<Result<Vec<u8>, ApiError>>, ApiError> {
+        let (session, tenant, env) = self.transit_target(call, session_id, tenant, env)?;
+        let grant = self
+            .shared
+            .policies
+            .grant(&call.caller, EncryptOp(tenant.clone(), env))
+            .map_err(ApiError::Denied)?;
+        call.event.grant.clone_from(&grant.rule);
+        Ok(items
+            .enumerate()
+            .map(|(i, item)| {
+                let aad = transit_aad("transit.encrypt", Direction::ToDaemon, &tenant, env, i);
+                let plaintext = session
+                    .key
+                    .open(&aad, sealed(item, "plaintext is required")?)
+                    .map_err(|_| ApiError::Sealed("plaintext"))?;
+                let envelope = self
+                    .shared
+                    .custody
+                    .transit_encrypt(&grant, plaintext.expose_secret())?;
+                Ok(envelope.into_bytes())
+            })
+            .collect())
+    }
+
+    fn decrypt_items<'a>(
+        &self,
+        call: &mut Call,
+        session_id: &str,
+        tenant: &str,
+        env: i32,
+        items: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Result<v1::SealedPayload, ApiError>>, ApiError> {
+        let (session, tenant, env) = self.transit_target(call, session_id, tenant, env)?;
+        let grant = self
+            .shared
+            .policies
+            .grant(&call.caller, DecryptOp(tenant.clone(), env))
+            .map_err(ApiError::Denied)?;
+        call.event.grant.clone_from(&grant.rule);
+        Ok(items
+            .enumerate()
+            .map(|(i, envelope)| {
+                let plaintext = self.shared.custody.transit_decrypt(&grant, envelope)?;
+                let aad = transit_aad("transit.decrypt", Direction::ToClient, &tenant, env, i);
+                let envelope = session
+                    .key
+                    .seal(&aad, plaintext.expose_secret())
+                    .map_err(|e| ApiError::Vault(e.into()))?;
+                Ok(v1::SealedPayload { envelope })
+            })
+            .collect())
+    }
+}
+
+/// Associated data of transit payloads; `item` is the index within a batch (0 alone).
+fn transit_aad<'a>(
+    operation: &'a str,
+    direction: Direction,
+    tenant: &'a TenantId,
+    env: Environment,
+    item: usize,
+) -> SessionAad<'a> {
+    SessionAad {
+        tenant: tenant.as_str(),
+        environment: env.as_str(),
+        version: item as u64,
+        ..SessionAad::new(operation, direction)
+    }
+}
+
+fn batch_size(len: usize) -> Result<(), ApiError> {
+    if len > MAX_BATCH {
+        return Err(ApiError::Invalid("a batch holds at most 1000 items"));
+    }
+    Ok(())
+}
+
+fn item_error(e: ApiError) -> v1::ItemError {
+    let status = Status::from(e);
+    v1::ItemError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
+}
+
+fn single<T>(mut items: Vec<Result<T, ApiError>>) -> Result<T, ApiError> {
+    items
+        .pop()
+        .unwrap_or(Err(ApiError::Invalid("empty request")))
+}
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn open_session(
+        &self,
+        request: Request<v1::OpenSessionRequest>,
+    ) -> Result<Response<v1::OpenSessionResponse>, Status> {
+        let call = self.shared.call("broker.open_session", &request)?;
+        let result = self
+            .shared
+            .sessions
+            .open(call.caller.identity(), &request.get_ref().client_public_key)
+            .map(|opened| v1::OpenSessionResponse {
+                session_id: opened.id,
+                server_public_key: opened.server_public.to_vec(),
+                expires_unix_ms: opened.expires_unix_ms,
+            })
+            .map_err(ApiError::Session);
+        self.shared.finish(call, result).await
+    }
+
+    async fn lease(
+        &self,
+        request: Request<v1::LeaseRequest>,
+    ) -> Result<Response<v1::LeaseResponse>, Status> {
+        let mut call = self.shared.call("broker.lease", &request)?;
+        let identity = call.caller.identity().clone();
+        let result = self.lease_inner(&mut call, request.into_inner());
+        let lease_id = result.as_ref().ok().map(|r| r.lease_id.clone());
+        let answer = self.shared.finish(call, result).await;
+        if let (Err(_), Some(id)) = (&answer, lease_id) {
+            // Not audited, so not delivered: the lease must not linger either.
+            self.shared.leases.remove(&identity, &id);
+        }
+        answer
+    }
+
+    async fn renew(
+        &self,
+        request: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::RenewResponse>, Status> {
+        let mut call = self.shared.call("broker.renew", &request)?;
+        let result = self.renew_inner(&mut call, request.get_ref());
+        self.shared.finish(call, result).await
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<v1::RevokeRequest>,
+    ) -> Result<Response<v1::RevokeResponse>, Status> {
+        let mut call = self.shared.call("broker.revoke", &request)?;
+        let id = &request.get_ref().lease_id;
+        call.event.lease_id = Some(id.clone());
+        let result = match self.shared.leases.get(call.caller.identity(), id) {
+            Some(lease) => {
+                call.secret(&lease.secret);
+                self.shared
+                    .leases
+                    .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+                Ok(v1::RevokeResponse {})
+            }
+            None => Err(ApiError::UnknownLease),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    type WatchRevocationsStream = ReceiverStream<Result<v1::Revocation, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<v1::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let call = self.shared.call("broker.watch_revocations", &request)?;
+        let identity = call.caller.identity().clone();
+        let mut revocations = self.shared.leases.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        self.shared.finish(call, Ok(())).await?;
+        tokio::spawn(async move {
+            loop {
+                let item = match revocations.recv().await {
+                    Ok(r) if r.identity == identity => Ok(v1::Revocation {
+                        lease_id: r.lease_id,
+                        reason: reason(r.reason) as i32,
+                    }),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Err(Status::data_loss(
+                        "revocations were missed: drop every cached value and lease again",
+                    )),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn encrypt(
+        &self,
+        request: Request<v1::EncryptRequest>,
+    ) -> Result<Response<v1::EncryptResponse>, Status> {
+        let mut call = self.shared.call("broker.encrypt", &request)?;
+        let r = request.get_ref();
+        let result = self
+            .encrypt_items(
+                &mut call,
+                &r.session_id,
+                &r.tenant,
+                r.environment,
+                std::iter::once(r.plaintext.as_ref()),
+            )
+            .and_then(single)
+            .map(|envelope| v1::EncryptResponse { envelope });
+        self.shared.finish(call, result).await
+    }
+
+    async fn decrypt(
+        &self,
+        request: Request<v1::DecryptRequest>,
+    ) -> Result<Response<v1::DecryptResponse>, Status> {
+        let mut call = self.shared.call("broker.decrypt", &request)?;
+        let r = request.get_ref();
+        let result = self
+            .decrypt_items(
+                &mut call,
+                &r.session_id,
+                &r.tenant,
+                r.environment,
+                std::iter::once(r.envelope.as_slice()),
+            )
+            .and_then(single)
+            .map(|plaintext| v1::DecryptResponse {
+                plaintext: Some(plaintext),
+            });
+        self.shared.finish(call, result).await
+    }
+
+    async fn batch_encrypt(
+        &self,
+        request: Request<v1::BatchEncryptRequest>,
+    ) -> Result<Response<v1::BatchEncryptResponse>, Status> {
+        let mut call = self.shared.call("broker.batch_encrypt", &request)?;
+        let r = request.get_ref();
+        let result = batch_size(r.plaintexts.len())
+            .and_then(|()| {
+                self.encrypt_items(
+                    &mut call,
+                    &r.session_id,
+                    &r.tenant,
+                    r.environment,
+                    r.plaintexts.iter().map(Some),
+                )
+            })
+            .map(|items| v1::BatchEncryptResponse {
+                results: items
+                    .into_iter()
+                    .map(|item| v1::BatchItemResult {
+                        result: Some(match item {
+                            Ok(envelope) => v1::batch_item_result::Result::Envelope(envelope),
+                            Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
+                        }),
+                    })
+                    .collect(),
+            });
+        self.shared.finish(call, result).await
+    }
+
+    async fn batch_decrypt(
+        &self,
+        request: Request<v1::BatchDecryptRequest>,
+    ) -> Result<Response<v1::BatchDecryptResponse>, Status> {
+        let mut call = self.shared.call("broker.batch_decrypt", &request)?;
+        let r = request.get_ref();
+        let result = batch_size(r.envelopes.len())
+            .and_then(|()| {
+                self.decrypt_items(
+                    &mut call,
+                    &r.session_id,
+                    &r.tenant,
+                    r.environment,
+                    r.envelopes.iter().map(Vec::as_slice),
+                )
+            })
+            .map(|items| v1::BatchDecryptResponse {
+                results: items
+                    .into_iter()
+                    .map(|item| v1::BatchItemResult {
+                        result: Some(match item {
+                            Ok(p) => v1::batch_item_result::Result::Plaintext(p),
+                            Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
+                        }),
+                    })
+                    .collect(),
+            });
+        self.shared.finish(call, result).await
+    }
+
+    async fn verify_api_key(
+        &self,
+        request: Request<v1::VerifyApiKeyRequest>,
+    ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
+        let call = self.shared.call("broker.verify_api_key", &request)?;
+        drop(call);
+        Err(Status::unimplemented(
+            "platform API keys are not issued by this vaultd version; VerifyApiKey is not served",
+        ))
+    }
+}
+
+fn reason(r: RevocationReason) -> v1::RevocationReason {
+    match r {
+        RevocationReason::Revoked => v1::RevocationReason::Revoked,
+        RevocationReason::Sealed => v1::RevocationReason::Sealed,
+        RevocationReason::VersionDisabled => v1::RevocationReason::VersionDisabled,
+        RevocationReason::TenantErased => v1::RevocationReason::TenantErased,
+    }
+}

@@ -1,0 +1,196 @@
+//! The gRPC services: `vault.v1.Broker` ([`broker`]) and `vault.v1.Admin` ([`admin`]).
+//!
+//! Every handler follows one shape: identify the caller (from the connection, never
+//! from the request), validate input, ask the policy for an [`Authorized`] proof,
+//! act through [`Custody`], write the audit record, and only then answer. A request
+//! whose audit record cannot be written within the deadline fails `UNAVAILABLE`;
+//! operations that change state also write an intent record before acting, so a
+//! dead audit sink stops them before anything happens.
+//!
+//! [`Authorized`]: crate::authz::Authorized
+//! [`Custody`]: crate::authz::Custody
+
+pub(crate) mod admin;
+pub(crate) mod broker;
+mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Status};
+use vault_audit::{AuditLog, Decision, Event};
+use vault_proto::v1;
+
+use crate::authz::{Caller, Custody, Policies};
+use crate::config::LeaseConfig;
+use crate::identity::IdentityError;
+use crate::leases::Leases;
+use crate::metrics::Metrics;
+use crate::names::{Environment, SecretId};
+use crate::sessions::{Session, Sessions};
+pub(crate) use status::ApiError;
+
+/// What the transport attaches to every request: who the peer is.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(pub(crate) Result<Caller, IdentityError>);
+
+/// State shared by both services.
+pub(crate) struct Shared {
+    pub(crate) policies: Policies,
+    pub(crate) custody: Custody,
+    pub(crate) sessions: Sessions,
+    pub(crate) leases: Leases,
+    pub(crate) audit: AuditLog,
+    pub(crate) metrics: Metrics,
+    pub(crate) limits: LeaseConfig,
+}
+
+/// The largest decoded request: generous for batches, small enough to bound memory.
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+
+/// One request in flight: caller, audit event under construction, start time.
+pub(crate) struct Call {
+    pub(crate) caller: Caller,
+    pub(crate) event: Event,
+    rpc: &'static str,
+    started: Instant,
+}
+
+impl Call {
+    pub(crate) fn secret(&mut self, id: &SecretId) {
+        self.event.tenant = Some(id.tenant.to_string());
+        self.event.environment = Some(id.environment.to_string());
+        self.event.secret = Some(id.name.to_string());
+    }
+}
+
+impl Shared {
+    /// Identifies the caller of `request` for `rpc` (the audit operation name).
+    pub(crate) fn call<T>(&self, rpc: &'static str, request: &Request<T>) -> Result<Call, Status> {
+        let caller = match request.extensions().get::<Peer>() {
+            Some(Peer(Ok(caller))) => caller.clone(),
+            Some(Peer(Err(e))) => {
+                self.metrics
+                    .observe(rpc, tonic::Code::Unauthenticated, Instant::now());
+                return Err(ApiError::Unauthenticated(e.clone()).into());
+            }
+            None => return Err(Status::internal("connection has no verified peer")),
+        };
+        let mut request_id = [0u8; 8];
+        // A request id is for correlation only; a failed RNG leaves it zero.
+        let _ = vault_crypto::aead::random_bytes(&mut request_id);
+        Ok(Call {
+            event: Event {
+                identity: caller.identity().to_string(),
+                operation: rpc.to_owned(),
+                request_id: vault_crypto::hex::encode(&request_id).to_string(),
+                ..Event::default()
+            },
+            caller,
+            rpc,
+            started: Instant::now(),
+        })
+    }
+
+    /// The caller's session `id`.
+    pub(crate) fn session(&self, call: &Call, id: &str) -> Result<Arc<Session>, ApiError> {
+        self.sessions
+            .get(call.caller.identity(), id)
+            .map_err(ApiError::Session)
+    }
+
+    /// Writes an intent record before a state change; fails closed.
+    pub(crate) async fn intent(&self, call: &Call) -> Result<(), Status> {
+        let event = Event {
+            decision: Decision::Allow,
+            reason: "intent".to_owned(),
+            ..call.event.clone()
+        };
+        match self.audit.append(event).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.metrics
+                    .observe(call.rpc, tonic::Code::Unavailable, call.started);
+                Err(ApiError::Audit(e).into())
+            }
+        }
+    }
+
+    /// Audits the outcome of `call` and turns it into the answer. Nothing is
+    /// answered unless its record was written.
+    pub(crate) async fn finish<T>(
+        &self,
+        mut call: Call,
+        result: Result<T, ApiError>,
+    ) -> Result<tonic::Response<T>, Status> {
+        let (decision, reason) = match &result {
+            Ok(_) => (Decision::Allow, call.event.reason.clone()),
+            Err(ApiError::Denied(d)) => (
+                Decision::Deny,
+                match &d.rule {
+                    Some(rule) => format!("denied by {rule}"),
+                    None => "no grant or role matched (default deny)".to_owned(),
+                },
+            ),
+            Err(e) => (Decision::Error, e.audit_reason()),
+        };
+        call.event.decision = decision;
+        call.event.reason = reason;
+        let answer = match self.audit.append(call.event).await {
+            Ok(_) => result.map(tonic::Response::new).map_err(Status::from),
+            Err(e) => Err(ApiError::Audit(e).into()),
+        };
+        let code = answer
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(call.rpc, code, call.started);
+        answer
+    }
+}
+
+/// Proto environment → domain environment.
+pub(crate) fn environment(value: i32) -> Result<Environment, ApiError> {
+    match v1::Environment::try_from(value) {
+        Ok(v1::Environment::Live) => Ok(Environment::Live),
+        Ok(v1::Environment::Test) => Ok(Environment::Test),
+        _ => Err(ApiError::Invalid(
+            "environment must be ENVIRONMENT_LIVE or ENVIRONMENT_TEST",
+        )),
+    }
+}
+
+pub(crate) fn environment_to_proto(env: Environment) -> i32 {
+    match env {
+        Environment::Live => v1::Environment::Live as i32,
+        Environment::Test => v1::Environment::Test as i32,
+    }
+}
+
+/// Proto secret reference → validated secret id.
+pub(crate) fn secret_id(secret: Option<&v1::SecretRef>) -> Result<SecretId, ApiError> {
+    let secret = secret.ok_or(ApiError::Invalid("secret is required"))?;
+    let environment = environment(secret.environment)?;
+    Ok(SecretId {
+        tenant: crate::names::TenantId::new(&secret.tenant)?,
+        environment,
+        name: crate::names::SecretName::new(&secret.name)?,
+    })
+}
+
+pub(crate) fn secret_ref(id: &SecretId) -> v1::SecretRef {
+    v1::SecretRef {
+        tenant: id.tenant.to_string(),
+        environment: environment_to_proto(id.environment),
+        name: id.name.to_string(),
+    }
+}
+
+/// The envelope bytes of a sealed payload field.
+pub(crate) fn sealed<'a>(
+    payload: Option<&'a v1::SealedPayload>,
+    field: &'static str,
+) -> Result<&'a [u8], ApiError> {
+    payload
+        .map(|p| p.envelope.as_slice())
+        .ok_or(ApiError::Invalid(field))
+}

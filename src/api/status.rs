@@ -1,0 +1,165 @@
+//! The one place errors become gRPC statuses. Messages say what went wrong and what
+//! to do; they never carry internals, values, or whether a refused target exists.
+
+use tonic::Status;
+use vault_audit::AuditError;
+use vault_crypto::CryptoError;
+
+use crate::authz::Denied;
+use crate::error::Error;
+use crate::identity::IdentityError;
+use crate::leases::LeaseLimit;
+use crate::names::InvalidName;
+use crate::sessions::SessionError;
+use crate::storage::StoreError;
+
+/// Why a request failed.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// The peer's certificate names no usable identity.
+    Unauthenticated(IdentityError),
+    /// The policy refused.
+    Denied(Denied),
+    /// A request field is missing or malformed.
+    Invalid(&'static str),
+    /// A name failed validation.
+    Name(InvalidName),
+    /// The session is unknown, expired or not the caller's, or could not be opened.
+    Session(SessionError),
+    /// A sealed payload did not open with the session key.
+    Sealed(&'static str),
+    /// A lease limit was reached.
+    LeaseLimit(LeaseLimit),
+    /// The lease is unknown, expired or not the caller's.
+    UnknownLease,
+    /// The audit record could not be written.
+    Audit(AuditError),
+    /// The vault refused or failed.
+    Vault(Error),
+    /// A policy reload failed; the old set stays.
+    Policy(vault_policy::PolicyError),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidName(n) => ApiError::Name(n),
+            other => ApiError::Vault(other),
+        }
+    }
+}
+
+impl From<InvalidName> for ApiError {
+    fn from(e: InvalidName) -> Self {
+        ApiError::Name(e)
+    }
+}
+
+impl ApiError {
+    /// The short reason written to the audit log.
+    pub(crate) fn audit_reason(&self) -> String {
+        let status = status(self);
+        format!("{:?}: {}", status.code(), status.message())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        status(&e)
+    }
+}
+
+fn vault_status(e: &Error) -> Status {
+    match e {
+        Error::Uninitialised => Status::failed_precondition(e.to_string()),
+        Error::Sealed => Status::unavailable(e.to_string()),
+        Error::AlreadyInitialised | Error::AlreadyUnsealed | Error::UnsealNonceMismatch => {
+            Status::failed_precondition(e.to_string())
+        }
+        Error::InvalidName(n) => Status::invalid_argument(n.to_string()),
+        Error::NotFound => Status::not_found(e.to_string()),
+        Error::AlreadyExists => Status::already_exists(e.to_string()),
+        Error::VersionUnavailable(_) => Status::not_found(e.to_string()),
+        Error::TransitEnvelope => Status::invalid_argument(e.to_string()),
+        Error::StaleShare { .. } | Error::DuplicateShare(_) | Error::WrongShares => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::Shares(inner) => Status::invalid_argument(inner.to_string()),
+        Error::Crypto(CryptoError::KeyExhausted { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        Error::Crypto(CryptoError::Shares(inner)) => Status::invalid_argument(inner.to_string()),
+        Error::CounterExhausted(_) => Status::failed_precondition(e.to_string()),
+        Error::Contention(_) => Status::aborted(e.to_string()),
+        Error::Store(StoreError::Conflict { .. }) => Status::aborted("concurrent update; retry"),
+        // Integrity failures of stored data, I/O and the like: the operator reads the
+        // daemon's log; the caller learns only that it was internal.
+        _ => Status::internal("internal error; the operator can find details in vaultd's log"),
+    }
+}
+
+fn status(e: &ApiError) -> Status {
+    match e {
+        ApiError::Unauthenticated(inner) => Status::unauthenticated(inner.to_string()),
+        ApiError::Denied(d) => Status::permission_denied(format!(
+            "permission denied: your identity is not allowed {:?} on this target",
+            d.action
+        )),
+        ApiError::Invalid(what) => Status::invalid_argument(format!("invalid request: {what}")),
+        ApiError::Name(n) => Status::invalid_argument(n.to_string()),
+        ApiError::Session(SessionError::Unknown) => Status::failed_precondition(
+            "unknown or expired session: open a new one with OpenSession",
+        ),
+        ApiError::Session(SessionError::BadPublicKey) => {
+            Status::invalid_argument("client_public_key must be a 32-byte X25519 public key")
+        }
+        ApiError::Session(SessionError::Full) => {
+            Status::resource_exhausted("too many open sessions; retry later")
+        }
+        ApiError::Session(SessionError::Crypto) => Status::internal("cannot open a session"),
+        ApiError::Sealed(field) => Status::invalid_argument(format!(
+            "{field} does not open with the session key (wrong session, operation or target)"
+        )),
+        ApiError::LeaseLimit(LeaseLimit::Identity(n)) => Status::resource_exhausted(format!(
+            "max_active_leases ({n}) reached for this identity; revoke or let leases expire"
+        )),
+        ApiError::LeaseLimit(LeaseLimit::Total(n)) => Status::resource_exhausted(format!(
+            "the daemon holds its maximum of {n} leases; retry later"
+        )),
+        ApiError::UnknownLease => Status::not_found("unknown or expired lease"),
+        ApiError::Audit(inner) => Status::unavailable(format!(
+            "the audit log cannot be written, so the request was refused: {inner}"
+        )),
+        ApiError::Vault(inner) => vault_status(inner),
+        ApiError::Policy(inner) => Status::invalid_argument(format!(
+            "policy reload refused, the previous policies stay in force: {inner}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn permission_denied_does_not_name_the_target() {
+        let s = Status::from(ApiError::Denied(Denied {
+            action: "lease",
+            rule: Some("gateway".into()),
+        }));
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(!s.message().contains("gateway"));
+    }
+
+    #[test]
+    fn internal_errors_reveal_nothing() {
+        let s = Status::from(ApiError::Vault(Error::Crypto(CryptoError::Decrypt)));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("decrypt"));
+        assert_eq!(
+            Status::from(ApiError::Vault(Error::Sealed)).code(),
+            Code::Unavailable
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! The daemon's configuration: one TOML file. Every option but the TLS files, the
+//! storage path, the policy directory and the audit path has a safe default; the
+//! required ones have none, so a forgotten one stops the daemon with its key named.
+//!
+//! ```toml
+//! node = "vault-1"               # written into every audit record; default: the host name
+//!
+//! [listen]
+//! grpc = "0.0.0.0:8200"          # mutual TLS: vault.v1.Broker, vault.v1.Admin
+//! http = "127.0.0.1:8201"        # plain HTTP: /v1/health, /metrics
+//! socket = "/run/vaultd/vaultd.sock"   # local status/unseal/seal; its permissions decide access
+//!
+//! [tls]
+//! cert = "/etc/vaultd/server.pem"
+//! key = "/etc/vaultd/server.key"
+//! client_ca = "/etc/vaultd/client-ca.pem"
+//! crls = ["/etc/vaultd/clients.crl"]
+//! identities = "spiffe"          # or "spiffe-or-dns"
+//!
+//! [storage]
+//! path = "/var/lib/vaultd/vault.redb"
+//!
+//! [policy]
+//! dir = "/etc/vaultd/policies"
+//!
+//! [audit]
+//! path = "/var/log/vaultd/audit.jsonl"
+//! fsync = "always"               # or "group"
+//! group_commit = "10ms"
+//! write_deadline = "2s"
+//! checkpoint_every = 1000
+//!
+//! [leases]
+//! default_ttl = "60s"
+//! max_total = 100000
+//! session_ttl = "1h"
+//! max_sessions = 10000
+//! sessions_per_identity = 64
+//!
+//! [seal]
+//! unseal_timeout = "10m"
+//! default_grace = "24h"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::IdentitySource;
+use crate::tls::TlsFiles;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name in audit records.
+    pub node: String,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// The mutual-TLS listener's files.
+    pub tls: TlsFiles,
+    /// Which SANs name a caller.
+    pub identities: IdentitySource,
+    /// The redb file.
+    pub storage_path: PathBuf,
+    /// The policy directory.
+    pub policy_dir: PathBuf,
+    /// The audit sink.
+    pub audit: AuditConfig,
+    /// Lease and session limits.
+    pub leases: LeaseConfig,
+    /// Seal lifecycle tunables.
+    pub seal: SealConfig,
+}
+
+/// Where the daemon listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// gRPC over mutual TLS.
+    pub grpc: SocketAddr,
+    /// Plain HTTP health and metrics.
+    pub http: SocketAddr,
+    /// The local Unix socket, if any.
+    pub socket: Option<PathBuf>,
+}
+
+/// The audit sink.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The JSON-lines file (or FIFO).
+    pub path: PathBuf,
+    /// `always` (fsync before answering) or group commit.
+    pub fsync: vault_audit::FsyncPolicy,
+    /// How long a request waits for its record before failing `UNAVAILABLE`.
+    pub write_deadline: Duration,
+    /// Records between signed checkpoints.
+    pub checkpoint_every: u64,
+}
+
+/// Lease and session limits.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Lease lifetime when the caller asks for none (capped by the grant's `max_ttl`).
+    pub default_ttl: Duration,
+    /// Active leases across all identities.
+    pub max_total: usize,
+    /// How long a session lives.
+    pub session_ttl: Duration,
+    /// Sessions across all identities.
+    pub max_sessions: usize,
+    /// Sessions one identity may hold; opening another evicts its oldest.
+    pub sessions_per_identity: usize,
+}
+
+/// Seal lifecycle tunables.
+#[derive(Debug, Clone)]
+pub struct SealConfig {
+    /// How long unseal progress survives.
+    pub unseal_timeout: Duration,
+    /// Default grace window of a rotated-out secret version.
+    pub default_grace: Duration,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse, or a key has the wrong type or is unknown.
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A required key is missing.
+    #[error("{key} is required: {why}")]
+    Missing {
+        /// The key, e.g. `tls.client_ca`.
+        key: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+    /// A value is out of range or malformed.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What would be accepted.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<String>,
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    leases: RawLeases,
+    #[serde(default)]
+    seal: RawSeal,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    grpc: Option<String>,
+    http: Option<String>,
+    socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    identities: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    fsync: Option<String>,
+    group_commit: Option<String>,
+    write_deadline: Option<String>,
+    checkpoint_every: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLeases {
+    default_ttl: Option<String>,
+    max_total: Option<usize>,
+    session_ttl: Option<String>,
+    max_sessions: Option<usize>,
+    sessions_per_identity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    unseal_timeout: Option<String>,
+    default_grace: Option<String>,
+}
+
+/// Parses a duration such as `250ms`, `30s`, `5m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(unit_ms)?))
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let invalid = |reason: String| ConfigError::Invalid { key, reason };
+    let d = parse_duration(text).ok_or_else(|| {
+        invalid(format!(
+            "{text:?} is not a duration; use a number with ms, s, m, h or d (e.g. \"30s\")"
+        ))
+    })?;
+    if d < range.0 || d > range.1 {
+        return Err(invalid(format!(
+            "{text} is out of range {:?}..={:?}",
+            range.0, range.1
+        )));
+    }
+    Ok(d)
+}
+
+fn count<T: PartialOrd + Copy + fmt::Display>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+    range: (T, T),
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < range.0 || v > range.1 {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{v} is out of range {}..={}", range.0, range.1),
+        });
+    }
+    Ok(v)
+}
+
+fn address(
+    key: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        reason: format!("{text:?} is not an address; use ip:port such as \"127.0.0.1:8200\""),
+    })
+}
+
+fn required(
+    value: Option<PathBuf>,
+    key: &'static str,
+    why: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    value.ok_or(ConfigError::Missing { key, why })
+}
+
+fn node_name(value: Option<String>) -> Result<String, ConfigError> {
+    let name = match value {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| valid_node(h))
+            .unwrap_or_else(|| "vaultd".to_owned()),
+    };
+    if !valid_node(&name) {
+        return Err(ConfigError::Invalid {
+            key: "node",
+            reason: format!("{name:?}: use 1-64 characters a-z, A-Z, 0-9, '.', '-', '_'"),
+        });
+    }
+    Ok(name)
+}
+
+fn valid_node(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Config {
+    /// Reads and validates `path`. Relative paths inside are taken relative to the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(path, &text, base)
+    }
+
+    /// Validates configuration text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: file.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let identities = match raw.tls.identities.as_deref() {
+            None | Some("spiffe") => IdentitySource::SpiffeOnly,
+            Some("spiffe-or-dns") => IdentitySource::SpiffeOrDns,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.identities",
+                    reason: format!("{other:?}: use \"spiffe\" or \"spiffe-or-dns\""),
+                });
+            }
+        };
+        let tls = TlsFiles {
+            cert: at(required(
+                raw.tls.cert,
+                "tls.cert",
+                "the server certificate chain (PEM)",
+            )?),
+            key: at(required(
+                raw.tls.key,
+                "tls.key",
+                "the server private key (PEM)",
+            )?),
+            client_ca: Some(at(required(
+                raw.tls.client_ca,
+                "tls.client_ca",
+                "vaultd requires client certificates and will not start without a client CA",
+            )?)),
+            crls: raw.tls.crls.into_iter().map(at).collect(),
+        };
+        let fsync = match raw.audit.fsync.as_deref() {
+            None | Some("always") => vault_audit::FsyncPolicy::Always,
+            Some("group") => vault_audit::FsyncPolicy::Group(duration(
+                "audit.group_commit",
+                raw.audit.group_commit.as_deref(),
+                Duration::from_millis(10),
+                (Duration::from_millis(1), SECOND),
+            )?),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "audit.fsync",
+                    reason: format!("{other:?}: use \"always\" or \"group\""),
+                });
+            }
+        };
+        Ok(Self {
+            node: node_name(raw.node)?,
+            listen: Listen {
+                grpc: address("listen.grpc", raw.listen.grpc.as_deref(), "127.0.0.1:8200")?,
+                http: address("listen.http", raw.listen.http.as_deref(), "127.0.0.1:8201")?,
+                socket: raw.listen.socket.map(at),
+            },
+            tls,
+            identities,
+            storage_path: at(required(
+                raw.storage.path,
+                "storage.path",
+                "the redb file holding sealed records",
+            )?),
+            policy_dir: at(required(
+                raw.policy.dir,
+                "policy.dir",
+                "the directory of policy documents (default deny without them)",
+            )?),
+            audit: AuditConfig {
+                path: at(required(
+                    raw.audit.path,
+                    "audit.path",
+                    "vaultd answers no request it cannot audit",
+                )?),
+                fsync,
+                write_deadline: duration(
+                    "audit.write_deadline",
+                    raw.audit.write_deadline.as_deref(),
+                    Duration::from_secs(2),
+                    (Duration::from_millis(10), Duration::from_secs(60)),
+                )?,
+                checkpoint_every: count(
+                    "audit.checkpoint_every",
+                    raw.audit.checkpoint_every,
+                    1000,
+                    (1, 1_000_000),
+                )?,
+            },
+            leases: LeaseConfig {
+                default_ttl: duration(
+                    "leases.default_ttl",
+                    raw.leases.default_ttl.as_deref(),
+                    Duration::from_secs(60),
+                    (SECOND, DAY),
+                )?,
+                max_total: count(
+                    "leases.max_total",
+                    raw.leases.max_total,
+                    100_000,
+                    (1, 10_000_000),
+                )?,
+                session_ttl: duration(
+                    "leases.session_ttl",
+                    raw.leases.session_ttl.as_deref(),
+                    Duration::from_secs(3600),
+                    (SECOND, DAY),
+                )?,
+                max_sessions: count(
+                    "leases.max_sessions",
+                    raw.leases.max_sessions,
+                    10_000,
+                    (1, 1_000_000),
+                )?,
+                sessions_per_identity: count(
+                    "leases.sessions_per_identity",
+                    raw.leases.sessions_per_identity,
+                    64,
+                    (1, 10_000),
+                )?,
+            },
+            seal: SealConfig {
+                unseal_timeout: duration(
+                    "seal.unseal_timeout",
+                    raw.seal.unseal_timeout.as_deref(),
+                    Duration::from_secs(600),
+                    (SECOND, DAY),
+                )?,
+                default_grace: duration(
+                    "seal.default_grace",
+                    raw.seal.default_grace.as_deref(),
+                    DAY,
+                    (Duration::ZERO, 365 * DAY),
+                )?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [tls]
+        cert = "server.pem"
+        key = "server.key"
+        client_ca = "/etc/ca.pem"
+        [storage]
+        path = "vault.redb"
+        [policy]
+        dir = "policies"
+        [audit]
+        path = "audit.jsonl"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("vaultd.toml"), text, Path::new("/etc/vaultd"))
+    }
+
+    #[test]
+    fn minimal_file_gets_safe_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen.http.ip().to_string(), "127.0.0.1");
+        assert_eq!(c.tls.cert, Path::new("/etc/vaultd/server.pem"));
+        assert_eq!(c.tls.client_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert_eq!(c.audit.fsync, vault_audit::FsyncPolicy::Always);
+        assert_eq!(c.identities, IdentitySource::SpiffeOnly);
+        assert_eq!(c.leases.default_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn missing_client_ca_names_the_key() {
+        let err = parse(&MINIMAL.replace("client_ca = \"/etc/ca.pem\"", "")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("tls.client_ca is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (from, to, key) in [
+            ("[storage]", "[storage]\nbogus = 1", "bogus"),
+            ("[audit]", "[audit]\nfsync = \"never\"", "audit.fsync"),
+            (
+                "[audit]",
+                "[audit]\nwrite_deadline = \"2 s\"",
+                "audit.write_deadline",
+            ),
+            (
+                "[audit]",
+                "[audit]\nwrite_deadline = \"0ms\"",
+                "audit.write_deadline",
+            ),
+            (
+                "[tls]",
+                "[listen]\ngrpc = \"localhost\"\n[tls]",
+                "listen.grpc",
+            ),
+            (
+                "[tls]",
+                "[leases]\nmax_total = 0\n[tls]",
+                "leases.max_total",
+            ),
+            ("[tls]", "node = \"a b\"\n[tls]", "node"),
+        ] {
+            let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        for bad in ["", "5", "m", "-1s", "1.5s", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Assembling and running the daemon: load and check everything a [`Config`] names
+//! ([`Daemon::open`]), then bind the listeners and serve ([`Daemon::serve`]).
+//!
+//! Opening fails closed, naming what is missing: no TLS files or client CA, no
+//! policies, no writable audit log, or a store that does not open each stop the
+//! daemon before it listens anywhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use vault_audit::{AuditLog, AuditOptions, ChainKeys, Decision, Event};
+use vault_proto::v1::admin_server::AdminServer;
+use vault_proto::v1::broker_server::BrokerServer;
+
+use crate::api::admin::AdminService;
+use crate::api::broker::BrokerService;
+use crate::api::{MAX_MESSAGE, Shared};
+use crate::authz::{Custody, Policies};
+use crate::config::Config;
+use crate::leases::{Leases, RevocationReason, Selector};
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::storage::redb::RedbStore;
+use crate::transport::{DRAIN, ReloadableTls, Router, route, serve_tls, serve_unix};
+use crate::vault::{Status, Vault, VaultOptions};
+
+/// How often expired sessions and leases are swept and gauges refreshed.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often rotated-out versions past their grace window are disabled.
+const GRACE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS files are missing, unreadable or rejected.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The policy directory is missing, empty or invalid.
+    #[error("policies: {0}")]
+    Policy(#[from] vault_policy::PolicyError),
+    /// The store did not open.
+    #[error("storage {}: {source}", path.display())]
+    Store {
+        /// The redb file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::Error,
+    },
+    /// The audit log could not be opened; vaultd answers nothing it cannot audit.
+    #[error("audit: {0}")]
+    Audit(#[from] vault_audit::AuditError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        /// Which listener (`listen.grpc`, `listen.http`, `listen.socket`).
+        what: &'static str,
+        /// The address or path.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The audit chain's keys: the vault's system keys, unavailable while sealed.
+struct VaultChainKeys(Arc<Vault>);
+
+impl ChainKeys for VaultChainKeys {
+    fn mac(&self, message: &[u8]) -> Option<[u8; 32]> {
+        self.0.audit_mac(message)
+    }
+    fn sign(&self, message: &[u8]) -> Option<[u8; 64]> {
+        self.0.audit_sign(message)
+    }
+    fn public_key(&self) -> Option<[u8; 32]> {
+        self.0.audit_public_key()
+    }
+}
+
+/// A daemon whose configuration, files, store, policies and audit log all checked
+/// out, not yet listening.
+pub struct Daemon {
+    config: Config,
+    vault: Arc<Vault>,
+    shared: Arc<Shared>,
+    tls: Arc<ReloadableTls>,
+}
+
+impl Daemon {
+    /// Opens everything `config` names. The vault starts sealed (or uninitialised).
+    pub fn open(config: Config) -> Result<Self, StartError> {
+        let tls = Arc::new(ReloadableTls::load(config.tls.clone())?);
+        let policies = Policies::load(&config.policy_dir)?;
+        let store_error = |source| StartError::Store {
+            path: config.storage_path.clone(),
+            source,
+        };
+        let store = RedbStore::open(&config.storage_path).map_err(|e| store_error(e.into()))?;
+        let vault = Arc::new(
+            Vault::open(
+                Arc::new(store),
+                VaultOptions {
+                    unseal_timeout: config.seal.unseal_timeout,
+                    default_grace: config.seal.default_grace,
+                },
+            )
+            .map_err(store_error)?,
+        );
+        let audit = AuditLog::open(
+            &config.audit.path,
+            AuditOptions {
+                node: config.node.clone(),
+                fsync: config.audit.fsync,
+                write_deadline: config.audit.write_deadline,
+                checkpoint_every: config.audit.checkpoint_every,
+                ..AuditOptions::default()
+            },
+            Arc::new(VaultChainKeys(Arc::clone(&vault))),
+        )?;
+        let shared = Arc::new(Shared {
+            policies,
+            custody: Custody::new(Arc::clone(&vault)),
+            sessions: Sessions::new(
+                config.leases.session_ttl,
+                config.leases.max_sessions,
+                config.leases.sessions_per_identity,
+            ),
+            leases: Leases::new(config.leases.max_total),
+            audit,
+            metrics: Metrics::new(),
+            limits: config.leases.clone(),
+        });
+        Ok(Self {
+            config,
+            vault,
+            shared,
+            tls,
+        })
+    }
+
+    /// The vault, for the console bootstrap of `vaultd dev` (before serving).
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Audits an action the daemon takes on its own (not a request).
+    pub(crate) async fn audit_system(
+        &self,
+        operation: &str,
+        event: Event,
+    ) -> Result<(), vault_audit::AuditError> {
+        system_event(&self.shared, operation, event).await
+    }
+
+    /// Binds the listeners and starts serving.
+    pub async fn serve(self) -> Result<Running, StartError> {
+        let bind_error = |what: &'static str, addr: String| {
+            move |source| StartError::Bind { what, addr, source }
+        };
+        let listen = &self.config.listen;
+        let grpc = TcpListener::bind(listen.grpc)
+            .await
+            .map_err(bind_error("listen.grpc", listen.grpc.to_string()))?;
+        let http = TcpListener::bind(listen.http)
+            .await
+            .map_err(bind_error("listen.http", listen.http.to_string()))?;
+        let socket = match &listen.socket {
+            Some(path) => Some(
+                bind_socket(path)
+                    .map_err(bind_error("listen.socket", path.display().to_string()))?,
+            ),
+            None => None,
+        };
+        let addrs = (
+            grpc.local_addr()
+                .map_err(bind_error("listen.grpc", listen.grpc.to_string()))?,
+            http.local_addr()
+                .map_err(bind_error("listen.http", listen.http.to_string()))?,
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Bind {
+                what: "listen.grpc",
+                addr: "server reflection".to_owned(),
+                source: std::io::Error::other(e),
+            })?;
+        let broker = BrokerServer::new(BrokerService::new(Arc::clone(&self.shared)))
+            .max_decoding_message_size(MAX_MESSAGE);
+        let admin = AdminServer::new(AdminService::new(Arc::clone(&self.shared)))
+            .max_decoding_message_size(MAX_MESSAGE);
+        let api_routes = || {
+            vec![
+                ("vault.v1.Broker", route(broker.clone())),
+                ("vault.v1.Admin", route(admin.clone())),
+            ]
+        };
+        let mut tls_routes = api_routes();
+        tls_routes.push(("grpc.health.v1.Health", route(health_service)));
+        tls_routes.push(("grpc.reflection.v1.ServerReflection", route(reflection)));
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![
+            tokio::spawn(serve_tls(
+                grpc,
+                Arc::clone(&self.tls),
+                self.config.identities,
+                Router::new(tls_routes),
+                stopped.clone(),
+            )),
+            tokio::spawn(crate::http::serve(
+                http,
+                Arc::clone(&self.shared),
+                stopped.clone(),
+            )),
+            tokio::spawn(housekeeping(
+                Arc::clone(&self.shared),
+                health,
+                stopped.clone(),
+            )),
+        ];
+        if let Some(socket) = socket {
+            tasks.push(tokio::spawn(serve_unix(
+                socket,
+                Router::new(api_routes()),
+                stopped,
+            )));
+        }
+        Ok(Running {
+            grpc_addr: addrs.0,
+            http_addr: addrs.1,
+            socket: listen.socket.clone(),
+            shared: self.shared,
+            tls: self.tls,
+            stop,
+            tasks,
+        })
+    }
+}
+
+/// Binds the local socket, replacing a stale one, readable and writable by the
+/// daemon's user only.
+fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::other(
+                "the path exists and is not a socket; vaultd will not replace it",
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is serving this socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// A serving daemon.
+pub struct Running {
+    /// Where gRPC over mutual TLS is served.
+    pub grpc_addr: SocketAddr,
+    /// Where health and metrics are served.
+    pub http_addr: SocketAddr,
+    socket: Option<PathBuf>,
+    shared: Arc<Shared>,
+    tls: Arc<ReloadableTls>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a reload changed; each part fails on its own and keeps the old state.
+#[derive(Debug)]
+pub struct ReloadReport {
+    /// The TLS certificates, key, client CA and CRLs.
+    pub tls: Result<(), crate::tls::TlsError>,
+    /// The policies: grants, denies and roles loaded.
+    pub policies: Result<(usize, usize, usize), vault_policy::PolicyError>,
+}
+
+impl Running {
+    /// Reloads the TLS files and the policies (SIGHUP). Established connections keep
+    /// their certificates; new ones get the new ones. Audited.
+    pub async fn reload(&self) -> ReloadReport {
+        let report = ReloadReport {
+            tls: self.tls.reload(),
+            policies: self.shared.policies.reload(),
+        };
+        let mut event = Event {
+            decision: match (&report.tls, &report.policies) {
+                (Ok(()), Ok(_)) => Decision::Allow,
+                _ => Decision::Error,
+            },
+            ..Event::default()
+        };
+        event
+            .detail
+            .insert("tls".into(), outcome_text(report.tls.as_ref().map(|_| ())));
+        event.detail.insert(
+            "policies".into(),
+            outcome_text(report.policies.as_ref().map(|_| ())),
+        );
+        if let Err(e) = system_event(&self.shared, "system.reload", event).await {
+            eprintln!("vaultd: the reload could not be audited: {e}");
+        }
+        report
+    }
+
+    /// Stops accepting, lets requests in flight finish (for a bounded time), writes
+    /// a final signed checkpoint if unsealed, and releases the store and audit log.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            // A task that ignores the signal is cut off after the drain period.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(DRAIN + Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let _ = self.shared.audit.checkpoint().await;
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
+    match result {
+        Ok(()) => "reloaded".to_owned(),
+        Err(e) => format!("kept the previous set: {e}"),
+    }
+}
+
+async fn system_event(
+    shared: &Shared,
+    operation: &str,
+    mut event: Event,
+) -> Result<(), vault_audit::AuditError> {
+    event.identity = "vaultd".to_owned();
+    event.operation = operation.to_owned();
+    shared.audit.append(event).await.map(|_| ())
+}
+
+/// Sweeps expired sessions and leases, disables versions past their grace window
+/// (revoking their leases), and refreshes gauges and the gRPC health status.
+async fn housekeeping(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_grace_sweep = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        shared.sessions.sweep();
+        shared.leases.sweep();
+        if last_grace_sweep.elapsed() >= GRACE_SWEEP {
+            last_grace_sweep = tokio::time::Instant::now();
+            sweep_grace(&shared).await;
+        }
+        let status = shared.custody.status();
+        let (sealed, serving) = match &status {
+            Ok(Status::Unsealed { .. }) => (0, shared.audit.is_healthy()),
+            Ok(Status::Sealed { .. }) => (1, false),
+            Ok(Status::Uninitialised) | Err(_) => (2, false),
+        };
+        let m = &shared.metrics;
+        m.sealed.set(sealed);
+        m.leases
+            .set(i64::try_from(shared.leases.len()).unwrap_or(i64::MAX));
+        m.sessions
+            .set(i64::try_from(shared.sessions.len()).unwrap_or(i64::MAX));
+        m.audit_records
+            .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
+        let state = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("vault.v1.Broker", state).await;
+    }
+}
+
+async fn sweep_grace(shared: &Shared) {
+    // Sealed or uninitialised: nothing can be swept, and nothing needs to be.
+    let Ok(disabled) = shared.custody.sweep_grace() else {
+        return;
+    };
+    for version in disabled {
+        let revoked = shared.leases.revoke(
+            &Selector::Version(version.id.clone(), version.version),
+            RevocationReason::VersionDisabled,
+        );
+        let mut event = Event {
+            tenant: Some(version.id.tenant.to_string()),
+            environment: Some(version.id.environment.to_string()),
+            secret: Some(version.id.name.to_string()),
+            version: Some(version.version),
+            reason: "grace window ended: version disabled".to_owned(),
+            ..Event::default()
+        };
+        event
+            .detail
+            .insert("leases_revoked".into(), revoked.len().to_string());
+        if let Err(e) = system_event(shared, "system.disable_version", event).await {
+            eprintln!(
+                "vaultd: disabling a version past its grace window could not be audited: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Plain HTTP, bound to localhost by default: `GET /v1/health` and `GET /metrics`.
+//! Nothing secret is reachable here: the health body is the seal state and the
+//! metrics carry RPC names, codes and counts only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::Shared;
+use crate::vault::Status;
+
+/// A request that has not sent its headers by then is dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; health checkers and scrapers need few.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves health and metrics on `listener` until the daemon stops.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let Ok((tcp, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if connections.len() >= MAX_CONNECTIONS {
+            continue; // dropped: the client retries
+        }
+        let shared = Arc::clone(&shared);
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        });
+    }
+    connections.abort_all();
+}
+
+fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/v1/health") => health(shared),
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.render(),
+        ),
+        (_, "/v1/health" | "/metrics") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served\n".to_owned(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: vaultd serves GET /v1/health and GET /metrics here\n".to_owned(),
+        ),
+    }
+}
+
+/// 200 unsealed and able to audit; 503 sealed, or unsealed with a failing audit sink
+/// (every request would fail); 501 uninitialised; 500 if the state cannot be read.
+fn health(shared: &Shared) -> Response<Full<Bytes>> {
+    let audit_ok = shared.audit.is_healthy();
+    let (code, state, initialized, sealed) = match shared.custody.status() {
+        Ok(Status::Unsealed { .. }) if audit_ok => (StatusCode::OK, "unsealed", true, false),
+        Ok(Status::Unsealed { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
+        Ok(Status::Sealed { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "sealed", true, true),
+        Ok(Status::Uninitialised) => (StatusCode::NOT_IMPLEMENTED, "uninitialised", false, true),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown", false, true),
+    };
+    let body = serde_json::json!({
+        "state": state,
+        "initialized": initialized,
+        "sealed": sealed,
+        "audit": if audit_ok { "ok" } else { "failing" },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    reply(code, "application/json", format!("{body}\n"))
+}
+
+fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}

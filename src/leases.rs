@@ -1,0 +1,331 @@
+//! Active leases: in memory only, indexed by id and by expiry, bounded per identity
+//! (the grant's `max_active_leases`) and in total. A restart starts with none.
+//! Revocations are broadcast so `WatchRevocations` streams reach the holder's clients.
+//! Expiries are wall-clock times, so what clients are told (Unix ms) and what is
+//! enforced here agree.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+
+use crate::identity::Identity;
+use crate::names::{SecretId, TenantId};
+
+/// Why a lease ended early; mirrors `vault.v1.RevocationReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevocationReason {
+    Revoked,
+    Sealed,
+    VersionDisabled,
+    TenantErased,
+}
+
+/// A revocation notice for watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct Revoked {
+    pub(crate) identity: Identity,
+    pub(crate) lease_id: String,
+    pub(crate) reason: RevocationReason,
+}
+
+/// One active lease. Holds no value: the value went to the client sealed.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub(crate) id: String,
+    pub(crate) identity: Identity,
+    pub(crate) secret: SecretId,
+    pub(crate) version: u64,
+    pub(crate) expires: SystemTime,
+    pub(crate) renewable_until: SystemTime,
+}
+
+/// Which leases to revoke.
+#[derive(Debug, Clone)]
+pub(crate) enum Selector {
+    Id(String),
+    Tenant(TenantId),
+    Secret(SecretId),
+    Version(SecretId, u64),
+    Identity(String),
+    All,
+}
+
+impl Selector {
+    fn matches(&self, lease: &Lease) -> bool {
+        match self {
+            Selector::Id(id) => lease.id == *id,
+            Selector::Tenant(t) => lease.secret.tenant == *t,
+            Selector::Secret(s) => lease.secret == *s,
+            Selector::Version(s, v) => lease.secret == *s && lease.version == *v,
+            Selector::Identity(i) => lease.identity.as_str() == i,
+            Selector::All => true,
+        }
+    }
+}
+
+/// Why a lease could not be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseLimit {
+    /// The identity holds its grant's `max_active_leases`.
+    Identity(u32),
+    /// The daemon holds `leases.max_total`.
+    Total(usize),
+}
+
+#[derive(Default)]
+struct Index {
+    by_id: HashMap<String, Lease>,
+    by_expiry: BTreeSet<(SystemTime, String)>,
+    per_identity: HashMap<Identity, u32>,
+}
+
+impl Index {
+    fn remove(&mut self, id: &str) -> Option<Lease> {
+        let lease = self.by_id.remove(id)?;
+        self.by_expiry.remove(&(lease.expires, lease.id.clone()));
+        if let Some(n) = self.per_identity.get_mut(&lease.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_identity.remove(&lease.identity);
+            }
+        }
+        Some(lease)
+    }
+}
+
+/// The daemon's leases.
+pub(crate) struct Leases {
+    index: Mutex<Index>,
+    max_total: usize,
+    revocations: broadcast::Sender<Revoked>,
+}
+
+impl Leases {
+    pub(crate) fn new(max_total: usize) -> Self {
+        Self {
+            index: Mutex::new(Index::default()),
+            max_total,
+            revocations: broadcast::channel(4096).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // Every mutation keeps the three indexes in step before it can panic.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new lease if the identity and the daemon are under their limits.
+    pub(crate) fn insert(&self, lease: Lease, max_for_identity: u32) -> Result<(), LeaseLimit> {
+        let mut index = self.lock();
+        let held = index
+            .per_identity
+            .get(&lease.identity)
+            .copied()
+            .unwrap_or(0);
+        if held >= max_for_identity {
+            return Err(LeaseLimit::Identity(max_for_identity));
+        }
+        if index.by_id.len() >= self.max_total {
+            return Err(LeaseLimit::Total(self.max_total));
+        }
+        *index
+            .per_identity
+            .entry(lease.identity.clone())
+            .or_insert(0) += 1;
+        index.by_expiry.insert((lease.expires, lease.id.clone()));
+        index.by_id.insert(lease.id.clone(), lease);
+        Ok(())
+    }
+
+    /// The caller's live lease `id`.
+    pub(crate) fn get(&self, identity: &Identity, id: &str) -> Option<Lease> {
+        let index = self.lock();
+        index
+            .by_id
+            .get(id)
+            .filter(|l| l.identity == *identity && l.expires > SystemTime::now())
+            .cloned()
+    }
+
+    /// Moves a lease's expiry, capped at its renewable-until. Returns the new expiry.
+    pub(crate) fn renew(&self, identity: &Identity, id: &str, ttl: Duration) -> Option<SystemTime> {
+        let mut index = self.lock();
+        let now = SystemTime::now();
+        let lease = index
+            .by_id
+            .get_mut(id)
+            .filter(|l| l.identity == *identity && l.expires > now)?;
+        let old = lease.expires;
+        lease.expires = (now + ttl).min(lease.renewable_until).max(old);
+        let new = lease.expires;
+        let key = lease.id.clone();
+        index.by_expiry.remove(&(old, key.clone()));
+        index.by_expiry.insert((new, key));
+        Some(new)
+    }
+
+    /// Removes a lease without a notice (the holder asked, or it is being undone).
+    pub(crate) fn remove(&self, identity: &Identity, id: &str) -> bool {
+        let mut index = self.lock();
+        if index.by_id.get(id).is_some_and(|l| l.identity == *identity) {
+            index.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Revokes every lease `selector` matches and tells watchers. Returns them.
+    pub(crate) fn revoke(&self, selector: &Selector, reason: RevocationReason) -> Vec<Lease> {
+        let revoked: Vec<Lease> = {
+            let mut index = self.lock();
+            let ids: Vec<String> = match selector {
+                Selector::Id(id) => index
+                    .by_id
+                    .contains_key(id)
+                    .then(|| id.clone())
+                    .into_iter()
+                    .collect(),
+                _ => index
+                    .by_id
+                    .values()
+                    .filter(|l| selector.matches(l))
+                    .map(|l| l.id.clone())
+                    .collect(),
+            };
+            ids.iter().filter_map(|id| index.remove(id)).collect()
+        };
+        for lease in &revoked {
+            // No watcher is not an error: the lease is gone either way.
+            let _ = self.revocations.send(Revoked {
+                identity: lease.identity.clone(),
+                lease_id: lease.id.clone(),
+                reason,
+            });
+        }
+        revoked
+    }
+
+    /// Drops expired leases; their holders already know when they end.
+    pub(crate) fn sweep(&self) -> usize {
+        let mut index = self.lock();
+        let now = SystemTime::now();
+        let expired: Vec<String> = index
+            .by_expiry
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &expired {
+            index.remove(id);
+        }
+        expired.len()
+    }
+
+    /// Active leases matching `filter`.
+    pub(crate) fn list(&self, filter: impl Fn(&Lease) -> bool) -> Vec<Lease> {
+        let index = self.lock();
+        let mut out: Vec<Lease> = index
+            .by_id
+            .values()
+            .filter(|l| filter(l))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.expires.cmp(&b.expires).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Revoked> {
+        self.revocations.subscribe()
+    }
+}
+
+/// Unix milliseconds of `t`.
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(id: &str, who: &str, tenant: &str, ttl: u64) -> Lease {
+        let now = SystemTime::now();
+        Lease {
+            id: id.into(),
+            identity: Identity::for_tests(who),
+            secret: SecretId::parse(tenant, "live", "byok/openai").unwrap(),
+            version: 1,
+            expires: now + Duration::from_secs(ttl),
+            renewable_until: now + Duration::from_secs(ttl * 2),
+        }
+    }
+
+    #[test]
+    fn limits_per_identity_and_total() {
+        let leases = Leases::new(3);
+        leases.insert(lease("1", "a", "t", 60), 2).unwrap();
+        leases.insert(lease("2", "a", "t", 60), 2).unwrap();
+        assert_eq!(
+            leases.insert(lease("3", "a", "t", 60), 2),
+            Err(LeaseLimit::Identity(2))
+        );
+        leases.insert(lease("3", "b", "t", 60), 5).unwrap();
+        assert_eq!(
+            leases.insert(lease("4", "c", "t", 60), 5),
+            Err(LeaseLimit::Total(3))
+        );
+        assert!(leases.remove(&Identity::for_tests("a"), "1"));
+        leases.insert(lease("5", "a", "t", 60), 2).unwrap();
+    }
+
+    #[test]
+    fn revocation_by_selector_notifies_watchers() {
+        let leases = Leases::new(100);
+        let mut watch = leases.subscribe();
+        leases.insert(lease("1", "a", "t1", 60), 10).unwrap();
+        leases.insert(lease("2", "a", "t2", 60), 10).unwrap();
+        leases.insert(lease("3", "b", "t1", 60), 10).unwrap();
+        let gone = leases.revoke(
+            &Selector::Tenant(TenantId::new("t1").unwrap()),
+            RevocationReason::Revoked,
+        );
+        assert_eq!(gone.len(), 2);
+        assert_eq!(leases.len(), 1);
+        let first = watch.try_recv().unwrap();
+        assert_eq!(first.reason, RevocationReason::Revoked);
+        assert_eq!(
+            leases
+                .revoke(&Selector::All, RevocationReason::Sealed)
+                .len(),
+            1
+        );
+        assert_eq!(leases.len(), 0);
+    }
+
+    #[test]
+    fn renew_is_capped_and_sweep_drops_expired() {
+        let leases = Leases::new(100);
+        let a = Identity::for_tests("a");
+        let l = lease("1", "a", "t", 10);
+        let cap = l.renewable_until;
+        leases.insert(l, 10).unwrap();
+        assert_eq!(leases.renew(&a, "1", Duration::from_secs(3600)), Some(cap));
+        assert_eq!(
+            leases.renew(&Identity::for_tests("b"), "1", Duration::from_secs(1)),
+            None
+        );
+        let mut past = lease("2", "a", "t", 10);
+        past.expires = SystemTime::now() - Duration::from_secs(1);
+        leases.insert(past, 10).unwrap();
+        assert_eq!(leases.sweep(), 1);
+        assert!(leases.get(&a, "1").is_some());
+    }
+}

@@ -1,0 +1,225 @@
+//! Lease sessions held by the daemon: one X25519-derived key per session, bound to
+//! the caller's identity, expiring, bounded per identity and in total, and all wiped
+//! on seal. Sessions need no root key, so they work while the vault is sealed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use vault_crypto::CryptoError;
+use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
+
+use crate::identity::Identity;
+
+/// A session: its key and whose it is.
+pub(crate) struct Session {
+    pub(crate) identity: Identity,
+    pub(crate) key: SessionKey,
+    created: Instant,
+    expires: Instant,
+}
+
+/// Why a session could not be used or opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionError {
+    /// Unknown, expired, or another identity's.
+    Unknown,
+    /// The client's public key is malformed.
+    BadPublicKey,
+    /// Every session slot is taken.
+    Full,
+    /// Randomness or locked memory failed.
+    Crypto,
+}
+
+/// A newly opened session, for the response.
+pub(crate) struct Opened {
+    pub(crate) id: String,
+    pub(crate) server_public: [u8; 32],
+    pub(crate) expires_unix_ms: i64,
+}
+
+/// The daemon's sessions.
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    ttl: Duration,
+    max_total: usize,
+    per_identity: usize,
+}
+
+impl Sessions {
+    pub(crate) fn new(ttl: Duration, max_total: usize, per_identity: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            ttl,
+            max_total,
+            per_identity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        // Insertions and removals leave the map consistent even if a holder panicked.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a session for `identity` from the client's public key.
+    pub(crate) fn open(
+        &self,
+        identity: &Identity,
+        client_public: &[u8],
+    ) -> Result<Opened, SessionError> {
+        let client_public: [u8; 32] = client_public
+            .try_into()
+            .map_err(|_| SessionError::BadPublicKey)?;
+        let offer = SessionOffer::generate().map_err(|_| SessionError::Crypto)?;
+        let server_public = *offer.public_key();
+        let id = random_id("s-").map_err(|_| SessionError::Crypto)?;
+        let key = offer
+            .agree(
+                &client_public,
+                &Transcript {
+                    client_public: &client_public,
+                    server_public: &server_public,
+                    identity: identity.as_str(),
+                    session_id: &id,
+                },
+            )
+            .map_err(|e| match e {
+                CryptoError::Decrypt => SessionError::BadPublicKey,
+                _ => SessionError::Crypto,
+            })?;
+        let now = Instant::now();
+        let session = Arc::new(Session {
+            identity: identity.clone(),
+            key,
+            created: now,
+            expires: now + self.ttl,
+        });
+        let mut map = self.lock();
+        map.retain(|_, s| s.expires > now);
+        let mut own: Vec<(Instant, String)> = map
+            .iter()
+            .filter(|(_, s)| s.identity == *identity)
+            .map(|(id, s)| (s.created, id.clone()))
+            .collect();
+        if own.len() >= self.per_identity {
+            // An identity that leaks sessions only evicts its own oldest.
+            own.sort();
+            for (_, old) in own.iter().take(own.len() + 1 - self.per_identity) {
+                map.remove(old);
+            }
+        } else if map.len() >= self.max_total {
+            return Err(SessionError::Full);
+        }
+        map.insert(id.clone(), session);
+        Ok(Opened {
+            id,
+            server_public,
+            expires_unix_ms: unix_ms_after(self.ttl),
+        })
+    }
+
+    /// The caller's live session `id`.
+    pub(crate) fn get(&self, identity: &Identity, id: &str) -> Result<Arc<Session>, SessionError> {
+        let map = self.lock();
+        match map.get(id) {
+            Some(s) if s.identity == *identity && s.expires > Instant::now() => Ok(Arc::clone(s)),
+            _ => Err(SessionError::Unknown),
+        }
+    }
+
+    /// Drops expired sessions.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, s| s.expires > now);
+    }
+
+    /// Wipes every session (on seal).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A random identifier: `prefix` and 128 bits in hex. Not a secret.
+pub(crate) fn random_id(prefix: &str) -> Result<String, CryptoError> {
+    let mut bytes = [0u8; 16];
+    vault_crypto::aead::random_bytes(&mut bytes)?;
+    Ok(format!(
+        "{prefix}{}",
+        vault_crypto::hex::encode(&bytes).as_str()
+    ))
+}
+
+/// Unix milliseconds `after` from now.
+pub(crate) fn unix_ms_after(after: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from((now + after).as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_crypto::session::{Direction, SessionAad};
+
+    fn id(s: &str) -> Identity {
+        Identity::for_tests(s)
+    }
+
+    #[test]
+    fn sessions_belong_to_their_identity_and_agree_with_the_client() {
+        let sessions = Sessions::new(Duration::from_secs(60), 10, 2);
+        let client = SessionOffer::generate().unwrap();
+        let cp = *client.public_key();
+        let alice = id("spiffe://t/alice");
+        let opened = sessions.open(&alice, &cp).unwrap();
+        let client_key = client
+            .agree(
+                &opened.server_public,
+                &Transcript {
+                    client_public: &cp,
+                    server_public: &opened.server_public,
+                    identity: alice.as_str(),
+                    session_id: &opened.id,
+                },
+            )
+            .unwrap();
+        let aad = SessionAad::new("t", Direction::ToDaemon);
+        let sealed = client_key.seal(&aad, b"x").unwrap();
+        let session = sessions.get(&alice, &opened.id).unwrap();
+        assert_eq!(
+            session.key.open(&aad, &sealed).unwrap().expose_secret(),
+            b"x"
+        );
+        assert_eq!(
+            sessions.get(&id("spiffe://t/bob"), &opened.id).err(),
+            Some(SessionError::Unknown)
+        );
+        sessions.clear();
+        assert!(sessions.get(&alice, &opened.id).is_err());
+    }
+
+    #[test]
+    fn limits_evict_own_oldest_then_refuse() {
+        let sessions = Sessions::new(Duration::from_secs(60), 3, 2);
+        let key = |_| *SessionOffer::generate().unwrap().public_key();
+        let alice = id("a");
+        let first = sessions.open(&alice, &key(0)).unwrap().id;
+        sessions.open(&alice, &key(1)).unwrap();
+        sessions.open(&alice, &key(2)).unwrap();
+        assert!(sessions.get(&alice, &first).is_err(), "oldest evicted");
+        assert_eq!(sessions.len(), 2);
+        sessions.open(&id("b"), &key(3)).unwrap();
+        assert_eq!(
+            sessions.open(&id("c"), &key(4)).err().map(|_| ()),
+            Some(()),
+            "total cap refuses"
+        );
+        assert_eq!(sessions.open(&alice, &[0u8; 5]).err().map(|_| ()), Some(()));
+    }
+}
