@@ -282,6 +282,11 @@ impl Custody {
         self.vault.status()
     }
 
+    /// The audit checkpoint public key while unsealed; public, like the status.
+    pub(crate) fn audit_public_key(&self) -> Option<[u8; 32]> {
+        self.vault.audit_public_key()
+    }
+
     pub(crate) fn init(
         &self,
         _: &Authorized<UnsealOp>,

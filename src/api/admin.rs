@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use vault_crypto::SecretValue;
-use vault_crypto::session::{Direction, SessionAad};
+use vault_crypto::session::{Direction, SessionAad, op};
 use vault_crypto::shamir::Share;
 use vault_policy::{Action, PermissionRequest, RuleKind};
 use vault_proto::v1::{self, admin_server::Admin};
@@ -37,10 +37,7 @@ fn open_shares(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let aad = SessionAad {
-                version: i as u64,
-                ..SessionAad::new(operation, Direction::ToDaemon)
-            };
+            let aad = SessionAad::share(operation, Direction::ToDaemon, i);
             let bytes = session
                 .key
                 .open(&aad, &p.envelope)
@@ -59,10 +56,7 @@ fn seal_shares(
         .iter()
         .enumerate()
         .map(|(i, share)| {
-            let aad = SessionAad {
-                version: i as u64,
-                ..SessionAad::new(operation, Direction::ToClient)
-            };
+            let aad = SessionAad::share(operation, Direction::ToClient, i);
             let envelope = session
                 .key
                 .seal(&aad, &share.to_bytes())
@@ -88,12 +82,12 @@ fn open_value(
     secret: &crate::names::SecretId,
     payload: Option<&v1::SealedPayload>,
 ) -> Result<SecretValue, ApiError> {
-    let aad = SessionAad {
-        tenant: secret.tenant.as_str(),
-        environment: secret.environment.as_str(),
-        name: secret.name.as_str(),
-        ..SessionAad::new(operation, Direction::ToDaemon)
-    };
+    let aad = SessionAad::secret_value(
+        operation,
+        secret.tenant.as_str(),
+        secret.environment.as_str(),
+        secret.name.as_str(),
+    );
     session
         .key
         .open(&aad, sealed(payload, "value is required")?)
@@ -243,8 +237,14 @@ impl Admin for AdminService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let mut call = self.shared.call("admin.status", &request)?;
-        let result = permit!(self, call, StatusOp)
-            .and_then(|_| Ok(status_response(&self.shared.custody.status()?)));
+        let result = permit!(self, call, StatusOp).and_then(|_| {
+            let custody = &self.shared.custody;
+            let mut status = status_response(&custody.status()?);
+            if let Some(key) = custody.audit_public_key() {
+                status.audit_public_key = vault_crypto::hex::encode(&key).to_string();
+            }
+            Ok(status)
+        });
         self.shared.finish(call, result).await
     }
 
@@ -266,7 +266,7 @@ impl Admin for AdminService {
                     .custody
                     .init(&grant, threshold, count)
                     .map_err(ApiError::from)
-                    .and_then(|shares| seal_shares(&session, "init", &shares))
+                    .and_then(|shares| seal_shares(&session, op::INIT, &shares))
                     .map(|shares| v1::InitResponse { shares })
             }
             Err(e) => Err(e),
@@ -298,7 +298,7 @@ impl Admin for AdminService {
                 .shared
                 .session(&call, &r.session_id)
                 .and_then(|session| {
-                    open_shares(&session, "unseal", r.share.as_slice())?
+                    open_shares(&session, op::UNSEAL, r.share.as_slice())?
                         .pop()
                         .ok_or(ApiError::Invalid("share is required"))
                 });
@@ -375,7 +375,7 @@ impl Admin for AdminService {
         let prepared = permit!(self, call, RekeyOp).and_then(|grant| {
             let session = self.shared.session(&call, &r.session_id)?;
             let params = share_params(r.threshold, r.share_count)?;
-            let current = open_shares(&session, "rekey", &r.current_shares)?;
+            let current = open_shares(&session, op::REKEY, &r.current_shares)?;
             Ok((grant, session, params, current))
         });
         let result = match prepared {
@@ -385,7 +385,7 @@ impl Admin for AdminService {
                     .custody
                     .rekey(&grant, current, threshold, count)
                     .map_err(ApiError::from)
-                    .and_then(|shares| seal_shares(&session, "rekey-new", &shares))
+                    .and_then(|shares| seal_shares(&session, op::REKEY_NEW, &shares))
                     .map(|shares| v1::RekeyResponse { shares })
             }
             Err(e) => Err(e),
@@ -401,7 +401,10 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let prepared = permit!(self, call, RotateRootOp).and_then(|grant| {
             let session = self.shared.session(&call, &r.session_id)?;
-            Ok((grant, open_shares(&session, "rotate-root-key", &r.shares)?))
+            Ok((
+                grant,
+                open_shares(&session, op::ROTATE_ROOT_KEY, &r.shares)?,
+            ))
         });
         let result = match prepared {
             Ok((grant, shares)) => {
@@ -436,7 +439,7 @@ impl Admin for AdminService {
             };
             let grant = permit!(self, call, WriteSecret(id.clone()))?;
             let session = self.shared.session(&call, &r.session_id)?;
-            let value = open_value(&session, "put-secret", &id, r.value.as_ref())?;
+            let value = open_value(&session, op::PUT_SECRET, &id, r.value.as_ref())?;
             Ok((grant, kind, value))
         });
         let result = match prepared {
@@ -463,7 +466,7 @@ impl Admin for AdminService {
             call.secret(&id);
             let grant = permit!(self, call, WriteSecret(id.clone()))?;
             let session = self.shared.session(&call, &r.session_id)?;
-            let value = open_value(&session, "rotate-secret", &id, r.value.as_ref())?;
+            let value = open_value(&session, op::ROTATE_SECRET, &id, r.value.as_ref())?;
             Ok((grant, value))
         });
         let result = match prepared {

@@ -65,14 +65,13 @@ impl BrokerService {
             .insert(lease, grant.max_active_leases.unwrap_or(u32::MAX))
             .map_err(ApiError::LeaseLimit)?;
         call.event.lease_id = Some(lease_id.clone());
-        let aad = SessionAad {
-            tenant: id.tenant.as_str(),
-            environment: id.environment.as_str(),
-            name: id.name.as_str(),
+        let aad = SessionAad::lease(
+            id.tenant.as_str(),
+            id.environment.as_str(),
+            id.name.as_str(),
             version,
-            context: &lease_id,
-            ..SessionAad::new("lease", Direction::ToClient)
-        };
+            &lease_id,
+        );
         let envelope = session.key.seal(&aad, value.expose_secret()).map_err(|e| {
             s.leases.remove(call.caller.identity(), &lease_id);
             ApiError::Vault(e.into())
@@ -153,7 +152,8 @@ impl BrokerService {
         Ok(items
             .enumerate()
             .map(|(i, item)| {
-                let aad = transit_aad("transit.encrypt", Direction::ToDaemon, &tenant, env, i);
+                let aad =
+                    SessionAad::transit(Direction::ToDaemon, tenant.as_str(), env.as_str(), i);
                 let plaintext = session
                     .key
                     .open(&aad, sealed(item, "plaintext is required")?)
@@ -186,7 +186,8 @@ impl BrokerService {
             .enumerate()
             .map(|(i, envelope)| {
                 let plaintext = self.shared.custody.transit_decrypt(&grant, envelope)?;
-                let aad = transit_aad("transit.decrypt", Direction::ToClient, &tenant, env, i);
+                let aad =
+                    SessionAad::transit(Direction::ToClient, tenant.as_str(), env.as_str(), i);
                 let envelope = session
                     .key
                     .seal(&aad, plaintext.expose_secret())
@@ -194,22 +195,6 @@ impl BrokerService {
                 Ok(v1::SealedPayload { envelope })
             })
             .collect())
-    }
-}
-
-/// Associated data of transit payloads; `item` is the index within a batch (0 alone).
-fn transit_aad<'a>(
-    operation: &'a str,
-    direction: Direction,
-    tenant: &'a TenantId,
-    env: Environment,
-    item: usize,
-) -> SessionAad<'a> {
-    SessionAad {
-        tenant: tenant.as_str(),
-        environment: env.as_str(),
-        version: item as u64,
-        ..SessionAad::new(operation, direction)
     }
 }
 

@@ -1,5 +1,14 @@
-//! Black-box tests of vaultd: real processes, real files.
+//! Black-box tests of vaultd: real processes, real files, real mutual TLS with a
+//! generated PKI.
 // Helpers here are test code too: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
+mod admin;
+mod audit;
+mod broker;
 mod crash;
+mod harness;
+mod observability;
+mod process;
+mod tls;
+mod wire;

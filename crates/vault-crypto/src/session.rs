@@ -168,6 +168,97 @@ impl<'a> SessionAad<'a> {
     }
 }
 
+/// The operation names of the `vault.v1` API's sealed payloads. The daemon and every
+/// client build associated data from these, through [`SessionAad`]'s constructors.
+pub mod op {
+    /// Init: the new shares, to the client.
+    pub const INIT: &str = "init";
+    /// Unseal: one share, to the daemon.
+    pub const UNSEAL: &str = "unseal";
+    /// Rekey: the current quorum, to the daemon.
+    pub const REKEY: &str = "rekey";
+    /// Rekey: the new shares, to the client.
+    pub const REKEY_NEW: &str = "rekey-new";
+    /// RotateRootKey: the quorum, to the daemon.
+    pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
+    /// PutSecret: the value, to the daemon.
+    pub const PUT_SECRET: &str = "put-secret";
+    /// RotateSecret: the new value, to the daemon.
+    pub const ROTATE_SECRET: &str = "rotate-secret";
+    /// Lease: the value, to the client.
+    pub const LEASE: &str = "lease";
+    /// Encrypt and BatchEncrypt: plaintexts, to the daemon.
+    pub const TRANSIT_ENCRYPT: &str = "transit.encrypt";
+    /// Decrypt and BatchDecrypt: plaintexts, to the client.
+    pub const TRANSIT_DECRYPT: &str = "transit.decrypt";
+    /// VerifyApiKey: the key, to the daemon.
+    pub const VERIFY_API_KEY: &str = "apikeys.verify";
+}
+
+impl<'a> SessionAad<'a> {
+    /// Share number `index` (0-based, in message order) of `operation` ([`op::INIT`],
+    /// [`op::UNSEAL`], [`op::REKEY`], [`op::REKEY_NEW`], [`op::ROTATE_ROOT_KEY`]).
+    pub const fn share(operation: &'a str, direction: Direction, index: usize) -> Self {
+        Self {
+            version: index as u64,
+            ..Self::new(operation, direction)
+        }
+    }
+
+    /// A secret value sent to the daemon by [`op::PUT_SECRET`] or [`op::ROTATE_SECRET`].
+    pub const fn secret_value(
+        operation: &'a str,
+        tenant: &'a str,
+        environment: &'a str,
+        name: &'a str,
+    ) -> Self {
+        Self {
+            tenant,
+            environment,
+            name,
+            ..Self::new(operation, Direction::ToDaemon)
+        }
+    }
+
+    /// A leased value: bound to the lease id, tenant, environment, name and version.
+    pub const fn lease(
+        tenant: &'a str,
+        environment: &'a str,
+        name: &'a str,
+        version: u64,
+        lease_id: &'a str,
+    ) -> Self {
+        Self {
+            tenant,
+            environment,
+            name,
+            version,
+            context: lease_id,
+            ..Self::new(op::LEASE, Direction::ToClient)
+        }
+    }
+
+    /// Transit plaintext number `item` of a request (0 for the single forms):
+    /// [`op::TRANSIT_ENCRYPT`] to the daemon, [`op::TRANSIT_DECRYPT`] to the client.
+    pub const fn transit(
+        direction: Direction,
+        tenant: &'a str,
+        environment: &'a str,
+        item: usize,
+    ) -> Self {
+        let operation = match direction {
+            Direction::ToDaemon => op::TRANSIT_ENCRYPT,
+            Direction::ToClient => op::TRANSIT_DECRYPT,
+        };
+        Self {
+            tenant,
+            environment,
+            version: item as u64,
+            ..Self::new(operation, direction)
+        }
+    }
+}
+
 /// A session's AES-256-GCM key, in locked memory; wiped on drop.
 pub struct SessionKey {
     key: AeadKey,

@@ -2,7 +2,7 @@
 //!
 //! [`Pki::generate`] makes a CA; from it, server and client certificates (with SPIFFE
 //! URI SANs), expired ones, and a CRL revoking chosen serials. A second, unrelated CA
-//! comes from another `Pki::generate`.
+//! comes from another `Pki::generate`. [`grpc`] connects to a daemon over mutual TLS.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // A harness for tests: a failed generation is a failed test, so it panics with context.
@@ -14,6 +14,8 @@ use rcgen::{
     RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
+
+pub mod grpc;
 
 /// A certificate and its private key, both PEM.
 #[derive(Clone)]

@@ -1,0 +1,254 @@
+//! The daemon's audit log: every request recorded before it is answered, a chain
+//! that verifies with the key from Status and breaks at any tampering, and a dead or
+//! stuck sink that fails requests within the deadline instead of answering them.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use vault_proto::v1;
+
+use crate::harness::{GATEWAY, OUTSIDER, Options, TestVault, lease_request, lease_value};
+
+fn verify(lines: &[String], key: &[u8; 32]) -> vault_audit::Report {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    vault_audit::verify(text.as_bytes(), Some(key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_recorded_and_the_chain_verifies_and_detects_tampering() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-in-no-record")
+        .await;
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    let (lease, _) = lease_value(&mut gateway, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    let (mut outsider, outsider_session) = vault.session(OUTSIDER).await;
+    outsider
+        .lease(lease_request(
+            &outsider_session,
+            "acme",
+            "live",
+            "byok/openai",
+        ))
+        .await
+        .unwrap_err();
+    let key_hex = vault
+        .admin()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_public_key;
+    let key = vault_audit::parse_public_key(&key_hex).unwrap();
+    vault.seal().await; // writes a signed checkpoint
+    vault.stop().await;
+
+    let lines = vault.audit_lines();
+    let report = verify(&lines, &key);
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.checkpoints >= 1 && report.signatures_checked);
+    let allowed = lines
+        .iter()
+        .find(|l| l.contains(&lease.lease_id))
+        .expect("the lease is recorded");
+    assert!(
+        allowed.contains(r#""decision":"allow""#) && allowed.contains(GATEWAY),
+        "{allowed}"
+    );
+    assert!(allowed.contains(r#""grant":"gateway-byok""#), "{allowed}");
+    let denied = lines
+        .iter()
+        .find(|l| l.contains(OUTSIDER) && l.contains("broker.lease"))
+        .expect("the denial is recorded");
+    assert!(denied.contains(r#""decision":"deny""#), "{denied}");
+    assert!(!lines.iter().any(|l| l.contains("sk-in-no-record")));
+
+    // Edit, delete, insert, reorder: each is caught at the record it breaks.
+    let target = lines
+        .iter()
+        .position(|l| l.contains(&lease.lease_id))
+        .unwrap();
+    let mut edited = lines.clone();
+    edited[target] = edited[target].replace("acme", "acmf");
+    let mut deleted = lines.clone();
+    deleted.remove(target);
+    let mut inserted = lines.clone();
+    inserted.insert(target, lines[target - 1].clone());
+    let mut reordered = lines.clone();
+    reordered.swap(target, target + 1);
+    for (what, log) in [
+        ("edited", edited),
+        ("deleted", deleted),
+        ("inserted", inserted),
+        ("reordered", reordered),
+    ] {
+        let error = verify(&log, &key)
+            .first_error
+            .unwrap_or_else(|| panic!("{what} passed"));
+        // The record at `target` is line `target + 1`: the first one each change breaks.
+        assert_eq!(error.line, target as u64 + 1, "{what}: {error}");
+    }
+}
+
+const READING: u8 = 0;
+const PAUSED: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// Reads the audit FIFO into `lines` while `state` is READING; stops reading while
+/// PAUSED (the pipe fills and the daemon's writes block); closes it when CLOSED.
+fn fifo_reader(path: &Path, state: Arc<AtomicU8>, lines: Arc<Mutex<Vec<String>>>) {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(std::fs::File::open(path).unwrap());
+        loop {
+            match state.load(Ordering::SeqCst) {
+                PAUSED => std::thread::sleep(Duration::from_millis(10)),
+                CLOSED => return,
+                _ => {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            }
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let state = Arc::new(AtomicU8::new(READING));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    fifo_reader(&fifo, Arc::clone(&state), Arc::clone(&lines));
+
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        audit_path: Some(fifo.clone()),
+        audit: "write_deadline = \"300ms\"".into(),
+        ..Options::default()
+    })
+    .await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    let mut answered = Vec::new();
+
+    // Stuck: the reader stops, the pipe fills, writes block. Requests fail
+    // UNAVAILABLE, each within the deadline (plus scheduling slack).
+    state.store(PAUSED, Ordering::SeqCst);
+    let mut refused = 0;
+    for _ in 0..5000 {
+        let started = Instant::now();
+        match gateway
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await
+        {
+            Ok(response) => answered.push(response.into_inner().lease_id),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(status.message().contains("audit"), "{status:?}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{:?}",
+                    started.elapsed()
+                );
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(refused, 3, "the pipe never filled");
+    // Refused leases do not linger.
+    let listed = vault
+        .admin()
+        .list_leases(v1::ListLeasesRequest::default())
+        .await;
+    // Listing is itself audited, so with the sink stuck it is refused too.
+    assert_eq!(listed.unwrap_err().code(), Code::Unavailable);
+
+    // Unstuck: the sink drains and serves again.
+    state.store(READING, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match gateway
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await
+        {
+            Ok(response) => {
+                answered.push(response.into_inner().lease_id);
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(status) => panic!("the sink did not recover: {status:?}"),
+        }
+    }
+    let leases = vault
+        .admin()
+        .list_leases(v1::ListLeasesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(
+        leases.len(),
+        answered.len(),
+        "only answered leases are active"
+    );
+
+    // Nothing was answered unaudited: every answered lease is in the log.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = lines.lock().unwrap().concat();
+    for id in &answered {
+        assert!(
+            written.contains(id.as_str()),
+            "lease {id} answered but not audited"
+        );
+    }
+
+    // Dead: the reader goes away; writes fail with EPIPE and the sink stays failed.
+    state.store(CLOSED, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match gateway
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await
+        {
+            Ok(_) if Instant::now() < deadline => {}
+            Ok(_) => panic!("requests kept succeeding with the audit reader gone"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    let started = Instant::now();
+    let again = gateway
+        .lease(lease_request(&session, "acme", "live", "byok/openai"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable);
+    assert!(
+        again.message().contains("reader has gone away"),
+        "{again:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let (code, body) = vault.http_get("/v1/health").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(r#""audit":"failing""#), "{body}");
+}

@@ -1,0 +1,453 @@
+//! `vault.v1.Broker` over mutual TLS: sessions, leases, transit, revocations.
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::Code;
+use vault_crypto::session::{Direction, SessionAad};
+use vault_proto::v1;
+use vault_testkit::grpc::open_session;
+
+use crate::harness::{
+    ACME_WORKER, GATEWAY, OUTSIDER, Options, TestVault, env_proto, expect_code, lease_request,
+    lease_value, secret_ref,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renew_revoke_and_the_revocation_stream() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-acme-live")
+        .await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    let mut watch = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let (lease, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-acme-live");
+    assert_eq!(lease.version, 1);
+    assert!(lease.expires_unix_ms <= lease.renewable_until_unix_ms);
+    // The gateway's grant caps leases at 5 minutes.
+    assert!(lease.renewable_until_unix_ms - lease.expires_unix_ms <= 5 * 60 * 1000);
+
+    let renewed = broker
+        .renew(v1::RenewRequest {
+            lease_id: lease.lease_id.clone(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(renewed.expires_unix_ms > lease.expires_unix_ms);
+    assert!(renewed.expires_unix_ms <= lease.renewable_until_unix_ms);
+
+    // Another identity can neither renew nor revoke it, nor learn that it exists.
+    let mut worker = vault.broker(ACME_WORKER);
+    for result in [
+        worker
+            .renew(v1::RenewRequest {
+                lease_id: lease.lease_id.clone(),
+                ttl_seconds: 1,
+            })
+            .await
+            .map(|_| ()),
+        worker
+            .revoke(v1::RevokeRequest {
+                lease_id: lease.lease_id.clone(),
+            })
+            .await
+            .map(|_| ()),
+    ] {
+        expect_code(result, Code::NotFound);
+    }
+
+    broker
+        .revoke(v1::RevokeRequest {
+            lease_id: lease.lease_id.clone(),
+        })
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.lease_id, lease.lease_id);
+    assert_eq!(notice.reason, v1::RevocationReason::Revoked as i32);
+    expect_code(
+        broker
+            .renew(v1::RenewRequest {
+                lease_id: lease.lease_id,
+                ttl_seconds: 1,
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_denied_does_not_reveal_whether_a_secret_exists() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-x")
+        .await;
+    let (mut broker, session) = vault.session(OUTSIDER).await;
+    let exists = expect_code(
+        broker
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await,
+        Code::PermissionDenied,
+    );
+    let missing = expect_code(
+        broker
+            .lease(lease_request(&session, "acme", "live", "byok/nothing"))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(exists.message(), missing.message());
+    assert!(!exists.message().contains("byok"), "{exists:?}");
+
+    // The gateway may lease byok/* but not other names, existing or not.
+    vault
+        .put_secret("acme", "live", "webhooks/signing", b"whsec")
+        .await;
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    let a = expect_code(
+        gateway
+            .lease(lease_request(&session, "acme", "live", "webhooks/signing"))
+            .await,
+        Code::PermissionDenied,
+    );
+    let b = expect_code(
+        gateway
+            .lease(lease_request(&session, "acme", "live", "webhooks/none"))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(a.message(), b.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_worker_reaches_only_its_own_tenant() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-acme")
+        .await;
+    vault
+        .put_secret("globex", "live", "byok/openai", b"sk-globex")
+        .await;
+    let (mut worker, session) = vault.session(ACME_WORKER).await;
+    let (_, value) = lease_value(&mut worker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-acme");
+    expect_code(
+        worker
+            .lease(lease_request(&session, "globex", "live", "byok/openai"))
+            .await,
+        Code::PermissionDenied,
+    );
+    // Transit too: its own tenant's key only.
+    let encrypt = |tenant: &str| v1::EncryptRequest {
+        session_id: session.id.clone(),
+        tenant: tenant.to_owned(),
+        environment: env_proto("live"),
+        plaintext: Some(v1::SealedPayload {
+            envelope: session
+                .key
+                .seal(
+                    &SessionAad::transit(Direction::ToDaemon, tenant, "live", 0),
+                    b"x",
+                )
+                .unwrap(),
+        }),
+    };
+    worker.encrypt(encrypt("acme")).await.unwrap();
+    expect_code(
+        worker.encrypt(encrypt("globex")).await,
+        Code::PermissionDenied,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_belong_to_their_identity() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (_, gateway_session) = vault.session(GATEWAY).await;
+    // The worker presents the gateway's session id: unknown to it.
+    let (mut worker, _) = vault.session(ACME_WORKER).await;
+    let status = expect_code(
+        worker
+            .lease(lease_request(
+                &gateway_session,
+                "acme",
+                "live",
+                "byok/openai",
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("OpenSession"), "{status:?}");
+    // A malformed public key is refused.
+    expect_code(
+        worker
+            .open_session(v1::OpenSessionRequest {
+                client_public_key: vec![7; 31],
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_round_trips_singly_and_in_batches() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    let (mut worker, session) = vault.session(ACME_WORKER).await;
+    let seal = |i: usize, text: &[u8]| v1::SealedPayload {
+        envelope: session
+            .key
+            .seal(
+                &SessionAad::transit(Direction::ToDaemon, "acme", "live", i),
+                text,
+            )
+            .unwrap(),
+    };
+    let envelope = worker
+        .encrypt(v1::EncryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: env_proto("live"),
+            plaintext: Some(seal(0, b"card 4242")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .envelope;
+    assert!(!envelope.windows(9).any(|w| w == b"card 4242"));
+    let decrypted = worker
+        .decrypt(v1::DecryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: env_proto("live"),
+            envelope: envelope.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let aad = SessionAad::transit(Direction::ToClient, "acme", "live", 0);
+    let plain = session
+        .key
+        .open(&aad, &decrypted.plaintext.unwrap().envelope)
+        .unwrap();
+    assert_eq!(plain.expose_secret(), b"card 4242");
+
+    // The envelope is bound to its environment.
+    expect_code(
+        worker
+            .decrypt(v1::DecryptRequest {
+                session_id: session.id.clone(),
+                tenant: "acme".into(),
+                environment: env_proto("test"),
+                envelope: envelope.clone(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+
+    // Batches: items succeed or fail on their own, in order.
+    let texts: Vec<Vec<u8>> = (0..5).map(|i| format!("item-{i}").into_bytes()).collect();
+    let mut plaintexts: Vec<v1::SealedPayload> =
+        texts.iter().enumerate().map(|(i, t)| seal(i, t)).collect();
+    plaintexts[3] = seal(0, b"sealed for the wrong item");
+    let results = worker
+        .batch_encrypt(v1::BatchEncryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: env_proto("live"),
+            plaintexts,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 5);
+    let mut envelopes = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match (i, result.result.unwrap()) {
+            (3, v1::batch_item_result::Result::Error(e)) => {
+                assert_eq!(e.code, Code::InvalidArgument as i32)
+            }
+            (_, v1::batch_item_result::Result::Envelope(e)) => envelopes.push(e),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    envelopes.push(b"garbage".to_vec());
+    let results = worker
+        .batch_decrypt(v1::BatchDecryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: env_proto("live"),
+            envelopes,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let expected = [0usize, 1, 2, 4];
+    for (i, result) in results.into_iter().enumerate() {
+        match result.result.unwrap() {
+            v1::batch_item_result::Result::Plaintext(p) => {
+                let aad = SessionAad::transit(Direction::ToClient, "acme", "live", i);
+                let plain = session.key.open(&aad, &p.envelope).unwrap();
+                assert_eq!(plain.expose_secret(), texts[expected[i]].as_slice());
+            }
+            v1::batch_item_result::Result::Error(e) => {
+                assert_eq!(i, 4);
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Too many items are refused whole.
+    let too_many = vec![seal(0, b"x"); 1001];
+    expect_code(
+        worker
+            .batch_encrypt(v1::BatchEncryptRequest {
+                session_id: session.id.clone(),
+                tenant: "acme".into(),
+                environment: env_proto("live"),
+                plaintexts: too_many,
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_and_uninitialised_daemons_say_so() {
+    let mut vault = TestVault::start().await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    let status = expect_code(
+        broker
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("not initialised"), "{status:?}");
+
+    let shares = vault.init(2, 3).await;
+    vault.unseal(&shares[..2]).await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    vault.seal().await;
+    // Sessions are wiped on seal; a new one opens while sealed (it needs no root key).
+    let session = open_session(&mut broker, GATEWAY).await.unwrap();
+    let status = expect_code(
+        broker
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await,
+        Code::Unavailable,
+    );
+    assert!(status.message().contains("sealed"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_limits_hold_in_total() {
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        leases: "max_total = 2".into(),
+        ..Options::default()
+    })
+    .await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    for _ in 0..2 {
+        lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+            .await
+            .unwrap();
+    }
+    let status = expect_code(
+        broker
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await,
+        Code::ResourceExhausted,
+    );
+    assert!(
+        status.message().contains("maximum of 2 leases"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_past_its_grace_window_is_disabled_and_its_leases_revoked() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-v1")
+        .await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    let mut watch = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (old, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    let rotated = vault
+        .rotate_secret("acme", "live", "byok/openai", b"sk-v2", Some(1))
+        .await;
+    assert_eq!(rotated.current_version, 2);
+    let (new, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!((new.version, value.as_slice()), (2, &b"sk-v2"[..]));
+
+    // The sweeper runs every few seconds.
+    let notice = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("revocation within the sweep interval")
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.lease_id, old.lease_id);
+    assert_eq!(notice.reason, v1::RevocationReason::VersionDisabled as i32);
+    let described = vault
+        .admin()
+        .describe_secret(v1::DescribeSecretRequest {
+            secret: Some(secret_ref("acme", "live", "byok/openai")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        described.versions[0].state,
+        v1::VersionState::Disabled as i32
+    );
+    let mut pinned = lease_request(&session, "acme", "live", "byok/openai");
+    pinned.version = Some(1);
+    expect_code(broker.lease(pinned).await, Code::NotFound);
+    let disabled = vault
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("system.disable_version"))
+        .count();
+    assert_eq!(disabled, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_api_key_says_it_is_not_served() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    let status = expect_code(
+        broker
+            .verify_api_key(v1::VerifyApiKeyRequest {
+                session_id: session.id,
+                api_key: None,
+            })
+            .await,
+        Code::Unimplemented,
+    );
+    assert!(status.message().contains("API keys"), "{status:?}");
+}

@@ -1,0 +1,442 @@
+//! A daemon on loopback with a generated PKI, real files and real mutual TLS, and
+//! clients for it. The daemon runs in this process (`Daemon::open` + `serve`), so a
+//! test can restart it; clients reach it only over TCP with certificates.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use vault_crypto::session::{Direction, SessionAad, op};
+use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClient};
+use vault_testkit::grpc::{ClientSession, channel, client_config, open_session};
+use vault_testkit::{Issued, Pki};
+use vaultd::config::Config;
+use vaultd::daemon::{Daemon, Running};
+
+/// Holds every admin permission (a test-only role).
+pub(crate) const OPERATOR: &str = "spiffe://billing.example/human/test/operator";
+/// The billing gateway of `policies/billing-gateway.toml`: leases `byok/*` anywhere.
+pub(crate) const GATEWAY: &str = "spiffe://billing.example/svc/gateway";
+/// A per-tenant worker of `policies/tenant-workers.toml`, for tenant `acme`.
+pub(crate) const ACME_WORKER: &str = "spiffe://billing.example/tenant/acme/svc/worker";
+/// Matches no grant or role.
+pub(crate) const OUTSIDER: &str = "spiffe://billing.example/svc/outsider";
+
+/// What to change in the generated configuration.
+#[derive(Default, Clone)]
+pub(crate) struct Options {
+    /// Extra TOML appended to `[audit]`.
+    pub(crate) audit: String,
+    /// Use this path for the audit log instead of `audit.jsonl` in the directory.
+    pub(crate) audit_path: Option<PathBuf>,
+    /// Extra TOML for `[leases]`.
+    pub(crate) leases: String,
+    /// List `clients.crl` (initially revoking nothing) in `tls.crls`.
+    pub(crate) crl: bool,
+}
+
+pub(crate) struct TestVault {
+    pub(crate) dir: TempDir,
+    pub(crate) pki: Pki,
+    pub(crate) running: Option<Running>,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) http: SocketAddr,
+    certs: HashMap<String, Issued>,
+    config: PathBuf,
+}
+
+/// A test's request failed with this status; panics otherwise.
+#[track_caller]
+pub(crate) fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match result {
+        Err(status) if status.code() == code => status,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
+
+fn operator_policy() -> String {
+    let permissions: Vec<String> = vault_policy::Permission::names()
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    format!(
+        "[[role]]\nid = \"test-operator\"\nidentities = [\"{OPERATOR}\"]\npermissions = [{}]\n",
+        permissions.join(", ")
+    )
+}
+
+impl TestVault {
+    /// An uninitialised daemon.
+    pub(crate) async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub(crate) async fn start_with(options: Options) -> Self {
+        let dir = TempDir::new().unwrap();
+        let root = dir.path();
+        let mut pki = Pki::generate("vaultd test CA");
+        let server = pki.server(&["localhost"]);
+        for (name, text) in [
+            ("ca.pem", pki.ca_pem.clone()),
+            ("server.pem", server.cert_pem.clone()),
+            ("server.key", server.key_pem.clone()),
+        ] {
+            std::fs::write(root.join(name), text).unwrap();
+        }
+        let policies = root.join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(examples).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(policies.join("test-operator.toml"), operator_policy()).unwrap();
+        let crls = if options.crl {
+            std::fs::write(root.join("clients.crl"), pki.crl(&[])).unwrap();
+            "crls = [\"clients.crl\"]"
+        } else {
+            ""
+        };
+        let audit_path = options
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| root.join("audit.jsonl"));
+        let config = root.join("vaultd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"test-node\"\n\
+                 [listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
+                 [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{}\n\
+                 [storage]\npath = \"vault.redb\"\n\
+                 [policy]\ndir = \"policies\"\n\
+                 [audit]\npath = \"{}\"\n{}\n\
+                 [leases]\n{}\n",
+                crls,
+                audit_path.display(),
+                options.audit,
+                options.leases,
+            ),
+        )
+        .unwrap();
+        let mut vault = Self {
+            dir,
+            pki,
+            running: None,
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            certs: HashMap::new(),
+            config,
+        };
+        vault.boot().await;
+        vault
+    }
+
+    /// Initialises (2 of 3) and unseals; returns the three shares.
+    pub(crate) async fn unsealed() -> (Self, Vec<Vec<u8>>) {
+        Self::unsealed_with(Options::default()).await
+    }
+
+    pub(crate) async fn unsealed_with(options: Options) -> (Self, Vec<Vec<u8>>) {
+        let mut vault = Self::start_with(options).await;
+        let shares = vault.init(2, 3).await;
+        vault.unseal(&shares[..2]).await;
+        (vault, shares)
+    }
+
+    async fn boot(&mut self) {
+        let config = Config::load(&self.config).unwrap();
+        let running = Daemon::open(config).unwrap().serve().await.unwrap();
+        self.grpc = running.grpc_addr;
+        self.http = running.http_addr;
+        self.running = Some(running);
+    }
+
+    /// Stops the daemon (graceful) and starts it again on the same files; sealed.
+    pub(crate) async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+
+    pub(crate) async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.path("vaultd.sock")
+    }
+
+    /// A certificate for `identity` (one SPIFFE URI SAN), issued once per test vault.
+    pub(crate) fn cert(&mut self, identity: &str) -> Issued {
+        let pki = &mut self.pki;
+        self.certs
+            .entry(identity.to_owned())
+            .or_insert_with(|| pki.spiffe_client(identity))
+            .clone()
+    }
+
+    pub(crate) fn channel_as(&mut self, identity: &str) -> Channel {
+        let cert = self.cert(identity);
+        channel(self.grpc, client_config(&self.pki.ca_pem, Some(&cert)))
+    }
+
+    pub(crate) fn admin_as(&mut self, identity: &str) -> AdminClient<Channel> {
+        AdminClient::new(self.channel_as(identity))
+    }
+
+    pub(crate) fn admin(&mut self) -> AdminClient<Channel> {
+        self.admin_as(OPERATOR)
+    }
+
+    pub(crate) fn broker(&mut self, identity: &str) -> BrokerClient<Channel> {
+        BrokerClient::new(self.channel_as(identity))
+    }
+
+    /// A broker client and an open session for `identity`.
+    pub(crate) async fn session(
+        &mut self,
+        identity: &str,
+    ) -> (BrokerClient<Channel>, ClientSession) {
+        let mut broker = self.broker(identity);
+        let session = open_session(&mut broker, identity).await.unwrap();
+        (broker, session)
+    }
+
+    /// Initialises over gRPC as the operator; returns the shares' bytes.
+    pub(crate) async fn init(&mut self, threshold: u32, count: u32) -> Vec<Vec<u8>> {
+        let (_, session) = self.session(OPERATOR).await;
+        let response = self
+            .admin()
+            .init(v1::InitRequest {
+                session_id: session.id.clone(),
+                threshold,
+                share_count: count,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        response
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let aad = SessionAad::share(op::INIT, Direction::ToClient, i);
+                session
+                    .key
+                    .open(&aad, &s.envelope)
+                    .unwrap()
+                    .expose_secret()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    /// Submits `shares` one by one as the operator; returns the last answer.
+    pub(crate) async fn unseal(&mut self, shares: &[Vec<u8>]) -> v1::UnsealResponse {
+        let (_, session) = self.session(OPERATOR).await;
+        let mut admin = self.admin();
+        let mut nonce = String::new();
+        let mut last = None;
+        for share in shares {
+            let response = admin
+                .unseal(unseal_request(&session, share, &nonce))
+                .await
+                .unwrap()
+                .into_inner();
+            nonce.clone_from(&response.nonce);
+            last = Some(response);
+        }
+        last.unwrap()
+    }
+
+    /// Stores a secret as the operator; returns its metadata.
+    pub(crate) async fn put_secret(
+        &mut self,
+        tenant: &str,
+        env: &str,
+        name: &str,
+        value: &[u8],
+    ) -> v1::SecretMetadata {
+        let (_, session) = self.session(OPERATOR).await;
+        self.admin()
+            .put_secret(put_request(&session, tenant, env, name, value))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Rotates a secret as the operator.
+    pub(crate) async fn rotate_secret(
+        &mut self,
+        tenant: &str,
+        env: &str,
+        name: &str,
+        value: &[u8],
+        grace_seconds: Option<u64>,
+    ) -> v1::SecretMetadata {
+        let (_, session) = self.session(OPERATOR).await;
+        let aad = SessionAad::secret_value(op::ROTATE_SECRET, tenant, env, name);
+        self.admin()
+            .rotate_secret(v1::RotateSecretRequest {
+                session_id: session.id.clone(),
+                secret: Some(secret_ref(tenant, env, name)),
+                value: Some(v1::SealedPayload {
+                    envelope: session.key.seal(&aad, value).unwrap(),
+                }),
+                grace_seconds,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub(crate) async fn seal(&mut self) {
+        self.admin().seal(v1::SealRequest {}).await.unwrap();
+    }
+
+    /// The audit log's lines.
+    pub(crate) fn audit_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// GETs `path` on the HTTP listener: status code and body.
+    pub(crate) async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        let code = response[9..12].parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+}
+
+pub(crate) fn env_proto(env: &str) -> i32 {
+    match env {
+        "live" => v1::Environment::Live as i32,
+        "test" => v1::Environment::Test as i32,
+        _ => v1::Environment::Unspecified as i32,
+    }
+}
+
+pub(crate) fn secret_ref(tenant: &str, env: &str, name: &str) -> v1::SecretRef {
+    v1::SecretRef {
+        tenant: tenant.to_owned(),
+        environment: env_proto(env),
+        name: name.to_owned(),
+    }
+}
+
+pub(crate) fn unseal_request(
+    session: &ClientSession,
+    share: &[u8],
+    nonce: &str,
+) -> v1::UnsealRequest {
+    let aad = SessionAad::share(op::UNSEAL, Direction::ToDaemon, 0);
+    v1::UnsealRequest {
+        session_id: session.id.clone(),
+        share: Some(v1::SealedPayload {
+            envelope: session.key.seal(&aad, share).unwrap(),
+        }),
+        nonce: nonce.to_owned(),
+        reset: false,
+    }
+}
+
+pub(crate) fn put_request(
+    session: &ClientSession,
+    tenant: &str,
+    env: &str,
+    name: &str,
+    value: &[u8],
+) -> v1::PutSecretRequest {
+    let aad = SessionAad::secret_value(op::PUT_SECRET, tenant, env, name);
+    v1::PutSecretRequest {
+        session_id: session.id.clone(),
+        secret: Some(secret_ref(tenant, env, name)),
+        kind: v1::SecretKind::Byok as i32,
+        value: Some(v1::SealedPayload {
+            envelope: session.key.seal(&aad, value).unwrap(),
+        }),
+    }
+}
+
+pub(crate) fn lease_request(
+    session: &ClientSession,
+    tenant: &str,
+    env: &str,
+    name: &str,
+) -> v1::LeaseRequest {
+    v1::LeaseRequest {
+        session_id: session.id.clone(),
+        secret: Some(secret_ref(tenant, env, name)),
+        version: None,
+        ttl_seconds: 60,
+    }
+}
+
+/// Opens a leased value with the session that asked for it.
+pub(crate) fn open_lease(
+    session: &ClientSession,
+    request: &v1::LeaseRequest,
+    response: &v1::LeaseResponse,
+) -> Vec<u8> {
+    let secret = request.secret.as_ref().unwrap();
+    let env = if secret.environment == v1::Environment::Live as i32 {
+        "live"
+    } else {
+        "test"
+    };
+    let aad = SessionAad::lease(
+        &secret.tenant,
+        env,
+        &secret.name,
+        response.version,
+        &response.lease_id,
+    );
+    session
+        .key
+        .open(&aad, &response.value.as_ref().unwrap().envelope)
+        .unwrap()
+        .expose_secret()
+        .to_vec()
+}
+
+/// Leases and opens in one go.
+pub(crate) async fn lease_value(
+    broker: &mut BrokerClient<Channel>,
+    session: &ClientSession,
+    tenant: &str,
+    env: &str,
+    name: &str,
+) -> Result<(v1::LeaseResponse, Vec<u8>), tonic::Status> {
+    let request = lease_request(session, tenant, env, name);
+    let response = broker.lease(request.clone()).await?.into_inner();
+    let value = open_lease(session, &request, &response);
+    Ok((response, value))
+}

@@ -1,0 +1,96 @@
+//! Health, metrics, gRPC health and server reflection.
+
+use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::harness::{GATEWAY, OUTSIDER, TestVault, lease_request, lease_value};
+
+async fn broker_health(vault: &mut TestVault) -> i32 {
+    let mut health = HealthClient::new(vault.channel_as(OUTSIDER));
+    health
+        .check(HealthCheckRequest {
+            service: "vault.v1.Broker".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_reflection() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-metrics")
+        .await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    let (mut outsider, s) = vault.session(OUTSIDER).await;
+    outsider
+        .lease(lease_request(&s, "acme", "live", "byok/openai"))
+        .await
+        .unwrap_err();
+
+    let (code, body) = vault.http_get("/v1/health").await;
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""state":"unsealed""#), "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a housekeeping pass
+    let (code, metrics) = vault.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    for expected in [
+        r#"vaultd_requests_total{rpc="broker.lease",code="Ok"} 1"#,
+        r#"vaultd_requests_total{rpc="broker.lease",code="PermissionDenied"} 1"#,
+        "vaultd_request_duration_seconds_bucket{",
+        "vaultd_leases_active 1",
+        "vaultd_sealed 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+    // Labels name RPCs and codes, never tenants, identities or secrets.
+    for secret in ["acme", "byok", "spiffe", "sk-metrics"] {
+        assert!(!metrics.contains(secret), "{secret} in metrics");
+    }
+    assert_eq!(vault.http_get("/nope").await.0, 404);
+
+    assert_eq!(
+        broker_health(&mut vault).await,
+        ServingStatus::Serving as i32
+    );
+    vault.seal().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        broker_health(&mut vault).await,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(vault.http_get("/v1/health").await.0, 503);
+
+    let mut reflection = ServerReflectionClient::new(vault.channel_as(OUTSIDER));
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in ["vault.v1.Broker", "vault.v1.Admin", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == service), "{names:?}");
+    }
+}
