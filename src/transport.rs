@@ -196,6 +196,8 @@ pub(crate) async fn serve_tls(
         let Ok((tcp, _)) = listener.accept().await else {
             return backoff().await;
         };
+        // Small request/response frames: Nagle with delayed ACKs would stall them ~40 ms.
+        let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let router = router.clone();
         let task: ConnectionTask = Box::pin(async move {

@@ -60,6 +60,7 @@ pub fn channel(addr: SocketAddr, config: rustls::ClientConfig) -> Channel {
         let connector = connector.clone();
         async move {
             let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
             let name = ServerName::try_from("localhost").expect("server name");
             let tls = connector.connect(name, tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))

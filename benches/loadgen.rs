@@ -1,0 +1,321 @@
+//! Load generator: N mutual-TLS connections × M requests in flight against a vaultd,
+//! measuring `Lease` and, in the same run and over the same listener, TLS
+//! configuration and connections, a bare tonic echo (`grpc.health.v1.Health/Check`,
+//! which does no authorisation, crypto or audit). Prints requests/s, p50 and p99 of
+//! both and the ratio, so the figure survives a noisy, shared machine.
+//!
+//! ```sh
+//! cargo bench --bench loadgen -- [--connections 4] [--inflight 16] [--seconds 10] [--fsync always|group]
+//! ```
+//!
+//! The daemon runs in this process (its files, PKI and policies in a temporary
+//! directory), on the same runtime as the clients, so both compete for the same cores.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use vault_crypto::session::{Direction, SessionAad, op};
+use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClient};
+use vault_testkit::Pki;
+use vault_testkit::grpc::{channel, client_config, open_session};
+use vaultd::config::Config;
+use vaultd::daemon::Daemon;
+
+const SERVICE: &str = "spiffe://bench.example/svc/loadgen";
+const OPERATOR: &str = "spiffe://bench.example/human/operator";
+
+struct Args {
+    connections: usize,
+    inflight: usize,
+    seconds: u64,
+    fsync: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        connections: 4,
+        inflight: 16,
+        seconds: 10,
+        fsync: "always".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().expect("a value after the flag");
+        match arg.as_str() {
+            "--connections" => args.connections = value().parse().expect("a count"),
+            "--inflight" => args.inflight = value().parse().expect("a count"),
+            "--seconds" => args.seconds = value().parse().expect("seconds"),
+            "--fsync" => args.fsync = value(),
+            _ => {} // `cargo bench` passes --bench and filters
+        }
+    }
+    args
+}
+
+struct Outcome {
+    calls: usize,
+    errors: usize,
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    }
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<6} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} calls, {} errors)",
+            self.rate(),
+            self.percentile(0.50),
+            self.percentile(0.99),
+            self.calls,
+            self.errors
+        )
+    }
+}
+
+/// Runs `inflight` loops of `call` per target (a connection and what goes with it)
+/// for `duration`.
+async fn drive<T, F, Fut>(targets: &[T], inflight: usize, duration: Duration, call: F) -> Outcome
+where
+    T: Clone + Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for target in targets {
+        for _ in 0..inflight {
+            let (target, call, stop) = (target.clone(), call.clone(), Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if call(target.clone()).await {
+                        latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            }));
+        }
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut outcome = Outcome {
+        calls: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        outcome.latencies_us.extend(latencies);
+        outcome.errors += errors;
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.calls = outcome.latencies_us.len();
+    outcome.latencies_us.sort_unstable();
+    outcome
+}
+
+fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::PathBuf {
+    let server = pki.server(&["localhost"]);
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
+    std::fs::create_dir(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("policies/bench.toml"),
+        format!(
+            "[[grant]]\nid = \"loadgen\"\nidentities = [\"{SERVICE}\"]\noperations = [\"lease\"]\n\
+             tenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"**\"]\nmax_ttl = \"1m\"\n\
+             max_active_leases = 10000000\n\n\
+             [[role]]\nid = \"operator\"\nidentities = [\"{OPERATOR}\"]\n\
+             permissions = [\"status\", \"unseal\", \"secrets.write\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.join("vaultd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+             [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
+             [storage]\npath = \"vault.redb\"\n[policy]\ndir = \"policies\"\n\
+             [audit]\npath = \"audit.jsonl\"\nfsync = \"{fsync}\"\n\
+             [leases]\nmax_total = 10000000\ndefault_ttl = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn prepare(admin: &mut AdminClient<Channel>, broker: &mut BrokerClient<Channel>) {
+    let session = open_session(broker, OPERATOR).await.unwrap();
+    let shares = admin
+        .init(v1::InitRequest {
+            session_id: session.id.clone(),
+            threshold: 1,
+            share_count: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .shares;
+    let share = session
+        .key
+        .open(
+            &SessionAad::share(op::INIT, Direction::ToClient, 0),
+            &shares[0].envelope,
+        )
+        .unwrap();
+    let sealed = session
+        .key
+        .seal(
+            &SessionAad::share(op::UNSEAL, Direction::ToDaemon, 0),
+            share.expose_secret(),
+        )
+        .unwrap();
+    admin
+        .unseal(v1::UnsealRequest {
+            session_id: session.id.clone(),
+            share: Some(v1::SealedPayload { envelope: sealed }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let aad = SessionAad::secret_value(op::PUT_SECRET, "acme", "live", "byok/openai");
+    admin
+        .put_secret(v1::PutSecretRequest {
+            session_id: session.id.clone(),
+            secret: Some(secret()),
+            kind: v1::SecretKind::Byok as i32,
+            value: Some(v1::SealedPayload {
+                envelope: session
+                    .key
+                    .seal(&aad, b"sk-loadgen-0123456789abcdef")
+                    .unwrap(),
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+/// Prints the first failure, so a misconfigured run says why instead of a bare count.
+fn report_first_error(status: &tonic::Status) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("first failed call: {status:?}"));
+}
+
+fn secret() -> v1::SecretRef {
+    v1::SecretRef {
+        tenant: "acme".into(),
+        environment: v1::Environment::Live as i32,
+        name: "byok/openai".into(),
+    }
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pki = Pki::generate("loadgen CA");
+        let config = Config::load(&write_files(dir.path(), &mut pki, &args.fsync)).unwrap();
+        let running = Daemon::open(config).unwrap().serve().await.unwrap();
+        let operator = pki.spiffe_client(OPERATOR);
+        let service = pki.spiffe_client(SERVICE);
+        let operator_channel = channel(
+            running.grpc_addr,
+            client_config(&pki.ca_pem, Some(&operator)),
+        );
+        prepare(
+            &mut AdminClient::new(operator_channel.clone()),
+            &mut BrokerClient::new(operator_channel),
+        )
+        .await;
+
+        let channels: Vec<Channel> = (0..args.connections)
+            .map(|_| {
+                channel(
+                    running.grpc_addr,
+                    client_config(&pki.ca_pem, Some(&service)),
+                )
+            })
+            .collect();
+        // One session per connection, as a service's client library would hold.
+        let mut sessions = Vec::new();
+        for channel in &channels {
+            let mut broker = BrokerClient::new(channel.clone());
+            sessions.push(open_session(&mut broker, SERVICE).await.unwrap());
+        }
+        let duration = Duration::from_secs(args.seconds);
+        println!(
+            "vaultd loadgen: {} connections x {} in flight, {} s each, audit fsync {}",
+            args.connections, args.inflight, args.seconds, args.fsync
+        );
+
+        let echo = drive(&channels, args.inflight, duration, |channel| async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map_err(|status| report_first_error(&status))
+                .is_ok()
+        })
+        .await;
+
+        let targets: Vec<(Channel, String)> = channels
+            .iter()
+            .cloned()
+            .zip(sessions.iter().map(|s| s.id.clone()))
+            .collect();
+        let leases = drive(
+            &targets,
+            args.inflight,
+            duration,
+            |(channel, session_id)| async move {
+                BrokerClient::new(channel)
+                    .lease(v1::LeaseRequest {
+                        session_id,
+                        secret: Some(secret()),
+                        version: None,
+                        ttl_seconds: 1,
+                    })
+                    .await
+                    .map_err(|status| report_first_error(&status))
+                    .is_ok()
+            },
+        )
+        .await;
+
+        println!("{}", echo.line("echo"));
+        println!("{}", leases.line("lease"));
+        println!(
+            "lease/echo throughput ratio: {:.3}   p50 latency ratio: {:.2}x",
+            leases.rate() / echo.rate(),
+            leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
+        );
+        running.shutdown().await;
+    });
+}
