@@ -7,11 +7,12 @@
 //! while unsealed, where every needle must be found (so the scan is known to work),
 //! then after seal, where none may be.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use vault_crypto::SecretValue;
+use vault_testkit::memory::{has_locked_arena, hex, scan, unhex, unique_canary};
 
 use super::tests::unseal_with;
 use super::{Vault, VaultOptions};
@@ -20,30 +21,6 @@ use crate::storage::redb::RedbStore;
 
 const CHILD_ENV: &str = "VAULTD_MEMORY_TEST_CHILD";
 const TEST_NAME: &str = "vault::memory_tests::no_key_or_value_survives_seal";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// 32 bytes unique to this run, made in place without a random-number library whose
-/// internal buffers would be scanned too: four SipHash outputs under std's per-process
-/// random keys.
-fn unique_canary() -> Vec<u8> {
-    use std::hash::BuildHasher;
-    let keys = std::collections::hash_map::RandomState::new();
-    let mut canary = Vec::with_capacity(32);
-    for i in 0..4u64 {
-        canary.extend_from_slice(&keys.hash_one(i).to_le_bytes());
-    }
-    canary
-}
 
 /// The child: a worker thread stores and reads the canary (as a request handler on a
 /// runtime's worker would), the main thread seals, and both wait for the parent
@@ -98,65 +75,6 @@ fn child(dir: &str) {
     std::io::stdin().lock().read_line(&mut line).unwrap();
     to_worker.send(()).unwrap();
     worker.join().unwrap();
-}
-
-/// Counts occurrences of each needle in the child's readable mappings.
-fn scan(pid: u32, needles: &[Vec<u8>]) -> Vec<usize> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut hits = vec![0; needles.len()];
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let (lo, hi) = range.split_once('-').unwrap();
-        let (lo, hi) = (
-            u64::from_str_radix(lo, 16).unwrap(),
-            u64::from_str_radix(hi, 16).unwrap(),
-        );
-        let mut buf = vec![0u8; (hi - lo) as usize];
-        if mem.seek(SeekFrom::Start(lo)).is_err() || mem.read_exact(&mut buf).is_err() {
-            continue;
-        }
-        for (needle, count) in needles.iter().zip(hits.iter_mut()) {
-            let found = buf.windows(needle.len()).filter(|w| w == needle).count();
-            if found > 0 {
-                eprintln!("{found} hit(s) in {line}");
-                for (i, _) in buf
-                    .windows(needle.len())
-                    .enumerate()
-                    .filter(|(_, w)| w == needle)
-                {
-                    let lo = i.saturating_sub(48);
-                    eprintln!("  at +{i:#x}: {}", hex(&buf[lo..(i + 80).min(buf.len())]));
-                }
-            }
-            *count += found;
-        }
-    }
-    hits
-}
-
-/// Whether some mapping of the child is locked, excluded from dumps and from forks.
-fn has_locked_arena(pid: u32) -> bool {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut locked = false;
-    for line in smaps.lines() {
-        if let Some(v) = line.strip_prefix("Locked:") {
-            locked = v.trim() != "0 kB";
-        }
-        if let Some(flags) = line.strip_prefix("VmFlags:") {
-            let flags: Vec<&str> = flags.split_whitespace().collect();
-            if locked && ["lo", "dd", "dc"].iter().all(|f| flags.contains(f)) {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 #[test]

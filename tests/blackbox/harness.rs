@@ -2,21 +2,18 @@
 //! clients for it. The daemon runs in this process (`Daemon::open` + `serve`), so a
 //! test can restart it; clients reach it only over TCP with certificates.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use tempfile::TempDir;
 use tonic::transport::Channel;
 use vault_crypto::session::{Direction, SessionAad, op};
 use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClient};
+use vault_testkit::Issued;
+pub(crate) use vault_testkit::fixture::{Fixture, FixtureOptions as Options, OPERATOR};
 use vault_testkit::grpc::{ClientSession, channel, client_config, open_session};
-use vault_testkit::{Issued, Pki};
 use vaultd::config::Config;
 use vaultd::daemon::{Daemon, Running};
 
-/// Holds every admin permission (a test-only role).
-pub(crate) const OPERATOR: &str = "spiffe://billing.example/human/test/operator";
 /// The billing gateway of `policies/billing-gateway.toml`: leases `byok/*` anywhere.
 pub(crate) const GATEWAY: &str = "spiffe://billing.example/svc/gateway";
 /// A per-tenant worker of `policies/tenant-workers.toml`, for tenant `acme`.
@@ -24,27 +21,11 @@ pub(crate) const ACME_WORKER: &str = "spiffe://billing.example/tenant/acme/svc/w
 /// Matches no grant or role.
 pub(crate) const OUTSIDER: &str = "spiffe://billing.example/svc/outsider";
 
-/// What to change in the generated configuration.
-#[derive(Default, Clone)]
-pub(crate) struct Options {
-    /// Extra TOML appended to `[audit]`.
-    pub(crate) audit: String,
-    /// Use this path for the audit log instead of `audit.jsonl` in the directory.
-    pub(crate) audit_path: Option<PathBuf>,
-    /// Extra TOML for `[leases]`.
-    pub(crate) leases: String,
-    /// List `clients.crl` (initially revoking nothing) in `tls.crls`.
-    pub(crate) crl: bool,
-}
-
 pub(crate) struct TestVault {
-    pub(crate) dir: TempDir,
-    pub(crate) pki: Pki,
+    pub(crate) fixture: Fixture,
     pub(crate) running: Option<Running>,
     pub(crate) grpc: SocketAddr,
     pub(crate) http: SocketAddr,
-    certs: HashMap<String, Issued>,
-    config: PathBuf,
 }
 
 /// A test's request failed with this status; panics otherwise.
@@ -59,16 +40,6 @@ pub(crate) fn expect_code<T: std::fmt::Debug>(
     }
 }
 
-fn operator_policy() -> String {
-    let permissions: Vec<String> = vault_policy::Permission::names()
-        .map(|n| format!("\"{n}\""))
-        .collect();
-    format!(
-        "[[role]]\nid = \"test-operator\"\nidentities = [\"{OPERATOR}\"]\npermissions = [{}]\n",
-        permissions.join(", ")
-    )
-}
-
 impl TestVault {
     /// An uninitialised daemon.
     pub(crate) async fn start() -> Self {
@@ -76,63 +47,11 @@ impl TestVault {
     }
 
     pub(crate) async fn start_with(options: Options) -> Self {
-        let dir = TempDir::new().unwrap();
-        let root = dir.path();
-        let mut pki = Pki::generate("vaultd test CA");
-        let server = pki.server(&["localhost"]);
-        for (name, text) in [
-            ("ca.pem", pki.ca_pem.clone()),
-            ("server.pem", server.cert_pem.clone()),
-            ("server.key", server.key_pem.clone()),
-        ] {
-            std::fs::write(root.join(name), text).unwrap();
-        }
-        let policies = root.join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for entry in std::fs::read_dir(examples).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        std::fs::write(policies.join("test-operator.toml"), operator_policy()).unwrap();
-        let crls = if options.crl {
-            std::fs::write(root.join("clients.crl"), pki.crl(&[])).unwrap();
-            "crls = [\"clients.crl\"]"
-        } else {
-            ""
-        };
-        let audit_path = options
-            .audit_path
-            .clone()
-            .unwrap_or_else(|| root.join("audit.jsonl"));
-        let config = root.join("vaultd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "node = \"test-node\"\n\
-                 [listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
-                 [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{}\n\
-                 [storage]\npath = \"vault.redb\"\n\
-                 [policy]\ndir = \"policies\"\n\
-                 [audit]\npath = \"{}\"\n{}\n\
-                 [leases]\n{}\n",
-                crls,
-                audit_path.display(),
-                options.audit,
-                options.leases,
-            ),
-        )
-        .unwrap();
         let mut vault = Self {
-            dir,
-            pki,
+            fixture: Fixture::new(&options),
             running: None,
             grpc: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
-            certs: HashMap::new(),
-            config,
         };
         vault.boot().await;
         vault
@@ -151,7 +70,7 @@ impl TestVault {
     }
 
     async fn boot(&mut self) {
-        let config = Config::load(&self.config).unwrap();
+        let config = Config::load(&self.fixture.config).unwrap();
         let running = Daemon::open(config).unwrap().serve().await.unwrap();
         self.grpc = running.grpc_addr;
         self.http = running.http_addr;
@@ -171,25 +90,23 @@ impl TestVault {
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.fixture.path(name)
     }
 
     pub(crate) fn socket(&self) -> PathBuf {
-        self.path("vaultd.sock")
+        self.fixture.socket()
     }
 
-    /// A certificate for `identity` (one SPIFFE URI SAN), issued once per test vault.
     pub(crate) fn cert(&mut self, identity: &str) -> Issued {
-        let pki = &mut self.pki;
-        self.certs
-            .entry(identity.to_owned())
-            .or_insert_with(|| pki.spiffe_client(identity))
-            .clone()
+        self.fixture.cert(identity)
     }
 
     pub(crate) fn channel_as(&mut self, identity: &str) -> Channel {
         let cert = self.cert(identity);
-        channel(self.grpc, client_config(&self.pki.ca_pem, Some(&cert)))
+        channel(
+            self.grpc,
+            client_config(&self.fixture.pki.ca_pem, Some(&cert)),
+        )
     }
 
     pub(crate) fn admin_as(&mut self, identity: &str) -> AdminClient<Channel> {
@@ -306,13 +223,8 @@ impl TestVault {
         self.admin().seal(v1::SealRequest {}).await.unwrap();
     }
 
-    /// The audit log's lines.
     pub(crate) fn audit_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("audit.jsonl"))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.fixture.audit_lines()
     }
 
     /// GETs `path` on the HTTP listener: status code and body.

@@ -39,7 +39,7 @@ fn rustls_error(e: std::io::Error) -> rustls::Error {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_that_must_be_refused_are_refused_at_the_handshake() {
     let mut vault = TestVault::start().await;
-    let ca = vault.pki.ca_pem.clone();
+    let ca = vault.fixture.pki.ca_pem.clone();
 
     let good = vault.cert(OPERATOR);
     assert_eq!(
@@ -62,7 +62,7 @@ async fn certificates_that_must_be_refused_are_refused_at_the_handshake() {
         Err(rustls::Error::AlertReceived(AlertDescription::UnknownCA))
     );
 
-    let expired = vault.pki.client(&ClientSpec {
+    let expired = vault.fixture.pki.client(&ClientSpec {
         uris: vec![OPERATOR.into()],
         expired: true,
         ..ClientSpec::default()
@@ -82,7 +82,7 @@ async fn a_revoked_certificate_is_refused_after_a_reload_and_established_connect
         ..Options::default()
     })
     .await;
-    let ca = vault.pki.ca_pem.clone();
+    let ca = vault.fixture.pki.ca_pem.clone();
     let victim = vault.cert(OPERATOR);
     assert_eq!(
         handshake(&vault, client_config(&ca, Some(&victim))).await,
@@ -92,7 +92,11 @@ async fn a_revoked_certificate_is_refused_after_a_reload_and_established_connect
     established.status(v1::StatusRequest {}).await.unwrap();
 
     // A new CRL naming the certificate, then a reload (what SIGHUP does).
-    std::fs::write(vault.path("clients.crl"), vault.pki.crl(&[victim.serial])).unwrap();
+    std::fs::write(
+        vault.path("clients.crl"),
+        vault.fixture.pki.crl(&[victim.serial]),
+    )
+    .unwrap();
     let report = vault.running.as_ref().unwrap().reload().await;
     assert!(report.tls.is_ok() && report.policies.is_ok(), "{report:?}");
     assert_eq!(
@@ -132,7 +136,7 @@ async fn a_tls_1_2_only_client_is_refused() {
     .unwrap()
     .with_root_certificates({
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(vault.pki.ca_der.clone().into()).unwrap();
+        roots.add(vault.fixture.pki.ca_der.clone().into()).unwrap();
         roots
     })
     .with_client_auth_cert(
@@ -152,7 +156,7 @@ async fn a_tls_1_2_only_client_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_without_exactly_one_spiffe_id_gets_no_identity() {
     let mut vault = TestVault::start().await;
-    let ca = vault.pki.ca_pem.clone();
+    let ca = vault.fixture.pki.ca_pem.clone();
     for (spec, why) in [
         (
             ClientSpec {
@@ -172,7 +176,7 @@ async fn a_certificate_without_exactly_one_spiffe_id_gets_no_identity() {
             "names no identity",
         ),
     ] {
-        let cert = vault.pki.client(&spec);
+        let cert = vault.fixture.pki.client(&spec);
         // The certificate chains, so the handshake completes; the request is refused.
         assert_eq!(
             handshake(&vault, client_config(&ca, Some(&cert))).await,

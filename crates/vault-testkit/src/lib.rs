@@ -2,11 +2,19 @@
 //!
 //! [`Pki::generate`] makes a CA; from it, server and client certificates (with SPIFFE
 //! URI SANs), expired ones, and a CRL revoking chosen serials. A second, unrelated CA
-//! comes from another `Pki::generate`. [`grpc`] connects to a daemon over mutual TLS.
+//! comes from another `Pki::generate`. [`fixture`] writes a daemon's files, [`process`]
+//! runs the real `vaultd` on them, [`grpc`] connects to it over mutual TLS, and
+//! [`memory`] scans a process for secrets.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-// A harness for tests: a failed generation is a failed test, so it panics with context.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// A harness for tests: a failed step is a failed test, so it panics with context, and
+// its scanners index buffers they just sized.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
@@ -15,7 +23,10 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+pub mod fixture;
 pub mod grpc;
+pub mod memory;
+pub mod process;
 
 /// A certificate and its private key, both PEM.
 #[derive(Clone)]
