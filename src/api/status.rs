@@ -63,9 +63,33 @@ impl ApiError {
     }
 }
 
+/// The metadata key that tells clients, in a machine-readable word, why a request
+/// failed where the code alone does not: `unknown-session`, `sealed`, `uninitialised`,
+/// `audit`.
+pub(crate) const REASON_KEY: &str = "vault-error";
+
+impl ApiError {
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Session(SessionError::Unknown) => Some("unknown-session"),
+            ApiError::Vault(Error::Sealed) => Some("sealed"),
+            ApiError::Vault(Error::Uninitialised) => Some("uninitialised"),
+            ApiError::Audit(_) => Some("audit"),
+            _ => None,
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        status(&e)
+        let mut status = status(&e);
+        if let Some(reason) = e.reason() {
+            status.metadata_mut().insert(
+                REASON_KEY,
+                tonic::metadata::MetadataValue::from_static(reason),
+            );
+        }
+        status
     }
 }
 
@@ -150,6 +174,20 @@ mod tests {
         }));
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(!s.message().contains("gateway"));
+    }
+
+    #[test]
+    fn reasons_travel_in_metadata() {
+        let s = Status::from(ApiError::Vault(Error::Sealed));
+        assert_eq!(s.metadata().get(REASON_KEY).unwrap(), "sealed");
+        let s = Status::from(ApiError::Session(SessionError::Unknown));
+        assert_eq!(s.metadata().get(REASON_KEY).unwrap(), "unknown-session");
+        assert!(
+            Status::from(ApiError::UnknownLease)
+                .metadata()
+                .get(REASON_KEY)
+                .is_none()
+        );
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub struct FixtureOptions {
     pub crl: bool,
     /// More policy files: (file name, TOML).
     pub policies: Vec<(String, String)>,
+    /// Listen for gRPC here instead of on a free port (so restarts keep the address).
+    pub grpc: Option<std::net::SocketAddr>,
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
 }
 
 /// Paths of a client's certificate files.
@@ -118,7 +126,7 @@ impl Fixture {
             &config,
             format!(
                 "node = \"test-node\"\n\
-                 [listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
+                 [listen]\ngrpc = \"{grpc}\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
                  [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{crls}\n\
                  [storage]\npath = \"vault.redb\"\n\
                  [policy]\ndir = \"policies\"\n\
@@ -127,6 +135,7 @@ impl Fixture {
                 audit_path.display(),
                 options.audit,
                 options.leases,
+                grpc = options.grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string()),
             ),
         )
         .expect("write");

@@ -1,0 +1,400 @@
+//! Administration, for `vaultctl` and operators' tools: every `vault.v1.Admin` call,
+//! with shares and secret values sealed to the session. Answers are the API's own
+//! messages; none carries a secret's plaintext.
+
+use vault_crypto::SecretValue;
+use vault_crypto::session::{Direction, SessionAad, op};
+use vault_crypto::shamir::Share;
+use vault_proto::v1;
+use vault_proto::v1::admin_client::AdminClient;
+
+use crate::Environment;
+use crate::client::{Attempt, Client, Failure, Retry};
+use crate::error::Error;
+
+/// Names one secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPath {
+    /// The tenant.
+    pub tenant: String,
+    /// The environment.
+    pub environment: Environment,
+    /// The secret's name, e.g. `byok/openai`.
+    pub name: String,
+}
+
+impl SecretPath {
+    fn to_proto(&self) -> v1::SecretRef {
+        v1::SecretRef {
+            tenant: self.tenant.clone(),
+            environment: self.environment.to_proto(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Where an unseal attempt stands.
+pub type UnsealProgress = v1::UnsealResponse;
+
+fn seal_shares(
+    attempt: &Attempt,
+    operation: &str,
+    shares: &[Share],
+) -> Result<Vec<v1::SealedPayload>, Failure> {
+    let session = attempt.session()?;
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let aad = SessionAad::share(operation, Direction::ToDaemon, i);
+            let envelope = session
+                .key
+                .seal(&aad, &share.to_bytes())
+                .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+            Ok(v1::SealedPayload { envelope })
+        })
+        .collect()
+}
+
+fn open_shares(
+    attempt: &Attempt,
+    operation: &str,
+    sealed: &[v1::SealedPayload],
+) -> Result<Vec<Share>, Failure> {
+    let session = attempt.session()?;
+    sealed
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let aad = SessionAad::share(operation, Direction::ToClient, i);
+            let bytes = session
+                .key
+                .open(&aad, &payload.envelope)
+                .map_err(|_| Error::Protocol("a share did not open with the session key"))?;
+            Share::from_bytes(bytes.expose_secret())
+                .map_err(|_| Failure::Local(Error::Protocol("vaultd sent a malformed share")))
+        })
+        .collect()
+}
+
+fn seal_value(
+    attempt: &Attempt,
+    operation: &str,
+    secret: &SecretPath,
+    value: &SecretValue,
+) -> Result<v1::SealedPayload, Failure> {
+    let aad = SessionAad::secret_value(
+        operation,
+        &secret.tenant,
+        secret.environment.as_str(),
+        &secret.name,
+    );
+    let envelope = attempt
+        .session()?
+        .key
+        .seal(&aad, value.expose_secret())
+        .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+    Ok(v1::SealedPayload { envelope })
+}
+
+fn admin(attempt: &Attempt) -> AdminClient<tonic::transport::Channel> {
+    AdminClient::new(attempt.channel.clone())
+}
+
+fn session_id(attempt: &Attempt) -> Result<String, Failure> {
+    Ok(attempt.session()?.id.clone())
+}
+
+impl Client {
+    /// Seal state, share-set parameters, unseal progress and the audit public key.
+    pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a).status(v1::StatusRequest {}).await?.into_inner())
+            })
+            .await
+    }
+
+    /// Initialises an empty vault: `shares` shares, any `threshold` of which unseal it.
+    /// The shares are returned once and never stored by vaultd.
+    pub async fn init(&self, threshold: u32, shares: u32) -> Result<Vec<Share>, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                let answer = admin(&a)
+                    .init(v1::InitRequest {
+                        session_id: session_id(&a)?,
+                        threshold,
+                        share_count: shares,
+                    })
+                    .await?
+                    .into_inner();
+                open_shares(&a, op::INIT, &answer.shares)
+            })
+            .await
+    }
+
+    /// Submits one share. `nonce` is the attempt's nonce from the previous answer (or
+    /// [`Client::status`]); `None` for the first share.
+    pub async fn unseal(
+        &self,
+        share: &Share,
+        nonce: Option<&str>,
+    ) -> Result<UnsealProgress, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                let mut sealed = seal_shares(&a, op::UNSEAL, std::slice::from_ref(share))?;
+                Ok(admin(&a)
+                    .unseal(v1::UnsealRequest {
+                        session_id: session_id(&a)?,
+                        share: sealed.pop(),
+                        nonce: nonce.unwrap_or_default().to_owned(),
+                        reset: false,
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Discards the unseal attempt in progress.
+    pub async fn unseal_reset(&self) -> Result<(), Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                admin(&a)
+                    .unseal(v1::UnsealRequest {
+                        reset: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Seals: vaultd wipes every key and session and revokes every lease.
+    pub async fn seal(&self) -> Result<(), Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                admin(&a).seal(v1::SealRequest {}).await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Replaces the share set, given a quorum of current shares. Returns the new shares.
+    pub async fn rekey(
+        &self,
+        current: &[Share],
+        threshold: u32,
+        shares: u32,
+    ) -> Result<Vec<Share>, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                let answer = admin(&a)
+                    .rekey(v1::RekeyRequest {
+                        session_id: session_id(&a)?,
+                        current_shares: seal_shares(&a, op::REKEY, current)?,
+                        threshold,
+                        share_count: shares,
+                    })
+                    .await?
+                    .into_inner();
+                open_shares(&a, op::REKEY_NEW, &answer.shares)
+            })
+            .await
+    }
+
+    /// Rotates the root key, given a quorum of shares. Returns the new version.
+    pub async fn rotate_root_key(&self, shares: &[Share]) -> Result<u32, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                Ok(admin(&a)
+                    .rotate_root_key(v1::RotateRootKeyRequest {
+                        session_id: session_id(&a)?,
+                        shares: seal_shares(&a, op::ROTATE_ROOT_KEY, shares)?,
+                    })
+                    .await?
+                    .into_inner()
+                    .root_version)
+            })
+            .await
+    }
+
+    /// Stores a new secret (version 1).
+    pub async fn put_secret(
+        &self,
+        secret: &SecretPath,
+        kind: v1::SecretKind,
+        value: &SecretValue,
+    ) -> Result<v1::SecretMetadata, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                Ok(admin(&a)
+                    .put_secret(v1::PutSecretRequest {
+                        session_id: session_id(&a)?,
+                        secret: Some(secret.to_proto()),
+                        kind: kind as i32,
+                        value: Some(seal_value(&a, op::PUT_SECRET, secret, value)?),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Stores a new current version; the previous one stays leasable for `grace`
+    /// (vaultd's default, 24 h, if `None`).
+    pub async fn rotate_secret(
+        &self,
+        secret: &SecretPath,
+        value: &SecretValue,
+        grace: Option<std::time::Duration>,
+    ) -> Result<v1::SecretMetadata, Error> {
+        self.inner
+            .call(Retry::Once, true, |a| async move {
+                Ok(admin(&a)
+                    .rotate_secret(v1::RotateSecretRequest {
+                        session_id: session_id(&a)?,
+                        secret: Some(secret.to_proto()),
+                        value: Some(seal_value(&a, op::ROTATE_SECRET, secret, value)?),
+                        grace_seconds: grace.map(|g| g.as_secs()),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// A secret's metadata: versions, states, hints, fingerprints. Never its value.
+    pub async fn describe_secret(&self, secret: &SecretPath) -> Result<v1::SecretMetadata, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a)
+                    .describe_secret(v1::DescribeSecretRequest {
+                        secret: Some(secret.to_proto()),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// A tenant's secrets' metadata, in one environment or both.
+    pub async fn list_secrets(
+        &self,
+        tenant: &str,
+        environment: Option<Environment>,
+    ) -> Result<Vec<v1::SecretMetadata>, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a)
+                    .list_secrets(v1::ListSecretsRequest {
+                        tenant: tenant.to_owned(),
+                        environment: environment.map_or(0, Environment::to_proto),
+                    })
+                    .await?
+                    .into_inner()
+                    .secrets)
+            })
+            .await
+    }
+
+    /// Deletes a secret and its versions; its leases are revoked.
+    pub async fn delete_secret(&self, secret: &SecretPath) -> Result<(), Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                admin(&a)
+                    .delete_secret(v1::DeleteSecretRequest {
+                        secret: Some(secret.to_proto()),
+                    })
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Crypto-shreds a tenant; `confirm` must repeat the tenant id.
+    pub async fn erase_tenant(
+        &self,
+        tenant: &str,
+        confirm: &str,
+    ) -> Result<v1::EraseTenantResponse, Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                Ok(admin(&a)
+                    .erase_tenant(v1::EraseTenantRequest {
+                        tenant: tenant.to_owned(),
+                        confirm: confirm.to_owned(),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Active leases, optionally of one tenant and/or one identity.
+    pub async fn list_leases(
+        &self,
+        tenant: Option<&str>,
+        identity: Option<&str>,
+    ) -> Result<Vec<v1::LeaseInfo>, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a)
+                    .list_leases(v1::ListLeasesRequest {
+                        tenant: tenant.map(str::to_owned),
+                        identity: identity.map(str::to_owned),
+                    })
+                    .await?
+                    .into_inner()
+                    .leases)
+            })
+            .await
+    }
+
+    /// Revokes the leases `selector` names; returns how many ended.
+    pub async fn revoke_leases(
+        &self,
+        selector: v1::revoke_leases_request::Selector,
+    ) -> Result<u64, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| {
+                let selector = selector.clone();
+                async move {
+                    Ok(admin(&a)
+                        .revoke_leases(v1::RevokeLeasesRequest {
+                            selector: Some(selector),
+                        })
+                        .await?
+                        .into_inner()
+                        .revoked)
+                }
+            })
+            .await
+    }
+
+    /// Reloads the daemon's policy directory; a bad file keeps the previous set.
+    pub async fn reload_policies(&self) -> Result<v1::ReloadPoliciesResponse, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a)
+                    .reload_policies(v1::ReloadPoliciesRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Explains how the daemon's loaded policies decide a request.
+    pub async fn check_policy(
+        &self,
+        request: v1::CheckPolicyRequest,
+    ) -> Result<v1::CheckPolicyResponse, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| {
+                let request = request.clone();
+                async move { Ok(admin(&a).check_policy(request).await?.into_inner()) }
+            })
+            .await
+    }
+}
