@@ -1,0 +1,435 @@
+//! The command line: every command, flag and environment variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// vaultctl: operate vaultd — lifecycle, secrets, leases, transit, policy, audit, PKI.
+///
+/// Secret values, shares and passphrases are never taken from arguments: they come
+/// from stdin, a file, or a prompt that does not echo.
+#[derive(Parser, Debug)]
+#[command(name = "vaultctl", version, about, long_about = None, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+pub(crate) const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  an unexpected error
+  2  bad usage
+  3  cannot connect: vaultd unreachable, TLS failed, or certificate files unusable
+  4  refused: permission denied or certificate not accepted
+  5  vaultd is sealed, uninitialised, or not in a state to do this
+  6  not found
+  7  invalid input: a bad value, name, share or file
+  8  a check failed: audit verify, policy lint, or policy check denied";
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// vaultd's gRPC address, e.g. https://127.0.0.1:8200.
+    #[arg(long, env = "VAULTD_ADDR", global = true, value_name = "URL")]
+    pub(crate) addr: Option<String>,
+    /// The CA certificate (PEM) vaultd's certificate chains to.
+    #[arg(long, env = "VAULTD_CACERT", global = true, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Your client certificate (PEM).
+    #[arg(long, env = "VAULTD_CLIENT_CERT", global = true, value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long, env = "VAULTD_CLIENT_KEY", global = true, value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
+    /// vaultd's local Unix socket; used for status, init, unseal and seal when no
+    /// --addr is given.
+    #[arg(long, env = "VAULTD_SOCKET", global = true, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// Machine-readable JSON output (errors too, on stderr).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// One-line seal status.
+    Status,
+    /// Initialises an empty vault and hands out the unseal shares, once.
+    Init(InitArgs),
+    /// Submits one unseal share (from a file, or typed at a hidden prompt).
+    Unseal(UnsealArgs),
+    /// Seals vaultd: every key, session and lease is wiped.
+    Seal,
+    /// Replaces the share set, given a quorum of current shares.
+    Rekey(RekeyArgs),
+    /// Root-key operations.
+    #[command(subcommand, name = "root-key")]
+    RootKey(RootKeyCommand),
+    /// Secrets: write-only values, readable metadata.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Leases.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Transit encryption: data on stdin, result on stdout.
+    Transit(TransitArgs),
+    /// Policies: check and lint offline, or reload the daemon's.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Certificates for a real deployment.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Prints a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Writes man pages (vaultctl.1 and one per command) into a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Where new shares go.
+#[derive(Args, Debug)]
+pub(crate) struct ShareOutput {
+    /// Write one file per custodian (share-1.txt, …; mode 0600) here instead of
+    /// printing the shares.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) share_dir: Option<PathBuf>,
+    /// Encrypt each share file under its own passphrase (Argon2id); asked for once
+    /// per share. Needs --share-dir.
+    #[arg(long, requires = "share_dir")]
+    pub(crate) passphrase_protect: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct InitArgs {
+    /// Shares to create.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) shares: u32,
+    /// Shares needed to unseal.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) threshold: u32,
+    #[command(flatten)]
+    pub(crate) output: ShareOutput,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UnsealArgs {
+    /// A share file (plain `vs1-…`, or passphrase-protected `vsf1-…`). Without it,
+    /// the share is read at a hidden prompt (or from stdin when not a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) share_file: Option<PathBuf>,
+    /// Discard the unseal attempt in progress instead.
+    #[arg(long, conflicts_with = "share_file")]
+    pub(crate) reset: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct QuorumArgs {
+    /// Current share files, one per flag; missing ones are asked for at a prompt.
+    #[arg(long = "share-file", value_name = "FILE")]
+    pub(crate) share_files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RekeyArgs {
+    /// Shares in the new set.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) shares: u32,
+    /// Shares the new set needs to unseal.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) threshold: u32,
+    #[command(flatten)]
+    pub(crate) quorum: QuorumArgs,
+    #[command(flatten)]
+    pub(crate) output: ShareOutput,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RootKeyCommand {
+    /// Creates a new root-key version and rewraps every tenant and system key.
+    Rotate(QuorumArgs),
+}
+
+/// `live` or `test`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Env {
+    /// Production traffic.
+    Live,
+    /// Test-mode traffic.
+    Test,
+}
+
+impl From<Env> for vault_client::Environment {
+    fn from(env: Env) -> Self {
+        match env {
+            Env::Live => vault_client::Environment::Live,
+            Env::Test => vault_client::Environment::Test,
+        }
+    }
+}
+
+/// Whose key a secret is.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A customer's own provider key.
+    Byok,
+    /// A platform system key.
+    System,
+}
+
+/// A secret: tenant, name and environment.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SecretArgs {
+    /// The tenant.
+    pub(crate) tenant: String,
+    /// The secret's name, e.g. byok/openai.
+    pub(crate) name: String,
+    /// The environment.
+    #[arg(long, value_enum)]
+    pub(crate) env: Env,
+}
+
+/// How a value is read from stdin.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ValueInput {
+    /// Keep a trailing newline of the value (by default one is dropped).
+    #[arg(long)]
+    pub(crate) keep_newline: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SecretCommand {
+    /// Stores a new secret; the value is read from stdin (or a hidden prompt).
+    Put {
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// Whose key it is.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[command(flatten)]
+        input: ValueInput,
+    },
+    /// Stores a new version; the previous one stays leasable for the grace window.
+    Rotate {
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// How long the previous version stays leasable, e.g. 24h, 30m, 0s.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+        #[command(flatten)]
+        input: ValueInput,
+    },
+    /// Lists a tenant's secrets (metadata only).
+    List {
+        /// The tenant.
+        tenant: String,
+        /// Only this environment.
+        #[arg(long, value_enum)]
+        env: Option<Env>,
+    },
+    /// Shows a secret's versions, hints and fingerprints (never its value).
+    Describe {
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Deletes a secret and every version; its leases are revoked.
+    Delete {
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TenantCommand {
+    /// Crypto-shreds a tenant: its keys and secrets are destroyed, its leases revoked.
+    Erase {
+        /// The tenant.
+        tenant: String,
+        /// Repeat the tenant id, as a guard against typos.
+        #[arg(long, value_name = "TENANT")]
+        confirm: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum LeaseCommand {
+    /// Leases a secret and prints its value (for service identities).
+    Get {
+        #[command(flatten)]
+        secret: SecretArgs,
+        /// Lease lifetime, e.g. 60s (capped by the grant's max_ttl).
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        ttl: String,
+    },
+    /// Lists active leases.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this identity's.
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Revokes leases: exactly one selector.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RevokeArgs {
+    /// One lease.
+    #[arg(long, value_name = "LEASE_ID")]
+    pub(crate) id: Option<String>,
+    /// Every lease of a tenant.
+    #[arg(long, value_name = "TENANT")]
+    pub(crate) tenant: Option<String>,
+    /// Every lease of one secret, as TENANT/NAME (with --secret-env, default live).
+    #[arg(long, value_name = "TENANT/NAME")]
+    pub(crate) secret: Option<String>,
+    /// Every lease held by an identity.
+    #[arg(long, value_name = "ID")]
+    pub(crate) identity: Option<String>,
+    /// Every lease.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// The environment of --secret.
+    #[arg(long, value_enum, default_value = "live", requires = "secret")]
+    pub(crate) secret_env: Env,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TransitArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub(crate) action: TransitAction,
+    /// The tenant whose key is used.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// The environment.
+    #[arg(long, value_enum)]
+    pub(crate) env: Env,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransitAction {
+    /// Plaintext on stdin, hex envelope on stdout.
+    Encrypt,
+    /// Hex envelope on stdin, plaintext on stdout.
+    Decrypt,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCommand {
+    /// Explains how the policies decide a request: offline with --dir, else the
+    /// daemon's loaded set.
+    Check {
+        /// The identity to evaluate as.
+        #[arg(long)]
+        identity: String,
+        /// An operation (lease, transit.encrypt, …) or a permission (seal, …).
+        #[arg(long, value_name = "OP")]
+        op: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The secret's name, for lease.
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
+        /// The environment, for operations.
+        #[arg(long, value_enum, default_value = "live")]
+        env: Env,
+        /// Evaluate this policy directory offline instead of asking the daemon.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Validates a policy directory offline.
+    Lint {
+        /// The directory.
+        #[arg(long, value_name = "DIR", default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Tells the daemon to reload its policy directory.
+    Reload,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCommand {
+    /// Verifies an audit log (a copy is fine) offline and names the first bad record.
+    Verify {
+        /// The log.
+        file: PathBuf,
+        /// The checkpoint public key (hex; `vaultctl status --json` shows it), so that
+        /// signatures are checked too.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+/// Validity of new certificates.
+#[derive(Args, Debug)]
+pub(crate) struct Validity {
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub(crate) days: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PkiCommand {
+    /// Creates a CA: ca.pem and ca.key (0600) in --dir.
+    InitCa {
+        /// Where to write it.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "vaultd CA")]
+        name: String,
+        #[command(flatten)]
+        validity: Validity,
+    },
+    /// Issues vaultd's server certificate: PREFIX.pem and PREFIX.key.
+    IssueServer {
+        /// The CA directory (ca.pem, ca.key).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// DNS names clients connect to.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// IP addresses clients connect to.
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+        /// Output path prefix.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
+    /// Issues a client certificate for one SPIFFE ID: PREFIX.pem and PREFIX.key.
+    IssueClient {
+        /// The CA directory (ca.pem, ca.key).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The identity, e.g. spiffe://billing.example/svc/gateway.
+        #[arg(long, value_name = "ID")]
+        spiffe_id: String,
+        /// Output path prefix.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
+}

@@ -1,0 +1,90 @@
+//! Offline verification of an audit log.
+
+use std::io::BufReader;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::error::{CliError, Exit};
+use crate::output::Output;
+
+fn plural(n: u64, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Result<(), CliError> {
+    let key = public_key
+        .map(|path| {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::invalid(format!(
+                    "cannot read the public key {}: {e}",
+                    path.display()
+                ))
+            })?;
+            vault_audit::parse_public_key(&text).ok_or_else(|| {
+                CliError::invalid(format!(
+                    "{} is not an Ed25519 public key in hex (64 digits)",
+                    path.display()
+                ))
+                .hint("`vaultctl status --json` shows audit_public_key while vaultd is unsealed")
+            })
+        })
+        .transpose()?;
+    let log = std::fs::File::open(file)
+        .map_err(|e| CliError::invalid(format!("cannot open {}: {e}", file.display())))?;
+    let report = vault_audit::verify(BufReader::new(log), key.as_ref());
+    let error = report.first_error.as_ref();
+    out.emit(
+        || {
+            let mut lines = Vec::new();
+            match error {
+                Some(e) => lines.push(format!("FAILED: {}: {e}", file.display())),
+                None => lines.push(format!(
+                    "ok: {}, {}, {}",
+                    plural(report.records, "record"),
+                    plural(report.checkpoints, "checkpoint"),
+                    plural(report.segments, "segment")
+                )),
+            }
+            if let Some(seq) = report.last_verified_seq {
+                lines.push(format!("verified through seq {seq}"));
+            }
+            // After a failure the tail is beside the point: the failure is the finding.
+            match (error, report.unsigned_tail) {
+                (Some(_), _) | (None, 0) => {}
+                (None, 1) => lines.push(
+                    "warning: the last record follows the last checkpoint; no signature vouches for it yet"
+                        .to_owned(),
+                ),
+                (None, n) => lines.push(format!(
+                    "warning: the last {n} records follow the last checkpoint; no signature vouches for them yet"
+                )),
+            }
+            if !report.signatures_checked {
+                lines.push("warning: signatures not checked; pass --public-key to check them".to_owned());
+            }
+            lines.join("\n")
+        },
+        || {
+            json!({
+                "ok": error.is_none(),
+                "records": report.records,
+                "checkpoints": report.checkpoints,
+                "segments": report.segments,
+                "last_verified_seq": report.last_verified_seq,
+                "unsigned_tail": report.unsigned_tail,
+                "unsigned_segment_ends": report.unsigned_segment_ends,
+                "signatures_checked": report.signatures_checked,
+                "error": error.map(|e| json!({ "line": e.line, "seq": e.seq, "message": e.to_string() })),
+            })
+        },
+    );
+    match error {
+        None => Ok(()),
+        Some(e) => Err(CliError::new(
+            Exit::CheckFailed,
+            format!("the audit log failed verification at line {}", e.line),
+        )
+        .hint("compare with a trusted copy; everything before that line verified")),
+    }
+}

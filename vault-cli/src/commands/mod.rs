@@ -1,0 +1,9 @@
+//! One file per command group.
+
+pub(crate) mod audit;
+pub(crate) mod lease;
+pub(crate) mod operator;
+pub(crate) mod pki;
+pub(crate) mod policy;
+pub(crate) mod secret;
+pub(crate) mod transit;

@@ -1,0 +1,264 @@
+//! The seal lifecycle: status, init, unseal, seal, rekey, root-key rotation.
+
+use std::path::Path;
+
+use serde_json::json;
+use vault_client::proto::{SealState, StatusResponse};
+use vault_client::{Client, Share};
+
+use crate::cli::{InitArgs, QuorumArgs, RekeyArgs, ShareOutput, UnsealArgs};
+use crate::error::{CliError, Exit};
+use crate::input;
+use crate::output::Output;
+
+fn state_name(state: i32) -> &'static str {
+    match SealState::try_from(state) {
+        Ok(SealState::Unsealed) => "unsealed",
+        Ok(SealState::Sealed) => "sealed",
+        Ok(SealState::Uninitialised) => "uninitialised",
+        _ => "unknown",
+    }
+}
+
+fn status_json(s: &StatusResponse) -> serde_json::Value {
+    json!({
+        "state": state_name(s.state),
+        "threshold": s.threshold,
+        "shares": s.share_count,
+        "generation": s.generation,
+        "progress": s.progress,
+        "unseal_nonce": (!s.unseal_nonce.is_empty()).then_some(&s.unseal_nonce),
+        "root_version": s.root_version,
+        "audit_public_key": (!s.audit_public_key.is_empty()).then_some(&s.audit_public_key),
+        "version": s.version,
+    })
+}
+
+fn status_line(s: &StatusResponse) -> String {
+    match SealState::try_from(s.state) {
+        Ok(SealState::Unsealed) => format!(
+            "unsealed · threshold {} of {} shares · generation {} · root key v{} · vaultd {}",
+            s.threshold, s.share_count, s.generation, s.root_version, s.version
+        ),
+        Ok(SealState::Sealed) if s.progress > 0 => format!(
+            "sealed · {} of {} shares submitted · threshold {} of {} · generation {} · vaultd {}",
+            s.progress, s.threshold, s.threshold, s.share_count, s.generation, s.version
+        ),
+        Ok(SealState::Sealed) => format!(
+            "sealed · threshold {} of {} shares · generation {} · vaultd {} · unseal with `vaultctl unseal`",
+            s.threshold, s.share_count, s.generation, s.version
+        ),
+        _ => format!(
+            "uninitialised · vaultd {} · initialise with `vaultctl init`",
+            s.version
+        ),
+    }
+}
+
+pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CliError> {
+    let status = client.status().await?;
+    out.emit(|| status_line(&status), || status_json(&status));
+    Ok(())
+}
+
+/// Hands out new shares: one 0600 file per custodian (optionally passphrase-protected)
+/// or printed once.
+fn hand_out(
+    shares: &[Share],
+    output: &ShareOutput,
+    out: Output,
+    threshold: u32,
+) -> Result<(), CliError> {
+    let Some(dir) = &output.share_dir else {
+        let texts: Vec<String> = shares.iter().map(|s| s.encode().to_string()).collect();
+        eprintln!(
+            "These {} shares are shown once and stored nowhere. Give one to each custodian; any {threshold} unseal vaultd.",
+            shares.len()
+        );
+        out.emit(
+            || {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| format!("share {}: {t}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+            || json!({ "threshold": threshold, "shares": texts }),
+        );
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::invalid(format!("cannot create {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    for (i, share) in shares.iter().enumerate() {
+        let path = dir.join(format!("share-{}.txt", i + 1));
+        let text = if output.passphrase_protect {
+            let passphrase =
+                input::passphrase(&format!("passphrase for share {} (input hidden): ", i + 1))?;
+            zeroize::Zeroizing::new(
+                vault_crypto::sharefile::protect(share, &passphrase).map_err(|e| {
+                    CliError::new(
+                        Exit::Failure,
+                        format!("cannot protect share {}: {e}", i + 1),
+                    )
+                })?,
+            )
+        } else {
+            zeroize::Zeroizing::new(format!("{}\n", share.encode().as_str()))
+        };
+        write_share(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    out.emit(
+        || {
+            format!(
+                "wrote {} share files (mode 0600{}) in {}: give one to each custodian; any {threshold} unseal vaultd",
+                files.len(),
+                if output.passphrase_protect { ", passphrase-protected" } else { "" },
+                dir.display()
+            )
+        },
+        || json!({ "threshold": threshold, "share_files": files }),
+    );
+    Ok(())
+}
+
+fn write_share(path: &Path, text: &[u8]) -> Result<(), CliError> {
+    vault_pki::write_private(path, text).map_err(|e| {
+        CliError::invalid(format!("cannot write {}: {e}", path.display()))
+            .hint("share files are never overwritten: use an empty --share-dir")
+    })
+}
+
+pub(crate) async fn init(client: &Client, args: &InitArgs, out: Output) -> Result<(), CliError> {
+    if args.threshold == 0 || args.threshold > args.shares || args.shares > 255 {
+        return Err(CliError::invalid(
+            "need 1 <= --threshold <= --shares <= 255",
+        ));
+    }
+    if let Some(dir) = &args.output.share_dir
+        && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+    {
+        return Err(CliError::invalid(format!("{} is not empty", dir.display()))
+            .hint("share files are never overwritten: use an empty or new --share-dir"));
+    }
+    let shares = client.init(args.threshold, args.shares).await?;
+    hand_out(&shares, &args.output, out, args.threshold)
+}
+
+pub(crate) async fn unseal(
+    client: &Client,
+    args: &UnsealArgs,
+    out: Output,
+) -> Result<(), CliError> {
+    if args.reset {
+        client.unseal_reset().await?;
+        out.emit(
+            || "unseal attempt discarded".to_owned(),
+            || json!({ "reset": true }),
+        );
+        return Ok(());
+    }
+    let status = client.status().await?;
+    match SealState::try_from(status.state) {
+        Ok(SealState::Unsealed) => {
+            return Err(CliError::new(Exit::State, "vaultd is already unsealed"));
+        }
+        Ok(SealState::Uninitialised) => {
+            return Err(CliError::new(Exit::State, "vaultd is not initialised")
+                .hint("initialise it with `vaultctl init`"));
+        }
+        _ => {}
+    }
+    let share = match &args.share_file {
+        Some(path) => input::share_file(path)?,
+        None => input::share_prompt("unseal share (input hidden): ")?,
+    };
+    let nonce = (!status.unseal_nonce.is_empty()).then_some(status.unseal_nonce.as_str());
+    let progress = client.unseal(&share, nonce).await.map_err(|e| {
+        let bad_share = matches!(e, vault_client::Error::InvalidArgument { .. });
+        let error = CliError::from(e);
+        if bad_share {
+            error.hint(
+                "check the share file; if the shares do not match, every custodian submits again",
+            )
+        } else {
+            error
+        }
+    })?;
+    let unsealed = progress.state == SealState::Unsealed as i32;
+    out.emit(
+        || match unsealed {
+            true => "unsealed".to_owned(),
+            false => format!(
+                "{} of {} shares submitted; {} more needed",
+                progress.submitted,
+                progress.threshold,
+                progress.threshold.saturating_sub(progress.submitted)
+            ),
+        },
+        || {
+            json!({
+                "state": state_name(progress.state),
+                "submitted": progress.submitted,
+                "threshold": progress.threshold,
+            })
+        },
+    );
+    Ok(())
+}
+
+pub(crate) async fn seal(client: &Client, out: Output) -> Result<(), CliError> {
+    client.seal().await?;
+    out.emit(
+        || "sealed: every key, session and lease was wiped; custodians unseal with `vaultctl unseal`".to_owned(),
+        || json!({ "state": "sealed" }),
+    );
+    Ok(())
+}
+
+/// The current threshold, so the right number of shares is asked for.
+async fn current_threshold(client: &Client) -> Result<usize, CliError> {
+    let status = client.status().await?;
+    if status.state != SealState::Unsealed as i32 {
+        return Err(CliError::new(
+            Exit::State,
+            format!("vaultd is {}", state_name(status.state)),
+        )
+        .hint("this needs an unsealed vaultd"));
+    }
+    Ok(status.threshold as usize)
+}
+
+pub(crate) async fn rekey(client: &Client, args: &RekeyArgs, out: Output) -> Result<(), CliError> {
+    if args.threshold == 0 || args.threshold > args.shares || args.shares > 255 {
+        return Err(CliError::invalid(
+            "need 1 <= --threshold <= --shares <= 255",
+        ));
+    }
+    let threshold = current_threshold(client).await?;
+    let current = input::quorum(&args.quorum.share_files, threshold)?;
+    let shares = client.rekey(&current, args.threshold, args.shares).await?;
+    eprintln!("the share set was replaced: the old shares no longer unseal vaultd");
+    hand_out(&shares, &args.output, out, args.threshold)
+}
+
+pub(crate) async fn rotate_root_key(
+    client: &Client,
+    args: &QuorumArgs,
+    out: Output,
+) -> Result<(), CliError> {
+    let threshold = current_threshold(client).await?;
+    let shares = input::quorum(&args.share_files, threshold)?;
+    let version = client.rotate_root_key(&shares).await?;
+    out.emit(
+        || {
+            format!(
+                "root key rotated to version {version}; every tenant and system key was rewrapped"
+            )
+        },
+        || json!({ "root_version": version }),
+    );
+    Ok(())
+}

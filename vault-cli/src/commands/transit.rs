@@ -1,0 +1,38 @@
+//! Transit: data on stdin, result on stdout.
+
+use std::io::{Read, Write};
+
+use vault_client::{Client, ExposeSecret};
+use zeroize::Zeroizing;
+
+use crate::cli::{TransitAction, TransitArgs};
+use crate::error::CliError;
+
+pub(crate) async fn run(client: &Client, args: &TransitArgs) -> Result<(), CliError> {
+    let mut input = Zeroizing::new(Vec::new());
+    std::io::stdin().lock().read_to_end(&mut input)?;
+    let mut stdout = std::io::stdout().lock();
+    match args.action {
+        TransitAction::Encrypt => {
+            let envelope = client
+                .encrypt(&args.tenant, args.env.into(), &input)
+                .await?;
+            writeln!(stdout, "{}", vault_crypto::hex::encode(&envelope).as_str())?;
+        }
+        TransitAction::Decrypt => {
+            let text = std::str::from_utf8(&input)
+                .map_err(|_| CliError::invalid("the envelope on stdin is not hex text"))?;
+            let envelope = vault_crypto::hex::decode(text.trim()).ok_or_else(|| {
+                CliError::invalid(
+                    "the envelope on stdin is not hex (as `vaultctl transit encrypt` prints it)",
+                )
+            })?;
+            let plaintext = client
+                .decrypt(&args.tenant, args.env.into(), &envelope)
+                .await?;
+            stdout.write_all(plaintext.expose_secret())?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! What went wrong, what to do next, and the exit code that says which.
+
+use std::fmt;
+
+use vault_client::Error as ClientError;
+
+/// Exit codes; documented in `vaultctl --help` and README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Failure = 1,
+    Connect = 3,
+    Refused = 4,
+    State = 5,
+    NotFound = 6,
+    Invalid = 7,
+    CheckFailed = 8,
+}
+
+/// A failed command: a message, a hint for what to do next, an exit code.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) exit: Exit,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+}
+
+impl CliError {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Exit::Invalid, message)
+    }
+
+    /// The name of the exit code, for `--json` errors.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.exit {
+            Exit::Failure => "failure",
+            Exit::Connect => "connect",
+            Exit::Refused => "refused",
+            Exit::State => "state",
+            Exit::NotFound => "not_found",
+            Exit::Invalid => "invalid",
+            Exit::CheckFailed => "check_failed",
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> Self {
+        let message = error.to_string();
+        match &error {
+            ClientError::Read { .. } | ClientError::BadFile { .. } => CliError::new(Exit::Connect, message)
+                .hint("check --cacert/--cert/--key (VAULTD_CACERT, VAULTD_CLIENT_CERT, VAULTD_CLIENT_KEY)"),
+            ClientError::Config(_) | ClientError::Endpoint(_) => CliError::new(Exit::Connect, message)
+                .hint("set VAULTD_ADDR (e.g. https://127.0.0.1:8200) and the certificate variables, or pass --socket for status, init, unseal and seal"),
+            ClientError::Unavailable { sealed: true, .. } => CliError::new(Exit::State, message)
+                .hint("custodians unseal it with `vaultctl unseal`; `vaultctl status` shows the progress"),
+            ClientError::Unavailable { .. } if message.contains("certificate") => {
+                CliError::new(Exit::Connect, message).hint(
+                    "is VAULTD_CACERT the CA that signed vaultd's certificate, and does VAULTD_ADDR use a name in it?",
+                )
+            }
+            ClientError::Unavailable { .. } => CliError::new(Exit::Connect, message)
+                .hint("check VAULTD_ADDR and that vaultd is running (vaultd serve, or vaultd dev)"),
+            ClientError::Unauthenticated { .. } => CliError::new(Exit::Refused, message)
+                .hint("vaultd needs a certificate with exactly one spiffe:// URI SAN, from its client CA"),
+            ClientError::PermissionDenied { .. } => CliError::new(Exit::Refused, message)
+                .hint("ask an administrator for a role or grant that allows it; `vaultctl policy check` explains decisions"),
+            ClientError::NotFound { .. } => CliError::new(Exit::NotFound, message),
+            ClientError::InvalidArgument { .. } => CliError::new(Exit::Invalid, message),
+            ClientError::FailedPrecondition { .. } if message.contains("not initialised") => {
+                CliError::new(Exit::State, message).hint("initialise it with `vaultctl init`")
+            }
+            ClientError::FailedPrecondition { .. }
+            | ClientError::AlreadyExists { .. }
+            | ClientError::ResourceExhausted { .. } => CliError::new(Exit::State, message),
+            _ => CliError::new(Exit::Failure, message),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        CliError::new(Exit::Failure, error.to_string())
+    }
+}

@@ -1,0 +1,156 @@
+//! Reading secrets: from stdin, a file, or a terminal prompt that does not echo.
+//! Never from arguments. Everything read is held in zeroising buffers.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::Path;
+
+use vault_crypto::Passphrase;
+use vault_crypto::shamir::Share;
+use zeroize::Zeroizing;
+
+use crate::error::CliError;
+
+/// Reads one line from the terminal with echo off (or from stdin when it is not a
+/// terminal); the trailing newline is dropped.
+pub(crate) fn hidden_line(prompt: &str) -> Result<Zeroizing<String>, CliError> {
+    let stdin = std::io::stdin();
+    let mut line = Zeroizing::new(String::new());
+    if stdin.is_terminal() {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let fd = stdin.lock();
+        let saved = rustix::termios::tcgetattr(&fd).map_err(std::io::Error::from)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)
+            .map_err(std::io::Error::from)?;
+        let read = std::io::stdin().lock().read_line(&mut line);
+        // Echo back on whatever happened.
+        let _ = rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &saved);
+        eprintln!();
+        read?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+/// Reads a secret value: all of stdin when piped, or a hidden prompt on a terminal.
+/// One trailing newline is dropped unless `keep_newline`.
+pub(crate) fn value(keep_newline: bool) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    if std::io::stdin().is_terminal() {
+        let line = hidden_line("value (input hidden): ")?;
+        return Ok(Zeroizing::new(line.as_bytes().to_vec()));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::io::stdin().lock().read_to_end(&mut bytes)?;
+    if !keep_newline {
+        let newline = match () {
+            () if bytes.ends_with(b"\r\n") => 2,
+            () if bytes.ends_with(b"\n") => 1,
+            () => 0,
+        };
+        let len = bytes.len() - newline;
+        // The dropped bytes stay in the capacity, which Zeroizing wipes too.
+        bytes.truncate(len);
+    }
+    if bytes.is_empty() {
+        return Err(CliError::invalid(
+            "the value is empty: pipe it on stdin, e.g. `vaultctl secret put … < key.txt`",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A passphrase, asked for (hidden) with `prompt`.
+pub(crate) fn passphrase(prompt: &str) -> Result<Passphrase, CliError> {
+    let line = hidden_line(prompt)?;
+    if line.is_empty() {
+        return Err(CliError::invalid("the passphrase is empty"));
+    }
+    Ok(Passphrase::new(line.to_string()))
+}
+
+fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {
+    Share::parse(text).map_err(|e| {
+        CliError::invalid(format!("{origin} is not a valid share: {e}"))
+            .hint("a share looks like vs1-… (or vsf1-… for a passphrase-protected file)")
+    })
+}
+
+/// A share from a file: plain (`vs1-`), or protected (`vsf1-`), then asking for its
+/// passphrase.
+pub(crate) fn share_file(path: &Path) -> Result<Share, CliError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        CliError::invalid(format!("cannot read share file {}: {e}", path.display()))
+    })?);
+    let origin = format!("share file {}", path.display());
+    if text.trim_start().starts_with("vsf1-") {
+        let passphrase = passphrase(&format!("passphrase for {}: ", path.display()))?;
+        return vault_crypto::sharefile::open(&text, &passphrase).map_err(|_| {
+            CliError::invalid(format!(
+                "{origin} did not open: wrong passphrase, or the file was altered"
+            ))
+        });
+    }
+    parse_share(&text, &origin)
+}
+
+/// A share typed (hidden) at a prompt, or read from stdin.
+pub(crate) fn share_prompt(prompt: &str) -> Result<Share, CliError> {
+    let text = hidden_line(prompt)?;
+    parse_share(&text, "the share entered")
+}
+
+/// `count` shares: from `files` first, then from prompts.
+pub(crate) fn quorum(files: &[std::path::PathBuf], count: usize) -> Result<Vec<Share>, CliError> {
+    let mut shares = files
+        .iter()
+        .map(|f| share_file(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    while shares.len() < count {
+        let prompt = format!("share {} of {count} (input hidden): ", shares.len() + 1);
+        shares.push(share_prompt(&prompt)?);
+    }
+    Ok(shares)
+}
+
+/// Parses `90s`, `5m`, `24h`, `7d` (and `0s`).
+pub(crate) fn duration(text: &str) -> Result<std::time::Duration, CliError> {
+    let bad = || {
+        CliError::invalid(format!(
+            "{text:?} is not a duration: use a number and s, m, h or d, e.g. 30s or 24h"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(
+        n.checked_mul(seconds).ok_or_else(bad)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(duration("24h").unwrap().as_secs(), 86_400);
+        assert_eq!(duration("0s").unwrap().as_secs(), 0);
+        for bad in ["", "5", "h", "1.5h", "-1s", "99999999999999999999d"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+}

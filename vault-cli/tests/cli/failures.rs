@@ -1,0 +1,202 @@
+//! Failure paths: each says what went wrong and what to do, with a documented code.
+
+use vault_testkit::Pki;
+use vault_testkit::fixture::{Fixture, FixtureOptions, OPERATOR};
+use vault_testkit::process::VaultProcess;
+
+use crate::{CUSTODIAN, GATEWAY, Vaultctl, snapshot};
+
+/// A daemon initialised with one share and unsealed, holding acme's byok/openai.
+fn unsealed() -> (Fixture, VaultProcess, String, std::path::PathBuf) {
+    let mut fixture = Fixture::new(&FixtureOptions::default());
+    let process = VaultProcess::start(&fixture);
+    let addr = format!("https://localhost:{}", process.grpc.port());
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    let dir = fixture.path("shares");
+    operator
+        .run(&[
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--share-dir",
+            dir.to_str().unwrap(),
+        ])
+        .ok();
+    let share = dir.join("share-1.txt");
+    operator
+        .run(&["unseal", "--share-file", share.to_str().unwrap()])
+        .ok();
+    operator
+        .run_with_stdin(
+            &[
+                "secret",
+                "put",
+                "acme",
+                "byok/openai",
+                "--env",
+                "live",
+                "--kind",
+                "byok",
+            ],
+            b"sk-x",
+        )
+        .ok();
+    (fixture, process, addr, share)
+}
+
+#[test]
+fn missing_settings_name_the_variable_to_set() {
+    let run = Vaultctl::bare().run(&["secret", "list", "acme"]).code(3);
+    snapshot(
+        &run.stderr,
+        "vaultctl: no vaultd address: VAULTD_ADDR is not set
+         set VAULTD_ADDR=https://HOST:PORT (or --addr), or VAULTD_SOCKET for status, init, unseal and seal; `vaultd dev` prints the lines to paste",
+    );
+    let mut fixture = Fixture::new(&FixtureOptions::default());
+    let run = Vaultctl::as_identity(&mut fixture, "https://localhost:1", GATEWAY)
+        .unset("VAULTD_CLIENT_CERT")
+        .run(&["lease", "get", "acme", "byok/openai", "--env", "live"])
+        .code(3);
+    snapshot(
+        &run.stderr,
+        "vaultctl: no client certificate: VAULTD_CLIENT_CERT is not set
+         set VAULTD_CLIENT_CERT and VAULTD_CLIENT_KEY (or --cert and --key); vaultd accepts only mutual TLS",
+    );
+    let run = Vaultctl::as_identity(&mut fixture, "https://localhost:1", GATEWAY)
+        .set("VAULTD_CACERT", fixture.path("nope.pem"))
+        .run(&["status"])
+        .code(3);
+    snapshot(
+        &run.stderr,
+        "vaultctl: cannot read the CA certificate from [..]/nope.pem: No such file or directory (os error 2)
+         check --cacert/--cert/--key (VAULTD_CACERT, VAULTD_CLIENT_CERT, VAULTD_CLIENT_KEY)",
+    );
+    // --json errors are machine-readable.
+    let run = Vaultctl::bare()
+        .run(&["secret", "list", "acme", "--json"])
+        .code(3);
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(error["error"]["kind"], "connect");
+}
+
+#[test]
+fn a_wrong_ca_an_unreachable_daemon_and_a_sealed_one() {
+    let (mut fixture, process, addr, share) = unsealed();
+    let other = Pki::generate("another CA");
+    std::fs::write(fixture.path("other-ca.pem"), &other.ca_pem).unwrap();
+    let run = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR)
+        .set("VAULTD_CACERT", fixture.path("other-ca.pem"))
+        .run(&["status"])
+        .code(3);
+    snapshot(
+        &run.stderr,
+        "vaultctl: vaultd unavailable: [..]certificate[..]
+         is VAULTD_CACERT the CA that signed vaultd's certificate, and does VAULTD_ADDR use a name in it?",
+    );
+
+    let free = vault_testkit::fixture::free_addr();
+    let run = Vaultctl::as_identity(
+        &mut fixture,
+        &format!("https://localhost:{}", free.port()),
+        OPERATOR,
+    )
+    .run(&["status"])
+    .code(3);
+    snapshot(
+        &run.stderr,
+        "vaultctl: vaultd unavailable: [..]
+         check VAULTD_ADDR and that vaultd is running (vaultd serve, or vaultd dev)",
+    );
+
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    operator.run(&["seal"]).ok();
+    let gateway = Vaultctl::as_identity(&mut fixture, &addr, GATEWAY);
+    let run = gateway
+        .run(&["lease", "get", "acme", "byok/openai", "--env", "live"])
+        .code(5);
+    snapshot(
+        &run.stderr,
+        "vaultctl: vaultd unavailable: vaultd is sealed; custodians must unseal it
+         custodians unseal it with `vaultctl unseal`; `vaultctl status` shows the progress",
+    );
+    assert!(run.stdout.is_empty());
+    // Over the local socket, a custodian on the host unseals without a certificate.
+    let run = Vaultctl::bare()
+        .set("VAULTD_SOCKET", fixture.socket())
+        .run(&["unseal", "--share-file", share.to_str().unwrap()])
+        .ok();
+    snapshot(&run.stdout, "unsealed");
+    drop(process);
+}
+
+#[test]
+fn permission_denied_names_the_missing_permission() {
+    let (mut fixture, _process, addr, _) = unsealed();
+    let custodian = Vaultctl::as_identity(&mut fixture, &addr, CUSTODIAN);
+    let run = custodian
+        .run_with_stdin(
+            &[
+                "secret", "put", "acme", "byok/new", "--env", "live", "--kind", "byok",
+            ],
+            b"v",
+        )
+        .code(4);
+    snapshot(
+        &run.stderr,
+        r#"vaultctl: permission denied: your identity is not allowed "secrets.write" on this target
+           ask an administrator for a role or grant that allows it; `vaultctl policy check` explains decisions"#,
+    );
+    let run = custodian.run(&["lease", "revoke", "--all"]).code(4);
+    assert!(run.stderr.contains(r#""leases.revoke""#), "{run:?}");
+}
+
+#[test]
+fn bad_shares_are_refused_with_what_to_check() {
+    let (mut fixture, _process, addr, _) = unsealed();
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    operator.run(&["seal"]).ok();
+
+    // A truncated copy fails its checksum before it is sent.
+    let truncated = fixture.path("truncated.txt");
+    let text = std::fs::read_to_string(fixture.path("shares/share-1.txt")).unwrap();
+    std::fs::write(&truncated, &text.trim()[..text.trim().len() - 2]).unwrap();
+    let run = operator
+        .run(&["unseal", "--share-file", truncated.to_str().unwrap()])
+        .code(7);
+    snapshot(
+        &run.stderr,
+        "vaultctl: share file [..]truncated.txt is not a valid share: [..]
+         a share looks like vs1-… (or vsf1-… for a passphrase-protected file)",
+    );
+
+    // A well-formed share of another vault: vaultd finds it does not unseal.
+    let mut other = Fixture::new(&FixtureOptions::default());
+    let other_process = VaultProcess::start(&other);
+    let other_addr = format!("https://localhost:{}", other_process.grpc.port());
+    let dir = other.path("shares");
+    Vaultctl::as_identity(&mut other, &other_addr, OPERATOR)
+        .run(&[
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--share-dir",
+            dir.to_str().unwrap(),
+        ])
+        .ok();
+    let foreign = dir.join("share-1.txt");
+    let run = operator
+        .run(&["unseal", "--share-file", foreign.to_str().unwrap()])
+        .code(7);
+    snapshot(
+        &run.stderr,
+        "vaultctl: the shares do not reconstruct the unseal key; progress was discarded
+         check the share file; if the shares do not match, every custodian submits again",
+    );
+    // Shares never come from arguments: there is no flag for one.
+    let run = operator.run(&["unseal", "vs1-00"]).code(2);
+    assert!(run.stderr.contains("unexpected argument"), "{run:?}");
+}
