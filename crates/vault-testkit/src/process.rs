@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use crate::fixture::Fixture;
 
 /// The `vaultd` binary: `$VAULTD_BIN` if set, else built (once per test process) by
-/// cargo from this workspace, so it is never stale.
+/// cargo from this workspace, so it is never stale. It is built in a target directory
+/// of its own: in the shared one, a build with the daemon's own features would
+/// replace `target/debug/vaultd` under the daemon's tests while they run it.
 pub fn vaultd_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -30,7 +32,9 @@ pub fn vaultd_binary() -> PathBuf {
                 "--bin",
                 "vaultd",
                 "--message-format=json",
+                "--target-dir",
             ])
+            .arg(root.join("target").join("testkit-vaultd"))
             .stderr(Stdio::inherit())
             .output()
             .expect("run cargo build");

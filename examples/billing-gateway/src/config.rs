@@ -1,0 +1,246 @@
+//! The gateway's configuration file.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! usage_log = "usage.jsonl"            # one JSON line per counted request
+//! api_keys = "api-keys.toml"           # temporary: until vaultd verifies API keys
+//!
+//! [vault]
+//! endpoints = ["https://vault-1.internal:8200", "https://vault-2.internal:8200"]
+//! ca = "vault-ca.pem"
+//! cert = "gateway.pem"                 # its SPIFFE ID must be granted `lease` of byok/*
+//! key = "gateway.key"
+//! lease_ttl = "60s"
+//!
+//! [providers.openai]
+//! upstream = "https://api.openai.com"  # http:// or https://
+//! header = "authorization"             # where the BYOK key goes (default)
+//! prefix = "Bearer "                   # before the key (default)
+//! ca = "/etc/ssl/certs/ca-certificates.crt"   # trust for https upstreams
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a key is unknown or mistyped.
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What would be accepted.
+        reason: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where customers connect.
+    pub listen: SocketAddr,
+    /// The usage ledger.
+    pub usage_log: PathBuf,
+    /// The temporary API-key table.
+    pub api_keys: PathBuf,
+    /// How to reach vaultd.
+    pub vault: VaultConfig,
+    /// Providers by name (the `{provider}` of `/v1/proxy/{provider}/…`).
+    pub providers: BTreeMap<String, Provider>,
+}
+
+/// How to reach vaultd.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// vaultd endpoints, tried in order.
+    pub endpoints: Vec<String>,
+    /// The CA vaultd's certificate chains to.
+    pub ca: PathBuf,
+    /// The gateway's client certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Lease lifetime to ask for.
+    pub lease_ttl: Duration,
+}
+
+/// One upstream provider.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    /// Base URL; the rest of the request path is appended.
+    pub upstream: http::Uri,
+    /// Header that carries the BYOK key.
+    pub header: http::HeaderName,
+    /// Text before the key in that header.
+    pub prefix: String,
+    /// CA bundle trusted for an https upstream.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<String>,
+    usage_log: PathBuf,
+    api_keys: PathBuf,
+    vault: RawVault,
+    #[serde(default)]
+    providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    endpoints: Vec<String>,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    lease_ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    upstream: String,
+    header: Option<String>,
+    prefix: Option<String>,
+    ca: Option<PathBuf>,
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn seconds(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let value = text
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<u64>().ok())
+        .or_else(|| {
+            text.strip_suffix('m')
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|m| m * 60)
+        })
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{text:?}: use seconds or minutes, e.g. \"60s\" or \"5m\""),
+            )
+        })?;
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1s"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+impl Config {
+    /// Reads and validates `path`; relative paths are taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen = listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen:?}: use ip:port")))?;
+        if raw.vault.endpoints.is_empty() {
+            return Err(invalid(
+                "vault.endpoints",
+                "name at least one vaultd endpoint",
+            ));
+        }
+        let mut providers = BTreeMap::new();
+        for (name, p) in raw.providers {
+            let key = |field: &str| format!("providers.{name}.{field}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(invalid(
+                    format!("providers.{name}"),
+                    "provider names are a-z, 0-9 and -",
+                ));
+            }
+            let upstream: http::Uri = p
+                .upstream
+                .parse()
+                .map_err(|_| invalid(key("upstream"), format!("{:?} is not a URL", p.upstream)))?;
+            match (upstream.scheme_str(), upstream.host(), &p.ca) {
+                (Some("http"), Some(_), _) | (Some("https"), Some(_), Some(_)) => {}
+                (Some("https"), Some(_), None) => {
+                    return Err(invalid(
+                        key("ca"),
+                        "an https upstream needs the CA bundle to trust",
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        key("upstream"),
+                        "use http://host[:port] or https://host[:port]",
+                    ));
+                }
+            }
+            let header = p.header.as_deref().unwrap_or("authorization");
+            let header = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| invalid(key("header"), format!("{header:?} is not a header name")))?;
+            providers.insert(
+                name.clone(),
+                Provider {
+                    upstream,
+                    header,
+                    prefix: p.prefix.unwrap_or_else(|| "Bearer ".to_owned()),
+                    ca: p.ca.map(at),
+                },
+            );
+        }
+        Ok(Self {
+            listen,
+            usage_log: at(raw.usage_log),
+            api_keys: at(raw.api_keys),
+            vault: VaultConfig {
+                endpoints: raw.vault.endpoints,
+                ca: at(raw.vault.ca),
+                cert: at(raw.vault.cert),
+                key: at(raw.vault.key),
+                lease_ttl: seconds(
+                    "vault.lease_ttl",
+                    raw.vault.lease_ttl.as_deref().unwrap_or("60s"),
+                )?,
+            },
+            providers,
+        })
+    }
+}

@@ -1,0 +1,377 @@
+//! The request path: authenticate, authorise, lease, forward, count.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use vault_client::{Client, Error as VaultError, ExposeSecret};
+
+use crate::config::{Config, ConfigError, Provider};
+use crate::keys::{ApiKeys, KeyOwner};
+use crate::upstream;
+use crate::usage::{UsageEvent, UsageLedger};
+
+/// Largest customer request body forwarded.
+const MAX_BODY: usize = 1 << 20;
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The configuration or the key table is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The vault client could not be built (certificates, endpoints).
+    #[error("vault client: {0}")]
+    Vault(#[from] VaultError),
+    /// A file or socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An upstream's TLS trust could not be loaded.
+    #[error("providers.{provider}.ca: {reason}")]
+    UpstreamTls {
+        /// The provider.
+        provider: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Route {
+    provider: Provider,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A configured gateway.
+pub struct Gateway {
+    vault: Client,
+    keys: ApiKeys,
+    usage: UsageLedger,
+    routes: BTreeMap<String, Route>,
+}
+
+/// A JSON error answer. Never contains a key or a body.
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = json!({ "error": { "status": status.as_u16(), "message": message } });
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The answer for a lease that failed: fail closed, never forward without a key.
+fn lease_failure(e: &VaultError, provider: &str, env: &str) -> Response<Full<Bytes>> {
+    match e {
+        VaultError::NotFound { .. } => error(
+            StatusCode::NOT_FOUND,
+            &format!("no {provider} key is configured for this tenant in {env}"),
+        ),
+        VaultError::Unavailable { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the key vault is unavailable; retry later",
+        ),
+        _ => error(StatusCode::BAD_GATEWAY, "the key vault refused the request"),
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from `config`: the vault client, the key table, the ledger.
+    /// Must be called within a Tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, GatewayError> {
+        let mut builder = Client::builder()
+            .ca_cert(&config.vault.ca)
+            .client_cert(&config.vault.cert, &config.vault.key)
+            .lease_ttl(config.vault.lease_ttl)
+            .max_attempts(2);
+        for endpoint in &config.vault.endpoints {
+            builder = builder.endpoint(endpoint.clone());
+        }
+        let mut routes = BTreeMap::new();
+        for (name, provider) in &config.providers {
+            let tls = upstream::tls_for(provider).map_err(|reason| GatewayError::UpstreamTls {
+                provider: name.clone(),
+                reason,
+            })?;
+            routes.insert(
+                name.clone(),
+                Route {
+                    provider: provider.clone(),
+                    tls,
+                },
+            );
+        }
+        Ok(Self {
+            vault: builder.build()?,
+            keys: ApiKeys::load(&config.api_keys)?,
+            usage: UsageLedger::open(&config.usage_log).map_err(|source| GatewayError::Io {
+                what: format!("opening the usage log {}", config.usage_log.display()),
+                source,
+            })?,
+            routes,
+        })
+    }
+
+    /// Serves customers on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let gateway = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let gateway = Arc::clone(&gateway);
+                    async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    }
+
+    /// Binds `addr` and serves; returns the bound address and the serving task.
+    pub async fn bind(
+        self,
+        addr: SocketAddr,
+    ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Io {
+                what: format!("listening on {addr}"),
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| GatewayError::Io {
+            what: "reading the bound address".into(),
+            source,
+        })?;
+        Ok((bound, tokio::spawn(Arc::new(self).serve(listener))))
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/v1/proxy/") else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not found: use POST /v1/proxy/{provider}/…",
+            );
+        };
+        let (provider, upstream_path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(route) = self.routes.get(provider) else {
+            return error(StatusCode::NOT_FOUND, "unknown provider");
+        };
+        if request.method() != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is proxied");
+        }
+        let Some(owner) = self.authenticate(&request) else {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a valid platform API key is required: Authorization: Bearer vk_…",
+            );
+        };
+        if !owner.may_proxy(provider) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this API key's scopes do not include this provider",
+            );
+        }
+        let idempotency_key = match request
+            .headers()
+            .get("idempotency-key")
+            .map(HeaderValue::to_str)
+        {
+            None => None,
+            Some(Ok(key)) if (1..=128).contains(&key.len()) => Some(key.to_owned()),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "Idempotency-Key must be 1-128 visible ASCII characters",
+                );
+            }
+        };
+        let env = owner.environment.as_str();
+        let response = self
+            .forward(
+                request,
+                &owner,
+                provider,
+                route,
+                upstream_path,
+                idempotency_key.as_deref(),
+            )
+            .await;
+        // Method, provider, tenant, status and time only: never a key or a body.
+        eprintln!(
+            "gateway: POST {provider} tenant={} env={env} status={} {}ms",
+            owner.tenant,
+            response.status().as_u16(),
+            started.elapsed().as_millis()
+        );
+        response
+    }
+
+    /// The owner of the request's bearer API key, if it is a valid one.
+    fn authenticate(&self, request: &Request<Incoming>) -> Option<KeyOwner> {
+        let value = request
+            .headers()
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        self.keys.verify(value.strip_prefix("Bearer ")?.trim())
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        owner: &KeyOwner,
+        provider: &str,
+        route: &Route,
+        upstream_path: &str,
+        idempotency_key: Option<&str>,
+    ) -> Response<Full<Bytes>> {
+        let env = owner.environment.as_str();
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body exceeds 1 MiB",
+                );
+            }
+        };
+        // Lease before anything goes upstream: no key, no request.
+        let secret = format!("byok/{provider}");
+        let lease = match self
+            .vault
+            .lease(&owner.tenant, owner.environment, &secret)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(e) => return lease_failure(&e, provider, env),
+        };
+        let Some(uri) = upstream_uri(&route.provider.upstream, upstream_path, parts.uri.query())
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request path is not valid upstream",
+            );
+        };
+        let mut auth = zeroize::Zeroizing::new(Vec::with_capacity(
+            route.provider.prefix.len() + lease.expose_secret().len(),
+        ));
+        auth.extend_from_slice(route.provider.prefix.as_bytes());
+        auth.extend_from_slice(lease.expose_secret());
+        let Ok(mut auth) = HeaderValue::from_bytes(&auth) else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the stored provider key cannot be sent in a header",
+            );
+        };
+        auth.set_sensitive(true);
+        let mut upstream_request = Request::post(uri.clone());
+        if let Some(headers) = upstream_request.headers_mut() {
+            for name in [header::CONTENT_TYPE, header::ACCEPT] {
+                if let Some(value) = parts.headers.get(&name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+            if let Some(key) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                headers.insert("idempotency-key", key);
+            }
+            if let Some(authority) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, authority);
+            }
+            headers.insert(route.provider.header.clone(), auth);
+        }
+        let Ok(upstream_request) = upstream_request.body(Full::new(body)) else {
+            return error(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
+        };
+        drop(lease);
+        let answer = match upstream::send(&uri, route.tls.as_ref(), upstream_request).await {
+            Ok(answer) => answer,
+            Err(_) => return error(StatusCode::BAD_GATEWAY, "the provider could not be reached"),
+        };
+        let status = answer.status();
+        let counted = self.usage.record(&UsageEvent {
+            tenant: &owner.tenant,
+            environment: env,
+            provider,
+            key_id: &owner.id,
+            idempotency_key,
+            status: status.as_u16(),
+        });
+        if let Err(e) = counted {
+            eprintln!("gateway: the usage event could not be recorded: {e}");
+        }
+        let (parts, body) = answer.into_parts();
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = parts.status;
+        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+        }
+        response
+    }
+}
+
+/// `base` + `/` + `path` (+ `?query`), refusing paths that climb out of the base.
+fn upstream_uri(base: &Uri, path: &str, query: Option<&str>) -> Option<Uri> {
+    if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return None;
+    }
+    let base_path = base.path().trim_end_matches('/');
+    let mut target = format!("{base_path}/{path}");
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(target.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_paths_stay_under_the_base() {
+        let base: Uri = "http://127.0.0.1:9000/api".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, "v1/chat/completions", Some("x=1"))
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:9000/api/v1/chat/completions?x=1"
+        );
+        assert!(upstream_uri(&base, "../admin", None).is_none());
+        assert!(upstream_uri(&base, "v1/./x", None).is_none());
+    }
+}

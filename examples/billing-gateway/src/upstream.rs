@@ -1,0 +1,109 @@
+//! Sending a request to a provider: one HTTP/1.1 connection per request, TLS for
+//! https upstreams (rustls, ring, the configured CA bundle).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::config::Provider;
+
+/// Largest upstream answer relayed.
+const MAX_RESPONSE: usize = 16 << 20;
+/// Longest wait for an upstream answer.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why the upstream could not be reached or answered badly.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// Connecting, TLS, or the HTTP exchange failed.
+    #[error("upstream unreachable: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("upstream error: {0}")]
+    Http(#[from] hyper::Error),
+    /// The answer was too large or did not arrive in time.
+    #[error("upstream answer too large or too slow")]
+    Answer,
+}
+
+/// A TLS client trusting `ca_file`, for https upstreams.
+pub(crate) fn tls_for(provider: &Provider) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let Some(ca) = &provider.ca else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        // Bundles carry certificates rustls cannot use; skipping them is what a
+        // system trust store does too.
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+async fn exchange<IO>(
+    io: IO,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|_| UpstreamError::Answer)?
+        .to_bytes();
+    driver.abort();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Sends `request` (whose URI is the full upstream URL) and reads the whole answer.
+pub(crate) async fn send(
+    uri: &Uri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, UpstreamError> {
+    let host = uri.host().ok_or(UpstreamError::Answer)?.to_owned();
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let work = async {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        match (https, tls) {
+            (true, Some(config)) => {
+                let name = ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await?;
+                exchange(stream, request).await
+            }
+            (true, None) => Err(UpstreamError::Io(std::io::Error::other(
+                "no CA for an https upstream",
+            ))),
+            (false, _) => exchange(tcp, request).await,
+        }
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .map_err(|_| UpstreamError::Answer)?
+}
