@@ -78,7 +78,7 @@ lifecycle_ops! {
     RotateRootOp => KeysRotate,
     ReadLeasesOp => LeasesRead,
     RevokeLeasesOp => LeasesRevoke,
-    ReloadPoliciesOp => PolicyReload,
+    PoliciesOp => PolicyReload,
 }
 
 /// Store or rotate a secret's value.
@@ -382,6 +382,10 @@ impl Custody {
         version: Option<u64>,
     ) -> Result<(SecretValue, u64)> {
         self.vault.open_secret(&grant.op.0, version)
+    }
+
+    pub(crate) fn check_leasable(&self, grant: &Authorized<LeaseOp>, version: u64) -> Result<()> {
+        self.vault.check_leasable(&grant.op.0, version)
     }
 
     pub(crate) fn transit_encrypt(

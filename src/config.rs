@@ -33,6 +33,7 @@
 //! [leases]
 //! default_ttl = "60s"
 //! max_total = 100000
+//! max_per_identity = 10000      # when the grant sets no max_active_leases
 //! session_ttl = "1h"
 //! max_sessions = 10000
 //! sessions_per_identity = 64
@@ -106,6 +107,8 @@ pub struct LeaseConfig {
     pub default_ttl: Duration,
     /// Active leases across all identities.
     pub max_total: usize,
+    /// Active leases of one identity when its grant sets no `max_active_leases`.
+    pub max_per_identity: u32,
     /// How long a session lives.
     pub session_ttl: Duration,
     /// Sessions across all identities.
@@ -228,6 +231,7 @@ struct RawAudit {
 struct RawLeases {
     default_ttl: Option<String>,
     max_total: Option<usize>,
+    max_per_identity: Option<u32>,
     session_ttl: Option<String>,
     max_sessions: Option<usize>,
     sessions_per_identity: Option<usize>,
@@ -456,6 +460,12 @@ impl Config {
                     "leases.max_total",
                     raw.leases.max_total,
                     100_000,
+                    (1, 10_000_000),
+                )?,
+                max_per_identity: count(
+                    "leases.max_per_identity",
+                    raw.leases.max_per_identity,
+                    10_000,
                     (1, 10_000_000),
                 )?,
                 session_ttl: duration(

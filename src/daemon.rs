@@ -250,9 +250,10 @@ impl Daemon {
 }
 
 /// Binds the local socket, replacing a stale one, readable and writable by the
-/// daemon's user only.
+/// daemon's user only. It is bound inside a fresh 0700 directory, made 0600, and only
+/// then moved into place, so no other user can connect while its mode is wider.
 fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(std::io::Error::other(
@@ -267,9 +268,26 @@ fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut suffix = [0u8; 8];
+    vault_crypto::aead::random_bytes(&mut suffix).map_err(std::io::Error::other)?;
+    let private = parent.join(format!(
+        ".vaultd-socket-{}",
+        vault_crypto::hex::encode(&suffix).as_str()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("s");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// A serving daemon.

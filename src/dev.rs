@@ -131,9 +131,10 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
 fn make_dir(options: &DevOptions) -> Result<(PathBuf, bool), DevError> {
     use std::os::unix::fs::DirBuilderExt;
     let tmp = std::env::temp_dir();
+    let tmp = tmp.canonicalize().unwrap_or(tmp);
     let (dir, temporary) = match &options.dir {
         Some(dir) => {
-            let absolute = std::path::absolute(dir).map_err(write_error(dir))?;
+            let absolute = resolve(dir).map_err(write_error(dir))?;
             if !options.allow_persistent && !absolute.starts_with(&tmp) {
                 return Err(DevError::NotTemporary { dir: absolute, tmp });
             }
@@ -155,6 +156,30 @@ fn make_dir(options: &DevOptions) -> Result<(PathBuf, bool), DevError> {
         .create(&dir)
         .map_err(write_error(&dir))?;
     Ok((dir, temporary))
+}
+
+/// `dir` as an absolute path with symbolic links resolved as far as it exists, so
+/// `/tmp/../var/x` or a link out of `/tmp` is not taken for a temporary directory.
+fn resolve(dir: &Path) -> std::io::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    if absolute
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(std::io::Error::other("use a path without '..'"));
+    }
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        let (Some(name), Some(parent)) = (existing.file_name(), existing.parent()) else {
+            break;
+        };
+        missing.push(name);
+        existing = parent;
+    }
+    let mut resolved = existing.canonicalize()?;
+    resolved.extend(missing.iter().rev());
+    Ok(resolved)
 }
 
 /// The dev-only role: every admin permission for [`DEV_OPERATOR`].
@@ -318,7 +343,7 @@ pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
         let running = daemon.serve().await?;
         let admin = env_file(&files, "admin", &running)?;
         let service = env_file(&files, "service", &running)?;
-        print_banner(&files.dir, &running, &admin, &service);
+        print_banner(&files.dir, temporary, &running, &admin, &service);
         Ok::<_, DevError>(running)
     }
     .await;
@@ -337,7 +362,7 @@ pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
     }
 }
 
-fn print_banner(dir: &Path, running: &Running, admin: &str, service: &str) {
+fn print_banner(dir: &Path, temporary: bool, running: &Running, admin: &str, service: &str) {
     let http = running.http_addr;
     println!(
         "\
@@ -360,7 +385,7 @@ Demo service, grant gateway-byok ({DEMO_SERVICE}):
 (the same lines are in {dir}/admin.env and {dir}/service.env)
 ",
         dir = dir.display(),
-        gone = if dir.starts_with(std::env::temp_dir()) {
+        gone = if temporary {
             ", which is deleted when vaultd dev exits"
         } else {
             ""

@@ -3,8 +3,13 @@
 //! Revocations are broadcast so `WatchRevocations` streams reach the holder's clients.
 //! Expiries are wall-clock times, so what clients are told (Unix ms) and what is
 //! enforced here agree.
+//!
+//! A lease is issued in two steps (the value is decrypted, then the lease recorded),
+//! and a revocation may land in between: a seal, an erasure, a deletion. So every
+//! revocation bumps a generation and is kept in a short log; an insert names the
+//! generation it started under, and is refused if a revocation since then covers it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,16 +77,39 @@ pub(crate) enum LeaseLimit {
     Identity(u32),
     /// The daemon holds `leases.max_total`.
     Total(usize),
+    /// A revocation covering it happened while it was being issued.
+    Revoked,
 }
+
+/// Revocations remembered for leases being issued; an insert older than all of them
+/// is refused outright.
+const REVOCATION_LOG: usize = 1024;
 
 #[derive(Default)]
 struct Index {
     by_id: HashMap<String, Lease>,
     by_expiry: BTreeSet<(SystemTime, String)>,
     per_identity: HashMap<Identity, u32>,
+    /// Bumped by every revocation.
+    generation: u64,
+    /// The latest revocations and the generation each made.
+    recent: VecDeque<(u64, Selector)>,
 }
 
 impl Index {
+    /// Whether a revocation after `since` covers `lease`.
+    fn revoked_since(&self, since: u64, lease: &Lease) -> bool {
+        if since == self.generation {
+            return false;
+        }
+        let forgotten = self.recent.front().is_none_or(|(g, _)| *g > since + 1);
+        forgotten
+            || self
+                .recent
+                .iter()
+                .any(|(g, selector)| *g > since && selector.matches(lease))
+    }
+
     fn remove(&mut self, id: &str) -> Option<Lease> {
         let lease = self.by_id.remove(id)?;
         self.by_expiry.remove(&(lease.expires, lease.id.clone()));
@@ -116,9 +144,23 @@ impl Leases {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a new lease if the identity and the daemon are under their limits.
-    pub(crate) fn insert(&self, lease: Lease, max_for_identity: u32) -> Result<(), LeaseLimit> {
+    /// The revocation generation, to pass to [`Leases::insert`].
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Records a new lease if the identity and the daemon are under their limits and
+    /// no revocation since `generation` covers it.
+    pub(crate) fn insert(
+        &self,
+        lease: Lease,
+        max_for_identity: u32,
+        generation: u64,
+    ) -> Result<(), LeaseLimit> {
         let mut index = self.lock();
+        if index.revoked_since(generation, &lease) {
+            return Err(LeaseLimit::Revoked);
+        }
         let held = index
             .per_identity
             .get(&lease.identity)
@@ -181,6 +223,12 @@ impl Leases {
     pub(crate) fn revoke(&self, selector: &Selector, reason: RevocationReason) -> Vec<Lease> {
         let revoked: Vec<Lease> = {
             let mut index = self.lock();
+            index.generation += 1;
+            let generation = index.generation;
+            if index.recent.len() == REVOCATION_LOG {
+                index.recent.pop_front();
+            }
+            index.recent.push_back((generation, selector.clone()));
             let ids: Vec<String> = match selector {
                 Selector::Id(id) => index
                     .by_id
@@ -271,28 +319,28 @@ mod tests {
     #[test]
     fn limits_per_identity_and_total() {
         let leases = Leases::new(3);
-        leases.insert(lease("1", "a", "t", 60), 2).unwrap();
-        leases.insert(lease("2", "a", "t", 60), 2).unwrap();
+        leases.insert(lease("1", "a", "t", 60), 2, 0).unwrap();
+        leases.insert(lease("2", "a", "t", 60), 2, 0).unwrap();
         assert_eq!(
-            leases.insert(lease("3", "a", "t", 60), 2),
+            leases.insert(lease("3", "a", "t", 60), 2, 0),
             Err(LeaseLimit::Identity(2))
         );
-        leases.insert(lease("3", "b", "t", 60), 5).unwrap();
+        leases.insert(lease("3", "b", "t", 60), 5, 0).unwrap();
         assert_eq!(
-            leases.insert(lease("4", "c", "t", 60), 5),
+            leases.insert(lease("4", "c", "t", 60), 5, 0),
             Err(LeaseLimit::Total(3))
         );
         assert!(leases.remove(&Identity::for_tests("a"), "1"));
-        leases.insert(lease("5", "a", "t", 60), 2).unwrap();
+        leases.insert(lease("5", "a", "t", 60), 2, 0).unwrap();
     }
 
     #[test]
     fn revocation_by_selector_notifies_watchers() {
         let leases = Leases::new(100);
         let mut watch = leases.subscribe();
-        leases.insert(lease("1", "a", "t1", 60), 10).unwrap();
-        leases.insert(lease("2", "a", "t2", 60), 10).unwrap();
-        leases.insert(lease("3", "b", "t1", 60), 10).unwrap();
+        leases.insert(lease("1", "a", "t1", 60), 10, 0).unwrap();
+        leases.insert(lease("2", "a", "t2", 60), 10, 0).unwrap();
+        leases.insert(lease("3", "b", "t1", 60), 10, 0).unwrap();
         let gone = leases.revoke(
             &Selector::Tenant(TenantId::new("t1").unwrap()),
             RevocationReason::Revoked,
@@ -311,12 +359,45 @@ mod tests {
     }
 
     #[test]
+    fn a_revocation_during_issuance_refuses_the_lease_it_covers() {
+        let leases = Leases::new(100);
+        let seen = leases.generation();
+        leases.revoke(
+            &Selector::Tenant(TenantId::new("t1").unwrap()),
+            RevocationReason::TenantErased,
+        );
+        assert_eq!(
+            leases.insert(lease("1", "a", "t1", 60), 10, seen),
+            Err(LeaseLimit::Revoked)
+        );
+        leases.insert(lease("2", "a", "t2", 60), 10, seen).unwrap();
+        // A lease that started after the revocation is not affected by it.
+        leases
+            .insert(lease("3", "a", "t1", 60), 10, leases.generation())
+            .unwrap();
+        // Older than every remembered revocation: refused, to be safe.
+        let ancient = leases.generation();
+        for _ in 0..=REVOCATION_LOG {
+            leases.revoke(&Selector::Id("none".into()), RevocationReason::Revoked);
+        }
+        assert_eq!(
+            leases.insert(lease("4", "a", "t2", 60), 10, ancient),
+            Err(LeaseLimit::Revoked)
+        );
+        leases.revoke(&Selector::All, RevocationReason::Sealed);
+        assert_eq!(
+            leases.insert(lease("5", "b", "t3", 60), 10, leases.generation() - 1),
+            Err(LeaseLimit::Revoked)
+        );
+    }
+
+    #[test]
     fn renew_is_capped_and_sweep_drops_expired() {
         let leases = Leases::new(100);
         let a = Identity::for_tests("a");
         let l = lease("1", "a", "t", 10);
         let cap = l.renewable_until;
-        leases.insert(l, 10).unwrap();
+        leases.insert(l, 10, 0).unwrap();
         assert_eq!(leases.renew(&a, "1", Duration::from_secs(3600)), Some(cap));
         assert_eq!(
             leases.renew(&Identity::for_tests("b"), "1", Duration::from_secs(1)),
@@ -324,7 +405,7 @@ mod tests {
         );
         let mut past = lease("2", "a", "t", 10);
         past.expires = SystemTime::now() - Duration::from_secs(1);
-        leases.insert(past, 10).unwrap();
+        leases.insert(past, 10, 0).unwrap();
         assert_eq!(leases.sweep(), 1);
         assert!(leases.get(&a, "1").is_some());
     }

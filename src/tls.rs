@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
 /// Paths of the files a TLS listener needs.
 #[derive(Clone, PartialEq, Eq)]
@@ -110,6 +111,14 @@ fn crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
 
 /// Builds the server configuration from `files`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_tls(files).map(|(config, _)| config)
+}
+
+/// The server configuration and its client-certificate verifier, which can re-check
+/// the certificates of connections made before a reload.
+pub(crate) fn server_tls(
+    files: &TlsFiles,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<dyn ClientCertVerifier>), TlsError> {
     let client_ca = files
         .client_ca
         .as_deref()
@@ -137,11 +146,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::clone(&verifier))
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), verifier))
 }
 
 #[cfg(test)]

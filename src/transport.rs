@@ -15,6 +15,8 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
@@ -26,7 +28,7 @@ use tower::util::BoxCloneSyncService;
 use crate::api::Peer;
 use crate::authz::Caller;
 use crate::identity::{Identity, IdentityError, IdentitySource, identity_of};
-use crate::tls::{TlsError, TlsFiles, server_config};
+use crate::tls::{TlsError, TlsFiles, server_tls};
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,25 +38,71 @@ const MAX_CONNECTIONS: usize = 4096;
 /// The server TLS configuration, reloadable.
 pub(crate) struct ReloadableTls {
     files: TlsFiles,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    current: RwLock<Current>,
+    /// Bumped by every successful reload, for connections to re-check their client.
+    reloads: watch::Sender<u64>,
+}
+
+struct Current {
+    config: Arc<rustls::ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl ReloadableTls {
     pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let current = RwLock::new(server_config(&files)?);
-        Ok(Self { files, current })
+        let (config, verifier) = server_tls(&files)?;
+        Ok(Self {
+            files,
+            current: RwLock::new(Current { config, verifier }),
+            reloads: watch::channel(0).0,
+        })
     }
 
     /// Re-reads the certificates, key, client CA and CRLs. On error the old
-    /// configuration stays in force.
+    /// configuration stays in force. Connections made before stay open unless their
+    /// client certificate no longer verifies (revoked by a new CRL, say).
     pub(crate) fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        let (config, verifier) = server_tls(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Current { config, verifier };
+        self.reloads.send_modify(|n| *n += 1);
         Ok(())
     }
 
     fn current(&self) -> Arc<rustls::ServerConfig> {
-        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .config,
+        )
+    }
+
+    fn verifies(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let verifier = Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .verifier,
+        );
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok()
+    }
+
+    /// Resolves once a reload makes `chain` fail verification.
+    async fn until_refused(self: Arc<Self>, chain: Vec<CertificateDer<'static>>) {
+        let mut reloads = self.reloads.subscribe();
+        while reloads.changed().await.is_ok() {
+            if !self.verifies(&chain) {
+                return;
+            }
+        }
+        std::future::pending().await
     }
 }
 
@@ -105,12 +153,10 @@ where
 /// How long a stopping daemon lets a connection finish its requests in flight.
 pub(crate) const DRAIN: Duration = Duration::from_secs(5);
 
-async fn serve_connection<IO>(
-    io: IO,
-    router: Router,
-    peer: Peer,
-    mut stopped: watch::Receiver<bool>,
-) where
+/// Serves HTTP/2 on `io` until the client leaves, or `close` resolves (the daemon
+/// stops, or the client's certificate stops verifying), then drains gracefully.
+async fn serve_connection<IO>(io: IO, router: Router, peer: Peer, close: impl Future<Output = ()>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = tower::service_fn(move |request| router.clone().route(request, peer.clone()));
@@ -126,9 +172,14 @@ async fn serve_connection<IO>(
     // A connection error concerns that client only, so results are dropped.
     tokio::select! {
         _ = connection.as_mut() => return,
-        _ = stopped.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+        () = close => connection.as_mut().graceful_shutdown(),
     }
     let _ = tokio::time::timeout(DRAIN, connection).await;
+}
+
+/// Resolves when the daemon begins to stop.
+async fn stopping(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// A connection's whole life, from handshake to close.
@@ -199,7 +250,7 @@ pub(crate) async fn serve_tls(
         // Small request/response frames: Nagle with delayed ACKs would stall them ~40 ms.
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let router = router.clone();
+        let (router, tls) = (router.clone(), Arc::clone(&tls));
         let task: ConnectionTask = Box::pin(async move {
             // Handshake failures (no certificate, wrong CA, revoked, expired, TLS 1.2)
             // end here: rustls has sent the alert that tells the client why.
@@ -208,8 +259,19 @@ pub(crate) async fn serve_tls(
             else {
                 return;
             };
-            let peer = peer_of(stream.get_ref().1, identities);
-            serve_connection(stream, router, peer, stopped).await;
+            let connection = stream.get_ref().1;
+            let peer = peer_of(connection, identities);
+            let chain: Vec<CertificateDer<'static>> = connection
+                .peer_certificates()
+                .map(|c| c.iter().map(|cert| cert.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let close = async move {
+                tokio::select! {
+                    () = stopping(stopped) => {}
+                    () = tls.until_refused(chain) => {}
+                }
+            };
+            serve_connection(stream, router, peer, close).await;
         });
         Some(task)
     };
@@ -230,7 +292,8 @@ pub(crate) async fn serve_unix(
         let cred = stream.peer_cred().ok()?;
         let peer = Peer(Ok(Caller::Local(Identity::local(cred.uid()))));
         let router = router.clone();
-        let task: ConnectionTask = Box::pin(serve_connection(stream, router, peer, stopped));
+        let task: ConnectionTask =
+            Box::pin(serve_connection(stream, router, peer, stopping(stopped)));
         Some(task)
     };
     accept_loop(accept, 64, stopped).await;

@@ -14,8 +14,8 @@ use vault_proto::v1::{self, admin_server::Admin};
 
 use super::{ApiError, Shared, environment, sealed, secret_id, secret_ref};
 use crate::authz::{
-    DeleteSecret, EraseTenant, ReadLeasesOp, ReadMetadata, RekeyOp, ReloadPoliciesOp,
-    RevokeLeasesOp, RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
+    DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
+    RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
 };
 use crate::leases::{RevocationReason, Selector, unix_ms};
 use crate::names::{SecretKind, TenantId};
@@ -346,10 +346,16 @@ impl Admin for AdminService {
         let mut call = self.shared.call("admin.seal", &request)?;
         let result = match permit!(self, call, SealOp) {
             Ok(grant) => {
-                self.shared.intent(&call).await?;
-                // Sign what was written while the audit keys still exist; the intent
-                // record above already proved the sink writable.
-                let _ = self.shared.audit.checkpoint().await;
+                // Sealing is the safe direction, so it goes ahead even when the audit log
+                // cannot be written (an attacker filling the disk must not keep keys in
+                // memory); the failure is reported, not the seal refused.
+                let recorded = self.shared.record_intent(&call).await.is_ok();
+                if recorded {
+                    // Sign what was written while the audit keys still exist.
+                    let _ = self.shared.audit.checkpoint().await;
+                } else {
+                    eprintln!("vaultd: sealing although the audit log cannot be written");
+                }
                 let sealed = self.shared.custody.seal(&grant);
                 self.shared.sessions.clear();
                 let revoked = self
@@ -665,7 +671,7 @@ impl Admin for AdminService {
         request: Request<v1::ReloadPoliciesRequest>,
     ) -> Result<Response<v1::ReloadPoliciesResponse>, Status> {
         let mut call = self.shared.call("admin.reload_policies", &request)?;
-        let result = permit!(self, call, ReloadPoliciesOp).and_then(|_| {
+        let result = permit!(self, call, PoliciesOp).and_then(|_| {
             let (grants, denies, roles) =
                 self.shared.policies.reload().map_err(ApiError::Policy)?;
             Ok(v1::ReloadPoliciesResponse {
@@ -682,8 +688,8 @@ impl Admin for AdminService {
         request: Request<v1::CheckPolicyRequest>,
     ) -> Result<Response<v1::CheckPolicyResponse>, Status> {
         let mut call = self.shared.call("admin.check_policy", &request)?;
-        let result =
-            permit!(self, call, StatusOp).and_then(|_| self.check_policy_inner(request.get_ref()));
+        let result = permit!(self, call, PoliciesOp)
+            .and_then(|_| self.check_policy_inner(request.get_ref()));
         self.shared.finish(call, result).await
     }
 }

@@ -11,9 +11,12 @@ use vault_proto::v1::{self, broker_server::Broker};
 
 use super::{ApiError, Call, Shared, environment, sealed, secret_id};
 use crate::authz::{DecryptOp, EncryptOp, LeaseOp};
-use crate::leases::{Lease, RevocationReason, Selector, unix_ms};
+use crate::leases::{Lease, LeaseLimit, RevocationReason, Selector, unix_ms};
 use crate::names::{Environment, TenantId};
 use crate::sessions::{Session, random_id};
+
+/// The latest lease end representable everywhere (year 2262 in Unix nanoseconds).
+const MAX_TIME: Duration = Duration::from_secs(i64::MAX as u64 / 1_000_000_000);
 
 /// Items one batch call may carry.
 const MAX_BATCH: usize = 1000;
@@ -43,26 +46,34 @@ impl BrokerService {
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
         let max_ttl = grant.max_ttl.unwrap_or(s.limits.default_ttl);
+        // Bounded by the policy (at most 30 days); a clock near the end of time saturates.
+        let after = |d: Duration| {
+            SystemTime::now()
+                .checked_add(d)
+                .unwrap_or(SystemTime::UNIX_EPOCH + MAX_TIME)
+        };
         let ttl = match req.ttl_seconds {
             0 => s.limits.default_ttl,
             n => Duration::from_secs(u64::from(n)),
         }
         .min(max_ttl);
+        // Revocations from here on (a seal, an erasure) must cover this lease too.
+        let generation = s.leases.generation();
         let (value, version) = s.custody.open_secret(&grant, req.version)?;
         call.event.version = Some(version);
         let lease_id = random_id("l-").map_err(|e| ApiError::Vault(e.into()))?;
-        let now = SystemTime::now();
         let lease = Lease {
             id: lease_id.clone(),
             identity: call.caller.identity().clone(),
             secret: id.clone(),
             version,
-            expires: now + ttl,
-            renewable_until: now + max_ttl,
+            expires: after(ttl),
+            renewable_until: after(max_ttl),
         };
         let (expires, renewable_until) = (lease.expires, lease.renewable_until);
+        let per_identity = grant.max_active_leases.unwrap_or(s.limits.max_per_identity);
         s.leases
-            .insert(lease, grant.max_active_leases.unwrap_or(u32::MAX))
+            .insert(lease, per_identity, generation)
             .map_err(ApiError::LeaseLimit)?;
         call.event.lease_id = Some(lease_id.clone());
         let aad = SessionAad::lease(
@@ -97,14 +108,23 @@ impl BrokerService {
             .ok_or(ApiError::UnknownLease)?;
         call.secret(&lease.secret);
         call.event.lease_id = Some(lease.id.clone());
-        // The policy may have changed since the lease was issued.
-        if let Err(denied) = s
+        // The policy may have changed since the lease was issued, and the version may
+        // no longer be leasable (sealed, deleted, past its grace window).
+        let grant = match s
             .policies
             .grant(&call.caller, LeaseOp(lease.secret.clone()))
         {
+            Ok(grant) => grant,
+            Err(denied) => {
+                s.leases
+                    .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+                return Err(ApiError::Denied(denied));
+            }
+        };
+        if let Err(e) = s.custody.check_leasable(&grant, lease.version) {
             s.leases
-                .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
-            return Err(ApiError::Denied(denied));
+                .revoke(&Selector::Id(lease.id), RevocationReason::VersionDisabled);
+            return Err(e.into());
         }
         let ttl = match req.ttl_seconds {
             0 => s.limits.default_ttl,
@@ -248,11 +268,19 @@ impl Broker for BrokerService {
         let result = self.lease_inner(&mut call, request.into_inner());
         let lease_id = result.as_ref().ok().map(|r| r.lease_id.clone());
         let answer = self.shared.finish(call, result).await;
-        if let (Err(_), Some(id)) = (&answer, lease_id) {
-            // Not audited, so not delivered: the lease must not linger either.
-            self.shared.leases.remove(&identity, &id);
+        match (answer, lease_id) {
+            (Err(status), Some(id)) => {
+                // Not audited, so not delivered: the lease must not linger either.
+                self.shared.leases.remove(&identity, &id);
+                Err(status)
+            }
+            // Revoked while its record was being written: the revocation notice may
+            // reach the client before this answer, so the value must not be delivered.
+            (Ok(_), Some(id)) if self.shared.leases.get(&identity, &id).is_none() => {
+                Err(ApiError::LeaseLimit(LeaseLimit::Revoked).into())
+            }
+            (answer, _) => answer,
         }
-        answer
     }
 
     async fn renew(
@@ -297,7 +325,12 @@ impl Broker for BrokerService {
         self.shared.finish(call, Ok(())).await?;
         tokio::spawn(async move {
             loop {
-                let item = match revocations.recv().await {
+                // A client that went away ends the task even if no revocation comes.
+                let received = tokio::select! {
+                    received = revocations.recv() => received,
+                    () = tx.closed() => return,
+                };
+                let item = match received {
                     Ok(r) if r.identity == identity => Ok(v1::Revocation {
                         lease_id: r.lease_id,
                         reason: reason(r.reason) as i32,

@@ -101,19 +101,24 @@ impl Shared {
 
     /// Writes an intent record before a state change; fails closed.
     pub(crate) async fn intent(&self, call: &Call) -> Result<(), Status> {
-        let event = Event {
-            decision: Decision::Allow,
-            reason: "intent".to_owned(),
-            ..call.event.clone()
-        };
-        match self.audit.append(event).await {
-            Ok(_) => Ok(()),
+        match self.record_intent(call).await {
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.metrics
                     .observe(call.rpc, tonic::Code::Unavailable, call.started);
                 Err(ApiError::Audit(e).into())
             }
         }
+    }
+
+    /// Writes the intent record of `call`, leaving what to do on failure to the caller.
+    pub(crate) async fn record_intent(&self, call: &Call) -> Result<(), vault_audit::AuditError> {
+        let event = Event {
+            decision: Decision::Allow,
+            reason: "intent".to_owned(),
+            ..call.event.clone()
+        };
+        self.audit.append(event).await.map(|_| ())
     }
 
     /// Audits the outcome of `call` and turns it into the answer. Nothing is

@@ -150,6 +150,9 @@ fn status(e: &ApiError) -> Status {
         ApiError::LeaseLimit(LeaseLimit::Total(n)) => Status::resource_exhausted(format!(
             "the daemon holds its maximum of {n} leases; retry later"
         )),
+        ApiError::LeaseLimit(LeaseLimit::Revoked) => Status::aborted(
+            "the secret's leases were revoked while this one was being issued; lease again",
+        ),
         ApiError::UnknownLease => Status::not_found("unknown or expired lease"),
         ApiError::Audit(inner) => Status::unavailable(format!(
             "the audit log cannot be written, so the request was refused: {inner}"

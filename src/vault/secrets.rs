@@ -289,6 +289,27 @@ impl Vault {
         })
     }
 
+    /// Whether `version` of a secret could be leased now: the vault is unsealed, the
+    /// secret exists, and the version is current or within its grace window. Renewals
+    /// check this, so a lease does not outlive a seal, deletion or disabled version.
+    pub fn check_leasable(&self, id: &SecretId, version: u64) -> Result<()> {
+        self.with_keyring(|_| {
+            let (record, _) = self.read_secret(id)?;
+            let leasable = record.versions.iter().any(|v| {
+                v.version == version
+                    && v.value.is_some()
+                    && match v.state {
+                        VersionState::Current => true,
+                        VersionState::Grace { until_unix } => now_unix() < until_unix,
+                        VersionState::Disabled => false,
+                    }
+            });
+            leasable
+                .then_some(())
+                .ok_or(Error::VersionUnavailable(version))
+        })
+    }
+
     /// Disables every version whose grace window ended at or before `now_unix`,
     /// destroying its ciphertext. Returns what was disabled, for lease revocation and
     /// the audit log.

@@ -311,6 +311,34 @@ fn interrupted_rotation_resumes_at_unseal() {
 }
 
 #[test]
+fn leasability_follows_seal_rotation_and_deletion() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let s = id("acme", "byok/openai");
+    f.vault
+        .put_secret(&s, SecretKind::Byok, &value("v1"))
+        .unwrap();
+    f.vault.check_leasable(&s, 1).unwrap();
+    assert!(matches!(
+        f.vault.check_leasable(&s, 2),
+        Err(Error::VersionUnavailable(2))
+    ));
+    f.vault
+        .rotate_secret(&s, &value("v2"), Some(Duration::ZERO))
+        .unwrap();
+    assert!(matches!(
+        f.vault.check_leasable(&s, 1),
+        Err(Error::VersionUnavailable(1))
+    ));
+    f.vault.check_leasable(&s, 2).unwrap();
+    f.vault.seal().unwrap();
+    assert!(matches!(f.vault.check_leasable(&s, 2), Err(Error::Sealed)));
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    f.vault.delete_secret(&s).unwrap();
+    assert!(f.vault.check_leasable(&s, 2).is_err());
+}
+
+#[test]
 fn rotation_grace_and_sweep() {
     let (f, shares) = fresh(VaultOptions::default());
     unseal_with(&f.vault, &shares[..3]).unwrap();

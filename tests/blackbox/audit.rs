@@ -251,4 +251,11 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
     let (code, body) = vault.http_get("/v1/health").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(r#""audit":"failing""#), "{body}");
+
+    // Sealing still happens: it is the safe direction. The answer says it could not
+    // be recorded.
+    let sealed = vault.admin().seal(v1::SealRequest {}).await.unwrap_err();
+    assert_eq!(sealed.code(), Code::Unavailable);
+    let (_, body) = vault.http_get("/v1/health").await;
+    assert!(body.contains(r#""sealed":true"#), "{body}");
 }

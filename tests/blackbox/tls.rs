@@ -76,7 +76,7 @@ async fn certificates_that_must_be_refused_are_refused_at_the_handshake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_certificate_is_refused_after_a_reload_and_established_connections_stay() {
+async fn a_reload_with_a_new_crl_refuses_and_disconnects_only_the_revoked_certificate() {
     let mut vault = TestVault::start_with(Options {
         crl: true,
         ..Options::default()
@@ -88,8 +88,17 @@ async fn a_revoked_certificate_is_refused_after_a_reload_and_established_connect
         handshake(&vault, client_config(&ca, Some(&victim))).await,
         Ok(())
     );
-    let mut established = vault.admin();
-    established.status(v1::StatusRequest {}).await.unwrap();
+    let mut victims_connection = vault.admin();
+    victims_connection
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap();
+    // Anyone may open a session: a request that shows the connection works.
+    let mut others_connection = vault.broker("spiffe://billing.example/svc/other");
+    let open = || v1::OpenSessionRequest {
+        client_public_key: vec![9; 32],
+    };
+    others_connection.open_session(open()).await.unwrap();
 
     // A new CRL naming the certificate, then a reload (what SIGHUP does).
     std::fs::write(
@@ -110,8 +119,21 @@ async fn a_revoked_certificate_is_refused_after_a_reload_and_established_connect
         handshake(&vault, client_config(&ca, Some(&other))).await,
         Ok(())
     );
-    // The connection made before the reload is not dropped.
-    established.status(v1::StatusRequest {}).await.unwrap();
+    // Connections made before the reload stay open, unless their certificate was revoked.
+    others_connection.open_session(open()).await.unwrap();
+    let mut closed = false;
+    for _ in 0..50 {
+        if victims_connection
+            .status(v1::StatusRequest {})
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the revoked certificate's connection kept working");
 
     // A broken CRL is refused and the previous configuration stays in force.
     std::fs::write(vault.path("clients.crl"), b"not a CRL").unwrap();

@@ -14,23 +14,25 @@ use crate::error::CliError;
 /// terminal); the trailing newline is dropped.
 pub(crate) fn hidden_line(prompt: &str) -> Result<Zeroizing<String>, CliError> {
     let stdin = std::io::stdin();
+    // One lock for the whole read: std's stdin lock is not reentrant.
+    let mut input = stdin.lock();
     let mut line = Zeroizing::new(String::new());
-    if stdin.is_terminal() {
-        eprint!("{prompt}");
-        std::io::stderr().flush()?;
-        let fd = stdin.lock();
-        let saved = rustix::termios::tcgetattr(&fd).map_err(std::io::Error::from)?;
+    if input.is_terminal() {
+        let saved = rustix::termios::tcgetattr(&input).map_err(std::io::Error::from)?;
         let mut quiet = saved.clone();
         quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
-        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)
+        rustix::termios::tcsetattr(&input, rustix::termios::OptionalActions::Now, &quiet)
             .map_err(std::io::Error::from)?;
-        let read = std::io::stdin().lock().read_line(&mut line);
-        // Echo back on whatever happened.
-        let _ = rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &saved);
+        // Echo is off before the prompt invites typing.
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let read = input.read_line(&mut line);
+        // Echo back on, whatever happened.
+        let _ = rustix::termios::tcsetattr(&input, rustix::termios::OptionalActions::Now, &saved);
         eprintln!();
         read?;
     } else {
-        stdin.lock().read_line(&mut line)?;
+        input.read_line(&mut line)?;
     }
     while line.ends_with('\n') || line.ends_with('\r') {
         line.pop();

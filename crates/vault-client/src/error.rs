@@ -140,7 +140,8 @@ pub(crate) enum Disposition {
     NewSession(Error),
     /// The node is sealed: try another node, without waiting.
     Sealed(Error),
-    /// The node is unreachable or overloaded: retry after a backoff, maybe elsewhere.
+    /// The node is unreachable or overloaded, or the request lost a race (ABORTED):
+    /// retry after a backoff, maybe elsewhere.
     Retry(Error),
 }
 
@@ -179,6 +180,10 @@ pub(crate) fn classify(status: tonic::Status) -> Disposition {
         (Code::Unavailable, _) => Disposition::Retry(Error::Unavailable {
             message,
             sealed: false,
+        }),
+        (Code::Aborted, _) => Disposition::Retry(Error::Other {
+            code: Code::Aborted,
+            message,
         }),
         (Code::Unauthenticated, _) => Disposition::Final(Error::Unauthenticated { message }),
         (Code::PermissionDenied, _) => Disposition::Final(Error::PermissionDenied { message }),

@@ -112,6 +112,32 @@ pub(crate) struct Cache {
     entries: RwLock<HashMap<Key, Arc<Leased>>>,
     /// One gate per key being leased, so concurrent misses make one RPC.
     gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recently revoked lease ids. A revocation notice can overtake the answer that
+    /// issued the lease (they travel on different streams); such a lease must not be
+    /// cached after its notice was handled.
+    tombstones: Mutex<Tombstones>,
+}
+
+/// Lease ids remembered as revoked.
+const TOMBSTONES: usize = 4096;
+
+#[derive(Default)]
+struct Tombstones {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Tombstones {
+    fn add(&mut self, id: &str) {
+        if self.ids.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+        }
+        while self.order.len() > TOMBSTONES {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
 }
 
 impl Cache {
@@ -143,11 +169,16 @@ impl Cache {
         }
     }
 
-    fn insert(&self, key: Key, leased: Arc<Leased>) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, leased);
+    /// Caches `leased` unless its revocation was already seen; says which.
+    fn insert(&self, key: Key, leased: &Arc<Leased>) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let tombstones = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        if tombstones.ids.contains(&leased.lease_id) {
+            leased.revoked.store(true, Ordering::Release);
+            return false;
+        }
+        entries.insert(key, Arc::clone(leased));
+        true
     }
 
     /// Drops (and marks revoked) the entries `drop` selects. Their values are wiped
@@ -165,8 +196,23 @@ impl Cache {
         before - entries.len()
     }
 
+    /// Handles a revocation notice: evicts the lease and remembers it, in case its
+    /// issuing answer is still on its way.
     pub(crate) fn evict_lease(&self, lease_id: &str) -> usize {
-        self.evict(|l| l.lease_id == lease_id)
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(lease_id);
+        let before = entries.len();
+        entries.retain(|_, leased| {
+            let gone = leased.lease_id == lease_id;
+            if gone {
+                leased.revoked.store(true, Ordering::Release);
+            }
+            !gone
+        });
+        before - entries.len()
     }
 
     pub(crate) fn evict_node(&self, node: usize) -> usize {
@@ -233,10 +279,23 @@ impl Client {
         result
     }
 
+    /// Leases anew; a lease whose revocation arrived before it is leased again.
     async fn lease_uncached(&self, key: &Key) -> Result<Lease, Error> {
+        for _ in 0..3 {
+            let leased = self.lease_once(key).await?;
+            if self.inner.cache.insert(key.clone(), &leased) {
+                return Ok(Lease { inner: leased });
+            }
+        }
+        Err(Error::Other {
+            code: tonic::Code::Aborted,
+            message: "every lease was revoked as soon as it was issued; try again later".into(),
+        })
+    }
+
+    async fn lease_once(&self, key: &Key) -> Result<Arc<Leased>, Error> {
         let ttl = self.inner.options().lease_ttl_seconds();
-        let leased = self
-            .inner
+        self.inner
             .call(Retry::Idempotent, true, |attempt| async move {
                 let node = self
                     .inner
@@ -284,9 +343,7 @@ impl Client {
                     }),
                 }))
             })
-            .await?;
-        self.inner.cache.insert(key.clone(), Arc::clone(&leased));
-        Ok(Lease { inner: leased })
+            .await
     }
 
     /// Ends a lease now and drops it from the cache.
@@ -429,6 +486,44 @@ pub(crate) async fn auto_renew(inner: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leased(id: &str) -> Arc<Leased> {
+        Arc::new(Leased {
+            lease_id: id.into(),
+            version: 1,
+            value: SecretValue::from_vec(b"v".to_vec()),
+            node: 0,
+            epoch: 1,
+            revoked: AtomicBool::new(false),
+            times: Mutex::new(Times {
+                expires: SystemTime::now(),
+                renewable_until: SystemTime::now(),
+                fresh_until: Instant::now(),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_notice_that_overtakes_its_lease_keeps_it_out_of_the_cache() {
+        let cache = Cache::default();
+        let key = Key {
+            tenant: "t".into(),
+            environment: Environment::Live,
+            name: "n".into(),
+            version: None,
+        };
+        assert_eq!(cache.evict_lease("l-early"), 0);
+        let early = leased("l-early");
+        assert!(!cache.insert(key.clone(), &early));
+        assert!(early.revoked.load(Ordering::Acquire));
+        assert_eq!(cache.len(), 0);
+        assert!(cache.insert(key, &leased("l-other")));
+        assert_eq!(cache.len(), 1);
+        for i in 0..=TOMBSTONES {
+            cache.evict_lease(&format!("l-{i}"));
+        }
+        assert!(!cache.tombstones.lock().unwrap().ids.contains("l-early"));
+    }
 
     #[test]
     fn margins_leave_time_to_use_a_value() {

@@ -88,13 +88,18 @@ impl fmt::Display for Environment {
     }
 }
 
+/// Text that names no environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an environment: use live or test")]
+pub struct UnknownEnvironment(pub String);
+
 impl FromStr for Environment {
-    type Err = String;
+    type Err = UnknownEnvironment;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "live" => Ok(Environment::Live),
             "test" => Ok(Environment::Test),
-            other => Err(format!("{other:?} is not an environment: use live or test")),
+            other => Err(UnknownEnvironment(other.to_owned())),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use action::{Action, Operation, Permission};
 pub use eval::{Decision, Outcome, PermissionRequest, Request, Trace};
-pub use load::{PolicyError, PolicyErrorKind};
+pub use load::{MAX_TTL, PolicyError, PolicyErrorKind};
 use pattern::Pattern;
 
 /// Which kind of rule.

@@ -75,6 +75,9 @@ pub enum PolicyErrorKind {
     /// A duration that does not parse.
     #[error("bad duration {0:?}: use a number followed by s, m, h or d, e.g. \"90s\" or \"5m\"")]
     Duration(String),
+    /// A `max_ttl` beyond [`MAX_TTL`].
+    #[error("max_ttl {0:?} is longer than 30 days; leases are meant to be short")]
+    TtlTooLong(String),
     /// Two rules share an id.
     #[error("rule id {0:?} is used twice")]
     DuplicateId(String),
@@ -270,6 +273,9 @@ fn tenants(list: &[String], identities: &[Pattern]) -> Result<Vec<TenantRule>, P
 }
 
 /// Parses `90s`, `5m`, `2h`, `1d`.
+/// The longest `max_ttl` a grant may set.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
+
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let split = text.len().checked_sub(1)?;
     let (number, unit) = (text.get(..split)?, text.get(split..)?);
@@ -302,7 +308,11 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
     let max_ttl = doc
         .max_ttl
         .as_deref()
-        .map(|t| parse_duration(t).ok_or_else(|| PolicyErrorKind::Duration(t.to_owned())))
+        .map(|t| match parse_duration(t) {
+            None => Err(PolicyErrorKind::Duration(t.to_owned())),
+            Some(d) if d > MAX_TTL => Err(PolicyErrorKind::TtlTooLong(t.to_owned())),
+            Some(d) => Ok(d),
+        })
         .transpose()?;
     Ok(Grant {
         tenants: tenants(&doc.tenants, &identities)?,

@@ -134,6 +134,10 @@ fn errors_name_the_line_and_reason() {
         "[[grant]]\nid = \"g\"\nidentities = [\"a\"]\noperations = [\"transit.encrypt\"]\ntenants = [\"*\"]\nenvironments = [\"prod\"]\n",
     );
     assert!(matches!(kind, PolicyErrorKind::Environment(_)));
+    let (_, kind) = parse_err(
+        "[[grant]]\nid = \"g\"\nidentities = [\"a\"]\noperations = [\"lease\"]\ntenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"*\"]\nmax_ttl = \"31d\"\n",
+    );
+    assert!(matches!(kind, PolicyErrorKind::TtlTooLong(_)), "{kind}");
 }
 
 #[test]

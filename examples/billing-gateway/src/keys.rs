@@ -98,7 +98,10 @@ impl ApiKeys {
             let digest: [u8; 32] = vault_crypto::hex::decode(&k.sha256)
                 .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
                 .ok_or_else(|| invalid("sha256 must be 64 hex digits".into()))?;
-            let environment = k.environment.parse().map_err(invalid)?;
+            let environment = k
+                .environment
+                .parse()
+                .map_err(|e: vault_client::UnknownEnvironment| invalid(e.to_string()))?;
             let owner = KeyOwner {
                 id: k.id.clone(),
                 tenant: k.tenant,

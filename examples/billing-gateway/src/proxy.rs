@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use vault_client::{Client, Error as VaultError, ExposeSecret};
@@ -17,7 +17,10 @@ use vault_client::{Client, Error as VaultError, ExposeSecret};
 use crate::config::{Config, ConfigError, Provider};
 use crate::keys::{ApiKeys, KeyOwner};
 use crate::upstream;
-use crate::usage::{UsageEvent, UsageLedger};
+use crate::usage::{Refusal, UsageEvent, UsageLedger};
+
+/// Customer connections served at once.
+const MAX_CONNECTIONS: usize = 4096;
 
 /// Largest customer request body forwarded.
 const MAX_BODY: usize = 1 << 20;
@@ -42,12 +45,13 @@ pub enum GatewayError {
         source: std::io::Error,
     },
     /// An upstream's TLS trust could not be loaded.
-    #[error("providers.{provider}.ca: {reason}")]
+    #[error("providers.{provider}.ca: {source}")]
     UpstreamTls {
         /// The provider.
         provider: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
     },
 }
 
@@ -105,9 +109,9 @@ impl Gateway {
         }
         let mut routes = BTreeMap::new();
         for (name, provider) in &config.providers {
-            let tls = upstream::tls_for(provider).map_err(|reason| GatewayError::UpstreamTls {
+            let tls = upstream::tls_for(provider).map_err(|source| GatewayError::UpstreamTls {
                 provider: name.clone(),
-                reason,
+                source,
             })?;
             routes.insert(
                 name.clone(),
@@ -128,9 +132,14 @@ impl Gateway {
         })
     }
 
-    /// Serves customers on `listener` until the task is dropped.
+    /// Serves customers on `listener` until the task is dropped: at most
+    /// 4096 connections at once, each sending its headers within 10 s.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
             let Ok((tcp, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
@@ -138,11 +147,14 @@ impl Gateway {
             let _ = tcp.set_nodelay(true);
             let gateway = Arc::clone(&self);
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
                     let gateway = Arc::clone(&gateway);
                     async move { Ok::<_, Infallible>(gateway.handle(request).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
             });
@@ -311,22 +323,38 @@ impl Gateway {
             return error(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         drop(lease);
-        let answer = match upstream::send(&uri, route.tls.as_ref(), upstream_request).await {
-            Ok(answer) => answer,
-            Err(_) => return error(StatusCode::BAD_GATEWAY, "the provider could not be reached"),
-        };
-        let status = answer.status();
-        let counted = self.usage.record(&UsageEvent {
+        let event = UsageEvent {
             tenant: &owner.tenant,
             environment: env,
             provider,
             key_id: &owner.id,
             idempotency_key,
-            status: status.as_u16(),
-        });
-        if let Err(e) = counted {
-            eprintln!("gateway: the usage event could not be recorded: {e}");
-        }
+        };
+        let reservation = match self.usage.admit(&event) {
+            Ok(reservation) => reservation,
+            Err(Refusal::Duplicate) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "this Idempotency-Key was already used for a request; it was forwarded once",
+                );
+            }
+            Err(Refusal::LedgerDown) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "usage cannot be recorded; retry later",
+                );
+            }
+        };
+        let answer = match upstream::send(&uri, route.tls.as_ref(), upstream_request).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // Never reached the provider (or no answer came): the retry may go through.
+                if e.nothing_sent() {
+                    self.usage.release(reservation);
+                }
+                return error(StatusCode::BAD_GATEWAY, "the provider could not be reached");
+            }
+        };
         let (parts, body) = answer.into_parts();
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = parts.status;
@@ -341,9 +369,14 @@ impl Gateway {
 
 /// `base` + `/` + `path` (+ `?query`), refusing paths that climb out of the base.
 fn upstream_uri(base: &Uri, path: &str, query: Option<&str>) -> Option<Uri> {
-    if path
-        .split('/')
-        .any(|segment| segment == ".." || segment == ".")
+    // Encoded dots, slashes and backslashes could become `..` or new segments upstream.
+    let lower = path.to_ascii_lowercase();
+    let encoded = ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
+    if encoded
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|segment| segment == ".." || segment == ".")
     {
         return None;
     }
@@ -373,5 +406,8 @@ mod tests {
         );
         assert!(upstream_uri(&base, "../admin", None).is_none());
         assert!(upstream_uri(&base, "v1/./x", None).is_none());
+        for encoded in ["%2e%2e/admin", "v1/%2E%2E/x", "a%2fb", "a%5C..", "a\\b"] {
+            assert!(upstream_uri(&base, encoded, None).is_none(), "{encoded}");
+        }
     }
 }

@@ -23,8 +23,11 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Why the upstream could not be reached or answered badly.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    /// Connecting, TLS, or the HTTP exchange failed.
+    /// Connecting or the TLS handshake failed: nothing was sent.
     #[error("upstream unreachable: {0}")]
+    Connect(std::io::Error),
+    /// The connection failed after the request may have been sent.
+    #[error("upstream connection failed: {0}")]
     Io(#[from] std::io::Error),
     /// The HTTP exchange failed.
     #[error("upstream error: {0}")]
@@ -32,17 +35,28 @@ pub(crate) enum UpstreamError {
     /// The answer was too large or did not arrive in time.
     #[error("upstream answer too large or too slow")]
     Answer,
+    /// No trust was configured for an https upstream.
+    #[error("no CA for an https upstream")]
+    NoTrust,
 }
 
-/// A TLS client trusting `ca_file`, for https upstreams.
-pub(crate) fn tls_for(provider: &Provider) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+impl UpstreamError {
+    /// Whether the request certainly never reached the provider.
+    pub(crate) fn nothing_sent(&self) -> bool {
+        matches!(self, UpstreamError::Connect(_) | UpstreamError::NoTrust)
+    }
+}
+
+/// A TLS client trusting the provider's CA bundle, for https upstreams.
+pub(crate) fn tls_for(
+    provider: &Provider,
+) -> Result<Option<Arc<rustls::ClientConfig>>, rustls::pki_types::pem::Error> {
     let Some(ca) = &provider.ca else {
         return Ok(None);
     };
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+    for cert in CertificateDer::pem_file_iter(ca)? {
+        let cert = cert?;
         // Bundles carry certificates rustls cannot use; skipping them is what a
         // system trust store does too.
         let _ = roots.add(cert);
@@ -51,7 +65,7 @@ pub(crate) fn tls_for(provider: &Provider) -> Result<Option<Arc<rustls::ClientCo
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| rustls::pki_types::pem::Error::Io(std::io::Error::other(e)))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Some(Arc::new(config)))
@@ -87,19 +101,21 @@ pub(crate) async fn send(
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let work = async {
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
         match (https, tls) {
             (true, Some(config)) => {
-                let name = ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
                 let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
                     .connect(name, tcp)
-                    .await?;
+                    .await
+                    .map_err(UpstreamError::Connect)?;
                 exchange(stream, request).await
             }
-            (true, None) => Err(UpstreamError::Io(std::io::Error::other(
-                "no CA for an https upstream",
-            ))),
+            (true, None) => Err(UpstreamError::NoTrust),
             (false, _) => exchange(tcp, request).await,
         }
     };

@@ -309,11 +309,14 @@ async fn tenants_keys_rotation_revocation_seal_and_usage() {
             .filter(|l| l.contains(&format!("\"idempotency_key\":\"{key}\"")))
             .count()
     };
-    for _ in 0..3 {
-        assert_eq!(
-            post(g, chat, Some(ACME_KEY), Some("req-42"), "{}").await.0,
-            StatusCode::OK
-        );
+    let forwarded = seen.lock().unwrap().len();
+    assert_eq!(
+        post(g, chat, Some(ACME_KEY), Some("req-42"), "{}").await.0,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let (status, body) = post(g, chat, Some(ACME_KEY), Some("req-42"), "{}").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
     }
     assert_eq!(
         post(g, chat, Some(GLOBEX_KEY), Some("req-42"), "{}")
@@ -322,6 +325,11 @@ async fn tenants_keys_rotation_revocation_seal_and_usage() {
         StatusCode::OK
     );
     assert_eq!(counted("req-42"), 2, "once for acme, once for globex");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        forwarded + 2,
+        "retries are not forwarded again"
+    );
     assert!(
         std::fs::read_to_string(&usage)
             .unwrap()

@@ -10,6 +10,38 @@ use crate::cli::{LeaseCommand, RevokeArgs};
 use crate::error::CliError;
 use crate::output::{Output, table, time};
 
+/// The lease as JSON, written through a zeroising buffer sized up front (so no
+/// reallocation leaves a copy behind). A value that is not UTF-8 is given in hex.
+fn print_json(lease: &vault_client::Lease) -> Result<(), CliError> {
+    let value = lease.expose_secret();
+    let expires = lease
+        .expires_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut json = zeroize::Zeroizing::new(Vec::with_capacity(value.len() * 6 + 256));
+    write!(
+        json,
+        "{{\"lease_id\":\"{}\",\"version\":{},\"expires_unix\":{expires},",
+        lease.lease_id(),
+        lease.version()
+    )?;
+    match std::str::from_utf8(value) {
+        Ok(text) => {
+            json.extend_from_slice(b"\"value\":");
+            serde_json::to_writer(&mut *json, text).map_err(std::io::Error::from)?;
+        }
+        Err(_) => {
+            let hex = vault_crypto::hex::encode(value);
+            write!(json, "\"value_hex\":\"{}\"", hex.as_str())?;
+        }
+    }
+    json.extend_from_slice(b"}\n");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&json)?;
+    stdout.flush()?;
+    Ok(())
+}
+
 fn selector(args: &RevokeArgs) -> Result<Selector, CliError> {
     Ok(match args {
         RevokeArgs { id: Some(id), .. } => Selector::LeaseId(id.clone()),
@@ -59,16 +91,7 @@ pub(crate) async fn run(
                 .lease(&secret.tenant, secret.env.into(), &secret.name)
                 .await?;
             if out.json {
-                let value = lease.expose_secret();
-                let text = zeroize::Zeroizing::new(String::from_utf8_lossy(value).into_owned());
-                out.emit(String::new, || {
-                    json!({
-                        "lease_id": lease.lease_id(),
-                        "version": lease.version(),
-                        "expires_unix": lease.expires_at().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                        "value": text.as_str(),
-                    })
-                });
+                print_json(&lease)?;
             } else {
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(lease.expose_secret())?;

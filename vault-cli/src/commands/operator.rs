@@ -1,10 +1,12 @@
 //! The seal lifecycle: status, init, unseal, seal, rekey, root-key rotation.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde_json::json;
 use vault_client::proto::{SealState, StatusResponse};
 use vault_client::{Client, Share};
+use vault_crypto::Passphrase;
+use zeroize::Zeroizing;
 
 use crate::cli::{InitArgs, QuorumArgs, RekeyArgs, ShareOutput, UnsealArgs};
 use crate::error::{CliError, Exit};
@@ -61,74 +63,120 @@ pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CliError>
     Ok(())
 }
 
-/// Hands out new shares: one 0600 file per custodian (optionally passphrase-protected)
-/// or printed once.
-fn hand_out(
-    shares: &[Share],
-    output: &ShareOutput,
-    out: Output,
-    threshold: u32,
-) -> Result<(), CliError> {
-    let Some(dir) = &output.share_dir else {
-        let texts: Vec<String> = shares.iter().map(|s| s.encode().to_string()).collect();
-        eprintln!(
-            "These {} shares are shown once and stored nowhere. Give one to each custodian; any {threshold} unseal vaultd.",
-            shares.len()
-        );
-        out.emit(
-            || {
-                texts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| format!("share {}: {t}", i + 1))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            },
-            || json!({ "threshold": threshold, "shares": texts }),
-        );
-        return Ok(());
-    };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::invalid(format!("cannot create {}: {e}", dir.display())))?;
-    let mut files = Vec::new();
-    for (i, share) in shares.iter().enumerate() {
-        let path = dir.join(format!("share-{}.txt", i + 1));
-        let text = if output.passphrase_protect {
-            let passphrase =
-                input::passphrase(&format!("passphrase for share {} (input hidden): ", i + 1))?;
-            zeroize::Zeroizing::new(
-                vault_crypto::sharefile::protect(share, &passphrase).map_err(|e| {
-                    CliError::new(
-                        Exit::Failure,
-                        format!("cannot protect share {}: {e}", i + 1),
-                    )
-                })?,
-            )
-        } else {
-            zeroize::Zeroizing::new(format!("{}\n", share.encode().as_str()))
-        };
-        write_share(&path, text.as_bytes())?;
-        files.push(path);
-    }
-    out.emit(
-        || {
-            format!(
-                "wrote {} share files (mode 0600{}) in {}: give one to each custodian; any {threshold} unseal vaultd",
-                files.len(),
-                if output.passphrase_protect { ", passphrase-protected" } else { "" },
-                dir.display()
-            )
-        },
-        || json!({ "threshold": threshold, "share_files": files }),
-    );
-    Ok(())
+/// Where new shares go, settled before vaultd makes them: shares exist once, so
+/// nothing that can fail (a full directory, an empty passphrase) may come after.
+enum ShareSink {
+    /// Printed once.
+    Print,
+    /// One 0600 file per custodian, each optionally under its own passphrase.
+    Files {
+        dir: PathBuf,
+        passphrases: Option<Vec<Passphrase>>,
+    },
 }
 
-fn write_share(path: &Path, text: &[u8]) -> Result<(), CliError> {
-    vault_pki::write_private(path, text).map_err(|e| {
-        CliError::invalid(format!("cannot write {}: {e}", path.display()))
-            .hint("share files are never overwritten: use an empty --share-dir")
-    })
+impl ShareSink {
+    fn prepare(output: &ShareOutput, count: u32) -> Result<Self, CliError> {
+        let Some(dir) = &output.share_dir else {
+            return Ok(ShareSink::Print);
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::invalid(format!("cannot create {}: {e}", dir.display())))?;
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(CliError::invalid(format!("{} is not empty", dir.display()))
+                .hint("share files are never overwritten: use an empty or new --share-dir"));
+        }
+        // Prove the directory writable now, not after the shares exist.
+        let probe = dir.join(".vaultctl-probe");
+        vault_pki::write_private(&probe, b"")
+            .map_err(|e| CliError::invalid(format!("cannot write in {}: {e}", dir.display())))?;
+        std::fs::remove_file(&probe)?;
+        let passphrases = match output.passphrase_protect {
+            false => None,
+            true => Some(
+                (1..=count)
+                    .map(|i| {
+                        input::passphrase(&format!("passphrase for share {i} (input hidden): "))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(ShareSink::Files {
+            dir: dir.clone(),
+            passphrases,
+        })
+    }
+
+    /// Hands the shares out. If a file cannot be written, the shares not yet written
+    /// are printed rather than lost.
+    fn deliver(self, shares: &[Share], out: Output, threshold: u32) -> Result<(), CliError> {
+        let ShareSink::Files { dir, passphrases } = self else {
+            eprintln!(
+                "These {} shares are shown once and stored nowhere. Give one to each custodian; any {threshold} unseal vaultd.",
+                shares.len()
+            );
+            print_shares(shares, 0, out, threshold);
+            return Ok(());
+        };
+        let mut files = Vec::new();
+        for (i, share) in shares.iter().enumerate() {
+            let path = dir.join(format!("share-{}.txt", i + 1));
+            let text = match passphrases.as_ref().and_then(|p| p.get(i)) {
+                Some(passphrase) => vault_crypto::sharefile::protect(share, passphrase)
+                    .map(Zeroizing::new)
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                None => Ok(Zeroizing::new(format!("{}\n", share.encode().as_str()))),
+            };
+            if let Err(e) = text.and_then(|text| vault_pki::write_private(&path, text.as_bytes())) {
+                eprintln!(
+                    "vaultctl: cannot write {}: {e}\nThe shares from number {} on exist only below: copy them now.",
+                    path.display(),
+                    i + 1
+                );
+                print_shares(shares, i, out, threshold);
+                return Err(CliError::new(Exit::Failure, "not every share file could be written")
+                    .hint("the shares printed above are the only copies; hand them to their custodians"));
+            }
+            files.push(path);
+        }
+        out.emit(
+            || {
+                format!(
+                    "wrote {} share files (mode 0600{}) in {}: give one to each custodian; any {threshold} unseal vaultd",
+                    files.len(),
+                    if passphrases.is_some() { ", passphrase-protected" } else { "" },
+                    dir.display()
+                )
+            },
+            || json!({ "threshold": threshold, "share_files": files }),
+        );
+        Ok(())
+    }
+}
+
+/// Prints shares from number `first` (0-based) on.
+fn print_shares(shares: &[Share], first: usize, out: Output, threshold: u32) {
+    let texts: Vec<(usize, Zeroizing<String>)> = shares
+        .iter()
+        .enumerate()
+        .skip(first)
+        .map(|(i, s)| (i + 1, s.encode()))
+        .collect();
+    out.emit(
+        || {
+            let lines: Vec<String> = texts
+                .iter()
+                .map(|(n, text)| format!("share {n}: {}", text.as_str()))
+                .collect();
+            lines.join("\n")
+        },
+        || {
+            json!({
+                "threshold": threshold,
+                "shares": texts.iter().map(|(n, text)| json!({ "number": n, "share": text.as_str() })).collect::<Vec<_>>(),
+            })
+        },
+    );
 }
 
 pub(crate) async fn init(client: &Client, args: &InitArgs, out: Output) -> Result<(), CliError> {
@@ -137,14 +185,9 @@ pub(crate) async fn init(client: &Client, args: &InitArgs, out: Output) -> Resul
             "need 1 <= --threshold <= --shares <= 255",
         ));
     }
-    if let Some(dir) = &args.output.share_dir
-        && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
-    {
-        return Err(CliError::invalid(format!("{} is not empty", dir.display()))
-            .hint("share files are never overwritten: use an empty or new --share-dir"));
-    }
+    let sink = ShareSink::prepare(&args.output, args.shares)?;
     let shares = client.init(args.threshold, args.shares).await?;
-    hand_out(&shares, &args.output, out, args.threshold)
+    sink.deliver(&shares, out, args.threshold)
 }
 
 pub(crate) async fn unseal(
@@ -239,9 +282,10 @@ pub(crate) async fn rekey(client: &Client, args: &RekeyArgs, out: Output) -> Res
     }
     let threshold = current_threshold(client).await?;
     let current = input::quorum(&args.quorum.share_files, threshold)?;
+    let sink = ShareSink::prepare(&args.output, args.shares)?;
     let shares = client.rekey(&current, args.threshold, args.shares).await?;
     eprintln!("the share set was replaced: the old shares no longer unseal vaultd");
-    hand_out(&shares, &args.output, out, args.threshold)
+    sink.deliver(&shares, out, args.threshold)
 }
 
 pub(crate) async fn rotate_root_key(

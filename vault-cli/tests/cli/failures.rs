@@ -200,3 +200,82 @@ fn bad_shares_are_refused_with_what_to_check() {
     let run = operator.run(&["unseal", "vs1-00"]).code(2);
     assert!(run.stderr.contains("unexpected argument"), "{run:?}");
 }
+
+#[test]
+fn rekey_settles_where_shares_go_before_changing_anything() {
+    let (mut fixture, _process, addr, share) = unsealed();
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    let share = share.to_str().unwrap();
+    let used = fixture.path("shares");
+    let run = operator
+        .run(&[
+            "rekey",
+            "--shares",
+            "2",
+            "--threshold",
+            "2",
+            "--share-file",
+            share,
+            "--share-dir",
+            used.to_str().unwrap(),
+        ])
+        .code(7);
+    assert!(run.stderr.contains("is not empty"), "{run:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&operator.run(&["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(status["generation"], 1, "the share set must not change");
+
+    // An empty passphrase is refused before the rekey, too.
+    let fresh = fixture.path("new-shares");
+    let args = [
+        "rekey",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--share-file",
+        share,
+        "--share-dir",
+        fresh.to_str().unwrap(),
+        "--passphrase-protect",
+    ];
+    operator.run_with_stdin(&args, b"pw-one\n\n").code(7);
+    let status: serde_json::Value =
+        serde_json::from_str(&operator.run(&["status", "--json"]).ok().stdout).unwrap();
+    assert_eq!(status["generation"], 1);
+
+    let run = operator.run_with_stdin(&args, b"pw-one\npw-two\n").ok();
+    snapshot(
+        &run.stdout,
+        "wrote 2 share files (mode 0600, passphrase-protected) in [..]new-shares: give one to each custodian; any 2 unseal vaultd",
+    );
+    let first = fresh.join("share-1.txt");
+    let second = fresh.join("share-2.txt");
+    assert!(
+        std::fs::read_to_string(&first)
+            .unwrap()
+            .starts_with("vsf1-")
+    );
+    operator.run(&["seal"]).ok();
+    let run = operator
+        .run_with_stdin(
+            &["unseal", "--share-file", first.to_str().unwrap()],
+            b"pw-two\n",
+        )
+        .code(7);
+    assert!(run.stderr.contains("wrong passphrase"), "{run:?}");
+    let run = operator
+        .run_with_stdin(
+            &["unseal", "--share-file", first.to_str().unwrap()],
+            b"pw-one\n",
+        )
+        .ok();
+    snapshot(&run.stdout, "1 of 2 shares submitted; 1 more needed");
+    let run = operator
+        .run_with_stdin(
+            &["unseal", "--share-file", second.to_str().unwrap()],
+            b"pw-two\n",
+        )
+        .ok();
+    snapshot(&run.stdout, "unsealed");
+}

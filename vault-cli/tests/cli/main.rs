@@ -10,6 +10,7 @@
 
 mod failures;
 mod offline;
+mod prompt;
 mod story;
 
 use std::io::Write;

@@ -4,23 +4,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use vault_testkit::fixture::{Fixture, FixtureOptions, OPERATOR, free_addr};
+use vault_testkit::fixture::{Fixture, FixtureOptions, OPERATOR};
 use vault_testkit::process::VaultProcess;
 
 use crate::{ADMIN, CUSTODIAN, GATEWAY, Vaultctl, snapshot};
 
 #[test]
 fn operator_story() {
-    let mut fixture = Fixture::new(&FixtureOptions {
-        grpc: Some(free_addr()),
-        ..FixtureOptions::default()
-    });
+    let mut fixture = Fixture::new(&FixtureOptions::default());
     let mut vaultd = VaultProcess::start(&fixture);
     let addr = format!("https://localhost:{}", vaultd.grpc.port());
     let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
-    let custodian = Vaultctl::as_identity(&mut fixture, &addr, CUSTODIAN);
-    let admin = Vaultctl::as_identity(&mut fixture, &addr, ADMIN);
-    let gateway = Vaultctl::as_identity(&mut fixture, &addr, GATEWAY);
     let shares = fixture.path("shares");
 
     snapshot(
@@ -53,6 +47,12 @@ fn operator_story() {
 
     assert!(vaultd.stop().success());
     vaultd = VaultProcess::start(&fixture);
+    // The restarted daemon listens on a new free port.
+    let addr = format!("https://localhost:{}", vaultd.grpc.port());
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    let custodian = Vaultctl::as_identity(&mut fixture, &addr, CUSTODIAN);
+    let admin = Vaultctl::as_identity(&mut fixture, &addr, ADMIN);
+    let gateway = Vaultctl::as_identity(&mut fixture, &addr, GATEWAY);
     snapshot(
         &operator.run(&["status"]).ok().stdout,
         "sealed · threshold 3 of 5 shares · generation 1 · vaultd 0.1.0 · unseal with `vaultctl unseal`",
