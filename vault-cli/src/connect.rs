@@ -21,9 +21,11 @@ pub(crate) fn client(
     via: Via,
     lease_ttl: Option<std::time::Duration>,
 ) -> Result<Client, CliError> {
+    // One request per run: no revocation stream, so no cache (and no extra audit record).
+    let builder = Client::builder().revocation_watch(false);
     let builder = match lease_ttl {
-        Some(ttl) => Client::builder().lease_ttl(ttl),
-        None => Client::builder(),
+        Some(ttl) => builder.lease_ttl(ttl),
+        None => builder,
     };
     let builder = match (&global.addr, &global.socket, via) {
         (None, Some(socket), Via::SocketOrTls) => {

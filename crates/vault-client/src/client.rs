@@ -30,6 +30,7 @@ pub struct ClientBuilder {
     max_attempts: u32,
     auto_renew: bool,
     reload_interval: Duration,
+    watch: bool,
 }
 
 impl Default for ClientBuilder {
@@ -45,6 +46,7 @@ impl Default for ClientBuilder {
             max_attempts: 4,
             auto_renew: false,
             reload_interval: Duration::from_secs(5),
+            watch: true,
         }
     }
 }
@@ -102,6 +104,14 @@ impl ClientBuilder {
     /// of leasing again on the next use (default off).
     pub fn auto_renew(mut self, on: bool) -> Self {
         self.auto_renew = on;
+        self
+    }
+
+    /// Whether to follow `WatchRevocations` (default on). Without it nothing is ever
+    /// served from the cache, since a revocation could not be noticed: for one-shot
+    /// tools such as `vaultctl`, which would otherwise open a stream per run.
+    pub fn revocation_watch(mut self, on: bool) -> Self {
+        self.watch = on;
         self
     }
 
@@ -313,7 +323,7 @@ impl Inner {
             tasks.push(tokio::spawn(reload_certificates(Arc::downgrade(self))));
         }
         for (i, node) in self.nodes.iter().enumerate() {
-            if matches!(node.target, Target::Tls { .. }) {
+            if self.options.watch && matches!(node.target, Target::Tls { .. }) {
                 tasks.push(tokio::spawn(crate::lease::watch_revocations(
                     Arc::downgrade(self),
                     i,
