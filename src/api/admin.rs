@@ -259,18 +259,19 @@ impl Admin for AdminService {
             let params = share_params(r.threshold, r.share_count)?;
             Ok((grant, session, params))
         });
-        let result = match prepared {
-            Ok((grant, session, (threshold, count))) => {
-                self.shared.intent(&call).await?;
-                self.shared
-                    .custody
-                    .init(&grant, threshold, count)
-                    .map_err(ApiError::from)
-                    .and_then(|shares| seal_shares(&session, op::INIT, &shares))
-                    .map(|shares| v1::InitResponse { shares })
-            }
-            Err(e) => Err(e),
-        };
+        let custody = &self.shared.custody;
+        let result = self
+            .shared
+            .change(
+                &mut call,
+                prepared,
+                |(grant, session, (threshold, count)), _| {
+                    let shares = custody.init(&grant, threshold, count)?;
+                    let shares = seal_shares(&session, op::INIT, &shares)?;
+                    Ok(v1::InitResponse { shares })
+                },
+            )
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -384,18 +385,19 @@ impl Admin for AdminService {
             let current = open_shares(&session, op::REKEY, &r.current_shares)?;
             Ok((grant, session, params, current))
         });
-        let result = match prepared {
-            Ok((grant, session, (threshold, count), current)) => {
-                self.shared.intent(&call).await?;
-                self.shared
-                    .custody
-                    .rekey(&grant, current, threshold, count)
-                    .map_err(ApiError::from)
-                    .and_then(|shares| seal_shares(&session, op::REKEY_NEW, &shares))
-                    .map(|shares| v1::RekeyResponse { shares })
-            }
-            Err(e) => Err(e),
-        };
+        let custody = &self.shared.custody;
+        let result = self
+            .shared
+            .change(
+                &mut call,
+                prepared,
+                |(grant, session, (threshold, count), current), _| {
+                    let shares = custody.rekey(&grant, current, threshold, count)?;
+                    let shares = seal_shares(&session, op::REKEY_NEW, &shares)?;
+                    Ok(v1::RekeyResponse { shares })
+                },
+            )
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -412,17 +414,14 @@ impl Admin for AdminService {
                 open_shares(&session, op::ROTATE_ROOT_KEY, &r.shares)?,
             ))
         });
-        let result = match prepared {
-            Ok((grant, shares)) => {
-                self.shared.intent(&call).await?;
-                self.shared
-                    .custody
-                    .rotate_root_key(&grant, shares)
-                    .map_err(ApiError::from)
-                    .map(|root_version| v1::RotateRootKeyResponse { root_version })
-            }
-            Err(e) => Err(e),
-        };
+        let custody = &self.shared.custody;
+        let result = self
+            .shared
+            .change(&mut call, prepared, |(grant, shares), _| {
+                let root_version = custody.rotate_root_key(&grant, shares)?;
+                Ok(v1::RotateRootKeyResponse { root_version })
+            })
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -448,17 +447,15 @@ impl Admin for AdminService {
             let value = open_value(&session, op::PUT_SECRET, &id, r.value.as_ref())?;
             Ok((grant, kind, value))
         });
-        let result = match prepared {
-            Ok((grant, kind, value)) => {
-                self.shared.intent(&call).await?;
-                let stored = self.shared.custody.put_secret(&grant, kind, &value);
-                stored.map(|m| metadata(&m)).map_err(ApiError::from)
-            }
-            Err(e) => Err(e),
-        };
-        if let Ok(m) = &result {
-            call.event.version = Some(m.current_version);
-        }
+        let custody = &self.shared.custody;
+        let result = self
+            .shared
+            .change(&mut call, prepared, |(grant, kind, value), event| {
+                let stored = custody.put_secret(&grant, kind, &value)?;
+                event.version = Some(stored.current_version);
+                Ok(metadata(&stored))
+            })
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -475,18 +472,16 @@ impl Admin for AdminService {
             let value = open_value(&session, op::ROTATE_SECRET, &id, r.value.as_ref())?;
             Ok((grant, value))
         });
-        let result = match prepared {
-            Ok((grant, value)) => {
-                self.shared.intent(&call).await?;
-                let grace = r.grace_seconds.map(Duration::from_secs);
-                let stored = self.shared.custody.rotate_secret(&grant, &value, grace);
-                stored.map(|m| metadata(&m)).map_err(ApiError::from)
-            }
-            Err(e) => Err(e),
-        };
-        if let Ok(m) = &result {
-            call.event.version = Some(m.current_version);
-        }
+        let custody = &self.shared.custody;
+        let grace = r.grace_seconds.map(Duration::from_secs);
+        let result = self
+            .shared
+            .change(&mut call, prepared, |(grant, value), event| {
+                let stored = custody.rotate_secret(&grant, &value, grace)?;
+                event.version = Some(stored.current_version);
+                Ok(metadata(&stored))
+            })
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -535,21 +530,16 @@ impl Admin for AdminService {
             call.secret(&id);
             Ok((permit!(self, call, DeleteSecret(id.clone()))?, id))
         });
-        let result = match prepared {
-            Ok((grant, id)) => {
-                self.shared.intent(&call).await?;
-                let deleted = self.shared.custody.delete_secret(&grant);
-                if deleted.is_ok() {
-                    self.shared
-                        .leases
-                        .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
-                }
-                deleted
-                    .map(|()| v1::DeleteSecretResponse {})
-                    .map_err(ApiError::from)
-            }
-            Err(e) => Err(e),
-        };
+        let shared = &self.shared;
+        let result = shared
+            .change(&mut call, prepared, |(grant, id), _| {
+                shared.custody.delete_secret(&grant)?;
+                shared
+                    .leases
+                    .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
+                Ok(v1::DeleteSecretResponse {})
+            })
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -570,34 +560,29 @@ impl Admin for AdminService {
                 }
                 Ok((permit!(self, call, EraseTenant(tenant.clone()))?, tenant))
             });
-        let result = match prepared {
-            Ok((grant, tenant)) => {
-                self.shared.intent(&call).await?;
-                let erased = self.shared.custody.erase_tenant(&grant);
-                if erased.is_ok() {
-                    self.shared
-                        .leases
-                        .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
-                }
-                erased.map_err(ApiError::from).map(|receipt| {
-                    let versions: Vec<String> =
-                        receipt.key_versions.iter().map(u32::to_string).collect();
-                    call.event
-                        .detail
-                        .insert("key_versions".into(), versions.join(","));
-                    call.event
-                        .detail
-                        .insert("secrets_erased".into(), receipt.secrets_erased.to_string());
-                    v1::EraseTenantResponse {
-                        tenant: receipt.tenant.to_string(),
-                        key_versions: receipt.key_versions,
-                        secrets_erased: receipt.secrets_erased as u64,
-                        erased_unix: receipt.erased_unix,
-                    }
+        let shared = &self.shared;
+        let result = shared
+            .change(&mut call, prepared, |(grant, tenant), event| {
+                let receipt = shared.custody.erase_tenant(&grant)?;
+                shared
+                    .leases
+                    .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
+                let versions: Vec<String> =
+                    receipt.key_versions.iter().map(u32::to_string).collect();
+                event
+                    .detail
+                    .insert("key_versions".into(), versions.join(","));
+                event
+                    .detail
+                    .insert("secrets_erased".into(), receipt.secrets_erased.to_string());
+                Ok(v1::EraseTenantResponse {
+                    tenant: receipt.tenant.to_string(),
+                    key_versions: receipt.key_versions,
+                    secrets_erased: receipt.secrets_erased as u64,
+                    erased_unix: receipt.erased_unix,
                 })
-            }
-            Err(e) => Err(e),
-        };
+            })
+            .await?;
         self.shared.finish(call, result).await
     }
 

@@ -111,6 +111,23 @@ impl Shared {
         }
     }
 
+    /// A state-changing request: once `prepared` (validation, authorisation, opened
+    /// payloads) succeeded, the intent record is written, and only then does `act`
+    /// run. A dead audit sink thus stops the change before anything happens.
+    pub(crate) async fn change<P, T>(
+        &self,
+        call: &mut Call,
+        prepared: Result<P, ApiError>,
+        act: impl FnOnce(P, &mut Event) -> Result<T, ApiError>,
+    ) -> Result<Result<T, ApiError>, Status> {
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.intent(call).await?;
+        Ok(act(prepared, &mut call.event))
+    }
+
     /// Writes the intent record of `call`, leaving what to do on failure to the caller.
     pub(crate) async fn record_intent(&self, call: &Call) -> Result<(), vault_audit::AuditError> {
         let event = Event {
