@@ -1,0 +1,148 @@
+//! What the admin service receives and answers: shares and secret values opened from
+//! (and sealed to) the caller's session, and vault answers turned into messages.
+
+use vault_crypto::SecretValue;
+use vault_crypto::session::{Direction, SessionAad};
+use vault_crypto::shamir::Share;
+use vault_proto::v1;
+
+use crate::api::{ApiError, sealed, secret_ref};
+use crate::names::SecretKind;
+use crate::records::VersionState;
+use crate::sessions::Session;
+use crate::vault::{SecretMetadata, Status as VaultStatus};
+
+pub(super) fn open_shares(
+    session: &Session,
+    operation: &str,
+    payloads: &[v1::SealedPayload],
+) -> Result<Vec<Share>, ApiError> {
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let aad = SessionAad::share(operation, Direction::ToDaemon, i);
+            let bytes = session
+                .key
+                .open(&aad, &p.envelope)
+                .map_err(|_| ApiError::Sealed("share"))?;
+            Share::from_bytes(bytes.expose_secret()).map_err(|e| ApiError::Vault(e.into()))
+        })
+        .collect()
+}
+
+pub(super) fn seal_shares(
+    session: &Session,
+    operation: &str,
+    shares: &[Share],
+) -> Result<Vec<v1::SealedPayload>, ApiError> {
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let aad = SessionAad::share(operation, Direction::ToClient, i);
+            let envelope = session
+                .key
+                .seal(&aad, &share.to_bytes())
+                .map_err(|e| ApiError::Vault(e.into()))?;
+            Ok(v1::SealedPayload { envelope })
+        })
+        .collect()
+}
+
+pub(super) fn share_params(threshold: u32, count: u32) -> Result<(usize, usize), ApiError> {
+    if threshold == 0 || count == 0 || threshold > count || count > 255 {
+        return Err(ApiError::Invalid(
+            "need 1 <= threshold <= share_count <= 255",
+        ));
+    }
+    Ok((threshold as usize, count as usize))
+}
+
+/// Opens a secret value sealed to the session for `operation` on `secret`.
+pub(super) fn open_value(
+    session: &Session,
+    operation: &str,
+    secret: &crate::names::SecretId,
+    payload: Option<&v1::SealedPayload>,
+) -> Result<SecretValue, ApiError> {
+    let aad = SessionAad::secret_value(
+        operation,
+        secret.tenant.as_str(),
+        secret.environment.as_str(),
+        secret.name.as_str(),
+    );
+    session
+        .key
+        .open(&aad, sealed(payload, "value is required")?)
+        .map_err(|_| ApiError::Sealed("value"))
+}
+
+pub(super) fn metadata(m: &SecretMetadata) -> v1::SecretMetadata {
+    v1::SecretMetadata {
+        secret: Some(secret_ref(&m.id)),
+        kind: match m.kind {
+            SecretKind::Byok => v1::SecretKind::Byok as i32,
+            SecretKind::System => v1::SecretKind::System as i32,
+        },
+        current_version: m.current_version,
+        versions: m
+            .versions
+            .iter()
+            .map(|v| {
+                let (state, grace) = match v.state {
+                    VersionState::Current => (v1::VersionState::Current, 0),
+                    VersionState::Grace { until_unix } => (v1::VersionState::Grace, until_unix),
+                    VersionState::Disabled => (v1::VersionState::Disabled, 0),
+                };
+                v1::SecretVersion {
+                    version: v.version,
+                    state: state as i32,
+                    grace_until_unix: grace,
+                    created_unix: v.created_unix,
+                    hint: v.hint.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                }
+            })
+            .collect(),
+        created_unix: m.created_unix,
+    }
+}
+
+pub(super) fn status_response(status: &VaultStatus) -> v1::StatusResponse {
+    let mut out = v1::StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    };
+    match status {
+        VaultStatus::Uninitialised => out.state = v1::SealState::Uninitialised as i32,
+        VaultStatus::Sealed {
+            threshold,
+            shares,
+            generation,
+            progress,
+        } => {
+            out.state = v1::SealState::Sealed as i32;
+            out.threshold = u32::from(*threshold);
+            out.share_count = u32::from(*shares);
+            out.generation = *generation;
+            if let Some((n, nonce)) = progress {
+                out.progress = u32::from(*n);
+                out.unseal_nonce = nonce.to_string();
+            }
+        }
+        VaultStatus::Unsealed {
+            threshold,
+            shares,
+            generation,
+            root_version,
+        } => {
+            out.state = v1::SealState::Unsealed as i32;
+            out.threshold = u32::from(*threshold);
+            out.share_count = u32::from(*shares);
+            out.generation = *generation;
+            out.root_version = *root_version;
+        }
+    }
+    out
+}
