@@ -35,8 +35,8 @@
 //! max_total = 100000
 //! max_per_identity = 10000      # when the grant sets no max_active_leases
 //! session_ttl = "1h"
-//! max_sessions = 10000
-//! sessions_per_identity = 64
+//! max_sessions = 1024           # each holds 2 KiB of locked memory
+//! sessions_per_identity = 16
 //!
 //! [seal]
 //! unseal_timeout = "10m"
@@ -111,7 +111,7 @@ pub struct LeaseConfig {
     pub max_per_identity: u32,
     /// How long a session lives.
     pub session_ttl: Duration,
-    /// Sessions across all identities.
+    /// Sessions across all identities; each holds 2 KiB of locked memory.
     pub max_sessions: usize,
     /// Sessions one identity may hold; opening another evicts its oldest.
     pub sessions_per_identity: usize,
@@ -244,22 +244,6 @@ struct RawSeal {
     default_grace: Option<String>,
 }
 
-/// Parses a duration such as `250ms`, `30s`, `5m`, `24h` or `7d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let digits = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(digits);
-    let n: u64 = number.parse().ok()?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    Some(Duration::from_millis(n.checked_mul(unit_ms)?))
-}
-
 fn duration(
     key: &'static str,
     value: Option<&str>,
@@ -270,7 +254,7 @@ fn duration(
         return Ok(default);
     };
     let invalid = |reason: String| ConfigError::Invalid { key, reason };
-    let d = parse_duration(text).ok_or_else(|| {
+    let d = humantime::parse_duration(text).map_err(|_| {
         invalid(format!(
             "{text:?} is not a duration; use a number with ms, s, m, h or d (e.g. \"30s\")"
         ))
@@ -477,13 +461,13 @@ impl Config {
                 max_sessions: count(
                     "leases.max_sessions",
                     raw.leases.max_sessions,
-                    10_000,
+                    1024,
                     (1, 1_000_000),
                 )?,
                 sessions_per_identity: count(
                     "leases.sessions_per_identity",
                     raw.leases.sessions_per_identity,
-                    64,
+                    16,
                     (1, 10_000),
                 )?,
             },
@@ -553,7 +537,7 @@ mod tests {
             ("[audit]", "[audit]\nfsync = \"never\"", "audit.fsync"),
             (
                 "[audit]",
-                "[audit]\nwrite_deadline = \"2 s\"",
+                "[audit]\nwrite_deadline = \"2 seconds-ish\"",
                 "audit.write_deadline",
             ),
             (
@@ -579,11 +563,14 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        for bad in ["", "5", "m", "-1s", "1.5s", "99999999999999999999d"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+    fn durations_parse_or_name_their_key() {
+        let limits = (Duration::ZERO, DAY);
+        let d = |text| duration("k", Some(text), SECOND, limits);
+        assert_eq!(d("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(d("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(duration("k", None, SECOND, limits).unwrap(), SECOND);
+        for bad in ["", "5", "m", "-1s", "99999999999999999999d", "2d"] {
+            assert!(d(bad).unwrap_err().to_string().starts_with("k: "), "{bad}");
         }
     }
 }

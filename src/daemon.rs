@@ -57,6 +57,20 @@ pub enum StartError {
     /// The audit log could not be opened; vaultd answers nothing it cannot audit.
     #[error("audit: {0}")]
     Audit(#[from] vault_audit::AuditError),
+    /// `RLIMIT_MEMLOCK` cannot hold the sessions the configuration allows.
+    #[error(
+        "leases.max_sessions = {sessions} needs {needed_kib} KiB of locked memory with the vault's own keys, \
+         but RLIMIT_MEMLOCK is {limit_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, ulimit -l) \
+         or lower leases.max_sessions"
+    )]
+    LockedMemory {
+        /// The configured maximum.
+        sessions: usize,
+        /// What it needs, in KiB.
+        needed_kib: u64,
+        /// The limit, in KiB.
+        limit_kib: u64,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -94,9 +108,34 @@ pub struct Daemon {
     tls: Arc<ReloadableTls>,
 }
 
+/// Locked memory one lease session holds: its key and ring's expanded key, a 1 KiB
+/// arena slot each.
+const SESSION_LOCKED_BYTES: u64 = 2 * 1024;
+/// Locked memory kept for the vault's own keys (root, system, unseal progress and a
+/// working set of tenant keys at 2 KiB each).
+const VAULT_LOCKED_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Refuses a configuration whose sessions could exhaust `RLIMIT_MEMLOCK`: sessions
+/// need no permission, so unchecked they could starve the vault's own keys.
+fn check_locked_memory(max_sessions: usize) -> Result<(), StartError> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+    let needed = (max_sessions as u64)
+        .saturating_mul(SESSION_LOCKED_BYTES)
+        .saturating_add(VAULT_LOCKED_BYTES);
+    match limit {
+        Some(limit) if limit < needed => Err(StartError::LockedMemory {
+            sessions: max_sessions,
+            needed_kib: needed / 1024,
+            limit_kib: limit / 1024,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Daemon {
     /// Opens everything `config` names. The vault starts sealed (or uninitialised).
     pub fn open(config: Config) -> Result<Self, StartError> {
+        check_locked_memory(config.leases.max_sessions)?;
         let tls = Arc::new(ReloadableTls::load(config.tls.clone())?);
         let policies = Policies::load(&config.policy_dir)?;
         let store_error = |source| StartError::Store {
@@ -313,8 +352,9 @@ pub struct ReloadReport {
 }
 
 impl Running {
-    /// Reloads the TLS files and the policies (SIGHUP). Established connections keep
-    /// their certificates; new ones get the new ones. Audited.
+    /// Reloads the TLS files and the policies (SIGHUP). New connections get the new
+    /// certificates; established ones stay, unless their client certificate no longer
+    /// verifies (then they are closed). Audited.
     pub async fn reload(&self) -> ReloadReport {
         let report = ReloadReport {
             tls: self.tls.reload(),

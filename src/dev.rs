@@ -82,6 +82,12 @@ pub enum DevError {
         /// The system temporary directory.
         tmp: PathBuf,
     },
+    /// The directory is another user's, or others may write in it.
+    #[error(
+        "{} must be yours and private (mode 0700): others could swap the dev PKI in it",
+        .0.display()
+    )]
+    NotPrivate(PathBuf),
     /// The directory already holds files.
     #[error("{} is not empty: give vaultd dev an empty or missing directory", .0.display())]
     NotEmpty(PathBuf),
@@ -129,7 +135,7 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
 }
 
 fn make_dir(options: &DevOptions) -> Result<(PathBuf, bool), DevError> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let tmp = std::env::temp_dir();
     let tmp = tmp.canonicalize().unwrap_or(tmp);
     let (dir, temporary) = match &options.dir {
@@ -155,6 +161,12 @@ fn make_dir(options: &DevOptions) -> Result<(PathBuf, bool), DevError> {
         .mode(0o700)
         .create(&dir)
         .map_err(write_error(&dir))?;
+    // An existing directory keeps its owner and mode: it must already be private.
+    let meta = std::fs::symlink_metadata(&dir).map_err(write_error(&dir))?;
+    let mine = meta.uid() == rustix::process::getuid().as_raw();
+    if !meta.is_dir() || !mine || meta.mode() & 0o077 != 0 {
+        return Err(DevError::NotPrivate(dir));
+    }
     Ok((dir, temporary))
 }
 
@@ -442,5 +454,16 @@ mod tests {
             ..DevOptions::default()
         };
         assert!(matches!(make_dir(&options), Err(DevError::NotEmpty(_))));
+        let open = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            open.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let options = DevOptions {
+            dir: Some(open.path().to_path_buf()),
+            ..DevOptions::default()
+        };
+        assert!(matches!(make_dir(&options), Err(DevError::NotPrivate(_))));
     }
 }

@@ -37,6 +37,10 @@ pub enum Error {
     /// A transit envelope is malformed or belongs to another tenant or environment.
     #[error("the envelope is malformed or does not belong to this tenant and environment")]
     TransitEnvelope,
+    /// No key of this version exists for the tenant (an envelope names a version the
+    /// tenant never had, or one that was erased).
+    #[error("key version {0} is unknown")]
+    UnknownKeyVersion(u32),
     /// The requested version exists but is disabled, or never existed.
     #[error("version {0} is not available")]
     VersionUnavailable(u64),

@@ -20,7 +20,7 @@ pub(crate) struct Session {
 }
 
 /// Why a session could not be used or opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum SessionError {
     /// Unknown, expired, or another identity's.
     Unknown,
@@ -29,7 +29,7 @@ pub(crate) enum SessionError {
     /// Every session slot is taken.
     Full,
     /// Randomness or locked memory failed.
-    Crypto,
+    Crypto(CryptoError),
 }
 
 /// A newly opened session, for the response.
@@ -71,9 +71,9 @@ impl Sessions {
         let client_public: [u8; 32] = client_public
             .try_into()
             .map_err(|_| SessionError::BadPublicKey)?;
-        let offer = SessionOffer::generate().map_err(|_| SessionError::Crypto)?;
+        let offer = SessionOffer::generate().map_err(SessionError::Crypto)?;
         let server_public = *offer.public_key();
-        let id = random_id("s-").map_err(|_| SessionError::Crypto)?;
+        let id = random_id("s-").map_err(SessionError::Crypto)?;
         let key = offer
             .agree(
                 &client_public,
@@ -86,7 +86,7 @@ impl Sessions {
             )
             .map_err(|e| match e {
                 CryptoError::Decrypt => SessionError::BadPublicKey,
-                _ => SessionError::Crypto,
+                other => SessionError::Crypto(other),
             })?;
         let now = Instant::now();
         let session = Arc::new(Session {
@@ -196,10 +196,10 @@ mod tests {
             session.key.open(&aad, &sealed).unwrap().expose_secret(),
             b"x"
         );
-        assert_eq!(
-            sessions.get(&id("spiffe://t/bob"), &opened.id).err(),
-            Some(SessionError::Unknown)
-        );
+        assert!(matches!(
+            sessions.get(&id("spiffe://t/bob"), &opened.id),
+            Err(SessionError::Unknown)
+        ));
         sessions.clear();
         assert!(sessions.get(&alice, &opened.id).is_err());
     }

@@ -4,7 +4,8 @@
 //! and attached to every request on it; nothing a client sends can change it.
 //!
 //! The TLS configuration sits behind a lock and is swapped whole on reload (SIGHUP):
-//! new connections use the new certificates and CRLs, established ones keep theirs.
+//! new connections use the new certificates and CRLs; established ones stay open
+//! unless their client certificate no longer verifies, and then are closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +35,9 @@ use crate::tls::{TlsError, TlsFiles, server_tls};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once per listener; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 4096;
+/// TLS handshakes in progress at once; a connection beyond that is closed at once, so
+/// peers that stall handshakes cannot hold the connection slots.
+const MAX_HANDSHAKES: usize = 256;
 
 /// The server TLS configuration, reloadable.
 pub(crate) struct ReloadableTls {
@@ -243,9 +247,13 @@ pub(crate) async fn serve_tls(
     router: Router,
     stopped: watch::Receiver<bool>,
 ) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let accept = |stopped| async {
         let Ok((tcp, _)) = listener.accept().await else {
             return backoff().await;
+        };
+        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+            return None; // dropped: too many handshakes in flight
         };
         // Small request/response frames: Nagle with delayed ACKs would stall them ~40 ms.
         let _ = tcp.set_nodelay(true);
@@ -254,9 +262,9 @@ pub(crate) async fn serve_tls(
         let task: ConnectionTask = Box::pin(async move {
             // Handshake failures (no certificate, wrong CA, revoked, expired, TLS 1.2)
             // end here: rustls has sent the alert that tells the client why.
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
+            let handshaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(handshake);
+            let Ok(Ok(stream)) = handshaken else {
                 return;
             };
             let connection = stream.get_ref().1;

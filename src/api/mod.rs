@@ -142,8 +142,29 @@ impl Shared {
     /// answered unless its record was written.
     pub(crate) async fn finish<T>(
         &self,
+        call: Call,
+        result: Result<T, ApiError>,
+    ) -> Result<tonic::Response<T>, Status> {
+        self.finish_as(call, result, Unrecorded::Refuse).await
+    }
+
+    /// As [`Shared::finish`], for changes that have taken effect and whose answer
+    /// cannot be had again (new shares; a seal): if the outcome record cannot be
+    /// written, the answer is still given and the failure logged. Withholding it
+    /// would lose the shares, or tell the caller a seal failed that happened.
+    pub(crate) async fn finish_committed<T>(
+        &self,
+        call: Call,
+        result: Result<T, ApiError>,
+    ) -> Result<tonic::Response<T>, Status> {
+        self.finish_as(call, result, Unrecorded::Answer).await
+    }
+
+    async fn finish_as<T>(
+        &self,
         mut call: Call,
         result: Result<T, ApiError>,
+        unrecorded: Unrecorded,
     ) -> Result<tonic::Response<T>, Status> {
         let (decision, reason) = match &result {
             Ok(_) => (Decision::Allow, call.event.reason.clone()),
@@ -156,18 +177,61 @@ impl Shared {
             ),
             Err(e) => (Decision::Error, e.audit_reason()),
         };
+        if let Err(e) = &result
+            && e.is_internal()
+        {
+            // The caller learns only the request id; the operator reads the cause here.
+            eprintln!(
+                "vaultd: request {} ({}) failed: {}",
+                call.event.request_id,
+                call.rpc,
+                e.detail()
+            );
+        }
+        let (rpc, started) = (call.rpc, call.started);
+        let request_id = call.event.request_id.clone();
         call.event.decision = decision;
         call.event.reason = reason;
-        let answer = match self.audit.append(call.event).await {
-            Ok(_) => result.map(tonic::Response::new).map_err(Status::from),
-            Err(e) => Err(ApiError::Audit(e).into()),
+        let recorded = self.audit.append(call.event).await;
+        let answer = match (recorded, result, unrecorded) {
+            (Ok(_), result, _) => result
+                .map(tonic::Response::new)
+                .map_err(|e| with_request_id(e.into(), &request_id)),
+            (Err(e), Ok(value), Unrecorded::Answer) => {
+                eprintln!(
+                    "vaultd: {rpc} took effect but its audit record could not be written: {e}"
+                );
+                Ok(tonic::Response::new(value))
+            }
+            (Err(e), _, _) => Err(ApiError::Audit(e).into()),
         };
         let code = answer
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.metrics.observe(call.rpc, code, call.started);
+        self.metrics.observe(rpc, code, started);
         answer
     }
+}
+
+/// What to do with an answer whose outcome record could not be written.
+#[derive(Clone, Copy)]
+enum Unrecorded {
+    /// Refuse it (`UNAVAILABLE`): the rule for every request.
+    Refuse,
+    /// Give it anyway: the change happened and its answer exists once.
+    Answer,
+}
+
+/// Names the request in an internal error, so the operator can find it in the log.
+fn with_request_id(status: Status, request_id: &str) -> Status {
+    if status.code() != tonic::Code::Internal {
+        return status;
+    }
+    Status::with_metadata(
+        status.code(),
+        format!("{} (request {request_id})", status.message()),
+        status.metadata().clone(),
+    )
 }
 
 /// Proto environment → domain environment.
@@ -215,4 +279,23 @@ pub(crate) fn sealed<'a>(
     payload
         .map(|p| p.envelope.as_slice())
         .ok_or(ApiError::Invalid(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_name_their_request_and_keep_their_metadata() {
+        let mut status = Status::internal("internal error");
+        status.metadata_mut().insert(
+            "vault-error",
+            tonic::metadata::MetadataValue::from_static("audit"),
+        );
+        let named = with_request_id(status, "0a1b");
+        assert_eq!(named.message(), "internal error (request 0a1b)");
+        assert_eq!(named.metadata().get("vault-error").unwrap(), "audit");
+        let denied = with_request_id(Status::permission_denied("no"), "0a1b");
+        assert_eq!(denied.message(), "no");
+    }
 }

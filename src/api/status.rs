@@ -56,6 +56,30 @@ impl From<InvalidName> for ApiError {
 }
 
 impl ApiError {
+    /// Whether the caller is told only "internal error": the cause is for the log.
+    pub(crate) fn is_internal(&self) -> bool {
+        status(self).code() == tonic::Code::Internal
+    }
+
+    /// The whole cause, for vaultd's log (never for the caller). Errors carry names,
+    /// paths and reasons, never secret values.
+    pub(crate) fn detail(&self) -> String {
+        let mut text = match self {
+            ApiError::Vault(e) => e.to_string(),
+            ApiError::Session(SessionError::Crypto(e)) => format!("opening a lease session: {e}"),
+            other => status(other).message().to_owned(),
+        };
+        if let ApiError::Vault(e) = self {
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+        }
+        text
+    }
+
     /// The short reason written to the audit log.
     pub(crate) fn audit_reason(&self) -> String {
         let status = status(self);
@@ -140,7 +164,7 @@ fn status(e: &ApiError) -> Status {
         ApiError::Session(SessionError::Full) => {
             Status::resource_exhausted("too many open sessions; retry later")
         }
-        ApiError::Session(SessionError::Crypto) => Status::internal("cannot open a session"),
+        ApiError::Session(SessionError::Crypto(_)) => Status::internal("cannot open a session"),
         ApiError::Sealed(field) => Status::invalid_argument(format!(
             "{field} does not open with the session key (wrong session, operation or target)"
         )),

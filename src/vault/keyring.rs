@@ -188,7 +188,7 @@ impl Keyring {
             .keys
             .iter()
             .find(|k| k.version == version)
-            .ok_or(Error::Crypto(CryptoError::Decrypt))?;
+            .ok_or(Error::UnknownKeyVersion(version))?;
         let root = self.root(wrapped.wrapped.key_version())?;
         let key = Arc::new(root.unwrap_tenant_key(tenant.as_str(), version, &wrapped.wrapped)?);
         // Assume every reserved encryption was used before the restart.

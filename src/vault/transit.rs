@@ -47,7 +47,11 @@ impl Vault {
             let key = match keyring.tenant_key(self.store.as_ref(), tenant, envelope.key_version())
             {
                 Ok(key) => key,
-                Err(Error::NotFound | Error::Crypto(_)) => return Err(Error::TransitEnvelope),
+                // The caller's envelope names a tenant or key version that does not
+                // exist; anything else (locked memory, a tampered wrapped key) is ours.
+                Err(Error::NotFound | Error::UnknownKeyVersion(_)) => {
+                    return Err(Error::TransitEnvelope);
+                }
                 Err(e) => return Err(e),
             };
             key.open(&envelope, &transit_aad(tenant, environment))

@@ -252,10 +252,9 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(r#""audit":"failing""#), "{body}");
 
-    // Sealing still happens: it is the safe direction. The answer says it could not
-    // be recorded.
-    let sealed = vault.admin().seal(v1::SealRequest {}).await.unwrap_err();
-    assert_eq!(sealed.code(), Code::Unavailable);
+    // Sealing still happens: it is the safe direction, and the answer says so (the
+    // missing record is in vaultd's log and the health answer).
+    vault.admin().seal(v1::SealRequest {}).await.unwrap();
     let (_, body) = vault.http_get("/v1/health").await;
     assert!(body.contains(r#""sealed":true"#), "{body}");
 }

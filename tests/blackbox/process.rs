@@ -234,6 +234,34 @@ async fn check_config_and_serve_fail_closed_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_would_not_fit_in_locked_memory_stop_the_start() {
+    let vault = TestVault::start().await;
+    let text = std::fs::read_to_string(vault.path("vaultd.toml")).unwrap();
+    let config = vault.path("many-sessions.toml");
+    std::fs::write(
+        &config,
+        text.replace("[leases]\n", "[leases]\nmax_sessions = 2048\n"),
+    )
+    .unwrap();
+    // 4 MiB of locked memory cannot hold 2048 sessions (4 MiB) and the vault's keys.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 4096 && exec {VAULTD} serve --config {}",
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("leases.max_sessions = 2048")
+            && stderr.contains("RLIMIT_MEMLOCK is 4096 KiB"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     let mut vault = TestVault::start().await;
     vault.stop().await; // the process below takes over the same files

@@ -83,6 +83,20 @@ fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {
     })
 }
 
+/// A new passphrase: asked twice (hidden), since a typo would make a share file
+/// unopenable, and the share exists nowhere else.
+pub(crate) fn new_passphrase(what: &str) -> Result<Passphrase, CliError> {
+    let first = passphrase(&format!("passphrase for {what} (input hidden): "))?;
+    let again = passphrase(&format!("passphrase for {what} again: "))?;
+    if first.expose_secret() != again.expose_secret() {
+        return Err(
+            CliError::invalid(format!("the two passphrases for {what} differ"))
+                .hint("nothing was changed; run the command again"),
+        );
+    }
+    Ok(first)
+}
+
 /// A share from a file: plain (`vs1-`), or protected (`vsf1-`), then asking for its
 /// passphrase.
 pub(crate) fn share_file(path: &Path) -> Result<Share, CliError> {
@@ -122,24 +136,11 @@ pub(crate) fn quorum(files: &[std::path::PathBuf], count: usize) -> Result<Vec<S
 
 /// Parses `90s`, `5m`, `24h`, `7d` (and `0s`).
 pub(crate) fn duration(text: &str) -> Result<std::time::Duration, CliError> {
-    let bad = || {
+    humantime::parse_duration(text).map_err(|_| {
         CliError::invalid(format!(
             "{text:?} is not a duration: use a number and s, m, h or d, e.g. 30s or 24h"
         ))
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    Ok(std::time::Duration::from_secs(
-        n.checked_mul(seconds).ok_or_else(bad)?,
-    ))
+    })
 }
 
 #[cfg(test)]
@@ -151,7 +152,8 @@ mod tests {
         assert_eq!(duration("90s").unwrap().as_secs(), 90);
         assert_eq!(duration("24h").unwrap().as_secs(), 86_400);
         assert_eq!(duration("0s").unwrap().as_secs(), 0);
-        for bad in ["", "5", "h", "1.5h", "-1s", "99999999999999999999d"] {
+        assert_eq!(duration("1.5h").unwrap().as_secs(), 5400);
+        for bad in ["", "5", "h", "-1s", "99999999999999999999d"] {
             assert!(duration(bad).is_err(), "{bad}");
         }
     }

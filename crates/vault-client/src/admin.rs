@@ -41,19 +41,15 @@ fn seal_shares(
     operation: &str,
     shares: &[Share],
 ) -> Result<Vec<v1::SealedPayload>, Failure> {
-    let session = attempt.session()?;
-    shares
-        .iter()
-        .enumerate()
-        .map(|(i, share)| {
-            let aad = SessionAad::share(operation, Direction::ToDaemon, i);
-            let envelope = session
-                .key
-                .seal(&aad, &share.to_bytes())
-                .map_err(|_| Error::Protocol("cannot seal to the session"))?;
-            Ok(v1::SealedPayload { envelope })
-        })
-        .collect()
+    let sealed = attempt
+        .session()?
+        .key
+        .seal_shares(operation, Direction::ToDaemon, shares)
+        .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+    Ok(sealed
+        .into_iter()
+        .map(|envelope| v1::SealedPayload { envelope })
+        .collect())
 }
 
 fn open_shares(
@@ -61,20 +57,15 @@ fn open_shares(
     operation: &str,
     sealed: &[v1::SealedPayload],
 ) -> Result<Vec<Share>, Failure> {
-    let session = attempt.session()?;
-    sealed
-        .iter()
-        .enumerate()
-        .map(|(i, payload)| {
-            let aad = SessionAad::share(operation, Direction::ToClient, i);
-            let bytes = session
-                .key
-                .open(&aad, &payload.envelope)
-                .map_err(|_| Error::Protocol("a share did not open with the session key"))?;
-            Share::from_bytes(bytes.expose_secret())
-                .map_err(|_| Failure::Local(Error::Protocol("vaultd sent a malformed share")))
-        })
-        .collect()
+    let envelopes = sealed.iter().map(|p| p.envelope.as_slice());
+    let shares = attempt
+        .session()?
+        .key
+        .open_shares(operation, Direction::ToClient, envelopes)
+        .map_err(|_| {
+            Error::Protocol("vaultd sent shares that did not open with the session key")
+        })?;
+    Ok(shares)
 }
 
 fn seal_value(

@@ -374,12 +374,35 @@ impl Inner {
         F: Fn(Attempt) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        self.call_on(None, retry, with_session, call).await
+    }
+
+    /// As [`Inner::call`], on endpoint `pinned` only if given: a lease lives only in
+    /// the memory of the node that issued it, so renewing or revoking it elsewhere
+    /// would miss it.
+    pub(crate) async fn call_on<T, F, Fut>(
+        &self,
+        pinned: Option<usize>,
+        retry: Retry,
+        with_session: bool,
+        call: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let mut backoff = Duration::from_millis(50);
         let mut renewed_session = false;
         let mut last = Error::Config("no attempt was made");
-        let attempts = self.options.max_attempts * u32::try_from(self.nodes.len()).unwrap_or(1);
+        let nodes = if pinned.is_some() {
+            1
+        } else {
+            self.nodes.len()
+        };
+        let attempts = self.options.max_attempts * u32::try_from(nodes).unwrap_or(1);
         for _ in 0..attempts {
-            let node = self.current.load(Ordering::Relaxed) % self.nodes.len().max(1);
+            let node = pinned
+                .unwrap_or_else(|| self.current.load(Ordering::Relaxed) % self.nodes.len().max(1));
             let channel = match self.nodes.get(node) {
                 Some(n) => n.channel(),
                 None => return Err(Error::Config("no endpoint")),
@@ -420,7 +443,7 @@ impl Inner {
                 }
                 Disposition::NewSession(error) => return Err(error),
                 Disposition::Sealed(error) => {
-                    if self.nodes.len() == 1 {
+                    if nodes == 1 {
                         return Err(error);
                     }
                     self.fail_over(node);

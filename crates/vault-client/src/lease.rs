@@ -346,20 +346,25 @@ impl Client {
             .await
     }
 
-    /// Ends a lease now and drops it from the cache.
+    /// Ends a lease now (on the endpoint that issued it) and drops it from the cache.
     pub async fn revoke(&self, lease: &Lease) -> Result<(), Error> {
         self.inner.cache.evict_lease(lease.lease_id());
         let id = lease.lease_id().to_owned();
         self.inner
-            .call(Retry::Idempotent, false, |attempt| {
-                let id = id.clone();
-                async move {
-                    BrokerClient::new(attempt.channel)
-                        .revoke(v1::RevokeRequest { lease_id: id })
-                        .await?;
-                    Ok(())
-                }
-            })
+            .call_on(
+                Some(lease.inner.node),
+                Retry::Idempotent,
+                false,
+                |attempt| {
+                    let id = id.clone();
+                    async move {
+                        BrokerClient::new(attempt.channel)
+                            .revoke(v1::RevokeRequest { lease_id: id })
+                            .await?;
+                        Ok(())
+                    }
+                },
+            )
             .await
     }
 
@@ -455,7 +460,7 @@ pub(crate) async fn auto_renew(inner: Weak<Inner>) {
             let ttl = client.inner.options().lease_ttl_seconds();
             let renewed = client
                 .inner
-                .call(Retry::Idempotent, false, |attempt| {
+                .call_on(Some(leased.node), Retry::Idempotent, false, |attempt| {
                     let id = leased.lease_id.clone();
                     async move {
                         Ok(BrokerClient::new(attempt.channel)

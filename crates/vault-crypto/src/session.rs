@@ -24,6 +24,7 @@ use crate::arena::{Locked, scrub_stack};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::kdf::hkdf_sha256;
 use crate::secret::SecretValue;
+use crate::shamir::Share;
 
 /// Length of an X25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -280,6 +281,45 @@ impl SessionKey {
         let binding = self.binding(aad);
         let envelope = self.key.seal(&envelope_aad(aad, &binding), plaintext)?;
         Ok(envelope.into_bytes())
+    }
+
+    /// Seals `shares` for `operation` travelling in `direction`, one envelope each, the
+    /// associated data naming each share's position.
+    pub fn seal_shares(
+        &self,
+        operation: &str,
+        direction: Direction,
+        shares: &[Share],
+    ) -> Result<Vec<Vec<u8>>, CryptoError> {
+        shares
+            .iter()
+            .enumerate()
+            .map(|(i, share)| {
+                self.seal(
+                    &SessionAad::share(operation, direction, i),
+                    &share.to_bytes(),
+                )
+            })
+            .collect()
+    }
+
+    /// Opens shares sealed by the peer's [`SessionKey::seal_shares`]: fails with
+    /// [`CryptoError::Decrypt`] if one does not open, [`CryptoError::Shares`] if one
+    /// opens to something that is not a share.
+    pub fn open_shares<'e>(
+        &self,
+        operation: &str,
+        direction: Direction,
+        envelopes: impl IntoIterator<Item = &'e [u8]>,
+    ) -> Result<Vec<Share>, CryptoError> {
+        envelopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, envelope)| {
+                let bytes = self.open(&SessionAad::share(operation, direction, i), envelope)?;
+                Ok(Share::from_bytes(bytes.expose_secret())?)
+            })
+            .collect()
     }
 
     /// Opens envelope bytes sealed by the peer with the same associated data.

@@ -38,6 +38,17 @@ pub enum RuleKind {
     Role,
 }
 
+impl RuleKind {
+    /// `grant`, `deny` or `role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Grant => "grant",
+            RuleKind::Deny => "deny",
+            RuleKind::Role => "role",
+        }
+    }
+}
+
 /// Where a rule was written, to explain decisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRef {
@@ -49,6 +60,13 @@ pub struct RuleRef {
     pub file: PathBuf,
     /// Its line.
     pub line: usize,
+}
+
+impl RuleRef {
+    /// `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
 }
 
 /// How a grant or deny restricts tenants.
@@ -109,6 +127,34 @@ impl PolicySet {
         let mut set = Self::default();
         load::parse_into(&mut set, file, text)?;
         Ok(set)
+    }
+
+    /// Decides `action`, an operation (`lease`, …) or a permission (`seal`, …) named
+    /// as text, the way `vaultctl policy check` and the daemon's `CheckPolicy` explain
+    /// it: `environment` and `secret` matter to operations, `tenant` to both (an empty
+    /// tenant means none, for permissions). `None` if the action names nothing.
+    pub fn explain(
+        &self,
+        identity: &str,
+        action: &str,
+        tenant: &str,
+        environment: &str,
+        secret: Option<&str>,
+    ) -> Option<Decision> {
+        Some(match Action::parse(action)? {
+            Action::Operation(operation) => self.evaluate(&Request {
+                identity,
+                operation,
+                tenant,
+                environment,
+                secret,
+            }),
+            Action::Permission(permission) => self.authorize(&PermissionRequest {
+                identity,
+                permission,
+                tenant: (!tenant.is_empty()).then_some(tenant),
+            }),
+        })
     }
 
     /// Number of rules of each kind: grants, denies, roles.

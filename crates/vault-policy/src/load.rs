@@ -276,20 +276,6 @@ fn tenants(list: &[String], identities: &[Pattern]) -> Result<Vec<TenantRule>, P
 /// The longest `max_ttl` a grant may set.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.len().checked_sub(1)?;
-    let (number, unit) = (text.get(..split)?, text.get(split..)?);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds))
-}
-
 fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, PolicyErrorKind> {
     let identities = patterns(&doc.identities, "identities")?;
     let operations = names(
@@ -308,10 +294,10 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
     let max_ttl = doc
         .max_ttl
         .as_deref()
-        .map(|t| match parse_duration(t) {
-            None => Err(PolicyErrorKind::Duration(t.to_owned())),
-            Some(d) if d > MAX_TTL => Err(PolicyErrorKind::TtlTooLong(t.to_owned())),
-            Some(d) => Ok(d),
+        .map(|t| match humantime::parse_duration(t) {
+            Err(_) => Err(PolicyErrorKind::Duration(t.to_owned())),
+            Ok(d) if d > MAX_TTL => Err(PolicyErrorKind::TtlTooLong(t.to_owned())),
+            Ok(d) => Ok(d),
         })
         .transpose()?;
     Ok(Grant {

@@ -138,24 +138,14 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 fn seconds(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let value = text
-        .strip_suffix('s')
-        .and_then(|n| n.parse::<u64>().ok())
-        .or_else(|| {
-            text.strip_suffix('m')
-                .and_then(|n| n.parse::<u64>().ok())
-                .map(|m| m * 60)
-        })
-        .ok_or_else(|| {
-            invalid(
-                key,
-                format!("{text:?}: use seconds or minutes, e.g. \"60s\" or \"5m\""),
-            )
-        })?;
-    if value == 0 {
-        return Err(invalid(key, "must be at least 1s"));
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(invalid(key, "must be at least 1s")),
+        Err(_) => Err(invalid(
+            key,
+            format!("{text:?}: use a duration such as \"60s\" or \"5m\""),
+        )),
     }
-    Ok(Duration::from_secs(value))
 }
 
 impl Config {

@@ -22,6 +22,9 @@ use crate::usage::{Refusal, UsageEvent, UsageLedger};
 /// Customer connections served at once.
 const MAX_CONNECTIONS: usize = 4096;
 
+/// Longest wait for a customer request's body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest customer request body forwarded.
 const MAX_BODY: usize = 1 << 20;
 
@@ -78,6 +81,20 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The answer for a request the usage ledger refused.
+fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
+    match refusal {
+        Refusal::Duplicate => error(
+            StatusCode::CONFLICT,
+            "this Idempotency-Key was already used for a request; it was forwarded once",
+        ),
+        Refusal::LedgerDown => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "usage cannot be recorded; retry later",
+        ),
+    }
 }
 
 /// The answer for a lease that failed: fail closed, never forward without a key.
@@ -263,12 +280,20 @@ impl Gateway {
     ) -> Response<Full<Bytes>> {
         let env = owner.environment.as_str();
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
+        // A slow sender must not hold a connection slot indefinitely.
+        let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
+        let body = match read {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => {
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "the request body exceeds 1 MiB",
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive within 30 s",
                 );
             }
         };
@@ -323,6 +348,19 @@ impl Gateway {
             return error(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         drop(lease);
+        let reservation = match self.usage.reserve(&owner.tenant, idempotency_key) {
+            Ok(reservation) => reservation,
+            Err(refusal) => return refused(&refusal),
+        };
+        // Connect first: a request that never reaches the provider is neither counted
+        // nor keeps its idempotency key.
+        let connection = match upstream::connect(&uri, route.tls.as_ref()).await {
+            Ok(connection) => connection,
+            Err(_) => {
+                self.usage.release(reservation);
+                return error(StatusCode::BAD_GATEWAY, "the provider could not be reached");
+            }
+        };
         let event = UsageEvent {
             tenant: &owner.tenant,
             environment: env,
@@ -330,30 +368,12 @@ impl Gateway {
             key_id: &owner.id,
             idempotency_key,
         };
-        let reservation = match self.usage.admit(&event) {
-            Ok(reservation) => reservation,
-            Err(Refusal::Duplicate) => {
-                return error(
-                    StatusCode::CONFLICT,
-                    "this Idempotency-Key was already used for a request; it was forwarded once",
-                );
-            }
-            Err(Refusal::LedgerDown) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "usage cannot be recorded; retry later",
-                );
-            }
-        };
-        let answer = match upstream::send(&uri, route.tls.as_ref(), upstream_request).await {
+        if let Err(refusal) = self.usage.record(reservation, &event) {
+            return refused(&refusal);
+        }
+        let answer = match connection.send(upstream_request).await {
             Ok(answer) => answer,
-            Err(e) => {
-                // Never reached the provider (or no answer came): the retry may go through.
-                if e.nothing_sent() {
-                    self.usage.release(reservation);
-                }
-                return error(StatusCode::BAD_GATEWAY, "the provider could not be reached");
-            }
+            Err(_) => return error(StatusCode::BAD_GATEWAY, "the provider did not answer"),
         };
         let (parts, body) = answer.into_parts();
         let mut response = Response::new(Full::new(body));

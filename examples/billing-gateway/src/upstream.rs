@@ -17,13 +17,16 @@ use crate::config::Provider;
 
 /// Largest upstream answer relayed.
 const MAX_RESPONSE: usize = 16 << 20;
+/// Longest wait for a connection (and TLS handshake) to a provider.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for an upstream answer.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the upstream could not be reached or answered badly.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
-    /// Connecting or the TLS handshake failed: nothing was sent.
+    /// Connecting or the TLS handshake failed (or no trust is configured): nothing
+    /// was sent.
     #[error("upstream unreachable: {0}")]
     Connect(std::io::Error),
     /// The connection failed after the request may have been sent.
@@ -35,16 +38,6 @@ pub(crate) enum UpstreamError {
     /// The answer was too large or did not arrive in time.
     #[error("upstream answer too large or too slow")]
     Answer,
-    /// No trust was configured for an https upstream.
-    #[error("no CA for an https upstream")]
-    NoTrust,
-}
-
-impl UpstreamError {
-    /// Whether the request certainly never reached the provider.
-    pub(crate) fn nothing_sent(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_) | UpstreamError::NoTrust)
-    }
 }
 
 /// A TLS client trusting the provider's CA bundle, for https upstreams.
@@ -91,35 +84,61 @@ where
     Ok(Response::from_parts(parts, body))
 }
 
-/// Sends `request` (whose URI is the full upstream URL) and reads the whole answer.
-pub(crate) async fn send(
+/// An open connection to a provider, on which nothing has been sent yet.
+pub(crate) enum Connection {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects (and for https, handshakes) to the upstream `uri` names. Nothing is sent.
+pub(crate) async fn connect(
     uri: &Uri,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    request: Request<Full<Bytes>>,
-) -> Result<Response<Bytes>, UpstreamError> {
-    let host = uri.host().ok_or(UpstreamError::Answer)?.to_owned();
+) -> Result<Connection, UpstreamError> {
+    let host = uri
+        .host()
+        .ok_or_else(|| {
+            UpstreamError::Connect(std::io::Error::other("no host in the upstream URL"))
+        })?
+        .to_owned();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let work = async {
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(UpstreamError::Connect)?;
-        tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
         match (https, tls) {
             (true, Some(config)) => {
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
+                let name = ServerName::try_from(host.clone()).map_err(std::io::Error::other)?;
                 let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
                     .connect(name, tcp)
-                    .await
-                    .map_err(UpstreamError::Connect)?;
-                exchange(stream, request).await
+                    .await?;
+                Ok(Connection::Tls(Box::new(stream)))
             }
-            (true, None) => Err(UpstreamError::NoTrust),
-            (false, _) => exchange(tcp, request).await,
+            (true, None) => Err(std::io::Error::other("no CA for an https upstream")),
+            (false, _) => Ok(Connection::Plain(tcp)),
         }
     };
-    tokio::time::timeout(TIMEOUT, work)
-        .await
-        .map_err(|_| UpstreamError::Answer)?
+    match tokio::time::timeout(CONNECT_TIMEOUT, work).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(UpstreamError::Connect(e)),
+        Err(_) => Err(UpstreamError::Connect(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+impl Connection {
+    /// Sends `request` (whose URI is the full upstream URL) and reads the whole answer.
+    pub(crate) async fn send(
+        self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let work = async {
+            match self {
+                Connection::Plain(tcp) => exchange(tcp, request).await,
+                Connection::Tls(stream) => exchange(*stream, request).await,
+            }
+        };
+        tokio::time::timeout(TIMEOUT, work)
+            .await
+            .map_err(|_| UpstreamError::Answer)?
+    }
 }

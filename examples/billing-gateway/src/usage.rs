@@ -2,10 +2,11 @@
 //! line, and the idempotency keys that make a retried request count once.
 //!
 //! A request with an `Idempotency-Key` reserves it (per tenant) before anything goes
-//! upstream: a repeat while it is in flight or after it was forwarded is refused, so it
-//! is neither forwarded nor counted twice. A reservation whose request never reached
-//! the provider is released, so the client's retry goes through. Keys are remembered
-//! for 24 hours, at most [`MAX_KEYS`] of them.
+//! upstream: a repeat while it is in flight or after it was sent is refused, so it is
+//! neither forwarded nor counted twice. The event is recorded once a connection to the
+//! provider is open, just before the request is sent; a request that could not reach
+//! the provider is not recorded and releases its key, so the client's retry goes
+//! through. Sent keys are remembered for 24 hours, at most [`MAX_KEYS`] of them.
 //!
 //! Billing fails closed: once the ledger cannot be written, every later request is
 //! refused before it is forwarded.
@@ -49,10 +50,13 @@ pub enum Refusal {
     LedgerDown,
 }
 
+/// Idempotency keys: those of requests in flight, and those of requests sent,
+/// remembered for a day (at most [`MAX_KEYS`]; only sent ones are ever forgotten).
 #[derive(Default)]
 struct Keys {
+    in_flight: HashSet<(String, String)>,
+    sent: HashSet<(String, String)>,
     order: VecDeque<(Instant, (String, String))>,
-    held: HashSet<(String, String)>,
 }
 
 impl Keys {
@@ -62,7 +66,7 @@ impl Keys {
                 break;
             }
             if let Some((_, key)) = self.order.pop_front() {
-                self.held.remove(&key);
+                self.sent.remove(&key);
             }
         }
     }
@@ -75,7 +79,7 @@ pub struct UsageLedger {
     down: AtomicBool,
 }
 
-/// A reserved idempotency key; [`UsageLedger::release`] gives it back.
+/// A reserved idempotency key (or none), held while its request is on its way.
 #[derive(Debug)]
 pub struct Reservation(Option<(String, String)>);
 
@@ -90,26 +94,39 @@ impl UsageLedger {
         })
     }
 
-    /// Reserves the request's idempotency key (if any) and records the event, before
-    /// the request is forwarded.
-    pub fn admit(&self, event: &UsageEvent<'_>) -> Result<Reservation, Refusal> {
+    fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `tenant`'s idempotency key, if the request has one: refused if a
+    /// request with it is in flight or was sent. Refused too once the ledger failed.
+    pub fn reserve(&self, tenant: &str, key: Option<&str>) -> Result<Reservation, Refusal> {
         if self.down.load(Ordering::Acquire) {
             return Err(Refusal::LedgerDown);
         }
-        let reservation = match event.idempotency_key {
-            None => Reservation(None),
-            Some(key) => {
-                let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                keys.forget_old(now);
-                let id = (event.tenant.to_owned(), key.to_owned());
-                if !keys.held.insert(id.clone()) {
-                    return Err(Refusal::Duplicate);
-                }
-                keys.order.push_back((now, id.clone()));
-                Reservation(Some(id))
-            }
+        let Some(key) = key else {
+            return Ok(Reservation(None));
         };
+        let id = (tenant.to_owned(), key.to_owned());
+        let mut keys = self.keys();
+        keys.forget_old(Instant::now());
+        if keys.sent.contains(&id) || !keys.in_flight.insert(id.clone()) {
+            return Err(Refusal::Duplicate);
+        }
+        Ok(Reservation(Some(id)))
+    }
+
+    /// Gives a reservation back: its request was not sent.
+    pub fn release(&self, reservation: Reservation) {
+        if let Reservation(Some(id)) = reservation {
+            self.keys().in_flight.remove(&id);
+        }
+    }
+
+    /// Records `event` as the request is about to be sent on an open connection, and
+    /// marks its idempotency key sent. If the ledger cannot be written the request
+    /// must not be sent: the reservation is released and every later request refused.
+    pub fn record(&self, reservation: Reservation, event: &UsageEvent<'_>) -> Result<(), Refusal> {
         let line = json!({
             "time_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "tenant": event.tenant,
@@ -127,16 +144,13 @@ impl UsageLedger {
             self.release(reservation);
             return Err(Refusal::LedgerDown);
         }
-        Ok(reservation)
-    }
-
-    /// Gives a reservation back: its request never reached the provider.
-    pub fn release(&self, reservation: Reservation) {
         if let Reservation(Some(id)) = reservation {
-            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            keys.held.remove(&id);
-            keys.order.retain(|(_, k)| *k != id);
+            let mut keys = self.keys();
+            keys.in_flight.remove(&id);
+            keys.sent.insert(id.clone());
+            keys.order.push_back((Instant::now(), id));
         }
+        Ok(())
     }
 }
 
@@ -155,32 +169,43 @@ mod tests {
     }
 
     #[test]
-    fn a_key_counts_once_per_tenant_until_released() {
+    fn a_key_counts_once_per_tenant_unless_its_request_was_never_sent() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = UsageLedger::open(&dir.path().join("usage.jsonl")).unwrap();
-        let first = ledger.admit(&event("acme", Some("k1"))).unwrap();
+        let first = ledger.reserve("acme", Some("k1")).unwrap();
         assert_eq!(
-            ledger.admit(&event("acme", Some("k1"))).unwrap_err(),
+            ledger.reserve("acme", Some("k1")).unwrap_err(),
             Refusal::Duplicate
         );
-        ledger.admit(&event("globex", Some("k1"))).unwrap();
-        ledger.release(first);
-        ledger.admit(&event("acme", Some("k1"))).unwrap();
-        ledger.admit(&event("acme", None)).unwrap();
-        ledger.admit(&event("acme", None)).unwrap();
+        ledger.release(first); // never sent: the retry may go
+        let retry = ledger.reserve("acme", Some("k1")).unwrap();
+        ledger.record(retry, &event("acme", Some("k1"))).unwrap();
+        assert_eq!(
+            ledger.reserve("acme", Some("k1")).unwrap_err(),
+            Refusal::Duplicate
+        );
+        let other = ledger.reserve("globex", Some("k1")).unwrap();
+        ledger.record(other, &event("globex", Some("k1"))).unwrap();
+        for _ in 0..2 {
+            let none = ledger.reserve("acme", None).unwrap();
+            ledger.record(none, &event("acme", None)).unwrap();
+        }
         let lines = std::fs::read_to_string(dir.path().join("usage.jsonl")).unwrap();
-        assert_eq!(lines.lines().count(), 5);
+        assert_eq!(lines.lines().count(), 4, "only sent requests are recorded");
     }
 
     #[test]
     fn the_ledger_fails_closed() {
         let ledger = UsageLedger::open(Path::new("/dev/full")).unwrap();
+        let reservation = ledger.reserve("acme", Some("k")).unwrap();
         assert_eq!(
-            ledger.admit(&event("acme", Some("k"))).unwrap_err(),
+            ledger
+                .record(reservation, &event("acme", Some("k")))
+                .unwrap_err(),
             Refusal::LedgerDown
         );
         assert_eq!(
-            ledger.admit(&event("acme", None)).unwrap_err(),
+            ledger.reserve("acme", None).unwrap_err(),
             Refusal::LedgerDown
         );
     }
@@ -191,11 +216,16 @@ mod tests {
         let now = Instant::now();
         for i in 0..MAX_KEYS + 10 {
             let id = ("t".to_owned(), i.to_string());
-            keys.held.insert(id.clone());
+            keys.sent.insert(id.clone());
             keys.order.push_back((now, id));
         }
+        keys.in_flight.insert(("t".to_owned(), "flying".to_owned()));
         keys.forget_old(now);
         assert_eq!(keys.order.len(), MAX_KEYS);
-        assert!(!keys.held.contains(&("t".to_owned(), "0".to_owned())));
+        assert!(!keys.sent.contains(&("t".to_owned(), "0".to_owned())));
+        assert!(
+            keys.in_flight
+                .contains(&("t".to_owned(), "flying".to_owned()))
+        );
     }
 }

@@ -1,13 +1,11 @@
 //! `vault.v1.Admin`: lifecycle, write-only secrets, tenants, leases and policy.
 //! No handler returns a secret's plaintext; shares and values travel sealed.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use vault_crypto::session::op;
-use vault_policy::{Action, PermissionRequest, RuleKind};
 use vault_proto::v1::{self, admin_server::Admin};
 
 mod payload;
@@ -37,35 +35,20 @@ impl AdminService {
         &self,
         req: &v1::CheckPolicyRequest,
     ) -> Result<v1::CheckPolicyResponse, ApiError> {
-        let set = self.shared.policies.current();
-        let decision = match Action::parse(&req.action) {
-            Some(Action::Operation(operation)) => {
-                let env = environment(req.environment)?;
-                set.evaluate(&vault_policy::Request {
-                    identity: &req.identity,
-                    operation,
-                    tenant: &req.tenant,
-                    environment: env.as_str(),
-                    secret: (!req.secret.is_empty()).then_some(req.secret.as_str()),
-                })
-            }
-            Some(Action::Permission(permission)) => set.authorize(&PermissionRequest {
-                identity: &req.identity,
-                permission,
-                tenant: (!req.tenant.is_empty()).then_some(req.tenant.as_str()),
-            }),
-            None => {
-                return Err(ApiError::Invalid(
-                    "action must name an operation or a permission",
-                ));
-            }
+        // Permissions have no environment; an operation without one matches no grant.
+        let env = match req.environment {
+            0 => "",
+            env => environment(env)?.as_str(),
         };
-        let kind = |k: RuleKind| match k {
-            RuleKind::Grant => "grant",
-            RuleKind::Deny => "deny",
-            RuleKind::Role => "role",
-        };
-        let location = |file: &Path, line: usize| format!("{}:{line}", file.display());
+        let secret = (!req.secret.is_empty()).then_some(req.secret.as_str());
+        let decision = self
+            .shared
+            .policies
+            .current()
+            .explain(&req.identity, &req.action, &req.tenant, env, secret)
+            .ok_or(ApiError::Invalid(
+                "action must name an operation or a permission",
+            ))?;
         Ok(v1::CheckPolicyResponse {
             allowed: decision.allowed,
             decided_by: decision.decided_by.map(|r| r.id).unwrap_or_default(),
@@ -73,9 +56,9 @@ impl AdminService {
                 .trace
                 .iter()
                 .map(|t| v1::RuleTrace {
-                    kind: kind(t.rule.kind).to_owned(),
+                    kind: t.rule.kind.as_str().to_owned(),
                     id: t.rule.id.clone(),
-                    location: location(&t.rule.file, t.rule.line),
+                    location: t.rule.location(),
                     outcome: t.outcome.to_string(),
                 })
                 .collect(),
@@ -137,7 +120,7 @@ impl Admin for AdminService {
                 },
             )
             .await?;
-        self.shared.finish(call, result).await
+        self.shared.finish_committed(call, result).await
     }
 
     async fn unseal(
@@ -146,43 +129,43 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::UnsealResponse>, Status> {
         let mut call = self.shared.call("admin.unseal", &request)?;
         let r = request.get_ref();
-        let grant = match permit!(self, call, UnsealOp) {
-            Ok(g) => g,
-            Err(e) => return self.shared.finish(call, Err(e)).await,
-        };
-        let custody = &self.shared.custody;
-        let result = if r.reset {
-            custody
-                .reset_unseal(&grant)
-                .map_err(ApiError::from)
-                .map(|()| v1::UnsealResponse {
-                    state: v1::SealState::Sealed as i32,
-                    ..Default::default()
-                })
-        } else {
-            let share = self
-                .shared
-                .session(&call, &r.session_id)
-                .and_then(|session| {
-                    open_shares(&session, op::UNSEAL, r.share.as_slice())?
-                        .pop()
-                        .ok_or(ApiError::Invalid("share is required"))
-                });
+        // Everything is checked and the share opened before the intent record; the
+        // vault changes (progress counted, unsealed, or reset) only after it.
+        let prepared = permit!(self, call, UnsealOp).and_then(|grant| {
+            if r.reset {
+                return Ok((grant, None));
+            }
+            let session = self.shared.session(&call, &r.session_id)?;
+            let share = open_shares(&session, op::UNSEAL, r.share.as_slice())?
+                .pop()
+                .ok_or(ApiError::Invalid("share is required"))?;
             let nonce = match r.nonce.as_str() {
-                "" => Ok(None),
-                text => UnsealNonce::parse(text).map(Some).ok_or(ApiError::Invalid(
+                "" => None,
+                text => Some(UnsealNonce::parse(text).ok_or(ApiError::Invalid(
                     "nonce must be the 32 hex digits from the first share's answer",
-                )),
+                ))?),
             };
-            match (share, nonce) {
-                (Ok(share), Ok(nonce)) => {
-                    call.event
-                        .detail
-                        .insert("share_index".into(), share.index().to_string());
-                    custody
-                        .unseal(&grant, share, nonce.as_ref())
-                        .map_err(ApiError::from)
-                        .map(|outcome| match outcome {
+            call.event
+                .detail
+                .insert("share_index".into(), share.index().to_string());
+            Ok((grant, Some((share, nonce))))
+        });
+        let custody = &self.shared.custody;
+        let result = self
+            .shared
+            .change(
+                &mut call,
+                prepared,
+                |(grant, submitted), _| match submitted {
+                    None => {
+                        custody.reset_unseal(&grant)?;
+                        Ok(v1::UnsealResponse {
+                            state: v1::SealState::Sealed as i32,
+                            ..Default::default()
+                        })
+                    }
+                    Some((share, nonce)) => {
+                        Ok(match custody.unseal(&grant, share, nonce.as_ref())? {
                             UnsealOutcome::InProgress {
                                 nonce,
                                 submitted,
@@ -198,10 +181,10 @@ impl Admin for AdminService {
                                 ..Default::default()
                             },
                         })
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            }
-        };
+                    }
+                },
+            )
+            .await?;
         self.shared.finish(call, result).await
     }
 
@@ -235,7 +218,7 @@ impl Admin for AdminService {
             }
             Err(e) => Err(e),
         };
-        self.shared.finish(call, result).await
+        self.shared.finish_committed(call, result).await
     }
 
     async fn rekey(
@@ -263,7 +246,7 @@ impl Admin for AdminService {
                 },
             )
             .await?;
-        self.shared.finish(call, result).await
+        self.shared.finish_committed(call, result).await
     }
 
     async fn rotate_root_key(
@@ -505,6 +488,8 @@ impl Admin for AdminService {
                 .detail
                 .insert("selector".into(), format!("{selector:?}"));
             permit!(self, call, RevokeLeasesOp)?;
+            // Revoking is the safe direction, like sealing: it takes effect without an
+            // intent record, so a failing audit log cannot keep leases alive.
             let revoked = self
                 .shared
                 .leases
@@ -513,7 +498,7 @@ impl Admin for AdminService {
                 revoked: revoked.len() as u64,
             })
         });
-        self.shared.finish(call, result).await
+        self.shared.finish_committed(call, result).await
     }
 
     async fn reload_policies(
@@ -521,15 +506,19 @@ impl Admin for AdminService {
         request: Request<v1::ReloadPoliciesRequest>,
     ) -> Result<Response<v1::ReloadPoliciesResponse>, Status> {
         let mut call = self.shared.call("admin.reload_policies", &request)?;
-        let result = permit!(self, call, PoliciesOp).and_then(|_| {
-            let (grants, denies, roles) =
-                self.shared.policies.reload().map_err(ApiError::Policy)?;
-            Ok(v1::ReloadPoliciesResponse {
-                grants: grants as u32,
-                denies: denies as u32,
-                roles: roles as u32,
+        let prepared = permit!(self, call, PoliciesOp);
+        let policies = &self.shared.policies;
+        let result = self
+            .shared
+            .change(&mut call, prepared, |_, _| {
+                let (grants, denies, roles) = policies.reload().map_err(ApiError::Policy)?;
+                Ok(v1::ReloadPoliciesResponse {
+                    grants: grants as u32,
+                    denies: denies as u32,
+                    roles: roles as u32,
+                })
             })
-        });
+            .await?;
         self.shared.finish(call, result).await
     }
 

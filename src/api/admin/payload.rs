@@ -1,9 +1,9 @@
 //! What the admin service receives and answers: shares and secret values opened from
 //! (and sealed to) the caller's session, and vault answers turned into messages.
 
-use vault_crypto::SecretValue;
 use vault_crypto::session::{Direction, SessionAad};
 use vault_crypto::shamir::Share;
+use vault_crypto::{CryptoError, SecretValue};
 use vault_proto::v1;
 
 use crate::api::{ApiError, sealed, secret_ref};
@@ -17,18 +17,15 @@ pub(super) fn open_shares(
     operation: &str,
     payloads: &[v1::SealedPayload],
 ) -> Result<Vec<Share>, ApiError> {
-    payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let aad = SessionAad::share(operation, Direction::ToDaemon, i);
-            let bytes = session
-                .key
-                .open(&aad, &p.envelope)
-                .map_err(|_| ApiError::Sealed("share"))?;
-            Share::from_bytes(bytes.expose_secret()).map_err(|e| ApiError::Vault(e.into()))
-        })
-        .collect()
+    let envelopes = payloads.iter().map(|p| p.envelope.as_slice());
+    match session
+        .key
+        .open_shares(operation, Direction::ToDaemon, envelopes)
+    {
+        Ok(shares) => Ok(shares),
+        Err(CryptoError::Shares(e)) => Err(ApiError::Vault(e.into())),
+        Err(_) => Err(ApiError::Sealed("share")),
+    }
 }
 
 pub(super) fn seal_shares(
@@ -36,18 +33,14 @@ pub(super) fn seal_shares(
     operation: &str,
     shares: &[Share],
 ) -> Result<Vec<v1::SealedPayload>, ApiError> {
-    shares
-        .iter()
-        .enumerate()
-        .map(|(i, share)| {
-            let aad = SessionAad::share(operation, Direction::ToClient, i);
-            let envelope = session
-                .key
-                .seal(&aad, &share.to_bytes())
-                .map_err(|e| ApiError::Vault(e.into()))?;
-            Ok(v1::SealedPayload { envelope })
-        })
-        .collect()
+    let sealed = session
+        .key
+        .seal_shares(operation, Direction::ToClient, shares)
+        .map_err(|e| ApiError::Vault(e.into()))?;
+    Ok(sealed
+        .into_iter()
+        .map(|envelope| v1::SealedPayload { envelope })
+        .collect())
 }
 
 pub(super) fn share_params(threshold: u32, count: u32) -> Result<(usize, usize), ApiError> {

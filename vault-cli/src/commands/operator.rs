@@ -95,9 +95,7 @@ impl ShareSink {
             false => None,
             true => Some(
                 (1..=count)
-                    .map(|i| {
-                        input::passphrase(&format!("passphrase for share {i} (input hidden): "))
-                    })
+                    .map(|i| input::new_passphrase(&format!("share {i}")))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };

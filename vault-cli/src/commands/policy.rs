@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 use vault_client::Client;
 use vault_client::proto::{CheckPolicyRequest, CheckPolicyResponse, RuleTrace};
-use vault_policy::{Action, PermissionRequest, PolicySet, Request, RuleKind};
+use vault_policy::PolicySet;
 
 use crate::cli::{Env, PolicyCommand};
 use crate::error::{CliError, Exit};
@@ -28,26 +28,14 @@ fn check_offline(
     secret: Option<&str>,
     env: Env,
 ) -> Result<CheckPolicyResponse, CliError> {
-    let set = load(dir)?;
-    let decision = match Action::parse(op) {
-        Some(Action::Operation(operation)) => set.evaluate(&Request {
-            identity,
-            operation,
-            tenant,
-            environment: vault_client::Environment::from(env).as_str(),
-            secret,
-        }),
-        Some(Action::Permission(permission)) => set.authorize(&PermissionRequest {
-            identity,
-            permission,
-            tenant: Some(tenant),
-        }),
-        None => {
-            return Err(CliError::invalid(format!(
+    let environment = vault_client::Environment::from(env).as_str();
+    let decision = load(dir)?
+        .explain(identity, op, tenant, environment, secret)
+        .ok_or_else(|| {
+            CliError::invalid(format!(
                 "--op {op:?} is neither an operation nor a permission"
-            )));
-        }
-    };
+            ))
+        })?;
     Ok(CheckPolicyResponse {
         allowed: decision.allowed,
         decided_by: decision.decided_by.map(|r| r.id).unwrap_or_default(),
@@ -55,14 +43,9 @@ fn check_offline(
             .trace
             .iter()
             .map(|t| RuleTrace {
-                kind: match t.rule.kind {
-                    RuleKind::Grant => "grant",
-                    RuleKind::Deny => "deny",
-                    RuleKind::Role => "role",
-                }
-                .to_owned(),
+                kind: t.rule.kind.as_str().to_owned(),
                 id: t.rule.id.clone(),
-                location: format!("{}:{}", t.rule.file.display(), t.rule.line),
+                location: t.rule.location(),
                 outcome: t.outcome.to_string(),
             })
             .collect(),

@@ -239,12 +239,18 @@ fn rekey_settles_where_shares_go_before_changing_anything() {
         fresh.to_str().unwrap(),
         "--passphrase-protect",
     ];
-    operator.run_with_stdin(&args, b"pw-one\n\n").code(7);
+    operator
+        .run_with_stdin(&args, b"pw-one\npw-one\n\n")
+        .code(7);
+    let run = operator.run_with_stdin(&args, b"pw-one\npw-0ne\n").code(7);
+    assert!(run.stderr.contains("differ"), "{run:?}");
     let status: serde_json::Value =
         serde_json::from_str(&operator.run(&["status", "--json"]).ok().stdout).unwrap();
     assert_eq!(status["generation"], 1);
 
-    let run = operator.run_with_stdin(&args, b"pw-one\npw-two\n").ok();
+    let run = operator
+        .run_with_stdin(&args, b"pw-one\npw-one\npw-two\npw-two\n")
+        .ok();
     snapshot(
         &run.stdout,
         "wrote 2 share files (mode 0600, passphrase-protected) in [..]new-shares: give one to each custodian; any 2 unseal vaultd",
