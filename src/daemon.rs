@@ -374,8 +374,22 @@ impl Running {
             "policies".into(),
             outcome_text(report.policies.as_ref().map(|_| ())),
         );
+        match &report.tls {
+            Ok(()) => tracing::info!("reloaded TLS certificates, key, client CA and CRLs"),
+            Err(e) => {
+                tracing::warn!("TLS reload failed, the previous files stay in force: {e}")
+            }
+        }
+        match &report.policies {
+            Ok((grants, denies, roles)) => {
+                tracing::info!("reloaded policies: {grants} grants, {denies} denies, {roles} roles")
+            }
+            Err(e) => {
+                tracing::warn!("policy reload failed, the previous policies stay in force: {e}")
+            }
+        }
         if let Err(e) = system_event(&self.shared, "system.reload", event).await {
-            eprintln!("vaultd: the reload could not be audited: {e}");
+            tracing::error!("the reload could not be audited: {e}");
         }
         report
     }
@@ -484,9 +498,7 @@ async fn sweep_grace(shared: &Shared) {
             .detail
             .insert("leases_revoked".into(), revoked.len().to_string());
         if let Err(e) = system_event(shared, "system.disable_version", event).await {
-            eprintln!(
-                "vaultd: disabling a version past its grace window could not be audited: {e}"
-            );
+            tracing::error!("disabling a version past its grace window could not be audited: {e}");
         }
     }
 }

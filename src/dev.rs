@@ -125,6 +125,9 @@ pub struct DevDaemon {
     pub dir: PathBuf,
     /// Whether `dir` was made by this run (and is removed when it ends).
     pub temporary: bool,
+    /// What a developer needs to know, for the terminal: addresses, files and the
+    /// `export` lines for the admin and the demo service.
+    pub banner: String,
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
@@ -344,7 +347,7 @@ fn env_file(files: &DevFiles, name: &str, running: &Running) -> Result<String, D
     Ok(line)
 }
 
-/// Sets up and starts a dev daemon; prints what a developer needs to stdout.
+/// Sets up and starts a dev daemon.
 pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
     let (dir, temporary) = make_dir(&options)?;
     let files = DevFiles { dir };
@@ -355,15 +358,16 @@ pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
         let running = daemon.serve().await?;
         let admin = env_file(&files, "admin", &running)?;
         let service = env_file(&files, "service", &running)?;
-        print_banner(&files.dir, temporary, &running, &admin, &service);
-        Ok::<_, DevError>(running)
+        let banner = banner(&files.dir, temporary, &running, &admin, &service);
+        Ok::<_, DevError>((running, banner))
     }
     .await;
     match started {
-        Ok(running) => Ok(DevDaemon {
+        Ok((running, banner)) => Ok(DevDaemon {
             running,
             dir: files.dir,
             temporary,
+            banner,
         }),
         Err(e) => {
             if temporary {
@@ -374,9 +378,9 @@ pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
     }
 }
 
-fn print_banner(dir: &Path, temporary: bool, running: &Running, admin: &str, service: &str) {
+fn banner(dir: &Path, temporary: bool, running: &Running, admin: &str, service: &str) -> String {
     let http = running.http_addr;
-    println!(
+    format!(
         "\
 ==> vaultd dev: DEVELOPMENT MODE. NOT FOR REAL SECRETS.
     Everything (data, PKI keys, the only unseal share) is in {dir}{gone}.
@@ -403,7 +407,7 @@ Demo service, grant gateway-byok ({DEMO_SERVICE}):
             ""
         },
         grpc = running.grpc_addr,
-    );
+    )
 }
 
 #[cfg(test)]

@@ -59,8 +59,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The daemon's log: stderr, for journald or whatever runs it.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     if let Err(e) = vaultd::hardening::harden_process() {
-        eprintln!("vaultd: refusing to start: {e}");
+        tracing::error!("refusing to start: {e}");
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
@@ -70,7 +76,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("vaultd: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -93,7 +99,7 @@ fn main() -> ExitCode {
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("vaultd: invalid configuration: {e}");
+        tracing::error!("invalid configuration: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -162,14 +168,17 @@ async fn serve(path: PathBuf) -> ExitCode {
     };
     match running {
         Ok(running) => {
-            eprintln!(
-                "vaultd: serving gRPC (mutual TLS) on {} and health/metrics on http://{}",
-                running.grpc_addr, running.http_addr
-            );
-            run_until_signalled(running).await
+            run_until_signalled(running, |running| {
+                tracing::info!(
+                    "serving gRPC (mutual TLS) on {} and health/metrics on http://{}",
+                    running.grpc_addr,
+                    running.http_addr
+                );
+            })
+            .await
         }
         Err(e) => {
-            eprintln!("vaultd: refusing to start: {e}");
+            tracing::error!("refusing to start: {e}");
             ExitCode::FAILURE
         }
     }
@@ -179,49 +188,42 @@ async fn dev(options: DevOptions) -> ExitCode {
     let dev = match vaultd::dev::start(options).await {
         Ok(dev) => dev,
         Err(e) => {
-            eprintln!("vaultd dev: {e}");
+            tracing::error!("vaultd dev: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = run_until_signalled(dev.running).await;
+    let banner = dev.banner;
+    let code = run_until_signalled(dev.running, |_| println!("{banner}")).await;
     if dev.temporary {
         let _ = std::fs::remove_dir_all(&dev.dir);
     }
     code
 }
 
-/// Reloads on SIGHUP; shuts down gracefully on SIGTERM or SIGINT.
-async fn run_until_signalled(running: Running) -> ExitCode {
+/// Reloads on SIGHUP; shuts down gracefully on SIGTERM or SIGINT. `ready` announces
+/// the daemon once the signal handlers are in place, so a signal sent on that
+/// announcement is never taken by the default action.
+async fn run_until_signalled(running: Running, ready: impl FnOnce(&Running)) -> ExitCode {
     let signals = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     );
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = signals else {
-        eprintln!("vaultd: cannot install signal handlers; stopping");
+        tracing::error!("cannot install signal handlers; stopping");
         running.shutdown().await;
         return ExitCode::FAILURE;
     };
+    ready(&running);
     loop {
         tokio::select! {
-            _ = hangup.recv() => {
-                let report = running.reload().await;
-                match report.tls {
-                    Ok(()) => eprintln!("vaultd: reloaded TLS certificates, key, client CA and CRLs"),
-                    Err(e) => eprintln!("vaultd: TLS reload failed, the previous files stay in force: {e}"),
-                }
-                match report.policies {
-                    Ok((grants, denies, roles)) => eprintln!(
-                        "vaultd: reloaded policies: {grants} grants, {denies} denies, {roles} roles"
-                    ),
-                    Err(e) => eprintln!("vaultd: policy reload failed, the previous policies stay in force: {e}"),
-                }
-            }
+            // The reload logs and audits its own outcome.
+            _ = hangup.recv() => drop(running.reload().await),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
-    eprintln!("vaultd: stopping");
+    tracing::info!("stopping");
     running.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -181,10 +181,10 @@ impl Shared {
             && e.is_internal()
         {
             // The caller learns only the request id; the operator reads the cause here.
-            eprintln!(
-                "vaultd: request {} ({}) failed: {}",
-                call.event.request_id,
-                call.rpc,
+            tracing::error!(
+                request = %call.event.request_id,
+                rpc = call.rpc,
+                "request failed: {}",
                 e.detail()
             );
         }
@@ -198,8 +198,9 @@ impl Shared {
                 .map(tonic::Response::new)
                 .map_err(|e| with_request_id(e.into(), &request_id)),
             (Err(e), Ok(value), Unrecorded::Answer) => {
-                eprintln!(
-                    "vaultd: {rpc} took effect but its audit record could not be written: {e}"
+                tracing::error!(
+                    rpc,
+                    "took effect but its audit record could not be written: {e}"
                 );
                 Ok(tonic::Response::new(value))
             }

@@ -7,6 +7,11 @@ use billing_gateway::Gateway;
 use billing_gateway::config::Config;
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
     let mut args = std::env::args().skip(1);
     let config = match (args.next().as_deref(), args.next(), args.next()) {
         (Some("--config"), Some(path), None) => path,
@@ -21,7 +26,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("billing-gateway: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -29,7 +34,7 @@ fn main() -> ExitCode {
         let config = match Config::load(std::path::Path::new(&config)) {
             Ok(config) => config,
             Err(e) => {
-                eprintln!("billing-gateway: invalid configuration: {e}");
+                tracing::error!("invalid configuration: {e}");
                 return ExitCode::from(78);
             }
         };
@@ -39,14 +44,14 @@ fn main() -> ExitCode {
         };
         match started {
             Ok((addr, serving)) => {
-                eprintln!("billing-gateway: serving on http://{addr}");
+                tracing::info!("serving on http://{addr}");
                 tokio::select! {
                     _ = serving => ExitCode::FAILURE,
                     _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
                 }
             }
             Err(e) => {
-                eprintln!("billing-gateway: refusing to start: {e}");
+                tracing::error!("refusing to start: {e}");
                 ExitCode::FAILURE
             }
         }

@@ -249,12 +249,14 @@ impl Gateway {
                 idempotency_key.as_deref(),
             )
             .await;
-        // Method, provider, tenant, status and time only: never a key or a body.
-        eprintln!(
-            "gateway: POST {provider} tenant={} env={env} status={} {}ms",
-            owner.tenant,
-            response.status().as_u16(),
-            started.elapsed().as_millis()
+        // Provider, tenant, status and time only: never a key or a body.
+        tracing::info!(
+            provider,
+            tenant = %owner.tenant,
+            env,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "proxied"
         );
         response
     }

@@ -128,8 +128,9 @@ fn start_gateway(config: &std::path::Path) -> GatewayProcess {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let addr = first
-        .strip_prefix("billing-gateway: serving on http://")
+        .split_once("serving on http://")
         .unwrap_or_else(|| panic!("gateway did not start: {first}"))
+        .1
         .parse()
         .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));

@@ -203,7 +203,7 @@ impl Admin for AdminService {
                     // Sign what was written while the audit keys still exist.
                     let _ = self.shared.audit.checkpoint().await;
                 } else {
-                    eprintln!("vaultd: sealing although the audit log cannot be written");
+                    tracing::error!("sealing although the audit log cannot be written");
                 }
                 let sealed = self.shared.custody.seal(&grant);
                 self.shared.sessions.clear();
