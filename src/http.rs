@@ -12,9 +12,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::api::Shared;
+use crate::transport::{ConnectionTask, accept_loop, backoff};
 use crate::vault::Status;
 
 /// A request that has not sent its headers by then is dropped.
@@ -26,36 +26,27 @@ const MAX_CONNECTIONS: usize = 64;
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped.wait_for(|stop| *stop) => break,
+    let accept = |_| async {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return backoff().await;
         };
-        let Ok((tcp, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        if connections.len() >= MAX_CONNECTIONS {
-            continue; // dropped: the client retries
-        }
         let shared = Arc::clone(&shared);
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
-            });
+        let service = hyper::service::service_fn(move |request| {
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+        });
+        let task: ConnectionTask = Box::pin(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service);
             let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
         });
-    }
-    connections.abort_all();
+        Some(task)
+    };
+    accept_loop(accept, MAX_CONNECTIONS, stopped).await;
 }
 
 fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<Bytes>> {

@@ -187,11 +187,11 @@ async fn stopping(mut stopped: watch::Receiver<bool>) {
 }
 
 /// A connection's whole life, from handshake to close.
-type ConnectionTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type ConnectionTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Accepts connections with `accept` until the daemon stops, running each on its own
 /// task (at most `limit` at once), then waits a bounded time for them to drain.
-async fn accept_loop<A, F>(mut accept: A, limit: usize, stopped: watch::Receiver<bool>)
+pub(crate) async fn accept_loop<A, F>(mut accept: A, limit: usize, stopped: watch::Receiver<bool>)
 where
     A: FnMut(watch::Receiver<bool>) -> F,
     F: Future<Output = Option<ConnectionTask>>,
@@ -225,7 +225,7 @@ where
 }
 
 /// Waits after a failed accept (out of descriptors and the like) instead of spinning.
-async fn backoff() -> Option<ConnectionTask> {
+pub(crate) async fn backoff() -> Option<ConnectionTask> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     None
 }
