@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use vault_crypto::CryptoError;
 use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 
 use crate::identity::Identity;
+use crate::leases::unix_ms;
 
 /// A session: its key and whose it is.
 pub(crate) struct Session {
@@ -115,7 +116,7 @@ impl Sessions {
         Ok(Opened {
             id,
             server_public,
-            expires_unix_ms: unix_ms_after(self.ttl),
+            expires_unix_ms: unix_ms(SystemTime::now() + self.ttl),
         })
     }
 
@@ -152,14 +153,6 @@ pub(crate) fn random_id(prefix: &str) -> Result<String, CryptoError> {
         "{prefix}{}",
         vault_crypto::hex::encode(&bytes).as_str()
     ))
-}
-
-/// Unix milliseconds `after` from now.
-pub(crate) fn unix_ms_after(after: Duration) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from((now + after).as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -53,25 +53,15 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (times before 1970 show as 1970).
 pub(crate) fn time(unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(86_400);
-    let secs = unix_seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let seconds = u64::try_from(unix_seconds).unwrap_or(0);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`, spelled for people.
+    let rfc3339 = humantime::format_rfc3339_seconds(at).to_string();
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{} UTC",
+        rfc3339.replacen('T', " ", 1).trim_end_matches('Z')
     )
 }
 
