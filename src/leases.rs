@@ -183,12 +183,26 @@ impl Leases {
 
     /// The caller's live lease `id`.
     pub(crate) fn get(&self, identity: &Identity, id: &str) -> Option<Lease> {
+        self.with_live(identity, id, Lease::clone)
+    }
+
+    /// Whether the caller's lease `id` is live, without copying it.
+    pub(crate) fn is_live(&self, identity: &Identity, id: &str) -> bool {
+        self.with_live(identity, id, |_| ()).is_some()
+    }
+
+    fn with_live<T>(
+        &self,
+        identity: &Identity,
+        id: &str,
+        f: impl FnOnce(&Lease) -> T,
+    ) -> Option<T> {
         let index = self.lock();
         index
             .by_id
             .get(id)
             .filter(|l| l.identity == *identity && l.expires > SystemTime::now())
-            .cloned()
+            .map(f)
     }
 
     /// Moves a lease's expiry, capped at its renewable-until. Returns the new expiry.

@@ -5,22 +5,36 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Labels borrow the RPC's static name and keep the code as is: counting a request
+// allocates nothing; names are written only when metrics are rendered.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcCode {
-    rpc: String,
-    code: String,
+    rpc: &'static str,
+    code: CodeName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Rpc {
-    rpc: String,
+    rpc: &'static str,
+}
+
+/// A gRPC code, rendered by its name (`Ok`, `PermissionDenied`, …).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct CodeName(tonic::Code);
+
+impl EncodeLabelValue for CodeName {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        write!(encoder, "{:?}", self.0)
+    }
 }
 
 /// The daemon's metrics.
@@ -82,17 +96,15 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub(crate) fn observe(&self, rpc: &str, code: tonic::Code, started: Instant) {
+    pub(crate) fn observe(&self, rpc: &'static str, code: tonic::Code, started: Instant) {
         self.requests
             .get_or_create(&RpcCode {
-                rpc: rpc.to_owned(),
-                code: format!("{code:?}"),
+                rpc,
+                code: CodeName(code),
             })
             .inc();
         self.latency
-            .get_or_create(&Rpc {
-                rpc: rpc.to_owned(),
-            })
+            .get_or_create(&Rpc { rpc })
             .observe(started.elapsed().as_secs_f64());
     }
 

@@ -276,7 +276,7 @@ impl Broker for BrokerService {
             }
             // Revoked while its record was being written: the revocation notice may
             // reach the client before this answer, so the value must not be delivered.
-            (Ok(_), Some(id)) if self.shared.leases.get(&identity, &id).is_none() => {
+            (Ok(_), Some(id)) if !self.shared.leases.is_live(&identity, &id) => {
                 Err(ApiError::LeaseLimit(LeaseLimit::Revoked).into())
             }
             (answer, _) => answer,
