@@ -72,7 +72,7 @@ impl From<ClientError> for CliError {
                 .hint("set VAULTD_ADDR (e.g. https://127.0.0.1:8200) and the certificate variables, or pass --socket for status, init, unseal and seal"),
             ClientError::Unavailable { sealed: true, .. } => CliError::new(Exit::State, message)
                 .hint("custodians unseal it with `vaultctl unseal`; `vaultctl status` shows the progress"),
-            ClientError::Unavailable { .. } if message.contains("certificate") => {
+            ClientError::Tls { .. } => {
                 CliError::new(Exit::Connect, message).hint(
                     "is VAULTD_CACERT the CA that signed vaultd's certificate, and does VAULTD_ADDR use a name in it?",
                 )

@@ -44,6 +44,13 @@ pub enum Error {
         /// Whether vaultd answered that it is sealed.
         sealed: bool,
     },
+    /// The TLS handshake failed on this side: vaultd's certificate does not verify
+    /// against the configured CA, or does not name the endpoint's host.
+    #[error("the TLS handshake with vaultd failed: {message}")]
+    Tls {
+        /// rustls's reason.
+        message: String,
+    },
     /// The caller's certificate was refused or names no identity.
     #[error("vaultd refused the client certificate: {message}")]
     Unauthenticated {
@@ -162,7 +169,34 @@ impl Disposition {
     }
 }
 
+/// The rustls error behind a failed connection, if that is what failed.
+fn tls_failure(status: &tonic::Status) -> Option<rustls::Error> {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        if let Some(tls) = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        cause = error.source();
+    }
+    None
+}
+
 pub(crate) fn classify(status: tonic::Status) -> Disposition {
+    // A handshake this side refused will be refused again: final, and named for
+    // what it is. (vaultd's refusal of our certificate arrives only after the client
+    // considers the TLS 1.3 handshake done, as a closed connection.)
+    if let Some(tls) = tls_failure(&status) {
+        return Disposition::Final(Error::Tls {
+            message: tls.to_string(),
+        });
+    }
     let reason = status
         .metadata()
         .get(REASON_KEY)

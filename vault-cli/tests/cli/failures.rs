@@ -92,7 +92,7 @@ fn a_wrong_ca_an_unreachable_daemon_and_a_sealed_one() {
         .code(3);
     snapshot(
         &run.stderr,
-        "vaultctl: vaultd unavailable: [..]certificate[..]
+        "vaultctl: the TLS handshake with vaultd failed: [..]certificate[..]
          is VAULTD_CACERT the CA that signed vaultd's certificate, and does VAULTD_ADDR use a name in it?",
     );
 

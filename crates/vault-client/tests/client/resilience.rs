@@ -175,3 +175,44 @@ fn bad_configuration_is_refused_with_the_file_and_the_reason() {
     let error = Client::builder().build().unwrap_err();
     assert!(matches!(error, Error::Config(_)), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_failures_are_not_retried_and_an_untrusted_daemon_is_named() {
+    let (mut vault, _) = unsealed(&FixtureOptions::default(), &[]).await;
+    let files = vault.fixture.client_files(GATEWAY);
+    // A client certificate from another CA: vaultd refuses it at the handshake.
+    let mut other = vault_testkit::Pki::generate("another CA");
+    let foreign = other.spiffe_client(GATEWAY);
+    std::fs::write(vault.fixture.path("foreign.pem"), &foreign.cert_pem).unwrap();
+    std::fs::write(vault.fixture.path("foreign.key"), &foreign.key_pem).unwrap();
+    let client = Client::builder()
+        .endpoint(vault.endpoint())
+        .ca_cert(&files.ca)
+        .client_cert(
+            vault.fixture.path("foreign.pem"),
+            vault.fixture.path("foreign.key"),
+        )
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    assert!(client.status().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "a refused certificate was retried"
+    );
+    // vaultd's certificate checked against the wrong CA: named as a TLS failure.
+    std::fs::write(vault.fixture.path("other-ca.pem"), &other.ca_pem).unwrap();
+    let client = Client::builder()
+        .endpoint(vault.endpoint())
+        .ca_cert(vault.fixture.path("other-ca.pem"))
+        .client_cert(&files.cert, &files.key)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let untrusted = client.status().await.unwrap_err();
+    assert!(matches!(untrusted, Error::Tls { .. }), "{untrusted:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "a TLS failure was retried"
+    );
+}
