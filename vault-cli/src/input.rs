@@ -4,11 +4,14 @@
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 
-use vault_crypto::Passphrase;
 use vault_crypto::shamir::Share;
+use vault_crypto::{Passphrase, SecretValue};
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
+
+/// Capacity of a secret line read from the terminal or stdin.
+const LINE_CAPACITY: usize = 8 * 1024;
 
 /// Reads one line from the terminal with echo off (or from stdin when it is not a
 /// terminal); the trailing newline is dropped.
@@ -16,7 +19,9 @@ pub(crate) fn hidden_line(prompt: &str) -> Result<Zeroizing<String>, CliError> {
     let stdin = std::io::stdin();
     // One lock for the whole read: std's stdin lock is not reentrant.
     let mut input = stdin.lock();
-    let mut line = Zeroizing::new(String::new());
+    // Sized up front, so reading a line (a share, a passphrase) does not reallocate
+    // and leave copies behind.
+    let mut line = Zeroizing::new(String::with_capacity(LINE_CAPACITY));
     if input.is_terminal() {
         let saved = rustix::termios::tcgetattr(&input).map_err(std::io::Error::from)?;
         let mut quiet = saved.clone();
@@ -42,13 +47,15 @@ pub(crate) fn hidden_line(prompt: &str) -> Result<Zeroizing<String>, CliError> {
 
 /// Reads a secret value: all of stdin when piped, or a hidden prompt on a terminal.
 /// One trailing newline is dropped unless `keep_newline`.
-pub(crate) fn value(keep_newline: bool) -> Result<Zeroizing<Vec<u8>>, CliError> {
+pub(crate) fn value(keep_newline: bool) -> Result<SecretValue, CliError> {
     if std::io::stdin().is_terminal() {
-        let line = hidden_line("value (input hidden): ")?;
-        return Ok(Zeroizing::new(line.as_bytes().to_vec()));
+        let mut line = hidden_line("value (input hidden): ")?;
+        // Moved, not copied: the one buffer ends in the zeroising value.
+        return Ok(SecretValue::from_vec(
+            std::mem::take(&mut *line).into_bytes(),
+        ));
     }
-    let mut bytes = Zeroizing::new(Vec::new());
-    std::io::stdin().lock().read_to_end(&mut bytes)?;
+    let mut bytes = read_stdin()?;
     if !keep_newline {
         let newline = match () {
             () if bytes.ends_with(b"\r\n") => 2,
@@ -64,7 +71,29 @@ pub(crate) fn value(keep_newline: bool) -> Result<Zeroizing<Vec<u8>>, CliError> 
             "the value is empty: pipe it on stdin, e.g. `vaultctl secret put … < key.txt`",
         ));
     }
-    Ok(bytes)
+    Ok(SecretValue::from_vec(std::mem::take(&mut *bytes)))
+}
+
+/// The most a secret read from stdin may hold (vaultd takes messages up to 1 MiB).
+pub(crate) const MAX_STDIN: usize = 1 << 20;
+
+/// All of stdin, into one zeroising buffer allocated up front: growing a buffer
+/// would leave copies of the secret in the memory it frees.
+pub(crate) fn read_stdin() -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let mut buffer = Zeroizing::new(vec![0u8; MAX_STDIN + 1]);
+    let mut stdin = std::io::stdin().lock();
+    let mut filled = 0;
+    while let Some(free) = buffer.get_mut(filled..).filter(|free| !free.is_empty()) {
+        match stdin.read(free)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    if filled > MAX_STDIN {
+        return Err(CliError::invalid("the input on stdin is larger than 1 MiB"));
+    }
+    buffer.truncate(filled);
+    Ok(buffer)
 }
 
 /// A passphrase, asked for (hidden) with `prompt`.
@@ -73,7 +102,8 @@ pub(crate) fn passphrase(prompt: &str) -> Result<Passphrase, CliError> {
     if line.is_empty() {
         return Err(CliError::invalid("the passphrase is empty"));
     }
-    Ok(Passphrase::new(line.to_string()))
+    let mut line = line;
+    Ok(Passphrase::new(std::mem::take(&mut *line)))
 }
 
 fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use vault_client::proto::{SecretKind, SecretMetadata, VersionState};
-use vault_client::{Client, SecretPath, SecretValue};
+use vault_client::{Client, SecretPath};
 
 use crate::cli::{Env, Kind, SecretArgs, SecretCommand, TenantCommand};
 use crate::error::CliError;
@@ -110,7 +110,7 @@ pub(crate) async fn run(
             kind,
             input,
         } => {
-            let value = SecretValue::from_vec(input::value(input.keep_newline)?.to_vec());
+            let value = input::value(input.keep_newline)?;
             let kind = match kind {
                 Kind::Byok => SecretKind::Byok,
                 Kind::System => SecretKind::System,
@@ -124,7 +124,7 @@ pub(crate) async fn run(
             input,
         } => {
             let grace = grace.as_deref().map(input::duration).transpose()?;
-            let value = SecretValue::from_vec(input::value(input.keep_newline)?.to_vec());
+            let value = input::value(input.keep_newline)?;
             let m = client.rotate_secret(&path(secret), &value, grace).await?;
             out.emit(|| describe_text(&m), || metadata_json(&m));
         }

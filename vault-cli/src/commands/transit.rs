@@ -1,16 +1,14 @@
 //! Transit: data on stdin, result on stdout.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use vault_client::{Client, ExposeSecret};
-use zeroize::Zeroizing;
 
 use crate::cli::{TransitAction, TransitArgs};
 use crate::error::CliError;
 
 pub(crate) async fn run(client: &Client, args: &TransitArgs) -> Result<(), CliError> {
-    let mut input = Zeroizing::new(Vec::new());
-    std::io::stdin().lock().read_to_end(&mut input)?;
+    let input = crate::input::read_stdin()?;
     let mut stdout = std::io::stdout().lock();
     match args.action {
         TransitAction::Encrypt => {

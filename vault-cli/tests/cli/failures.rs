@@ -148,6 +148,17 @@ fn permission_denied_names_the_missing_permission() {
         r#"vaultctl: permission denied: your identity is not allowed "secrets.write" on this target
            ask an administrator for a role or grant that allows it; `vaultctl policy check` explains decisions"#,
     );
+    // A value over 1 MiB is refused before anything is sent.
+    let huge = vec![b'x'; (1 << 20) + 1];
+    let run = custodian
+        .run_with_stdin(
+            &[
+                "secret", "put", "acme", "byok/new", "--env", "live", "--kind", "byok",
+            ],
+            &huge,
+        )
+        .code(7);
+    assert!(run.stderr.contains("larger than 1 MiB"), "{run:?}");
     let run = custodian.run(&["lease", "revoke", "--all"]).code(4);
     assert!(run.stderr.contains(r#""leases.revoke""#), "{run:?}");
 }
