@@ -111,21 +111,25 @@ impl Shared {
         }
     }
 
-    /// A state-changing request: once `prepared` (validation, authorisation, opened
-    /// payloads) succeeded, the intent record is written, and only then does `act`
-    /// run. A dead audit sink thus stops the change before anything happens.
-    pub(crate) async fn change<P, T>(
+    /// Carries out a state-changing request: once `prepared` (validation,
+    /// authorisation, opened payloads) succeeded, the intent record is written, and
+    /// only then does `act` run, so a dead audit sink stops the change before anything
+    /// happens. The outcome is then finished as `unrecorded` says.
+    pub(crate) async fn apply<P, T>(
         &self,
-        call: &mut Call,
+        unrecorded: Unrecorded,
+        mut call: Call,
         prepared: Result<P, ApiError>,
         act: impl FnOnce(P, &mut Event) -> Result<T, ApiError>,
-    ) -> Result<Result<T, ApiError>, Status> {
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => return Ok(Err(e)),
+    ) -> Result<tonic::Response<T>, Status> {
+        let result = match prepared {
+            Ok(prepared) => {
+                self.intent(&call).await?;
+                act(prepared, &mut call.event)
+            }
+            Err(e) => Err(e),
         };
-        self.intent(call).await?;
-        Ok(act(prepared, &mut call.event))
+        self.finish_as(call, result, unrecorded).await
     }
 
     /// Writes the intent record of `call`, leaving what to do on failure to the caller.
@@ -216,7 +220,7 @@ impl Shared {
 
 /// What to do with an answer whose outcome record could not be written.
 #[derive(Clone, Copy)]
-enum Unrecorded {
+pub(crate) enum Unrecorded {
     /// Refuse it (`UNAVAILABLE`): the rule for every request.
     Refuse,
     /// Give it anyway: the change happened and its answer exists once.

@@ -12,7 +12,7 @@ mod payload;
 
 use payload::{metadata, open_shares, open_value, seal_shares, share_params, status_response};
 
-use super::{ApiError, Shared, environment, secret_id, secret_ref};
+use super::{ApiError, Shared, Unrecorded, environment, secret_id, secret_ref};
 use crate::authz::{
     DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
     RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
@@ -108,10 +108,10 @@ impl Admin for AdminService {
             Ok((grant, session, params))
         });
         let custody = &self.shared.custody;
-        let result = self
-            .shared
-            .change(
-                &mut call,
+        self.shared
+            .apply(
+                Unrecorded::Answer,
+                call,
                 prepared,
                 |(grant, session, (threshold, count)), _| {
                     let shares = custody.init(&grant, threshold, count)?;
@@ -119,8 +119,7 @@ impl Admin for AdminService {
                     Ok(v1::InitResponse { shares })
                 },
             )
-            .await?;
-        self.shared.finish_committed(call, result).await
+            .await
     }
 
     async fn unseal(
@@ -151,10 +150,10 @@ impl Admin for AdminService {
             Ok((grant, Some((share, nonce))))
         });
         let custody = &self.shared.custody;
-        let result = self
-            .shared
-            .change(
-                &mut call,
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
                 prepared,
                 |(grant, submitted), _| match submitted {
                     None => {
@@ -184,8 +183,7 @@ impl Admin for AdminService {
                     }
                 },
             )
-            .await?;
-        self.shared.finish(call, result).await
+            .await
     }
 
     async fn seal(
@@ -234,10 +232,10 @@ impl Admin for AdminService {
             Ok((grant, session, params, current))
         });
         let custody = &self.shared.custody;
-        let result = self
-            .shared
-            .change(
-                &mut call,
+        self.shared
+            .apply(
+                Unrecorded::Answer,
+                call,
                 prepared,
                 |(grant, session, (threshold, count), current), _| {
                     let shares = custody.rekey(&grant, current, threshold, count)?;
@@ -245,8 +243,7 @@ impl Admin for AdminService {
                     Ok(v1::RekeyResponse { shares })
                 },
             )
-            .await?;
-        self.shared.finish_committed(call, result).await
+            .await
     }
 
     async fn rotate_root_key(
@@ -263,14 +260,12 @@ impl Admin for AdminService {
             ))
         });
         let custody = &self.shared.custody;
-        let result = self
-            .shared
-            .change(&mut call, prepared, |(grant, shares), _| {
+        self.shared
+            .apply(Unrecorded::Refuse, call, prepared, |(grant, shares), _| {
                 let root_version = custody.rotate_root_key(&grant, shares)?;
                 Ok(v1::RotateRootKeyResponse { root_version })
             })
-            .await?;
-        self.shared.finish(call, result).await
+            .await
     }
 
     async fn put_secret(
@@ -296,15 +291,18 @@ impl Admin for AdminService {
             Ok((grant, kind, value))
         });
         let custody = &self.shared.custody;
-        let result = self
-            .shared
-            .change(&mut call, prepared, |(grant, kind, value), event| {
-                let stored = custody.put_secret(&grant, kind, &value)?;
-                event.version = Some(stored.current_version);
-                Ok(metadata(&stored))
-            })
-            .await?;
-        self.shared.finish(call, result).await
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |(grant, kind, value), event| {
+                    let stored = custody.put_secret(&grant, kind, &value)?;
+                    event.version = Some(stored.current_version);
+                    Ok(metadata(&stored))
+                },
+            )
+            .await
     }
 
     async fn rotate_secret(
@@ -322,15 +320,18 @@ impl Admin for AdminService {
         });
         let custody = &self.shared.custody;
         let grace = r.grace_seconds.map(Duration::from_secs);
-        let result = self
-            .shared
-            .change(&mut call, prepared, |(grant, value), event| {
-                let stored = custody.rotate_secret(&grant, &value, grace)?;
-                event.version = Some(stored.current_version);
-                Ok(metadata(&stored))
-            })
-            .await?;
-        self.shared.finish(call, result).await
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |(grant, value), event| {
+                    let stored = custody.rotate_secret(&grant, &value, grace)?;
+                    event.version = Some(stored.current_version);
+                    Ok(metadata(&stored))
+                },
+            )
+            .await
     }
 
     async fn describe_secret(
@@ -379,16 +380,15 @@ impl Admin for AdminService {
             Ok((permit!(self, call, DeleteSecret(id.clone()))?, id))
         });
         let shared = &self.shared;
-        let result = shared
-            .change(&mut call, prepared, |(grant, id), _| {
+        shared
+            .apply(Unrecorded::Refuse, call, prepared, |(grant, id), _| {
                 shared.custody.delete_secret(&grant)?;
                 shared
                     .leases
                     .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
                 Ok(v1::DeleteSecretResponse {})
             })
-            .await?;
-        self.shared.finish(call, result).await
+            .await
     }
 
     async fn erase_tenant(
@@ -409,29 +409,33 @@ impl Admin for AdminService {
                 Ok((permit!(self, call, EraseTenant(tenant.clone()))?, tenant))
             });
         let shared = &self.shared;
-        let result = shared
-            .change(&mut call, prepared, |(grant, tenant), event| {
-                let receipt = shared.custody.erase_tenant(&grant)?;
-                shared
-                    .leases
-                    .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
-                let versions: Vec<String> =
-                    receipt.key_versions.iter().map(u32::to_string).collect();
-                event
-                    .detail
-                    .insert("key_versions".into(), versions.join(","));
-                event
-                    .detail
-                    .insert("secrets_erased".into(), receipt.secrets_erased.to_string());
-                Ok(v1::EraseTenantResponse {
-                    tenant: receipt.tenant.to_string(),
-                    key_versions: receipt.key_versions,
-                    secrets_erased: receipt.secrets_erased as u64,
-                    erased_unix: receipt.erased_unix,
-                })
-            })
-            .await?;
-        self.shared.finish(call, result).await
+        shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |(grant, tenant), event| {
+                    let receipt = shared.custody.erase_tenant(&grant)?;
+                    shared
+                        .leases
+                        .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
+                    let versions: Vec<String> =
+                        receipt.key_versions.iter().map(u32::to_string).collect();
+                    event
+                        .detail
+                        .insert("key_versions".into(), versions.join(","));
+                    event
+                        .detail
+                        .insert("secrets_erased".into(), receipt.secrets_erased.to_string());
+                    Ok(v1::EraseTenantResponse {
+                        tenant: receipt.tenant.to_string(),
+                        key_versions: receipt.key_versions,
+                        secrets_erased: receipt.secrets_erased as u64,
+                        erased_unix: receipt.erased_unix,
+                    })
+                },
+            )
+            .await
     }
 
     async fn list_leases(
@@ -508,9 +512,8 @@ impl Admin for AdminService {
         let mut call = self.shared.call("admin.reload_policies", &request)?;
         let prepared = permit!(self, call, PoliciesOp);
         let policies = &self.shared.policies;
-        let result = self
-            .shared
-            .change(&mut call, prepared, |_, _| {
+        self.shared
+            .apply(Unrecorded::Refuse, call, prepared, |_, _| {
                 let (grants, denies, roles) = policies.reload().map_err(ApiError::Policy)?;
                 Ok(v1::ReloadPoliciesResponse {
                     grants: grants as u32,
@@ -518,8 +521,7 @@ impl Admin for AdminService {
                     roles: roles as u32,
                 })
             })
-            .await?;
-        self.shared.finish(call, result).await
+            .await
     }
 
     async fn check_policy(
