@@ -4,14 +4,33 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::transport::Channel;
 use vault_crypto::session::{Direction, SessionAad};
 use vault_proto::v1;
-use vault_testkit::grpc::open_session;
+use vault_proto::v1::broker_client::BrokerClient;
+use vault_testkit::grpc::{ClientSession, open_session};
 
 use crate::harness::{
     ACME_WORKER, GATEWAY, OUTSIDER, Options, TestVault, env_proto, expect_code, lease_request,
     lease_value, secret_ref,
 };
+
+/// Leases `tenant/env/name` and expects it refused with `code`; returns the status.
+async fn lease_refused(
+    broker: &mut BrokerClient<Channel>,
+    session: &ClientSession,
+    tenant: &str,
+    env: &str,
+    name: &str,
+    code: Code,
+) -> tonic::Status {
+    expect_code(
+        broker
+            .lease(lease_request(session, tenant, env, name))
+            .await,
+        code,
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_renew_revoke_and_the_revocation_stream() {
@@ -97,18 +116,24 @@ async fn permission_denied_does_not_reveal_whether_a_secret_exists() {
         .put_secret("acme", "live", "byok/openai", b"sk-x")
         .await;
     let (mut broker, session) = vault.session(OUTSIDER).await;
-    let exists = expect_code(
-        broker
-            .lease(lease_request(&session, "acme", "live", "byok/openai"))
-            .await,
+    let exists = lease_refused(
+        &mut broker,
+        &session,
+        "acme",
+        "live",
+        "byok/openai",
         Code::PermissionDenied,
-    );
-    let missing = expect_code(
-        broker
-            .lease(lease_request(&session, "acme", "live", "byok/nothing"))
-            .await,
+    )
+    .await;
+    let missing = lease_refused(
+        &mut broker,
+        &session,
+        "acme",
+        "live",
+        "byok/nothing",
         Code::PermissionDenied,
-    );
+    )
+    .await;
     assert_eq!(exists.message(), missing.message());
     assert!(!exists.message().contains("byok"), "{exists:?}");
 
@@ -117,18 +142,24 @@ async fn permission_denied_does_not_reveal_whether_a_secret_exists() {
         .put_secret("acme", "live", "webhooks/signing", b"whsec")
         .await;
     let (mut gateway, session) = vault.session(GATEWAY).await;
-    let a = expect_code(
-        gateway
-            .lease(lease_request(&session, "acme", "live", "webhooks/signing"))
-            .await,
+    let a = lease_refused(
+        &mut gateway,
+        &session,
+        "acme",
+        "live",
+        "webhooks/signing",
         Code::PermissionDenied,
-    );
-    let b = expect_code(
-        gateway
-            .lease(lease_request(&session, "acme", "live", "webhooks/none"))
-            .await,
+    )
+    .await;
+    let b = lease_refused(
+        &mut gateway,
+        &session,
+        "acme",
+        "live",
+        "webhooks/none",
         Code::PermissionDenied,
-    );
+    )
+    .await;
     assert_eq!(a.message(), b.message());
 }
 
@@ -146,12 +177,15 @@ async fn a_tenant_worker_reaches_only_its_own_tenant() {
         .await
         .unwrap();
     assert_eq!(value, b"sk-acme");
-    expect_code(
-        worker
-            .lease(lease_request(&session, "globex", "live", "byok/openai"))
-            .await,
+    lease_refused(
+        &mut worker,
+        &session,
+        "globex",
+        "live",
+        "byok/openai",
         Code::PermissionDenied,
-    );
+    )
+    .await;
     // Transit too: its own tenant's key only.
     let encrypt = |tenant: &str| v1::EncryptRequest {
         session_id: session.id.clone(),
@@ -332,12 +366,15 @@ async fn transit_round_trips_singly_and_in_batches() {
 async fn sealed_and_uninitialised_daemons_say_so() {
     let mut vault = TestVault::start().await;
     let (mut broker, session) = vault.session(GATEWAY).await;
-    let status = expect_code(
-        broker
-            .lease(lease_request(&session, "acme", "live", "byok/openai"))
-            .await,
+    let status = lease_refused(
+        &mut broker,
+        &session,
+        "acme",
+        "live",
+        "byok/openai",
         Code::FailedPrecondition,
-    );
+    )
+    .await;
     assert!(status.message().contains("not initialised"), "{status:?}");
 
     let shares = vault.init(2, 3).await;
@@ -346,12 +383,15 @@ async fn sealed_and_uninitialised_daemons_say_so() {
     vault.seal().await;
     // Sessions are wiped on seal; a new one opens while sealed (it needs no root key).
     let session = open_session(&mut broker, GATEWAY).await.unwrap();
-    let status = expect_code(
-        broker
-            .lease(lease_request(&session, "acme", "live", "byok/openai"))
-            .await,
+    let status = lease_refused(
+        &mut broker,
+        &session,
+        "acme",
+        "live",
+        "byok/openai",
         Code::Unavailable,
-    );
+    )
+    .await;
     assert!(status.message().contains("sealed"), "{status:?}");
 }
 
@@ -369,12 +409,15 @@ async fn lease_limits_hold_in_total() {
             .await
             .unwrap();
     }
-    let status = expect_code(
-        broker
-            .lease(lease_request(&session, "acme", "live", "byok/openai"))
-            .await,
+    let status = lease_refused(
+        &mut broker,
+        &session,
+        "acme",
+        "live",
+        "byok/openai",
         Code::ResourceExhausted,
-    );
+    )
+    .await;
     assert!(
         status.message().contains("maximum of 2 leases"),
         "{status:?}"
