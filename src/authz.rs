@@ -18,7 +18,8 @@ use crate::error::Result;
 use crate::identity::Identity;
 use crate::names::{Environment, SecretId, SecretKind, TenantId};
 use crate::vault::{
-    DisabledVersion, ErasureReceipt, SecretMetadata, Status, UnsealNonce, UnsealOutcome, Vault,
+    DisabledVersion, ErasureReceipt, SealState, SecretMetadata, Status, UnsealNonce, UnsealOutcome,
+    Vault,
 };
 
 /// Who is calling.
@@ -278,6 +279,11 @@ impl Custody {
     }
 
     /// Status is also served unauthenticated on the health endpoint; it holds nothing secret.
+    /// The lifecycle state alone, without reading storage (health, gauges).
+    pub(crate) fn seal_state(&self) -> SealState {
+        self.vault.seal_state()
+    }
+
     pub(crate) fn status(&self) -> Result<Status> {
         self.vault.status()
     }

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
 use crate::transport::{DRAIN, ReloadableTls, Router, route, serve_tls, serve_unix};
-use crate::vault::{Status, Vault, VaultOptions};
+use crate::vault::{SealState, Vault, VaultOptions};
 
 /// How often expired sessions and leases are swept and gauges refreshed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -453,11 +453,10 @@ async fn housekeeping(
             last_grace_sweep = tokio::time::Instant::now();
             sweep_grace(&shared).await;
         }
-        let status = shared.custody.status();
-        let (sealed, serving) = match &status {
-            Ok(Status::Unsealed { .. }) => (0, shared.audit.is_healthy()),
-            Ok(Status::Sealed { .. }) => (1, false),
-            Ok(Status::Uninitialised) | Err(_) => (2, false),
+        let (sealed, serving) = match shared.custody.seal_state() {
+            SealState::Unsealed => (0, shared.audit.is_healthy()),
+            SealState::Sealed => (1, false),
+            SealState::Uninitialised => (2, false),
         };
         let m = &shared.metrics;
         m.sealed.set(sealed);

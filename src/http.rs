@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::api::Shared;
 use crate::transport::{ConnectionTask, accept_loop, backoff};
-use crate::vault::Status;
+use crate::vault::SealState;
 
 /// A request that has not sent its headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,15 +71,15 @@ fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<B
 }
 
 /// 200 unsealed and able to audit; 503 sealed, or unsealed with a failing audit sink
-/// (every request would fail); 501 uninitialised; 500 if the state cannot be read.
+/// (every request would fail); 501 uninitialised. Reads no storage: checkers may
+/// call it often.
 fn health(shared: &Shared) -> Response<Full<Bytes>> {
     let audit_ok = shared.audit.is_healthy();
-    let (code, state, initialized, sealed) = match shared.custody.status() {
-        Ok(Status::Unsealed { .. }) if audit_ok => (StatusCode::OK, "unsealed", true, false),
-        Ok(Status::Unsealed { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
-        Ok(Status::Sealed { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "sealed", true, true),
-        Ok(Status::Uninitialised) => (StatusCode::NOT_IMPLEMENTED, "uninitialised", false, true),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown", false, true),
+    let (code, state, initialized, sealed) = match shared.custody.seal_state() {
+        SealState::Unsealed if audit_ok => (StatusCode::OK, "unsealed", true, false),
+        SealState::Unsealed => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
+        SealState::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed", true, true),
+        SealState::Uninitialised => (StatusCode::NOT_IMPLEMENTED, "uninitialised", false, true),
     };
     let body = serde_json::json!({
         "state": state,

@@ -74,6 +74,17 @@ impl State {
     }
 }
 
+/// The lifecycle state alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealState {
+    /// No seal record exists yet.
+    Uninitialised,
+    /// Initialised and sealed.
+    Sealed,
+    /// Unsealed and serving.
+    Unsealed,
+}
+
 /// What the vault reports about itself. Contains nothing secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -122,6 +133,16 @@ impl Vault {
             state: RwLock::new(state),
             options,
         })
+    }
+
+    /// Which lifecycle state the vault is in: cheap (a read lock, no storage read),
+    /// for health checks and gauges.
+    pub fn seal_state(&self) -> SealState {
+        match &*self.read_state() {
+            State::Uninitialised => SealState::Uninitialised,
+            State::Sealed(_) => SealState::Sealed,
+            State::Unsealed(_) => SealState::Unsealed,
+        }
     }
 
     /// The vault's status.
