@@ -1,5 +1,7 @@
 //! The seal lifecycle: status, init, unseal, seal, rekey, root-key rotation.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -154,27 +156,32 @@ impl ShareSink {
 
 /// Prints shares from number `first` (0-based) on.
 fn print_shares(shares: &[Share], first: usize, out: Output, threshold: u32) {
-    let texts: Vec<(usize, Zeroizing<String>)> = shares
-        .iter()
-        .enumerate()
-        .skip(first)
-        .map(|(i, s)| (i + 1, s.encode()))
-        .collect();
-    out.emit(
-        || {
-            let lines: Vec<String> = texts
-                .iter()
-                .map(|(n, text)| format!("share {n}: {}", text.as_str()))
-                .collect();
-            lines.join("\n")
-        },
-        || {
-            json!({
-                "threshold": threshold,
-                "shares": texts.iter().map(|(n, text)| json!({ "number": n, "share": text.as_str() })).collect::<Vec<_>>(),
-            })
-        },
-    );
+    // Written straight from one zeroising buffer sized up front: shares must not pass
+    // through ordinary strings or JSON values, which are freed without being wiped.
+    // A share is `vs1-` and hex, so it needs no JSON escaping.
+    let mut text = Zeroizing::new(String::with_capacity(128 * shares.len() + 64));
+    let pieces = shares.iter().enumerate().skip(first);
+    if out.json {
+        let _ = write!(text, "{{\"threshold\":{threshold},\"shares\":[");
+        for (k, (i, share)) in pieces.enumerate() {
+            let comma = if k == 0 { "" } else { "," };
+            let _ = write!(
+                text,
+                "{comma}{{\"number\":{},\"share\":\"{}\"}}",
+                i + 1,
+                share.encode().as_str()
+            );
+        }
+        text.push_str("]}\n");
+    } else {
+        for (i, share) in pieces {
+            let _ = writeln!(text, "share {}: {}", i + 1, share.encode().as_str());
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 pub(crate) async fn init(client: &Client, args: &InitArgs, out: Output) -> Result<(), CliError> {

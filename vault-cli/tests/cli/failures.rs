@@ -296,3 +296,55 @@ fn rekey_settles_where_shares_go_before_changing_anything() {
         .ok();
     snapshot(&run.stdout, "unsealed");
 }
+
+#[test]
+fn shares_without_a_share_dir_are_printed_once_and_work() {
+    let mut fixture = Fixture::new(&FixtureOptions::default());
+    let _process = VaultProcess::start(&fixture);
+    let addr = format!("https://localhost:{}", _process.grpc.port());
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    let run = operator
+        .run(&["init", "--shares", "2", "--threshold", "2"])
+        .ok();
+    snapshot(&run.stdout, "share 1: vs1-[..]\nshare 2: vs1-[..]");
+    assert!(
+        run.stderr.contains("shown once and stored nowhere"),
+        "{run:?}"
+    );
+    let shares: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_once(": ").unwrap().1.to_owned())
+        .collect();
+    // Typed at the prompt (stdin here).
+    operator
+        .run_with_stdin(&["unseal"], format!("{}\n", shares[0]).as_bytes())
+        .ok();
+    snapshot(
+        &operator
+            .run_with_stdin(&["unseal"], format!("{}\n", shares[1]).as_bytes())
+            .ok()
+            .stdout,
+        "unsealed",
+    );
+    // Rekey with --json prints the new shares as JSON.
+    let mut stdin = format!("{}\n{}\n", shares[0], shares[1]);
+    let run = operator
+        .run_with_stdin(
+            &["rekey", "--shares", "3", "--threshold", "2", "--json"],
+            stdin.as_bytes(),
+        )
+        .ok();
+    stdin.clear();
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["threshold"], 2);
+    let new: Vec<&str> = json["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share"].as_str().unwrap())
+        .collect();
+    assert_eq!(new.len(), 3);
+    assert!(new.iter().all(|s| s.starts_with("vs1-")));
+    assert_eq!(json["shares"][2]["number"], 3);
+}
