@@ -312,14 +312,14 @@ async fn bootstrap(daemon: &Daemon, files: &DevFiles) -> Result<(), DevError> {
     }
 
     let id = SecretId::parse(DEMO_TENANT, "live", DEMO_SECRET).map_err(crate::Error::from)?;
-    let mut demo = [0u8; 12];
-    vault_crypto::aead::random_bytes(&mut demo).map_err(crate::Error::from)?;
-    let value = format!("sk-demo-{}", vault_crypto::hex::encode(&demo).as_str());
-    let metadata = vault.put_secret(
-        &id,
-        SecretKind::Byok,
-        &SecretValue::from_vec(value.into_bytes()),
-    )?;
+    let mut demo = zeroize::Zeroizing::new([0u8; 12]);
+    vault_crypto::aead::random_bytes(&mut demo[..]).map_err(crate::Error::from)?;
+    // Built in a buffer of its final size, then owned by the zeroising value.
+    let hex = vault_crypto::hex::encode(&demo[..]);
+    let mut value = Vec::with_capacity(b"sk-demo-".len() + hex.len());
+    value.extend_from_slice(b"sk-demo-");
+    value.extend_from_slice(hex.as_bytes());
+    let metadata = vault.put_secret(&id, SecretKind::Byok, &SecretValue::from_vec(value))?;
     daemon
         .audit_system(
             "dev.put_secret",
