@@ -225,6 +225,22 @@ fn batch_size(len: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// One result per item, in order: its output, or why it failed.
+fn batch_results<T>(
+    items: Vec<Result<T, ApiError>>,
+    output: fn(T) -> v1::batch_item_result::Result,
+) -> Vec<v1::BatchItemResult> {
+    items
+        .into_iter()
+        .map(|item| v1::BatchItemResult {
+            result: Some(match item {
+                Ok(value) => output(value),
+                Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
+            }),
+        })
+        .collect()
+}
+
 fn item_error(e: ApiError) -> v1::ItemError {
     let status = Status::from(e);
     v1::ItemError {
@@ -407,15 +423,7 @@ impl Broker for BrokerService {
                 )
             })
             .map(|items| v1::BatchEncryptResponse {
-                results: items
-                    .into_iter()
-                    .map(|item| v1::BatchItemResult {
-                        result: Some(match item {
-                            Ok(envelope) => v1::batch_item_result::Result::Envelope(envelope),
-                            Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
-                        }),
-                    })
-                    .collect(),
+                results: batch_results(items, v1::batch_item_result::Result::Envelope),
             });
         self.shared.finish(call, result).await
     }
@@ -437,15 +445,7 @@ impl Broker for BrokerService {
                 )
             })
             .map(|items| v1::BatchDecryptResponse {
-                results: items
-                    .into_iter()
-                    .map(|item| v1::BatchItemResult {
-                        result: Some(match item {
-                            Ok(p) => v1::batch_item_result::Result::Plaintext(p),
-                            Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
-                        }),
-                    })
-                    .collect(),
+                results: batch_results(items, v1::batch_item_result::Result::Plaintext),
             });
         self.shared.finish(call, result).await
     }
