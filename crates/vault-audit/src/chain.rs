@@ -8,6 +8,8 @@ use crate::keys::ChainKeys;
 use crate::record::{Body, GENESIS, Hex, MAX_LINE, Payload, Record, checkpoint_message};
 
 /// The next record's seq and `prev`, and how many records no checkpoint covers yet.
+/// `Clone` so a batch that could not be written can be undone.
+#[derive(Clone)]
 pub(crate) struct Chain {
     node: String,
     next_seq: u64,
@@ -49,6 +51,17 @@ impl Chain {
     pub(crate) fn start(&mut self, reason: &str, keys: &dyn ChainKeys) -> String {
         let detail = BTreeMap::from([("reason".to_owned(), reason.to_owned())]);
         let record = self.seal(Payload::Start { detail }, keys);
+        self.advance(&record);
+        record.to_line()
+    }
+
+    /// The `recovery` record written after a torn tail was moved aside.
+    pub(crate) fn recovery(
+        &mut self,
+        detail: BTreeMap<String, String>,
+        keys: &dyn ChainKeys,
+    ) -> String {
+        let record = self.seal(Payload::Recovery { detail }, keys);
         self.advance(&record);
         record.to_line()
     }

@@ -100,7 +100,7 @@ mod verify;
 mod writer;
 
 pub use error::AuditError;
-pub use event::{Decision, Event};
+pub use event::{Decision, Event, MAX_DETAIL, MAX_FIELD};
 pub use keys::ChainKeys;
 pub use sink::{AuditLog, AuditOptions, FsyncPolicy};
-pub use verify::{Report, VerifyError, VerifyErrorKind, parse_public_key, verify};
+pub use verify::{Recovered, Report, VerifyError, VerifyErrorKind, parse_public_key, verify};

@@ -15,6 +15,9 @@ use crate::event::Event;
 
 /// The longest line, newline included, that is written or read.
 pub(crate) const MAX_LINE: usize = 1 << 20;
+/// `detail` keys of a `recovery` record.
+pub(crate) const TORN_BYTES: &str = "torn_bytes";
+pub(crate) const MOVED_TO: &str = "moved_to";
 /// `prev` of the first record of a chain segment.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 const CHAIN_DOMAIN: &[u8] = b"vaultd audit v1";
@@ -50,6 +53,10 @@ pub(crate) enum Payload {
     Event(Box<Event>),
     /// A signed statement that the chain up to here is intact.
     Checkpoint,
+    /// Written when a log is reopened after a torn tail (a crash or a full disk cut a
+    /// write short) was moved aside; `detail` says how many bytes, from which line,
+    /// and where they went. The chain continues from the last intact record.
+    Recovery { detail: BTreeMap<String, String> },
 }
 
 /// Everything the chain value covers.

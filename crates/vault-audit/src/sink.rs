@@ -1,9 +1,10 @@
 //! The handle the daemon appends through: a bounded queue in front of the writer
 //! thread, with a deadline on every answer.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -16,7 +17,8 @@ use crate::chain::Chain;
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::keys::ChainKeys;
-use crate::tail;
+use crate::record::{MOVED_TO, TORN_BYTES};
+use crate::tail::{self, Tail};
 use crate::writer::{Health, Request, Writer};
 
 const QUEUE_FULL: &str = "the audit queue is full";
@@ -24,6 +26,7 @@ const TOO_SLOW: &str = "the audit write did not complete within the deadline";
 const STOPPED: &str = "the audit writer has stopped";
 const NEW_LOG: &str = "new audit log";
 const NEW_SEGMENT: &str = "not a regular file: every open starts a new chain segment";
+const TORN: &str = "a write was cut short (crash or full disk): the torn bytes were moved aside";
 
 /// When written records are synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct AuditOptions {
     pub checkpoint_every: u64,
     /// Requests that may wait for the writer (at least 1).
     pub queue: usize,
+    /// Free bytes the log's filesystem must keep: below this, appends are refused
+    /// (before anything is written) until space is freed. 0 disables the check.
+    pub min_free: u64,
 }
 
 impl Default for AuditOptions {
@@ -59,6 +65,7 @@ impl Default for AuditOptions {
             write_deadline: Duration::from_secs(2),
             checkpoint_every: 1000,
             queue: 4096,
+            min_free: 64 << 20,
         }
     }
 }
@@ -102,10 +109,14 @@ impl AuditLog {
     /// writer thread.
     ///
     /// A regular file is locked against other writers and its last record is read
-    /// to continue the chain (seq and chain hash); a corrupt or partial last line is
-    /// [`AuditError::CorruptTail`]: the operator must look before vaultd starts. An
-    /// empty file, and any non-regular file (FIFO, character device), begin a new
-    /// chain segment with a `start` record. Opening a FIFO waits for its reader.
+    /// to continue the chain (seq and chain hash). A torn tail (a partial last line,
+    /// or lines that are not records, left by a crash or a full disk) is moved to
+    /// `<log>.torn-<unix ms>` next to the log, and a `recovery` record naming it
+    /// continues the chain. A last record that parses but does not hash to its chain
+    /// value (an edit), or a torn tail over 4 MiB, is [`AuditError::CorruptTail`]:
+    /// the operator must look before vaultd starts. An empty file, and any
+    /// non-regular file (FIFO, character device), begin a new chain segment with a
+    /// `start` record. Opening a FIFO waits for its reader.
     pub fn open(
         path: &Path,
         options: AuditOptions,
@@ -113,23 +124,42 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         let io_error = AuditError::open(path);
         let (mut file, regular) = open_file(path)?;
-        let last = if regular {
-            tail::last_record(&mut file, path)?
+        let tail = if regular {
+            tail::read(&mut file, path)?
         } else {
-            None
+            Tail::Empty
         };
-        let mut chain = match &last {
-            Some(last) => Chain::resume(options.node.clone(), last),
-            None => Chain::genesis(options.node.clone()),
+        let mut chain = match &tail {
+            Tail::Intact(last) => Chain::resume(options.node.clone(), last),
+            Tail::Torn(torn) => Chain::resume(options.node.clone(), &torn.last),
+            Tail::Empty => Chain::genesis(options.node.clone()),
         };
-        if last.is_none() {
-            let line = chain.start(if regular { NEW_LOG } else { NEW_SEGMENT }, &*keys);
+        let opening = match &tail {
+            Tail::Intact(_) => None,
+            Tail::Empty => Some(chain.start(if regular { NEW_LOG } else { NEW_SEGMENT }, &*keys)),
+            Tail::Torn(torn) => {
+                let moved_to = torn.move_aside(&file, path)?;
+                let detail = BTreeMap::from([
+                    ("reason".to_owned(), TORN.to_owned()),
+                    ("line".to_owned(), torn.line.to_string()),
+                    (TORN_BYTES.to_owned(), torn.len().to_string()),
+                    (MOVED_TO.to_owned(), moved_to),
+                ]);
+                Some(chain.recovery(detail, &*keys))
+            }
+        };
+        if let Some(line) = opening {
             file.write_all(line.as_bytes()).map_err(&io_error)?;
             if regular {
                 file.sync_data().map_err(&io_error)?;
                 sync_parent(path).map_err(&io_error)?;
             }
         }
+        let len = if regular {
+            file.seek(SeekFrom::End(0)).map_err(&io_error)?
+        } else {
+            0
+        };
 
         let queue = options.queue.max(1);
         let (requests, incoming) = mpsc::sync_channel(queue);
@@ -138,6 +168,9 @@ impl AuditLog {
         let writer = Writer {
             file,
             durable: regular,
+            len,
+            batch_start: len,
+            min_free: options.min_free,
             chain,
             keys,
             fsync: options.fsync,
@@ -168,7 +201,9 @@ impl AuditLog {
     }
 
     /// Appends one event and returns its seq once it is written (and synced, under
-    /// [`FsyncPolicy::Always`]).
+    /// [`FsyncPolicy::Always`]). Every string field is first cut to
+    /// [`MAX_FIELD`](crate::MAX_FIELD) bytes and the detail map to
+    /// [`MAX_DETAIL`](crate::MAX_DETAIL) entries, so no input can amplify the log.
     ///
     /// Fails with [`AuditError::Unavailable`] if the queue is full, the sink has
     /// failed, or the write does not complete within the write deadline; it never
@@ -177,7 +212,7 @@ impl AuditLog {
     /// time driver enabled (for the deadline).
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Request::Append(Box::new(event), reply), answer)
+        self.submit(Request::Append(Box::new(event.bounded()), reply), answer)
             .await
     }
 
@@ -188,9 +223,9 @@ impl AuditLog {
         self.submit(Request::Checkpoint(reply), answer).await
     }
 
-    /// Whether the sink can still write: false after a write or sync error (for
-    /// good: the sink fails closed) and while a write has been stuck for longer than
-    /// the deadline.
+    /// Whether the sink can write: false after a write or sync error (for good: the
+    /// sink fails closed), while a write has been stuck for longer than the deadline,
+    /// and while appends are refused for lack of space.
     pub fn is_healthy(&self) -> bool {
         self.inner.health.is_healthy(self.inner.deadline)
     }
@@ -198,6 +233,24 @@ impl AuditLog {
     /// Events written since open, for metrics.
     pub fn appended(&self) -> u64 {
         self.inner.health.appended()
+    }
+
+    /// Why the sink failed for good, with the underlying cause, for the operator's
+    /// log; `None` while it works.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.health.failure_detail()
+    }
+
+    /// Free bytes on the log's filesystem when the writer last looked (before each
+    /// batch); `None` for a FIFO or device, or before the first batch.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.inner.health.free_bytes()
+    }
+
+    /// Whether appends are being refused for lack of space (`min_free`, or a full
+    /// disk). Clears by itself once a batch finds enough space again.
+    pub fn low_space(&self) -> bool {
+        self.inner.health.low_space()
     }
 
     async fn submit<T>(
@@ -268,7 +321,7 @@ fn open_file(path: &Path) -> Result<(File, bool), AuditError> {
 }
 
 /// Syncs the directory holding a new log, so the log's name survives a power loss.
-fn sync_parent(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

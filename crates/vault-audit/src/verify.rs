@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{BufRead, Read};
 
-use crate::record::{GENESIS, MAX_LINE, Payload, Record, checkpoint_message};
+use crate::record::{GENESIS, MAX_LINE, MOVED_TO, Payload, Record, TORN_BYTES, checkpoint_message};
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct Report {
     pub unsigned_segment_ends: u64,
     /// Whether checkpoint signatures were checked (a public key was given).
     pub signatures_checked: bool,
+    /// Torn tails vaultd moved aside when it reopened the log, in order: where the
+    /// chain continued, and where the torn bytes went.
+    pub recoveries: Vec<Recovered>,
     /// The first bad record; `None` if every record passed.
     pub first_error: Option<VerifyError>,
 }
@@ -37,6 +40,30 @@ impl Report {
     /// itself, nor are unchecked signatures: the caller decides.
     pub fn is_ok(&self) -> bool {
         self.first_error.is_none()
+    }
+}
+
+/// A `recovery` record: vaultd found a torn tail when it reopened the log (a crash or
+/// a full disk cut a write short), moved those bytes aside, and continued the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The 1-based line of the recovery record (the torn bytes had begun here).
+    pub line: u64,
+    /// The recovery record's seq.
+    pub seq: u64,
+    /// How many bytes were moved aside.
+    pub torn_bytes: u64,
+    /// The file they were moved to (a file name next to the log).
+    pub moved_to: String,
+}
+
+impl fmt::Display for Recovered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {} (seq {}): a torn tail of {} bytes was moved to {} and the chain continued",
+            self.line, self.seq, self.torn_bytes, self.moved_to
+        )
     }
 }
 
@@ -150,7 +177,7 @@ pub fn verify(mut input: impl BufRead, public_key: Option<&[u8; 32]>) -> Report 
             };
             break Some((None, kind));
         };
-        if let Err(failure) = verifier.check(text) {
+        if let Err(failure) = verifier.check(text, line) {
             break Some(failure);
         }
     };
@@ -167,7 +194,7 @@ struct Verifier<'k> {
 }
 
 impl Verifier<'_> {
-    fn check(&mut self, text: &[u8]) -> Result<(), (Option<u64>, VerifyErrorKind)> {
+    fn check(&mut self, text: &[u8], line: u64) -> Result<(), (Option<u64>, VerifyErrorKind)> {
         let record =
             Record::parse(text).map_err(|e| (None, VerifyErrorKind::Malformed(e.to_string())))?;
         let seq = record.body.seq;
@@ -226,6 +253,16 @@ impl Verifier<'_> {
                 report.unsigned_tail = 1;
             }
             Payload::Event(_) => report.unsigned_tail += 1,
+            Payload::Recovery { detail } => {
+                report.unsigned_tail += 1;
+                let field = |name: &str| detail.get(name).map(String::as_str).unwrap_or("");
+                report.recoveries.push(Recovered {
+                    line,
+                    seq,
+                    torn_bytes: field(TORN_BYTES).parse().unwrap_or(0),
+                    moved_to: field(MOVED_TO).to_owned(),
+                });
+            }
         }
         report.records += 1;
         report.last_verified_seq = Some(seq);

@@ -4,7 +4,8 @@
 //! URI SANs), expired ones, and a CRL revoking chosen serials. A second, unrelated CA
 //! comes from another `Pki::generate`. [`fixture`] writes a daemon's files, [`process`]
 //! runs the real `vaultd` on them, [`grpc`] connects to it over mutual TLS, and
-//! [`memory`] scans a process for secrets.
+//! [`memory`] scans a process for secrets, and [`disk`] mounts a small filesystem that
+//! fills up.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // A harness for tests: a failed step is a failed test, so it panics with context, and
@@ -23,6 +24,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+pub mod disk;
 pub mod fixture;
 pub mod grpc;
 pub mod memory;

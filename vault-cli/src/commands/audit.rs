@@ -4,6 +4,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use serde_json::json;
+use vault_audit::VerifyErrorKind;
 
 use crate::error::{CliError, Exit};
 use crate::output::Output;
@@ -60,6 +61,16 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
                     "warning: the last {n} records follow the last checkpoint; no signature vouches for them yet"
                 )),
             }
+            for recovery in &report.recoveries {
+                lines.push(format!("recovered: {recovery}"));
+            }
+            if let Some(VerifyErrorKind::PartialLine) = error.map(|e| &e.kind) {
+                lines.push(
+                    "note: a partial last record is what a crash or a full disk leaves; vaultd moves \
+                     it aside and continues the chain when it next opens the log"
+                        .to_owned(),
+                );
+            }
             if !report.signatures_checked {
                 lines.push("warning: signatures not checked; pass --public-key to check them".to_owned());
             }
@@ -75,6 +86,12 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
                 "unsigned_tail": report.unsigned_tail,
                 "unsigned_segment_ends": report.unsigned_segment_ends,
                 "signatures_checked": report.signatures_checked,
+                "recoveries": report.recoveries.iter().map(|r| json!({
+                    "line": r.line,
+                    "seq": r.seq,
+                    "torn_bytes": r.torn_bytes,
+                    "moved_to": r.moved_to,
+                })).collect::<Vec<_>>(),
                 "error": error.map(|e| json!({ "line": e.line, "seq": e.seq, "message": e.to_string() })),
             })
         },

@@ -209,3 +209,63 @@ fn operator_story() {
     );
     assert!(vaultd.stop().success());
 }
+
+#[test]
+fn audit_verify_reports_a_torn_tail_and_the_continuation() {
+    let mut fixture = Fixture::new(&FixtureOptions::default());
+    let vaultd = VaultProcess::start(&fixture);
+    let addr = format!("https://localhost:{}", vaultd.grpc.port());
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    operator.run(&["status"]).ok();
+    assert!(vaultd.stop().success());
+
+    // A crash cut the last write short.
+    let log = fixture.path("audit.jsonl");
+    let mut text = std::fs::read(&log).unwrap();
+    let intact_lines = text.iter().filter(|&&b| b == b'\n').count();
+    text.extend_from_slice(br#"{"seq":9,"time_ms":1"#);
+    std::fs::write(&log, &text).unwrap();
+    let torn = operator
+        .run(&["audit", "verify", log.to_str().unwrap()])
+        .code(8);
+    snapshot(
+        &torn.stdout,
+        &format!(
+            "FAILED: [..]audit.jsonl: line {}: partial line: the last record has no newline (the log was truncated mid-write)
+             verified through seq [..]
+             note: a partial last record is what a crash or a full disk leaves; vaultd moves it aside and continues the chain when it next opens the log
+             warning: signatures not checked; pass --public-key to check them",
+            intact_lines + 1
+        ),
+    );
+
+    // The next start moves it aside and says so in the chain.
+    let vaultd = VaultProcess::start(&fixture);
+    assert!(vaultd.stop().success());
+    let verified = operator
+        .run(&["audit", "verify", log.to_str().unwrap()])
+        .ok();
+    snapshot(
+        &verified.stdout,
+        &format!(
+            "ok: [..] records, 0 checkpoints, 1 segment
+             verified through seq [..]
+             warning: the last [..] records follow the last checkpoint; no signature vouches for them yet
+             recovered: line {} (seq [..]): a torn tail of 20 bytes was moved to audit.jsonl.torn-[..] and the chain continued
+             warning: signatures not checked; pass --public-key to check them",
+            intact_lines + 1
+        ),
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &operator
+            .run(&["audit", "verify", log.to_str().unwrap(), "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let moved_to = json["recoveries"][0]["moved_to"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(fixture.path(moved_to)).unwrap(),
+        br#"{"seq":9,"time_ms":1"#
+    );
+}

@@ -1,5 +1,6 @@
-//! The writer: chains continue across restarts, corrupt tails stop the start, and a
-//! stuck or broken sink fails closed within the deadline.
+//! The writer: chains continue across restarts, torn tails are moved aside, edited
+//! ones stop the start, a full disk is refused or undone, and a stuck or broken sink
+//! fails closed within the deadline.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use vault_audit::{AuditError, AuditLog, AuditOptions, FsyncPolicy, verify};
+use vault_testkit::disk::SmallDisk;
 
 use crate::{TestKeys, event, lines, options, verify_lines, write_log};
 
@@ -98,11 +100,18 @@ async fn group_commit_answers_once_written() {
 }
 
 #[tokio::test]
-async fn a_corrupt_or_partial_last_line_refuses_to_start() {
-    for garbage in ["{\"seq\":99}\n", "{\"seq\":7,\"time", "\n"] {
+async fn a_torn_tail_is_moved_aside_and_the_chain_continues() {
+    for garbage in [
+        "{\"seq\":99}\n",
+        "{\"seq\":7,\"time",
+        "\n",
+        "\0\0\0\0\0\0\0\0",
+        "garbage\n{\"seq\":3,\"ti",
+    ] {
         let dir = TempDir::new().unwrap();
         let path = dir.path().join("audit.log");
-        write_log(&path, 3, TestKeys::new()).await;
+        let keys = TestKeys::new();
+        write_log(&path, 3, keys.clone()).await;
         let intact = lines(&path).len() as u64;
         OpenOptions::new()
             .append(true)
@@ -110,15 +119,42 @@ async fn a_corrupt_or_partial_last_line_refuses_to_start() {
             .unwrap()
             .write_all(garbage.as_bytes())
             .unwrap();
-        match AuditLog::open(&path, options(), TestKeys::new()) {
-            Err(AuditError::CorruptTail { line, .. }) => {
-                assert_eq!(line, intact + 1, "{garbage:?}")
-            }
-            other => panic!("{garbage:?}: {other:?}"),
-        }
-    }
 
-    // An edited last record no longer hashes to its chain value.
+        let log = AuditLog::open(&path, options(), keys.clone()).unwrap();
+        log.append(event(9)).await.unwrap();
+        drop(log);
+
+        // The torn bytes are kept, byte for byte, in the file the recovery names.
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &path)
+            .collect();
+        assert_eq!(aside.len(), 1, "{garbage:?}: {aside:?}");
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage.as_bytes());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&aside[0]).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+
+        let report = verify_lines(&lines(&path), Some(&keys.public()));
+        assert!(report.is_ok(), "{garbage:?}: {report:?}");
+        assert_eq!(report.segments, 1, "the chain continued, no new segment");
+        assert_eq!(report.recoveries.len(), 1);
+        let recovery = &report.recoveries[0];
+        assert_eq!(recovery.line, intact + 1, "{garbage:?}");
+        assert_eq!(recovery.torn_bytes, garbage.len() as u64);
+        assert_eq!(
+            recovery.moved_to,
+            aside[0].file_name().unwrap().to_str().unwrap()
+        );
+        assert!(recovery.to_string().contains("moved to audit.log.torn-"));
+    }
+}
+
+#[tokio::test]
+async fn an_edited_last_record_or_a_huge_tail_still_refuses_to_start() {
+    // An edited last record no longer hashes to its chain value: not a tear.
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("audit.log");
     write_log(&path, 3, TestKeys::new()).await;
@@ -132,6 +168,124 @@ async fn a_corrupt_or_partial_last_line_refuses_to_start() {
         "{error:?}"
     );
     assert!(error.to_string().contains("vaultctl audit verify"));
+
+    // More garbage than a cut-short write can leave.
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("audit.log");
+    write_log(&path, 3, TestKeys::new()).await;
+    let intact = lines(&path).len() as u64;
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    for _ in 0..5 * 1024 {
+        file.write_all(&[b'x'; 1023]).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    let error = AuditLog::open(&path, options(), TestKeys::new()).unwrap_err();
+    assert!(
+        matches!(error, AuditError::CorruptTail { line, .. } if line == intact + 5 * 1024),
+        "{error:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing moved"
+    );
+}
+
+#[tokio::test]
+async fn low_free_space_refuses_appends_before_anything_is_written() {
+    let disk = SmallDisk::mount(1 << 20);
+    let path = disk.join("audit.log");
+    let keys = TestKeys::new();
+    let options = AuditOptions {
+        min_free: 256 * 1024,
+        ..options()
+    };
+    let log = AuditLog::open(&path, options, keys.clone()).unwrap();
+    log.append(event(1)).await.unwrap();
+    assert!(log.is_healthy() && !log.low_space());
+    assert!(log.free_bytes().unwrap() > 512 * 1024);
+
+    disk.fill("filler");
+    let before = std::fs::read(&path).unwrap();
+    let error = log.append(event(2)).await.unwrap_err();
+    assert!(
+        matches!(error, AuditError::Unavailable { reason } if reason.contains("audit.min_free")),
+        "{error:?}"
+    );
+    assert!(log.low_space() && !log.is_healthy());
+    assert!(log.free_bytes().unwrap() < 256 * 1024);
+    assert!(log.failure().is_none(), "low space is not a failure");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "nothing half-written"
+    );
+
+    // Space comes back: the sink goes on by itself, and the chain is whole.
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    log.append(event(3)).await.unwrap();
+    assert!(log.is_healthy() && !log.low_space());
+    drop(log);
+    let report = verify_lines(&lines(&path), Some(&keys.public()));
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_write_cut_short_by_a_full_disk_is_undone_and_the_sink_goes_on() {
+    let disk = SmallDisk::mount(1 << 20);
+    let path = disk.join("audit.log");
+    let keys = TestKeys::new();
+    let options = AuditOptions {
+        min_free: 0,
+        ..options()
+    };
+    let log = AuditLog::open(&path, options, keys.clone()).unwrap();
+    log.append(event(1)).await.unwrap();
+    disk.fill("filler");
+
+    let mut big = event(2);
+    big.detail = (0..16)
+        .map(|i| (format!("k{i}"), "v".repeat(200)))
+        .collect();
+    let mut refused = None;
+    for _ in 0..10_000 {
+        if let Err(error) = log.append(big.clone()).await {
+            refused = Some(error);
+            break;
+        }
+    }
+    let error = refused.expect("the disk fills up");
+    assert!(
+        matches!(error, AuditError::Unavailable { reason } if reason.contains("disk is full")),
+        "{error:?}"
+    );
+    assert!(log.failure().is_none(), "undone, not failed");
+    let text = std::fs::read(&path).unwrap();
+    assert_eq!(text.last(), Some(&b'\n'), "no partial record left behind");
+
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    let seq = log.append(event(3)).await.unwrap();
+    drop(log);
+    let report = verify_lines(&lines(&path), Some(&keys.public()));
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.last_verified_seq.unwrap() >= seq);
+    assert!(report.recoveries.is_empty());
+}
+
+#[tokio::test]
+async fn a_huge_event_is_cut_to_its_bounds() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, options(), TestKeys::new()).unwrap();
+    let mut huge = event(1);
+    huge.lease_id = Some("l".repeat(1 << 20));
+    huge.detail = (0..10_000)
+        .map(|i| (i.to_string(), "v".repeat(1000)))
+        .collect();
+    log.append(huge).await.unwrap();
+    drop(log);
+    let longest = lines(&path).iter().map(String::len).max().unwrap();
+    assert!(longest < 16 * 1024, "{longest}");
 }
 
 #[tokio::test]
