@@ -1,8 +1,12 @@
 //! The caller's identity: the single SPIFFE ID in the URI SAN of its verified client
 //! certificate (or, if configured, its single DNS SAN). Nothing in a request can
-//! override it.
+//! override it. SPIFFE IDs are held to the specification's rules (and at most 255
+//! bytes) by `vault_proto::spiffe`, the one definition the daemon, the client and
+//! the CLI share; a certificate whose ID breaks them names no identity.
 
 use std::fmt;
+
+use vault_proto::spiffe::{SpiffeError, SpiffeId};
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -15,6 +19,18 @@ impl Identity {
     /// The identity as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A remote identity named in a request (a revocation selector, say): a valid
+    /// SPIFFE ID, or `dns:` and a valid DNS name. `None` for anything else, which no
+    /// caller can have.
+    pub(crate) fn parse_remote(text: &str) -> Option<Self> {
+        match text.strip_prefix(DNS_PREFIX) {
+            Some(name) => valid_dns_name(name).then(|| Self(text.to_owned())),
+            None => SpiffeId::parse(text)
+                .ok()
+                .map(|id| Self(id.as_str().to_owned())),
+        }
     }
 
     /// A caller on the local Unix socket, named by its user id.
@@ -46,6 +62,12 @@ pub enum IdentityError {
     /// The URI SAN is not a SPIFFE ID.
     #[error("client certificate's URI SAN is not a spiffe:// ID")]
     NotSpiffe,
+    /// The URI SAN is a SPIFFE ID that breaks the specification's rules.
+    #[error("client certificate's SPIFFE ID is invalid: {0}")]
+    InvalidSpiffe(SpiffeError),
+    /// The DNS SAN is not a valid DNS name.
+    #[error("client certificate's DNS SAN is not a valid DNS name")]
+    InvalidDns,
     /// No URI SAN, and DNS identities are off or there is not exactly one DNS SAN.
     #[error("client certificate names no identity (one spiffe:// URI SAN is required)")]
     Missing,
@@ -77,8 +99,14 @@ pub fn identity_of(cert_der: &[u8], source: IdentitySource) -> Result<Identity, 
         })
         .collect();
     match uris.as_slice() {
-        [uri] if uri.starts_with("spiffe://") && uri.len() > "spiffe://".len() => {
-            return Ok(Identity((*uri).to_owned()));
+        [uri]
+            if uri
+                .get(..SCHEME.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(SCHEME)) =>
+        {
+            return SpiffeId::parse(uri)
+                .map(|id| Identity(id.as_str().to_owned()))
+                .map_err(IdentityError::InvalidSpiffe);
         }
         [_] => return Err(IdentityError::NotSpiffe),
         [] => {}
@@ -92,9 +120,29 @@ pub fn identity_of(cert_der: &[u8], source: IdentitySource) -> Result<Identity, 
         })
         .collect();
     match (source, dns.as_slice()) {
-        (IdentitySource::SpiffeOrDns, [name]) => Ok(Identity(format!("dns:{name}"))),
+        (IdentitySource::SpiffeOrDns, [name]) if valid_dns_name(name) => {
+            Ok(Identity(format!("{DNS_PREFIX}{name}")))
+        }
+        (IdentitySource::SpiffeOrDns, [_]) => Err(IdentityError::InvalidDns),
         _ => Err(IdentityError::Missing),
     }
+}
+
+const SCHEME: &str = "spiffe://";
+const DNS_PREFIX: &str = "dns:";
+
+/// A lower-case DNS name of at most 253 characters: labels of 1-63 `a-z 0-9 -`, not
+/// starting or ending with `-`. No wildcards, no trailing dot.
+fn valid_dns_name(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -146,5 +194,65 @@ mod tests {
             identity_of(b"not a cert", IdentitySource::SpiffeOnly),
             Err(IdentityError::Malformed)
         );
+    }
+
+    #[test]
+    fn spiffe_ids_that_break_the_specification_name_no_identity() {
+        let mut pki = Pki::generate("ca");
+        let long = format!("spiffe://billing.example/{}", "a".repeat(4096));
+        for uri in [
+            "spiffe://billing.example/human/admin/..",
+            "spiffe://billing.example/human/admin/",
+            "spiffe://billing.example/human/admin/x?role=root",
+            "spiffe://billing.example/human/admin/x#frag",
+            "spiffe://billing.example/human/admin/%2F..",
+            "spiffe://billing.example/human/admin/a\nb",
+            long.as_str(),
+            "spiffe://billing.example:443/human/admin/x",
+            "spiffe://root@billing.example/human/admin/x",
+            "spiffe://",
+            "SPIFFE://billing.example/human/admin/x",
+        ] {
+            let cert = pki.client(&ClientSpec {
+                uris: vec![uri.to_owned()],
+                ..ClientSpec::default()
+            });
+            assert!(
+                matches!(
+                    identity_of(&cert.cert_der, IdentitySource::SpiffeOnly),
+                    Err(IdentityError::InvalidSpiffe(_))
+                ),
+                "{uri:?}"
+            );
+        }
+        let dns = pki.client(&ClientSpec {
+            dns: vec!["*.example.com".into()],
+            ..ClientSpec::default()
+        });
+        assert_eq!(
+            identity_of(&dns.cert_der, IdentitySource::SpiffeOrDns),
+            Err(IdentityError::InvalidDns)
+        );
+    }
+
+    #[test]
+    fn identities_named_in_requests_must_be_ones_a_caller_could_have() {
+        for ok in [
+            "spiffe://billing.example/svc/gateway",
+            "dns:worker.internal",
+        ] {
+            assert_eq!(Identity::parse_remote(ok).unwrap().as_str(), ok);
+        }
+        for bad in [
+            "",
+            "spiffe://billing.example/svc/",
+            "dns:",
+            "dns:Worker",
+            "dns:-a.b",
+            "local:uid=0",
+            &"x".repeat(100_000),
+        ] {
+            assert!(Identity::parse_remote(bad).is_none(), "{bad:?}");
+        }
     }
 }

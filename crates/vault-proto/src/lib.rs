@@ -22,6 +22,8 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));
 
+pub mod spiffe;
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
