@@ -90,6 +90,10 @@ fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
             StatusCode::CONFLICT,
             "this Idempotency-Key was already used for a request; it was forwarded once",
         ),
+        Refusal::AtCapacity => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway cannot take more Idempotency-Keys at the moment; retry later",
+        ),
         Refusal::LedgerDown => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "usage cannot be recorded; retry later",
@@ -355,13 +359,11 @@ impl Gateway {
             Err(refusal) => return refused(&refusal),
         };
         // Connect first: a request that never reaches the provider is neither counted
-        // nor keeps its idempotency key.
+        // nor keeps its idempotency key. Returning here, or the client going away (hyper
+        // then drops this future), drops the reservation, which gives the key back.
         let connection = match upstream::connect(&uri, route.tls.as_ref()).await {
             Ok(connection) => connection,
-            Err(_) => {
-                self.usage.release(reservation);
-                return error(StatusCode::BAD_GATEWAY, "the provider could not be reached");
-            }
+            Err(_) => return error(StatusCode::BAD_GATEWAY, "the provider could not be reached"),
         };
         let event = UsageEvent {
             tenant: &owner.tenant,
@@ -370,7 +372,7 @@ impl Gateway {
             key_id: &owner.id,
             idempotency_key,
         };
-        if let Err(refusal) = self.usage.record(reservation, &event) {
+        if let Err(refusal) = reservation.record(&event) {
             return refused(&refusal);
         }
         let answer = match connection.send(upstream_request).await {

@@ -1,5 +1,6 @@
-//! End to end on loopback: the real vaultd, the real gateway binary, and a mock
-//! upstream provider that records the key each request carried.
+//! End to end on loopback: the real vaultd, the real gateway binary, a mock
+//! upstream provider that records the key each request carried, and one that never
+//! answers.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +19,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use vault_client::proto::revoke_leases_request::Selector;
 use vault_client::{Client, Environment, SecretPath, SecretValue};
 use vault_testkit::fixture::{Fixture, FixtureOptions, OPERATOR};
@@ -69,6 +73,24 @@ async fn mock_upstream() -> (SocketAddr, Seen) {
         }
     });
     (addr, seen)
+}
+
+/// A provider that never answers. The first connection is handed to the test and
+/// held open, so the gateway's TLS handshake with it waits; later ones are closed
+/// at once, so the gateway answers that the provider could not be reached.
+async fn stalled_upstream() -> (SocketAddr, oneshot::Receiver<TcpStream>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first, held) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Some(first) = first.take() {
+                let _ = first.send(tcp);
+            }
+        }
+    });
+    (addr, held)
 }
 
 /// POSTs `body` to the gateway; returns the status and the body.
@@ -177,7 +199,20 @@ async fn tenants_keys_rotation_revocation_seal_and_usage() {
             .unwrap();
     }
 
+    operator
+        .put_secret(
+            &SecretPath {
+                name: "byok/stalled".into(),
+                ..secret("globex")
+            },
+            byok,
+            &SecretValue::from_vec(b"sk-globex-stalled".to_vec()),
+        )
+        .await
+        .unwrap();
+
     let (upstream, seen) = mock_upstream().await;
+    let (stalled, held) = stalled_upstream().await;
     let dir = fixture.path("gateway");
     std::fs::create_dir(&dir).unwrap();
     let keys: String = [(ACME_KEY, "acme1", "acme", "proxy:openai"), (GLOBEX_KEY, "globex1", "globex", "proxy:*"), (NARROW_KEY, "acme2", "acme", "proxy:anthropic")]
@@ -196,10 +231,12 @@ async fn tenants_keys_rotation_revocation_seal_and_usage() {
         format!(
             "listen = \"127.0.0.1:0\"\nusage_log = \"usage.jsonl\"\napi_keys = \"api-keys.toml\"\n\n\
              [vault]\nendpoints = [\"{endpoint}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nlease_ttl = \"3s\"\n\n\
-             [providers.openai]\nupstream = \"http://{upstream}/api\"\n",
+             [providers.openai]\nupstream = \"http://{upstream}/api\"\n\n\
+             [providers.stalled]\nupstream = \"https://{stalled}/api\"\nca = \"{}\"\n",
             gateway_files.ca.display(),
             gateway_files.cert.display(),
-            gateway_files.key.display()
+            gateway_files.key.display(),
+            gateway_files.ca.display()
         ),
     )
     .unwrap();
@@ -336,6 +373,45 @@ async fn tenants_keys_rotation_revocation_seal_and_usage() {
             .unwrap()
             .contains("\"tenant\":\"globex\"")
     );
+
+    // A client that goes away mid-request (here while the gateway is still connecting
+    // to the provider) does not keep its Idempotency-Key: its retry is not a 409.
+    let stalled_chat = "/v1/proxy/stalled/v1/chat/completions";
+    let mut client = TcpStream::connect(g).await.unwrap();
+    client
+        .write_all(
+            format!(
+                "POST {stalled_chat} HTTP/1.1\r\nhost: {g}\r\nauthorization: Bearer {GLOBEX_KEY}\r\n\
+                 idempotency-key: req-43\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut held = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the gateway connects to the stalled provider")
+        .unwrap();
+    drop(client);
+    // The gateway abandons the request: the TLS connection it was opening closes.
+    let mut hello = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), held.read_to_end(&mut hello)).await;
+    assert!(
+        closed.is_ok(),
+        "the gateway gives up a request whose client went away"
+    );
+    // It closes that connection a moment before it gives the key back: a 409 is
+    // retried briefly, and only a lasting one fails.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (status, body) = loop {
+        let (status, body) = post(g, stalled_chat, Some(GLOBEX_KEY), Some("req-43"), "{}").await;
+        if status != StatusCode::CONFLICT || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(counted("req-43"), 0, "never sent, never counted");
 
     // Sealed: 503, and the upstream receives nothing.
     let upstream_count = seen.lock().unwrap().len();
