@@ -316,6 +316,6 @@ fn main() {
             leases.rate() / echo.rate(),
             leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
         );
-        running.shutdown().await;
+        let _ = running.shutdown().await;
     });
 }

@@ -29,6 +29,8 @@
 //! group_commit = "10ms"
 //! write_deadline = "2s"
 //! checkpoint_every = 1000
+//! min_free = "64MiB"            # below this, requests are refused before anything is written
+//! refusals_per_second = 20      # per caller; more refusals are summarised, not recorded singly
 //!
 //! [leases]
 //! default_ttl = "60s"
@@ -36,7 +38,7 @@
 //! max_per_identity = 10000      # when the grant sets no max_active_leases
 //! session_ttl = "1h"
 //! max_sessions = 1024           # each holds 2 KiB of locked memory
-//! sessions_per_identity = 16
+//! sessions_per_identity = 64   # opening another evicts that identity's least recently used
 //!
 //! [seal]
 //! unseal_timeout = "10m"
@@ -98,6 +100,12 @@ pub struct AuditConfig {
     pub write_deadline: Duration,
     /// Records between signed checkpoints.
     pub checkpoint_every: u64,
+    /// Free bytes the log's filesystem must keep; below it requests are refused
+    /// before anything is written (0: no check).
+    pub min_free: u64,
+    /// Refused requests of one caller recorded one by one per second (bursts of five
+    /// times that); the rest are counted in a summary record.
+    pub refusals_per_second: u32,
 }
 
 /// Lease and session limits.
@@ -113,7 +121,7 @@ pub struct LeaseConfig {
     pub session_ttl: Duration,
     /// Sessions across all identities; each holds 2 KiB of locked memory.
     pub max_sessions: usize,
-    /// Sessions one identity may hold; opening another evicts its oldest.
+    /// Sessions one identity may hold; opening another evicts its least recently used.
     pub sessions_per_identity: usize,
 }
 
@@ -224,6 +232,8 @@ struct RawAudit {
     group_commit: Option<String>,
     write_deadline: Option<String>,
     checkpoint_every: Option<u64>,
+    min_free: Option<String>,
+    refusals_per_second: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -266,6 +276,39 @@ fn duration(
         )));
     }
     Ok(d)
+}
+
+/// A size such as `64MiB`, `512KiB`, `1GiB`, `100MB` or a plain number of bytes.
+fn size(key: &'static str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let invalid = || ConfigError::Invalid {
+        key,
+        reason: format!(
+            "{text:?} is not a size; use a number of bytes or one with KiB, MiB, GiB, KB, MB or GB (e.g. \"64MiB\")"
+        ),
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(invalid()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .ok_or_else(invalid)
 }
 
 fn count<T: PartialOrd + Copy + fmt::Display>(
@@ -432,6 +475,13 @@ impl Config {
                     1000,
                     (1, 1_000_000),
                 )?,
+                min_free: size("audit.min_free", raw.audit.min_free.as_deref(), 64 << 20)?,
+                refusals_per_second: count(
+                    "audit.refusals_per_second",
+                    raw.audit.refusals_per_second,
+                    20,
+                    (1, 100_000),
+                )?,
             },
             leases: LeaseConfig {
                 default_ttl: duration(
@@ -467,7 +517,7 @@ impl Config {
                 sessions_per_identity: count(
                     "leases.sessions_per_identity",
                     raw.leases.sessions_per_identity,
-                    16,
+                    64,
                     (1, 10_000),
                 )?,
             },
@@ -556,9 +606,41 @@ mod tests {
                 "leases.max_total",
             ),
             ("[tls]", "node = \"a b\"\n[tls]", "node"),
+            (
+                "[audit]",
+                "[audit]\nmin_free = \"5 parsecs\"",
+                "audit.min_free",
+            ),
+            (
+                "[audit]",
+                "[audit]\nmin_free = \"99999999999GiB\"",
+                "audit.min_free",
+            ),
+            (
+                "[audit]",
+                "[audit]\nrefusals_per_second = 0",
+                "audit.refusals_per_second",
+            ),
         ] {
             let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
             assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("64MiB", 64 << 20),
+            ("1 GiB", 1 << 30),
+            ("10MB", 10_000_000),
+        ] {
+            assert_eq!(size("k", Some(text), 1).unwrap(), bytes, "{text}");
+        }
+        assert_eq!(size("k", None, 7).unwrap(), 7);
+        for bad in ["", "MiB", "-1", "1.5GiB", "1 TiB", "1e9"] {
+            assert!(size("k", Some(bad), 1).is_err(), "{bad}");
         }
     }
 

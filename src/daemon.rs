@@ -14,13 +14,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
-use vault_audit::{AuditLog, AuditOptions, ChainKeys, Decision, Event};
+use vault_audit::{AuditLog, AuditOptions, Decision, Event};
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::broker_server::BrokerServer;
 
 use crate::api::admin::AdminService;
 use crate::api::broker::BrokerService;
 use crate::api::{MAX_MESSAGE, Shared};
+use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
 use crate::authz::{Custody, Policies};
 use crate::config::Config;
 use crate::leases::{Leases, RevocationReason, Selector};
@@ -84,21 +85,6 @@ pub enum StartError {
     },
 }
 
-/// The audit chain's keys: the vault's system keys, unavailable while sealed.
-struct VaultChainKeys(Arc<Vault>);
-
-impl ChainKeys for VaultChainKeys {
-    fn mac(&self, message: &[u8]) -> Option<[u8; 32]> {
-        self.0.audit_mac(message)
-    }
-    fn sign(&self, message: &[u8]) -> Option<[u8; 64]> {
-        self.0.audit_sign(message)
-    }
-    fn public_key(&self) -> Option<[u8; 32]> {
-        self.0.audit_public_key()
-    }
-}
-
 /// A daemon whose configuration, files, store, policies and audit log all checked
 /// out, not yet listening.
 pub struct Daemon {
@@ -160,6 +146,7 @@ impl Daemon {
                 fsync: config.audit.fsync,
                 write_deadline: config.audit.write_deadline,
                 checkpoint_every: config.audit.checkpoint_every,
+                min_free: config.audit.min_free,
                 ..AuditOptions::default()
             },
             Arc::new(VaultChainKeys(Arc::clone(&vault))),
@@ -174,6 +161,7 @@ impl Daemon {
             ),
             leases: Leases::new(config.leases.max_total),
             audit,
+            refusals: RefusalBudget::new(config.audit.refusals_per_second),
             metrics: Metrics::new(),
             limits: config.leases.clone(),
         });
@@ -196,7 +184,7 @@ impl Daemon {
         operation: &str,
         event: Event,
     ) -> Result<(), vault_audit::AuditError> {
-        system_event(&self.shared, operation, event).await
+        system_event(&self.shared.audit, operation, event).await
     }
 
     /// Binds the listeners and starts serving.
@@ -388,7 +376,7 @@ impl Running {
                 tracing::warn!("policy reload failed, the previous policies stay in force: {e}")
             }
         }
-        if let Err(e) = system_event(&self.shared, "system.reload", event).await {
+        if let Err(e) = system_event(&self.shared.audit, "system.reload", event).await {
             tracing::error!("the reload could not be audited: {e}");
         }
         report
@@ -396,7 +384,8 @@ impl Running {
 
     /// Stops accepting, lets requests in flight finish (for a bounded time), writes
     /// a final signed checkpoint if unsealed, and releases the store and audit log.
-    pub async fn shutdown(self) {
+    /// Says whether the audit log had stopped the daemon serving.
+    pub async fn shutdown(self) -> Stopped {
         let _ = self.stop.send(true);
         for task in self.tasks {
             // A task that ignores the signal is cut off after the drain period.
@@ -412,7 +401,24 @@ impl Running {
         if let Some(path) = &self.socket {
             let _ = std::fs::remove_file(path);
         }
+        let audit = &self.shared.audit;
+        Stopped {
+            audit_failure: audit.failure().or_else(|| {
+                audit
+                    .low_space()
+                    .then(|| "the audit log's disk was short of space".to_owned())
+            }),
+        }
     }
+}
+
+/// How a daemon stopped.
+#[derive(Debug)]
+#[must_use]
+pub struct Stopped {
+    /// Why the audit log had stopped the daemon serving requests, if it had: it
+    /// failed for good, or its disk was short of space when the daemon stopped.
+    pub audit_failure: Option<String>,
 }
 
 fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
@@ -420,16 +426,6 @@ fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
         Ok(()) => "reloaded".to_owned(),
         Err(e) => format!("kept the previous set: {e}"),
     }
-}
-
-async fn system_event(
-    shared: &Shared,
-    operation: &str,
-    mut event: Event,
-) -> Result<(), vault_audit::AuditError> {
-    event.identity = "vaultd".to_owned();
-    event.operation = operation.to_owned();
-    shared.audit.append(event).await.map(|_| ())
 }
 
 /// Sweeps expired sessions and leases, disables versions past their grace window
@@ -442,6 +438,7 @@ async fn housekeeping(
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_grace_sweep = tokio::time::Instant::now();
+    let mut audit_state = AuditState::Healthy;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -449,6 +446,12 @@ async fn housekeeping(
         }
         shared.sessions.sweep();
         shared.leases.sweep();
+        audit_state = audit_state.report(&shared.audit);
+        for summary in shared.refusals.drain() {
+            if let Err(e) = shared.audit.append(summary).await {
+                tracing::error!("a summary of refused requests could not be audited: {e}");
+            }
+        }
         if last_grace_sweep.elapsed() >= GRACE_SWEEP {
             last_grace_sweep = tokio::time::Instant::now();
             sweep_grace(&shared).await;
@@ -466,12 +469,58 @@ async fn housekeeping(
             .set(i64::try_from(shared.sessions.len()).unwrap_or(i64::MAX));
         m.audit_records
             .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
+        m.audit_free_bytes.set(
+            shared
+                .audit
+                .free_bytes()
+                .map_or(-1, |free| i64::try_from(free).unwrap_or(i64::MAX)),
+        );
         let state = if serving {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
         health.set_service_status("vault.v1.Broker", state).await;
+    }
+}
+
+/// What the operator was last told about the audit log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AuditState {
+    Healthy,
+    LowSpace,
+    Failed,
+}
+
+impl AuditState {
+    /// Logs a change of the audit log's state, once.
+    fn report(self, audit: &AuditLog) -> Self {
+        let now = if audit.failure().is_some() {
+            AuditState::Failed
+        } else if audit.low_space() {
+            AuditState::LowSpace
+        } else {
+            AuditState::Healthy
+        };
+        match (self, now) {
+            (before, after) if before == after => {}
+            (_, AuditState::Failed) => tracing::error!(
+                "the audit log failed ({}); every request that must be audited is refused \
+                 until vaultd is restarted with a writable log",
+                audit.failure().unwrap_or_default()
+            ),
+            (_, AuditState::LowSpace) => tracing::warn!(
+                "the audit log's disk is short of space ({} bytes free); requests are refused \
+                 until space is freed (audit.min_free)",
+                audit
+                    .free_bytes()
+                    .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
+            ),
+            (_, AuditState::Healthy) => {
+                tracing::info!("the audit log has space again; requests are served")
+            }
+        }
+        now
     }
 }
 
@@ -496,7 +545,7 @@ async fn sweep_grace(shared: &Shared) {
         event
             .detail
             .insert("leases_revoked".into(), revoked.len().to_string());
-        if let Err(e) = system_event(shared, "system.disable_version", event).await {
+        if let Err(e) = system_event(&shared.audit, "system.disable_version", event).await {
             tracing::error!("disabling a version past its grace window could not be audited: {e}");
         }
     }

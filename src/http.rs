@@ -70,11 +70,18 @@ fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<B
     }
 }
 
-/// 200 unsealed and able to audit; 503 sealed, or unsealed with a failing audit sink
-/// (every request would fail); 501 uninitialised. Reads no storage: checkers may
+/// 200 unsealed and able to audit; 503 sealed, or unsealed with an audit sink that
+/// failed or is short of space (every request would fail); 501 uninitialised. Reads no storage: checkers may
 /// call it often.
 fn health(shared: &Shared) -> Response<Full<Bytes>> {
     let audit_ok = shared.audit.is_healthy();
+    let audit = if audit_ok {
+        "ok"
+    } else if shared.audit.failure().is_none() && shared.audit.low_space() {
+        "low-space"
+    } else {
+        "failing"
+    };
     let (code, state, initialized, sealed) = match shared.custody.seal_state() {
         SealState::Unsealed if audit_ok => (StatusCode::OK, "unsealed", true, false),
         SealState::Unsealed => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
@@ -85,7 +92,8 @@ fn health(shared: &Shared) -> Response<Full<Bytes>> {
         "state": state,
         "initialized": initialized,
         "sealed": sealed,
-        "audit": if audit_ok { "ok" } else { "failing" },
+        "audit": audit,
+        "audit_free_bytes": shared.audit.free_bytes(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     reply(code, "application/json", format!("{body}\n"))

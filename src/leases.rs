@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 use crate::identity::Identity;
+use crate::ids::LeaseId;
 use crate::names::{SecretId, TenantId};
 
 /// Why a lease ended early; mirrors `vault.v1.RevocationReason`.
@@ -31,17 +32,20 @@ pub(crate) enum RevocationReason {
 #[derive(Debug, Clone)]
 pub(crate) struct Revoked {
     pub(crate) identity: Identity,
-    pub(crate) lease_id: String,
+    pub(crate) lease_id: LeaseId,
     pub(crate) reason: RevocationReason,
 }
 
 /// One active lease. Holds no value: the value went to the client sealed.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
-    pub(crate) id: String,
+    pub(crate) id: LeaseId,
     pub(crate) identity: Identity,
     pub(crate) secret: SecretId,
     pub(crate) version: u64,
+    /// When it was issued: renewals are capped at this plus the grant's current
+    /// `max_ttl`, so tightening a policy shortens what renewal can reach.
+    pub(crate) issued: SystemTime,
     pub(crate) expires: SystemTime,
     pub(crate) renewable_until: SystemTime,
 }
@@ -49,12 +53,26 @@ pub(crate) struct Lease {
 /// Which leases to revoke.
 #[derive(Debug, Clone)]
 pub(crate) enum Selector {
-    Id(String),
+    Id(LeaseId),
     Tenant(TenantId),
     Secret(SecretId),
     Version(SecretId, u64),
-    Identity(String),
+    Identity(Identity),
     All,
+}
+
+impl std::fmt::Display for Selector {
+    /// For audit records: every part was validated when the selector was made.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Id(id) => write!(f, "lease {id}"),
+            Selector::Tenant(t) => write!(f, "tenant {t}"),
+            Selector::Secret(s) => write!(f, "secret {s}"),
+            Selector::Version(s, v) => write!(f, "secret {s} version {v}"),
+            Selector::Identity(i) => write!(f, "identity {i}"),
+            Selector::All => f.write_str("all"),
+        }
+    }
 }
 
 impl Selector {
@@ -64,7 +82,7 @@ impl Selector {
             Selector::Tenant(t) => lease.secret.tenant == *t,
             Selector::Secret(s) => lease.secret == *s,
             Selector::Version(s, v) => lease.secret == *s && lease.version == *v,
-            Selector::Identity(i) => lease.identity.as_str() == i,
+            Selector::Identity(i) => lease.identity == *i,
             Selector::All => true,
         }
     }
@@ -87,8 +105,8 @@ const REVOCATION_LOG: usize = 1024;
 
 #[derive(Default)]
 struct Index {
-    by_id: HashMap<String, Lease>,
-    by_expiry: BTreeSet<(SystemTime, String)>,
+    by_id: HashMap<LeaseId, Lease>,
+    by_expiry: BTreeSet<(SystemTime, LeaseId)>,
     per_identity: HashMap<Identity, u32>,
     /// Bumped by every revocation.
     generation: u64,
@@ -110,7 +128,7 @@ impl Index {
                 .any(|(g, selector)| *g > since && selector.matches(lease))
     }
 
-    fn remove(&mut self, id: &str) -> Option<Lease> {
+    fn remove(&mut self, id: &LeaseId) -> Option<Lease> {
         let lease = self.by_id.remove(id)?;
         self.by_expiry.remove(&(lease.expires, lease.id.clone()));
         if let Some(n) = self.per_identity.get_mut(&lease.identity) {
@@ -182,19 +200,19 @@ impl Leases {
     }
 
     /// The caller's live lease `id`.
-    pub(crate) fn get(&self, identity: &Identity, id: &str) -> Option<Lease> {
+    pub(crate) fn get(&self, identity: &Identity, id: &LeaseId) -> Option<Lease> {
         self.with_live(identity, id, Lease::clone)
     }
 
     /// Whether the caller's lease `id` is live, without copying it.
-    pub(crate) fn is_live(&self, identity: &Identity, id: &str) -> bool {
+    pub(crate) fn is_live(&self, identity: &Identity, id: &LeaseId) -> bool {
         self.with_live(identity, id, |_| ()).is_some()
     }
 
     fn with_live<T>(
         &self,
         identity: &Identity,
-        id: &str,
+        id: &LeaseId,
         f: impl FnOnce(&Lease) -> T,
     ) -> Option<T> {
         let index = self.lock();
@@ -205,8 +223,16 @@ impl Leases {
             .map(f)
     }
 
-    /// Moves a lease's expiry, capped at its renewable-until. Returns the new expiry.
-    pub(crate) fn renew(&self, identity: &Identity, id: &str, ttl: Duration) -> Option<SystemTime> {
+    /// Moves a lease's expiry to `ttl` from now, capped at its renewable-until and at
+    /// its issue time plus `max_ttl` (the grant's, as it is now; a tighter one also
+    /// lowers the renewable-until). Never moves it earlier. Returns the new expiry.
+    pub(crate) fn renew(
+        &self,
+        identity: &Identity,
+        id: &LeaseId,
+        ttl: Duration,
+        max_ttl: Duration,
+    ) -> Option<SystemTime> {
         let mut index = self.lock();
         let now = SystemTime::now();
         let lease = index
@@ -214,7 +240,11 @@ impl Leases {
             .get_mut(id)
             .filter(|l| l.identity == *identity && l.expires > now)?;
         let old = lease.expires;
-        lease.expires = (now + ttl).min(lease.renewable_until).max(old);
+        if let Some(cap) = lease.issued.checked_add(max_ttl) {
+            lease.renewable_until = lease.renewable_until.min(cap);
+        }
+        let wanted = now.checked_add(ttl).unwrap_or(lease.renewable_until);
+        lease.expires = wanted.min(lease.renewable_until).max(old);
         let new = lease.expires;
         let key = lease.id.clone();
         index.by_expiry.remove(&(old, key.clone()));
@@ -223,7 +253,7 @@ impl Leases {
     }
 
     /// Removes a lease without a notice (the holder asked, or it is being undone).
-    pub(crate) fn remove(&self, identity: &Identity, id: &str) -> bool {
+    pub(crate) fn remove(&self, identity: &Identity, id: &LeaseId) -> bool {
         let mut index = self.lock();
         if index.by_id.get(id).is_some_and(|l| l.identity == *identity) {
             index.remove(id);
@@ -243,7 +273,7 @@ impl Leases {
                 index.recent.pop_front();
             }
             index.recent.push_back((generation, selector.clone()));
-            let ids: Vec<String> = match selector {
+            let ids: Vec<LeaseId> = match selector {
                 Selector::Id(id) => index
                     .by_id
                     .contains_key(id)
@@ -274,7 +304,7 @@ impl Leases {
     pub(crate) fn sweep(&self) -> usize {
         let mut index = self.lock();
         let now = SystemTime::now();
-        let expired: Vec<String> = index
+        let expired: Vec<LeaseId> = index
             .by_expiry
             .iter()
             .take_while(|(t, _)| *t <= now)
@@ -318,10 +348,15 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
 mod tests {
     use super::*;
 
-    fn lease(id: &str, who: &str, tenant: &str, ttl: u64) -> Lease {
+    fn lid(n: u32) -> LeaseId {
+        LeaseId::parse(&format!("l-{n:032x}")).unwrap()
+    }
+
+    fn lease(id: u32, who: &str, tenant: &str, ttl: u64) -> Lease {
         let now = SystemTime::now();
         Lease {
-            id: id.into(),
+            id: lid(id),
+            issued: now,
             identity: Identity::for_tests(who),
             secret: SecretId::parse(tenant, "live", "byok/openai").unwrap(),
             version: 1,
@@ -333,28 +368,28 @@ mod tests {
     #[test]
     fn limits_per_identity_and_total() {
         let leases = Leases::new(3);
-        leases.insert(lease("1", "a", "t", 60), 2, 0).unwrap();
-        leases.insert(lease("2", "a", "t", 60), 2, 0).unwrap();
+        leases.insert(lease(1, "a", "t", 60), 2, 0).unwrap();
+        leases.insert(lease(2, "a", "t", 60), 2, 0).unwrap();
         assert_eq!(
-            leases.insert(lease("3", "a", "t", 60), 2, 0),
+            leases.insert(lease(3, "a", "t", 60), 2, 0),
             Err(LeaseLimit::Identity(2))
         );
-        leases.insert(lease("3", "b", "t", 60), 5, 0).unwrap();
+        leases.insert(lease(3, "b", "t", 60), 5, 0).unwrap();
         assert_eq!(
-            leases.insert(lease("4", "c", "t", 60), 5, 0),
+            leases.insert(lease(4, "c", "t", 60), 5, 0),
             Err(LeaseLimit::Total(3))
         );
-        assert!(leases.remove(&Identity::for_tests("a"), "1"));
-        leases.insert(lease("5", "a", "t", 60), 2, 0).unwrap();
+        assert!(leases.remove(&Identity::for_tests("a"), &lid(1)));
+        leases.insert(lease(5, "a", "t", 60), 2, 0).unwrap();
     }
 
     #[test]
     fn revocation_by_selector_notifies_watchers() {
         let leases = Leases::new(100);
         let mut watch = leases.subscribe();
-        leases.insert(lease("1", "a", "t1", 60), 10, 0).unwrap();
-        leases.insert(lease("2", "a", "t2", 60), 10, 0).unwrap();
-        leases.insert(lease("3", "b", "t1", 60), 10, 0).unwrap();
+        leases.insert(lease(1, "a", "t1", 60), 10, 0).unwrap();
+        leases.insert(lease(2, "a", "t2", 60), 10, 0).unwrap();
+        leases.insert(lease(3, "b", "t1", 60), 10, 0).unwrap();
         let gone = leases.revoke(
             &Selector::Tenant(TenantId::new("t1").unwrap()),
             RevocationReason::Revoked,
@@ -381,26 +416,26 @@ mod tests {
             RevocationReason::TenantErased,
         );
         assert_eq!(
-            leases.insert(lease("1", "a", "t1", 60), 10, seen),
+            leases.insert(lease(1, "a", "t1", 60), 10, seen),
             Err(LeaseLimit::Revoked)
         );
-        leases.insert(lease("2", "a", "t2", 60), 10, seen).unwrap();
+        leases.insert(lease(2, "a", "t2", 60), 10, seen).unwrap();
         // A lease that started after the revocation is not affected by it.
         leases
-            .insert(lease("3", "a", "t1", 60), 10, leases.generation())
+            .insert(lease(3, "a", "t1", 60), 10, leases.generation())
             .unwrap();
         // Older than every remembered revocation: refused, to be safe.
         let ancient = leases.generation();
         for _ in 0..=REVOCATION_LOG {
-            leases.revoke(&Selector::Id("none".into()), RevocationReason::Revoked);
+            leases.revoke(&Selector::Id(lid(999)), RevocationReason::Revoked);
         }
         assert_eq!(
-            leases.insert(lease("4", "a", "t2", 60), 10, ancient),
+            leases.insert(lease(4, "a", "t2", 60), 10, ancient),
             Err(LeaseLimit::Revoked)
         );
         leases.revoke(&Selector::All, RevocationReason::Sealed);
         assert_eq!(
-            leases.insert(lease("5", "b", "t3", 60), 10, leases.generation() - 1),
+            leases.insert(lease(5, "b", "t3", 60), 10, leases.generation() - 1),
             Err(LeaseLimit::Revoked)
         );
     }
@@ -409,18 +444,65 @@ mod tests {
     fn renew_is_capped_and_sweep_drops_expired() {
         let leases = Leases::new(100);
         let a = Identity::for_tests("a");
-        let l = lease("1", "a", "t", 10);
+        let l = lease(1, "a", "t", 10);
         let cap = l.renewable_until;
         leases.insert(l, 10, 0).unwrap();
-        assert_eq!(leases.renew(&a, "1", Duration::from_secs(3600)), Some(cap));
+        let day = Duration::from_secs(86_400);
         assert_eq!(
-            leases.renew(&Identity::for_tests("b"), "1", Duration::from_secs(1)),
+            leases.renew(&a, &lid(1), Duration::from_secs(3600), day),
+            Some(cap)
+        );
+        assert_eq!(
+            leases.renew(
+                &Identity::for_tests("b"),
+                &lid(1),
+                Duration::from_secs(1),
+                day
+            ),
             None
         );
-        let mut past = lease("2", "a", "t", 10);
+        let mut past = lease(2, "a", "t", 10);
         past.expires = SystemTime::now() - Duration::from_secs(1);
         leases.insert(past, 10, 0).unwrap();
         assert_eq!(leases.sweep(), 1);
-        assert!(leases.get(&a, "1").is_some());
+        assert!(leases.get(&a, &lid(1)).is_some());
+    }
+
+    #[test]
+    fn renew_is_capped_by_the_grants_current_max_ttl() {
+        let leases = Leases::new(100);
+        let a = Identity::for_tests("a");
+        let mut l = lease(1, "a", "t", 10);
+        l.renewable_until = l.issued + Duration::from_secs(3600);
+        let issued = l.issued;
+        leases.insert(l, 10, 0).unwrap();
+        // The policy now allows only 20 s from issue: renewal cannot reach past it.
+        let capped = leases
+            .renew(
+                &a,
+                &lid(1),
+                Duration::from_secs(600),
+                Duration::from_secs(20),
+            )
+            .unwrap();
+        assert_eq!(capped, issued + Duration::from_secs(20));
+        // Loosening it again does not bring back what tightening took.
+        let again = leases
+            .renew(
+                &a,
+                &lid(1),
+                Duration::from_secs(600),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert_eq!(again, capped);
+        // Never earlier than it was.
+        let l2 = lease(2, "a", "t", 60);
+        let expires = l2.expires;
+        leases.insert(l2, 10, 0).unwrap();
+        let kept = leases
+            .renew(&a, &lid(2), Duration::from_secs(1), Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(kept, expires);
     }
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod audit;
 mod authz;
 pub mod config;
 pub mod daemon;
@@ -14,6 +15,7 @@ mod error;
 pub mod hardening;
 mod http;
 pub mod identity;
+mod ids;
 mod leases;
 mod metrics;
 pub mod names;

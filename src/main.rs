@@ -211,7 +211,7 @@ async fn run_until_signalled(running: Running, ready: impl FnOnce(&Running)) -> 
     );
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = signals else {
         tracing::error!("cannot install signal handlers; stopping");
-        running.shutdown().await;
+        let _ = running.shutdown().await;
         return ExitCode::FAILURE;
     };
     ready(&running);
@@ -224,6 +224,12 @@ async fn run_until_signalled(running: Running, ready: impl FnOnce(&Running)) -> 
         }
     }
     tracing::info!("stopping");
-    running.shutdown().await;
-    ExitCode::SUCCESS
+    match running.shutdown().await.audit_failure {
+        None => ExitCode::SUCCESS,
+        Some(failure) => {
+            // The daemon was refusing every audited request: its supervisor must know.
+            tracing::error!("stopped after the audit log stopped vaultd serving: {failure}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Metrics {
     pub(crate) sessions: Gauge,
     pub(crate) sealed: Gauge,
     pub(crate) audit_records: Gauge,
+    pub(crate) audit_free_bytes: Gauge,
+    pub(crate) refusals_suppressed: Counter,
 }
 
 impl Metrics {
@@ -84,6 +86,18 @@ impl Metrics {
             "Audit records appended since start",
             audit_records.clone(),
         );
+        let audit_free_bytes = Gauge::default();
+        registry.register(
+            "audit_free_bytes",
+            "Free bytes on the audit log's filesystem when the writer last looked (-1: unknown)",
+            audit_free_bytes.clone(),
+        );
+        let refusals_suppressed = Counter::default();
+        registry.register(
+            "audit_refusals_suppressed",
+            "Refused requests counted in summary records instead of recorded one by one",
+            refusals_suppressed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -92,6 +106,8 @@ impl Metrics {
             sessions,
             sealed,
             audit_records,
+            audit_free_bytes,
+            refusals_suppressed,
         }
     }
 

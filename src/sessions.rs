@@ -1,8 +1,13 @@
 //! Lease sessions held by the daemon: one X25519-derived key per session, bound to
 //! the caller's identity, expiring, bounded per identity and in total, and all wiped
 //! on seal. Sessions need no root key, so they work while the vault is sealed.
+//!
+//! An identity at its bound (`leases.sessions_per_identity`) that opens another loses
+//! its least recently used session, so replicas sharing one identity keep the
+//! sessions they use and only an idle one goes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,14 +15,16 @@ use vault_crypto::CryptoError;
 use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 
 use crate::identity::Identity;
+use crate::ids::SessionId;
 use crate::leases::unix_ms;
 
 /// A session: its key and whose it is.
 pub(crate) struct Session {
     pub(crate) identity: Identity,
     pub(crate) key: SessionKey,
-    created: Instant,
     expires: Instant,
+    /// When it was last opened or used, as ticks of [`Sessions::clock`].
+    last_used: AtomicU64,
 }
 
 /// Why a session could not be used or opened.
@@ -35,17 +42,19 @@ pub(crate) enum SessionError {
 
 /// A newly opened session, for the response.
 pub(crate) struct Opened {
-    pub(crate) id: String,
+    pub(crate) id: SessionId,
     pub(crate) server_public: [u8; 32],
     pub(crate) expires_unix_ms: i64,
 }
 
 /// The daemon's sessions.
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    map: Mutex<HashMap<SessionId, Arc<Session>>>,
     ttl: Duration,
     max_total: usize,
     per_identity: usize,
+    /// Orders uses: bumped by every open and every use.
+    clock: AtomicU64,
 }
 
 impl Sessions {
@@ -55,10 +64,15 @@ impl Sessions {
             ttl,
             max_total,
             per_identity,
+            clock: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
         // Insertions and removals leave the map consistent even if a holder panicked.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -74,7 +88,7 @@ impl Sessions {
             .map_err(|_| SessionError::BadPublicKey)?;
         let offer = SessionOffer::generate().map_err(SessionError::Crypto)?;
         let server_public = *offer.public_key();
-        let id = random_id("s-").map_err(SessionError::Crypto)?;
+        let id = SessionId::generate().map_err(SessionError::Crypto)?;
         let key = offer
             .agree(
                 &client_public,
@@ -82,7 +96,7 @@ impl Sessions {
                     client_public: &client_public,
                     server_public: &server_public,
                     identity: identity.as_str(),
-                    session_id: &id,
+                    session_id: id.as_str(),
                 },
             )
             .map_err(|e| match e {
@@ -93,21 +107,21 @@ impl Sessions {
         let session = Arc::new(Session {
             identity: identity.clone(),
             key,
-            created: now,
             expires: now + self.ttl,
+            last_used: AtomicU64::new(self.tick()),
         });
         let mut map = self.lock();
         map.retain(|_, s| s.expires > now);
-        let mut own: Vec<(Instant, String)> = map
+        let mut own: Vec<(u64, SessionId)> = map
             .iter()
             .filter(|(_, s)| s.identity == *identity)
-            .map(|(id, s)| (s.created, id.clone()))
+            .map(|(id, s)| (s.last_used.load(Ordering::Relaxed), id.clone()))
             .collect();
         if own.len() >= self.per_identity {
-            // An identity that leaks sessions only evicts its own oldest.
-            own.sort();
-            for (_, old) in own.iter().take(own.len() + 1 - self.per_identity) {
-                map.remove(old);
+            // An identity at its bound only ever evicts its own least recently used.
+            own.sort_unstable();
+            for (_, idle) in own.iter().take(own.len() + 1 - self.per_identity) {
+                map.remove(idle);
             }
         } else if map.len() >= self.max_total {
             return Err(SessionError::Full);
@@ -122,9 +136,13 @@ impl Sessions {
 
     /// The caller's live session `id`.
     pub(crate) fn get(&self, identity: &Identity, id: &str) -> Result<Arc<Session>, SessionError> {
+        let id = SessionId::parse(id).ok_or(SessionError::Unknown)?;
         let map = self.lock();
-        match map.get(id) {
-            Some(s) if s.identity == *identity && s.expires > Instant::now() => Ok(Arc::clone(s)),
+        match map.get(&id) {
+            Some(s) if s.identity == *identity && s.expires > Instant::now() => {
+                s.last_used.store(self.tick(), Ordering::Relaxed);
+                Ok(Arc::clone(s))
+            }
             _ => Err(SessionError::Unknown),
         }
     }
@@ -143,16 +161,6 @@ impl Sessions {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
-}
-
-/// A random identifier: `prefix` and 128 bits in hex. Not a secret.
-pub(crate) fn random_id(prefix: &str) -> Result<String, CryptoError> {
-    let mut bytes = [0u8; 16];
-    vault_crypto::aead::random_bytes(&mut bytes)?;
-    Ok(format!(
-        "{prefix}{}",
-        vault_crypto::hex::encode(&bytes).as_str()
-    ))
 }
 
 #[cfg(test)]
@@ -178,34 +186,40 @@ mod tests {
                     client_public: &cp,
                     server_public: &opened.server_public,
                     identity: alice.as_str(),
-                    session_id: &opened.id,
+                    session_id: opened.id.as_str(),
                 },
             )
             .unwrap();
         let aad = SessionAad::new("t", Direction::ToDaemon);
         let sealed = client_key.seal(&aad, b"x").unwrap();
-        let session = sessions.get(&alice, &opened.id).unwrap();
+        let session = sessions.get(&alice, opened.id.as_str()).unwrap();
         assert_eq!(
             session.key.open(&aad, &sealed).unwrap().expose_secret(),
             b"x"
         );
         assert!(matches!(
-            sessions.get(&id("spiffe://t/bob"), &opened.id),
+            sessions.get(&id("spiffe://t/bob"), opened.id.as_str()),
             Err(SessionError::Unknown)
         ));
         sessions.clear();
-        assert!(sessions.get(&alice, &opened.id).is_err());
+        assert!(sessions.get(&alice, opened.id.as_str()).is_err());
     }
 
     #[test]
-    fn limits_evict_own_oldest_then_refuse() {
+    fn limits_evict_own_least_recently_used_then_refuse() {
         let sessions = Sessions::new(Duration::from_secs(60), 3, 2);
         let key = |_| *SessionOffer::generate().unwrap().public_key();
         let alice = id("a");
         let first = sessions.open(&alice, &key(0)).unwrap().id;
-        sessions.open(&alice, &key(1)).unwrap();
+        let second = sessions.open(&alice, &key(1)).unwrap().id;
+        // The older session is the one in use: the idle one goes.
+        sessions.get(&alice, first.as_str()).unwrap();
         sessions.open(&alice, &key(2)).unwrap();
-        assert!(sessions.get(&alice, &first).is_err(), "oldest evicted");
+        assert!(sessions.get(&alice, first.as_str()).is_ok(), "in use, kept");
+        assert!(
+            sessions.get(&alice, second.as_str()).is_err(),
+            "least recently used evicted"
+        );
         assert_eq!(sessions.len(), 2);
         sessions.open(&id("b"), &key(3)).unwrap();
         assert_eq!(
@@ -214,5 +228,9 @@ mod tests {
             "total cap refuses"
         );
         assert_eq!(sessions.open(&alice, &[0u8; 5]).err().map(|_| ()), Some(()));
+        assert!(matches!(
+            sessions.get(&alice, "not-an-id"),
+            Err(SessionError::Unknown)
+        ));
     }
 }

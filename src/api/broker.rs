@@ -11,9 +11,10 @@ use vault_proto::v1::{self, broker_server::Broker};
 
 use super::{ApiError, Call, Shared, environment, sealed, secret_id};
 use crate::authz::{DecryptOp, EncryptOp, LeaseOp};
+use crate::ids::LeaseId;
 use crate::leases::{Lease, LeaseLimit, RevocationReason, Selector, unix_ms};
 use crate::names::{Environment, TenantId};
-use crate::sessions::{Session, random_id};
+use crate::sessions::Session;
 
 /// The latest lease end representable everywhere (year 2262 in Unix nanoseconds).
 const MAX_TIME: Duration = Duration::from_secs(i64::MAX as u64 / 1_000_000_000);
@@ -61,12 +62,13 @@ impl BrokerService {
         let generation = s.leases.generation();
         let (value, version) = s.custody.open_secret(&grant, req.version)?;
         call.event.version = Some(version);
-        let lease_id = random_id("l-").map_err(|e| ApiError::Vault(e.into()))?;
+        let lease_id = LeaseId::generate().map_err(|e| ApiError::Vault(e.into()))?;
         let lease = Lease {
             id: lease_id.clone(),
             identity: call.caller.identity().clone(),
             secret: id.clone(),
             version,
+            issued: SystemTime::now(),
             expires: after(ttl),
             renewable_until: after(max_ttl),
         };
@@ -75,20 +77,20 @@ impl BrokerService {
         s.leases
             .insert(lease, per_identity, generation)
             .map_err(ApiError::LeaseLimit)?;
-        call.event.lease_id = Some(lease_id.clone());
+        call.event.lease_id = Some(lease_id.to_string());
         let aad = SessionAad::lease(
             id.tenant.as_str(),
             id.environment.as_str(),
             id.name.as_str(),
             version,
-            &lease_id,
+            lease_id.as_str(),
         );
         let envelope = session.key.seal(&aad, value.expose_secret()).map_err(|e| {
             s.leases.remove(call.caller.identity(), &lease_id);
             ApiError::Vault(e.into())
         })?;
         Ok(v1::LeaseResponse {
-            lease_id,
+            lease_id: lease_id.to_string(),
             value: Some(v1::SealedPayload { envelope }),
             version,
             expires_unix_ms: unix_ms(expires),
@@ -102,12 +104,13 @@ impl BrokerService {
         req: &v1::RenewRequest,
     ) -> Result<v1::RenewResponse, ApiError> {
         let s = &self.shared;
+        let id = lease_id(&req.lease_id)?;
+        call.event.lease_id = Some(id.to_string());
         let lease = s
             .leases
-            .get(call.caller.identity(), &req.lease_id)
+            .get(call.caller.identity(), &id)
             .ok_or(ApiError::UnknownLease)?;
         call.secret(&lease.secret);
-        call.event.lease_id = Some(lease.id.clone());
         // The policy may have changed since the lease was issued, and the version may
         // no longer be leasable (sealed, deleted, past its grace window).
         let grant = match s
@@ -130,9 +133,10 @@ impl BrokerService {
             0 => s.limits.default_ttl,
             n => Duration::from_secs(u64::from(n)),
         };
+        let max_ttl = grant.max_ttl.unwrap_or(s.limits.default_ttl);
         let expires = s
             .leases
-            .renew(call.caller.identity(), &req.lease_id, ttl)
+            .renew(call.caller.identity(), &id, ttl, max_ttl)
             .ok_or(ApiError::UnknownLease)?;
         Ok(v1::RenewResponse {
             expires_unix_ms: unix_ms(expires),
@@ -218,6 +222,11 @@ impl BrokerService {
     }
 }
 
+/// A lease id from a request, if it has the form vaultd gives out.
+fn lease_id(text: &str) -> Result<LeaseId, ApiError> {
+    LeaseId::parse(text).ok_or(ApiError::Invalid(LeaseId::FORM))
+}
+
 fn batch_size(len: usize) -> Result<(), ApiError> {
     if len > MAX_BATCH {
         return Err(ApiError::Invalid("a batch holds at most 1000 items"));
@@ -267,7 +276,7 @@ impl Broker for BrokerService {
             .sessions
             .open(call.caller.identity(), &request.get_ref().client_public_key)
             .map(|opened| v1::OpenSessionResponse {
-                session_id: opened.id,
+                session_id: opened.id.to_string(),
                 server_public_key: opened.server_public.to_vec(),
                 expires_unix_ms: opened.expires_unix_ms,
             })
@@ -282,7 +291,10 @@ impl Broker for BrokerService {
         let mut call = self.shared.call("broker.lease", &request)?;
         let identity = call.caller.identity().clone();
         let result = self.lease_inner(&mut call, request.into_inner());
-        let lease_id = result.as_ref().ok().map(|r| r.lease_id.clone());
+        let lease_id = result
+            .as_ref()
+            .ok()
+            .and_then(|r| LeaseId::parse(&r.lease_id));
         let answer = self.shared.finish(call, result).await;
         match (answer, lease_id) {
             (Err(status), Some(id)) => {
@@ -313,18 +325,20 @@ impl Broker for BrokerService {
         request: Request<v1::RevokeRequest>,
     ) -> Result<Response<v1::RevokeResponse>, Status> {
         let mut call = self.shared.call("broker.revoke", &request)?;
-        let id = &request.get_ref().lease_id;
-        call.event.lease_id = Some(id.clone());
-        let result = match self.shared.leases.get(call.caller.identity(), id) {
-            Some(lease) => {
-                call.secret(&lease.secret);
-                self.shared
-                    .leases
-                    .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
-                Ok(v1::RevokeResponse {})
-            }
-            None => Err(ApiError::UnknownLease),
-        };
+        let result = lease_id(&request.get_ref().lease_id).and_then(|id| {
+            // Only a well-formed id enters the record.
+            call.event.lease_id = Some(id.to_string());
+            let lease = self
+                .shared
+                .leases
+                .get(call.caller.identity(), &id)
+                .ok_or(ApiError::UnknownLease)?;
+            call.secret(&lease.secret);
+            self.shared
+                .leases
+                .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+            Ok(v1::RevokeResponse {})
+        });
         self.shared.finish(call, result).await
     }
 
@@ -348,7 +362,7 @@ impl Broker for BrokerService {
                 };
                 let item = match received {
                     Ok(r) if r.identity == identity => Ok(v1::Revocation {
-                        lease_id: r.lease_id,
+                        lease_id: r.lease_id.to_string(),
                         reason: reason(r.reason) as i32,
                     }),
                     Ok(_) => continue,

@@ -21,6 +21,7 @@ use tonic::{Request, Status};
 use vault_audit::{AuditLog, Decision, Event};
 use vault_proto::v1;
 
+use crate::audit::RefusalBudget;
 use crate::authz::{Caller, Custody, Policies};
 use crate::config::LeaseConfig;
 use crate::identity::IdentityError;
@@ -41,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     pub(crate) leases: Leases,
     pub(crate) audit: AuditLog,
+    pub(crate) refusals: RefusalBudget,
     pub(crate) metrics: Metrics,
     pub(crate) limits: LeaseConfig,
 }
@@ -193,6 +195,17 @@ impl Shared {
             );
         }
         let (rpc, started) = (call.rpc, call.started);
+        // A refusal beyond the caller's budget is counted for a summary record instead
+        // of recorded on its own: refusals cannot amplify the log.
+        let result = match result {
+            Err(e) if e.is_refusal() && !self.refusals.admit(call.caller.identity(), rpc) => {
+                self.metrics.refusals_suppressed.inc();
+                let status = Status::from(e);
+                self.metrics.observe(rpc, status.code(), started);
+                return Err(status);
+            }
+            result => result,
+        };
         let request_id = call.event.request_id.clone();
         call.event.decision = decision;
         call.event.reason = reason;

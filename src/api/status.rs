@@ -61,6 +61,12 @@ impl ApiError {
         status(self).code() == tonic::Code::Internal
     }
 
+    /// Whether the request was refused for what it asked or who asked (not because
+    /// vaultd failed): such answers count against the caller's audit budget.
+    pub(crate) fn is_refusal(&self) -> bool {
+        !self.is_internal() && !matches!(self, ApiError::Audit(_))
+    }
+
     /// The whole cause, for vaultd's log (never for the caller). Errors carry names,
     /// paths and reasons, never secret values.
     pub(crate) fn detail(&self) -> String {

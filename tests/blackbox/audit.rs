@@ -258,3 +258,161 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
     let (_, body) = vault.http_get("/v1/health").await;
     assert!(body.contains(r#""sealed":true"#), "{body}");
 }
+
+fn log_bytes(vault: &TestVault) -> u64 {
+    std::fs::metadata(vault.path("audit.jsonl")).unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_amplification_refused_requests_cannot_grow_the_log() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let before = log_bytes(&vault);
+
+    // An identity no policy names, sending what the review sent: 55 revocations of a
+    // ~1 MiB lease id, and a ~1 MiB identity selector. Each is refused before any of
+    // it is recorded.
+    let mut outsider = vault.broker(OUTSIDER);
+    let huge = "l-".to_owned() + &"a".repeat(1_000_000);
+    for _ in 0..55 {
+        let status = outsider
+            .revoke(v1::RevokeRequest {
+                lease_id: huge.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("lease_id must be 'l-'"),
+            "{status:?}"
+        );
+    }
+    let status = vault
+        .admin_as(OUTSIDER)
+        .revoke_leases(v1::RevokeLeasesRequest {
+            selector: Some(v1::revoke_leases_request::Selector::Identity(
+                "spiffe://billing.example/".to_owned() + &"x".repeat(1_000_000),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // A flood of well-formed refusals: recorded one by one up to the caller's budget,
+    // then counted in a summary.
+    for i in 0..2000u32 {
+        let status = outsider
+            .revoke(v1::RevokeRequest {
+                lease_id: format!("l-{i:032x}"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a housekeeping tick
+
+    let grown = log_bytes(&vault) - before;
+    assert!(grown < 256 * 1024, "the log grew by {grown} bytes");
+    let lines = vault.audit_lines();
+    assert!(lines.iter().all(|l| l.len() < 4096));
+    let one_by_one = lines
+        .iter()
+        .filter(|l| l.contains(OUTSIDER) && l.contains(r#""operation":"broker.revoke""#))
+        .count();
+    assert!(
+        one_by_one <= 200,
+        "{one_by_one} refusals recorded one by one"
+    );
+    let counted: u64 = lines
+        .iter()
+        .filter(|l| l.contains(OUTSIDER) && l.contains("audit.refusals_suppressed"))
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).unwrap();
+            record["detail"]["broker.revoke"]
+                .as_str()
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(
+        one_by_one as u64 + counted,
+        2055,
+        "every refusal is recorded or counted"
+    );
+    let (_, metrics) = vault.http_get("/metrics").await;
+    assert!(metrics.contains("vaultd_audit_refusals_suppressed_total"));
+
+    // Everyone else is served as before.
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    lease_value(&mut gateway, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_refuses_requests_with_a_reason_and_recovers() {
+    let disk = vault_testkit::disk::SmallDisk::mount(4 << 20);
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        audit_path: Some(disk.join("audit.jsonl")),
+        audit: "min_free = \"1MiB\"".into(),
+        ..Options::default()
+    })
+    .await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    let (code, body) = vault.http_get("/v1/health").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""audit_free_bytes":"#), "{body}");
+
+    disk.fill("filler");
+    let status = lease_value(&mut gateway, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("audit.min_free"), "{status:?}");
+    let (code, body) = vault.http_get("/v1/health").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(r#""audit":"low-space""#), "{body}");
+    let (_, metrics) = vault.http_get("/metrics").await;
+    let free = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vaultd_audit_free_bytes "))
+        .unwrap();
+    assert!(free.parse::<i64>().unwrap() < 1 << 20, "{free}");
+
+    // Space freed: served again, with no restart, and the chain is whole.
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    lease_value(&mut gateway, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    vault.stop().await;
+    let text = std::fs::read(disk.join("audit.jsonl")).unwrap();
+    let report = vault_audit::verify(&text[..], None);
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_audit_tail_does_not_stop_the_daemon() {
+    let (mut vault, shares) = TestVault::unsealed().await;
+    vault.stop().await;
+    // A crash mid-write: half a record, no newline.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(vault.path("audit.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, br#"{"seq":42,"time_ms":17000"#).unwrap();
+    drop(log);
+
+    vault.restart().await;
+    vault.unseal(&shares[..2]).await;
+    vault.stop().await;
+    let lines = vault.audit_lines();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let report = vault_audit::verify(text.as_bytes(), None);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.recoveries.len(), 1, "{report:?}");
+    let aside = vault.path(&report.recoveries[0].moved_to);
+    assert_eq!(
+        std::fs::read(aside).unwrap(),
+        br#"{"seq":42,"time_ms":17000"#
+    );
+}

@@ -494,3 +494,79 @@ async fn verify_api_key_says_it_is_not_served() {
     );
     assert!(status.message().contains("API keys"), "{status:?}");
 }
+
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+const RENEWER: &str = "spiffe://billing.example/svc/renewer";
+
+fn renewer_policy(max_ttl: &str) -> String {
+    format!(
+        "[[grant]]\nid = \"renewer\"\nidentities = [\"{RENEWER}\"]\noperations = [\"lease\"]\n\
+         tenants = [\"acme\"]\nenvironments = [\"live\"]\nsecrets = [\"byok/*\"]\nmax_ttl = \"{max_ttl}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_is_capped_by_the_current_grants_max_ttl() {
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        policies: vec![("renewer.toml".into(), renewer_policy("1h"))],
+        ..Options::default()
+    })
+    .await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (mut broker, session) = vault.session(RENEWER).await;
+    let issued = unix_ms_now();
+    let (lease, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert!(lease.renewable_until_unix_ms >= issued + 3_599_000);
+
+    // The operator tightens the grant: renewal may now reach 90 s past issue, no more.
+    std::fs::write(vault.path("policies/renewer.toml"), renewer_policy("90s")).unwrap();
+    vault
+        .admin()
+        .reload_policies(v1::ReloadPoliciesRequest {})
+        .await
+        .unwrap();
+    let renewed = broker
+        .renew(v1::RenewRequest {
+            lease_id: lease.lease_id.clone(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        renewed.expires_unix_ms <= unix_ms_now() + 90_000,
+        "renewed to {} ms from now",
+        renewed.expires_unix_ms - unix_ms_now()
+    );
+    assert!(renewed.expires_unix_ms >= lease.expires_unix_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_identity_sixty_four_replicas_lease_concurrently() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let mut replicas = Vec::new();
+    for _ in 0..64 {
+        replicas.push(vault.session(GATEWAY).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut broker, session) in replicas {
+        tasks.spawn(async move {
+            for _ in 0..5 {
+                lease_value(&mut broker, &session, "acme", "live", "byok/openai").await?;
+            }
+            Ok::<_, tonic::Status>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+}

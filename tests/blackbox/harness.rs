@@ -85,7 +85,7 @@ impl TestVault {
 
     pub(crate) async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            running.shutdown().await;
+            let _ = running.shutdown().await;
         }
     }
 

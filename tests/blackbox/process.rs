@@ -8,9 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use vault_proto::v1::{self, admin_client::AdminClient};
-use vault_testkit::grpc::{channel, client_config_pem, open_session};
+use vault_testkit::grpc::{channel, client_config, client_config_pem, open_session};
 
-use crate::harness::{TestVault, lease_value};
+use crate::harness::{Fixture, OPERATOR, Options, TestVault, lease_value};
 
 const VAULTD: &str = env!("CARGO_BIN_EXE_vaultd");
 
@@ -296,4 +296,83 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     signal(&child, rustix::process::Signal::TERM);
     assert!(wait(&mut child, Duration::from_secs(15)).success());
     assert!(!vault.socket().exists(), "the socket was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_audit_sink_is_logged_once_and_ends_in_a_failing_exit() {
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("audit.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let grpc = vault_testkit::fixture::free_addr();
+    let mut fixture = Fixture::new(&Options {
+        audit_path: Some(fifo.clone()),
+        grpc: Some(grpc),
+        ..Options::default()
+    });
+
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            // Reads the first record (the new segment's start), then goes away.
+            let mut reader = BufReader::new(std::fs::File::open(fifo).unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line
+        }
+    });
+    let mut child = Command::new(VAULTD)
+        .args(["serve", "--config"])
+        .arg(&fixture.config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("serving gRPC"), "{line}");
+    assert!(reader.join().unwrap().contains(r#""kind":"start""#));
+
+    // The reader is gone: the next record fails with EPIPE, and the sink for good.
+    let cert = fixture.cert(OPERATOR);
+    let mut admin = AdminClient::new(channel(
+        grpc,
+        client_config(&fixture.pki.ca_pem, Some(&cert)),
+    ));
+    let status = admin.status(v1::StatusRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let mut logged = String::new();
+    while !logged.contains("the audit log failed") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{logged}");
+        logged.push_str(&line);
+    }
+    assert!(logged.contains("reader has gone away"), "{logged}");
+    assert!(
+        logged.contains("Broken pipe"),
+        "the cause is named: {logged}"
+    );
+    // Once, not once per tick or per request.
+    admin.status(v1::StatusRequest {}).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    signal(&child, rustix::process::Signal::TERM);
+    let status = wait(&mut child, Duration::from_secs(15));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(
+        rest.contains("stopped after the audit log stopped vaultd serving"),
+        "{rest}"
+    );
+    assert_eq!(
+        (logged + &rest).matches("the audit log failed").count(),
+        1,
+        "logged once"
+    );
 }

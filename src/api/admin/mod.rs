@@ -17,6 +17,8 @@ use crate::authz::{
     DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
     RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
 };
+use crate::identity::Identity;
+use crate::ids::LeaseId;
 use crate::leases::{RevocationReason, Selector, unix_ms};
 use crate::names::{SecretKind, TenantId};
 use crate::vault::{UnsealNonce, UnsealOutcome};
@@ -458,7 +460,7 @@ impl Admin for AdminService {
                 })
                 .iter()
                 .map(|l| v1::LeaseInfo {
-                    lease_id: l.id.clone(),
+                    lease_id: l.id.to_string(),
                     identity: l.identity.to_string(),
                     secret: Some(secret_ref(&l.secret)),
                     version: l.version,
@@ -475,22 +477,30 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::RevokeLeasesResponse>, Status> {
         use v1::revoke_leases_request::Selector as S;
         let mut call = self.shared.call("admin.revoke_leases", &request)?;
-        let selector = match &request.get_ref().selector {
-            Some(S::LeaseId(id)) => Ok(Selector::Id(id.clone())),
-            Some(S::Tenant(t)) => TenantId::new(t)
-                .map(Selector::Tenant)
-                .map_err(ApiError::from),
-            Some(S::Secret(s)) => secret_id(Some(s)).map(Selector::Secret),
-            Some(S::Identity(i)) => Ok(Selector::Identity(i.clone())),
-            Some(S::All(true)) => Ok(Selector::All),
-            Some(S::All(false)) | None => Err(ApiError::Invalid(
-                "name exactly one selector (all must be true)",
-            )),
-        };
+        // Validated before anything of it enters the record.
+        let selector =
+            match &request.get_ref().selector {
+                Some(S::LeaseId(id)) => LeaseId::parse(id)
+                    .map(Selector::Id)
+                    .ok_or(ApiError::Invalid(LeaseId::FORM)),
+                Some(S::Tenant(t)) => TenantId::new(t)
+                    .map(Selector::Tenant)
+                    .map_err(ApiError::from),
+                Some(S::Secret(s)) => secret_id(Some(s)).map(Selector::Secret),
+                Some(S::Identity(i)) => Identity::parse_remote(i).map(Selector::Identity).ok_or(
+                    ApiError::Invalid(
+                        "identity must be a SPIFFE ID (spiffe://trust-domain/path) or dns:<name>",
+                    ),
+                ),
+                Some(S::All(true)) => Ok(Selector::All),
+                Some(S::All(false)) | None => Err(ApiError::Invalid(
+                    "name exactly one selector (all must be true)",
+                )),
+            };
         let result = selector.and_then(|selector| {
             call.event
                 .detail
-                .insert("selector".into(), format!("{selector:?}"));
+                .insert("selector".into(), selector.to_string());
             permit!(self, call, RevokeLeasesOp)?;
             // Revoking is the safe direction, like sealing: it takes effect without an
             // intent record, so a failing audit log cannot keep leases alive.
