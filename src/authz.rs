@@ -284,6 +284,11 @@ impl Custody {
         self.vault.seal_state()
     }
 
+    /// Lifecycle changes as they happen, for health reporting.
+    pub(crate) fn watch_seal_state(&self) -> tokio::sync::watch::Receiver<SealState> {
+        self.vault.watch_seal_state()
+    }
+
     pub(crate) fn status(&self) -> Result<Status> {
         self.vault.status()
     }

@@ -16,6 +16,7 @@
 //! client_ca = "/etc/vaultd/client-ca.pem"
 //! crls = ["/etc/vaultd/clients.crl"]
 //! identities = "spiffe"          # or "spiffe-or-dns"
+//! crl_expiry = "enforce"         # or "ignore": use a CRL past its nextUpdate anyway
 //!
 //! [storage]
 //! path = "/var/lib/vaultd/vault.redb"
@@ -40,6 +41,14 @@
 //! max_sessions = 1024           # each holds 2 KiB of locked memory
 //! sessions_per_identity = 64   # opening another evicts that identity's least recently used
 //!
+//! [limits]
+//! connections_per_identity = 256  # TLS connections one identity may hold
+//! watches_per_identity = 64      # WatchRevocations streams one identity may hold
+//! request_timeout = "30s"        # a unary request still running then fails DEADLINE_EXCEEDED
+//! handshakes = 256               # TLS handshakes in progress; a new one evicts the oldest
+//! handshakes_per_source = 64     # ... from one source address
+//! first_byte_timeout = "3s"      # a connection silent this long after connecting is dropped
+//!
 //! [seal]
 //! unseal_timeout = "10m"
 //! default_grace = "24h"
@@ -53,7 +62,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::IdentitySource;
-use crate::tls::TlsFiles;
+use crate::tls::{CrlExpiry, TlsFiles};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -74,8 +83,28 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Lease and session limits.
     pub leases: LeaseConfig,
+    /// Bounds per caller and per connection.
+    pub limits: Limits,
     /// Seal lifecycle tunables.
     pub seal: SealConfig,
+}
+
+/// Bounds per caller and per connection, so that one certificate holder (or anyone
+/// who can reach the port) cannot exhaust what everyone needs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// TLS connections one identity may hold at once; more are closed at once.
+    pub connections_per_identity: usize,
+    /// `WatchRevocations` streams one identity may hold at once.
+    pub watches_per_identity: usize,
+    /// A unary request still running after this fails `DEADLINE_EXCEEDED`.
+    pub request_timeout: Duration,
+    /// TLS handshakes in progress at once; a new one takes the slot of the oldest.
+    pub handshakes: usize,
+    /// TLS handshakes in progress from one source address.
+    pub handshakes_per_source: usize,
+    /// A connection that sends nothing for this long after connecting is dropped.
+    pub first_byte_timeout: Duration,
 }
 
 /// Where the daemon listens.
@@ -190,7 +219,20 @@ struct RawConfig {
     #[serde(default)]
     leases: RawLeases,
     #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
     seal: RawSeal,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    connections_per_identity: Option<usize>,
+    watches_per_identity: Option<usize>,
+    request_timeout: Option<String>,
+    handshakes: Option<usize>,
+    handshakes_per_source: Option<usize>,
+    first_byte_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -210,6 +252,7 @@ struct RawTls {
     #[serde(default)]
     crls: Vec<PathBuf>,
     identities: Option<String>,
+    crl_expiry: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +464,16 @@ impl Config {
                 "vaultd requires client certificates and will not start without a client CA",
             )?)),
             crls: raw.tls.crls.into_iter().map(at).collect(),
+            crl_expiry: match raw.tls.crl_expiry.as_deref() {
+                None | Some("enforce") => CrlExpiry::Enforce,
+                Some("ignore") => CrlExpiry::Ignore,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.crl_expiry",
+                        reason: format!("{other:?}: use \"enforce\" or \"ignore\""),
+                    });
+                }
+            },
         };
         let fsync = match raw.audit.fsync.as_deref() {
             None | Some("always") => vault_audit::FsyncPolicy::Always,
@@ -519,6 +572,44 @@ impl Config {
                     raw.leases.sessions_per_identity,
                     64,
                     (1, 10_000),
+                )?,
+            },
+            limits: Limits {
+                connections_per_identity: count(
+                    "limits.connections_per_identity",
+                    raw.limits.connections_per_identity,
+                    256,
+                    (1, 100_000),
+                )?,
+                watches_per_identity: count(
+                    "limits.watches_per_identity",
+                    raw.limits.watches_per_identity,
+                    64,
+                    (1, 100_000),
+                )?,
+                request_timeout: duration(
+                    "limits.request_timeout",
+                    raw.limits.request_timeout.as_deref(),
+                    Duration::from_secs(30),
+                    (Duration::from_millis(100), Duration::from_secs(600)),
+                )?,
+                handshakes: count(
+                    "limits.handshakes",
+                    raw.limits.handshakes,
+                    256,
+                    (1, 100_000),
+                )?,
+                handshakes_per_source: count(
+                    "limits.handshakes_per_source",
+                    raw.limits.handshakes_per_source,
+                    64,
+                    (1, 100_000),
+                )?,
+                first_byte_timeout: duration(
+                    "limits.first_byte_timeout",
+                    raw.limits.first_byte_timeout.as_deref(),
+                    Duration::from_secs(3),
+                    (Duration::from_millis(100), Duration::from_secs(60)),
                 )?,
             },
             seal: SealConfig {

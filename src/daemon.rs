@@ -25,10 +25,11 @@ use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
 use crate::authz::{Custody, Policies};
 use crate::config::Config;
 use crate::leases::{Leases, RevocationReason, Selector};
+use crate::limits::PerIdentity;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
-use crate::transport::{DRAIN, ReloadableTls, Router, route, serve_tls, serve_unix};
+use crate::transport::{DRAIN, ReloadableTls, Router, TlsLimits, route, serve_tls, serve_unix};
 use crate::vault::{SealState, Vault, VaultOptions};
 
 /// How often expired sessions and leases are swept and gauges refreshed.
@@ -162,6 +163,7 @@ impl Daemon {
             leases: Leases::new(config.leases.max_total),
             audit,
             refusals: RefusalBudget::new(config.audit.refusals_per_second),
+            watches: PerIdentity::new(config.limits.watches_per_identity),
             metrics: Metrics::new(),
             limits: config.leases.clone(),
         });
@@ -243,7 +245,8 @@ impl Daemon {
                 grpc,
                 Arc::clone(&self.tls),
                 self.config.identities,
-                Router::new(tls_routes),
+                TlsLimits::new(&self.config.limits),
+                Router::new(tls_routes, self.config.limits.request_timeout),
                 stopped.clone(),
             )),
             tokio::spawn(crate::http::serve(
@@ -251,7 +254,8 @@ impl Daemon {
                 Arc::clone(&self.shared),
                 stopped.clone(),
             )),
-            tokio::spawn(housekeeping(
+            tokio::spawn(housekeeping(Arc::clone(&self.shared), stopped.clone())),
+            tokio::spawn(report_health(
                 Arc::clone(&self.shared),
                 health,
                 stopped.clone(),
@@ -260,7 +264,7 @@ impl Daemon {
         if let Some(socket) = socket {
             tasks.push(tokio::spawn(serve_unix(
                 socket,
-                Router::new(api_routes()),
+                Router::new(api_routes(), self.config.limits.request_timeout),
                 stopped,
             )));
         }
@@ -428,13 +432,46 @@ fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
     }
 }
 
-/// Sweeps expired sessions and leases, disables versions past their grace window
-/// (revoking their leases), and refreshes gauges and the gRPC health status.
-async fn housekeeping(
+/// Keeps `grpc.health.v1` true: the overall status (`""`) and `vault.v1.Broker` are
+/// `SERVING` only while unsealed with a working audit log, and change the moment the
+/// vault seals or unseals (the audit log is looked at every second). `vault.v1.Admin`
+/// stays `SERVING`: it serves status and unseal while sealed.
+async fn report_health(
     shared: Arc<Shared>,
     health: tonic_health::server::HealthReporter,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut changes = shared.custody.watch_seal_state();
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    health
+        .set_service_status("vault.v1.Admin", ServingStatus::Serving)
+        .await;
+    loop {
+        let serving =
+            *changes.borrow_and_update() == SealState::Unsealed && shared.audit.is_healthy();
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status("vault.v1.Broker", status).await;
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Sweeps expired sessions and leases, disables versions past their grace window
+/// (revoking their leases), and refreshes gauges.
+async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_grace_sweep = tokio::time::Instant::now();
@@ -456,10 +493,10 @@ async fn housekeeping(
             last_grace_sweep = tokio::time::Instant::now();
             sweep_grace(&shared).await;
         }
-        let (sealed, serving) = match shared.custody.seal_state() {
-            SealState::Unsealed => (0, shared.audit.is_healthy()),
-            SealState::Sealed => (1, false),
-            SealState::Uninitialised => (2, false),
+        let sealed = match shared.custody.seal_state() {
+            SealState::Unsealed => 0,
+            SealState::Sealed => 1,
+            SealState::Uninitialised => 2,
         };
         let m = &shared.metrics;
         m.sealed.set(sealed);
@@ -475,12 +512,6 @@ async fn housekeeping(
                 .free_bytes()
                 .map_or(-1, |free| i64::try_from(free).unwrap_or(i64::MAX)),
         );
-        let state = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        health.set_service_status("vault.v1.Broker", state).await;
     }
 }
 

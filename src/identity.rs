@@ -33,6 +33,12 @@ impl Identity {
         }
     }
 
+    /// What connections whose certificate names no identity are counted under; no
+    /// caller is ever this identity.
+    pub(crate) fn unidentified() -> Self {
+        Self("(unidentified)".to_owned())
+    }
+
     /// A caller on the local Unix socket, named by its user id.
     pub(crate) fn local(uid: u32) -> Self {
         Self(format!("local:uid={uid}"))

@@ -17,6 +17,7 @@ mod http;
 pub mod identity;
 mod ids;
 mod leases;
+mod limits;
 mod metrics;
 pub mod names;
 pub mod records;

@@ -1,6 +1,7 @@
 //! The mutual-TLS server configuration: TLS 1.3 only, rustls with the ring provider,
 //! ALPN h2, and a client-certificate verifier that requires a certificate chaining to
-//! the configured client CA and honours CRLs. There is no configuration without a
+//! the configured client CA and honours CRLs (refusing, by default, what an expired CRL
+//! covers). No session resumption: every connection presents its certificate. There is no configuration without a
 //! client CA: building one without it is an error, never a fallback.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,19 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Certificate revocation lists, PEM or DER.
     pub crls: Vec<PathBuf>,
+    /// Whether a CRL past its `nextUpdate` refuses every certificate it covers.
+    pub crl_expiry: CrlExpiry,
+}
+
+/// What a CRL past its `nextUpdate` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlExpiry {
+    /// An expired CRL is an error: certificates it covers are refused until a fresh
+    /// CRL is loaded (the default; a stale CRL may be missing revocations).
+    #[default]
+    Enforce,
+    /// An expired CRL is still used as it is.
+    Ignore,
 }
 
 impl std::fmt::Debug for TlsFiles {
@@ -31,6 +45,7 @@ impl std::fmt::Debug for TlsFiles {
             .field("key", &"[redacted]")
             .field("client_ca", &self.client_ca)
             .field("crls", &self.crls)
+            .field("crl_expiry", &self.crl_expiry)
             .finish()
     }
 }
@@ -133,10 +148,13 @@ pub(crate) fn server_tls(
         .iter()
         .map(|p| crl(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        .build()
-        .map_err(TlsError::Verifier)?;
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(crls);
+    if files.crl_expiry == CrlExpiry::Enforce {
+        verifier = verifier.enforce_revocation_expiration();
+    }
+    let verifier = verifier.build().map_err(TlsError::Verifier)?;
     let chain = certs(&files.cert, "a server certificate")?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Read {
         what: "a private key",
@@ -150,6 +168,11 @@ pub(crate) fn server_tls(
         .with_single_cert(chain, key)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: a resumed session skips the client certificate, so it could
+    // outlive the certificate's expiry or revocation. Every connection does a full
+    // handshake and presents its certificate.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok((Arc::new(config), verifier))
 }
 

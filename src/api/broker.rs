@@ -350,10 +350,15 @@ impl Broker for BrokerService {
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let call = self.shared.call("broker.watch_revocations", &request)?;
         let identity = call.caller.identity().clone();
+        let held = self.shared.watches.acquire(&identity).ok_or(ApiError::Exhausted(
+            "this identity holds limits.watches_per_identity revocation watches; close one first",
+        ));
+        // Subscribed before answering: nothing revoked after the answer is missed.
         let mut revocations = self.shared.leases.subscribe();
+        let held = self.shared.finish(call, held).await?.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        self.shared.finish(call, Ok(())).await?;
         tokio::spawn(async move {
+            let _held = held;
             loop {
                 // A client that went away ends the task even if no revocation comes.
                 let received = tokio::select! {

@@ -26,6 +26,7 @@ use crate::authz::{Caller, Custody, Policies};
 use crate::config::LeaseConfig;
 use crate::identity::IdentityError;
 use crate::leases::Leases;
+use crate::limits::PerIdentity;
 use crate::metrics::Metrics;
 use crate::names::{Environment, SecretId};
 use crate::sessions::{Session, Sessions};
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) leases: Leases,
     pub(crate) audit: AuditLog,
     pub(crate) refusals: RefusalBudget,
+    /// `WatchRevocations` streams held per identity.
+    pub(crate) watches: Arc<PerIdentity>,
     pub(crate) metrics: Metrics,
     pub(crate) limits: LeaseConfig,
 }

@@ -32,6 +32,8 @@ pub(crate) enum ApiError {
     LeaseLimit(LeaseLimit),
     /// The lease is unknown, expired or not the caller's.
     UnknownLease,
+    /// The caller holds as many of something as it may (the message says what).
+    Exhausted(&'static str),
     /// The audit record could not be written.
     Audit(AuditError),
     /// The vault refused or failed.
@@ -184,6 +186,7 @@ fn status(e: &ApiError) -> Status {
             "the secret's leases were revoked while this one was being issued; lease again",
         ),
         ApiError::UnknownLease => Status::not_found("unknown or expired lease"),
+        ApiError::Exhausted(what) => Status::resource_exhausted(*what),
         ApiError::Audit(inner) => Status::unavailable(format!(
             "the audit log cannot be written, so the request was refused: {inner}"
         )),

@@ -29,6 +29,7 @@ fn setup(revoked: &[u64]) -> Setup {
         key: write("server.key", server.key_pem.as_bytes()),
         client_ca: Some(write("ca.pem", pki.ca_pem.as_bytes())),
         crls: vec![write("ca.crl", &pki.crl(revoked))],
+        crl_expiry: CrlExpiry::Enforce,
     };
     Setup { pki, dir, files }
 }

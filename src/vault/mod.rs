@@ -119,19 +119,22 @@ pub struct Vault {
     store: Arc<dyn Store>,
     state: RwLock<State>,
     options: VaultOptions,
+    /// Tells watchers (health reporting) of every lifecycle change as it happens.
+    changes: tokio::sync::watch::Sender<SealState>,
 }
 
 impl Vault {
     /// Opens the vault over `store`. It always starts sealed (or uninitialised).
     pub fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Self> {
-        let state = match store.get(SEAL_KEY)? {
-            Some(_) => State::Sealed(None),
-            None => State::Uninitialised,
+        let (state, seal_state) = match store.get(SEAL_KEY)? {
+            Some(_) => (State::Sealed(None), SealState::Sealed),
+            None => (State::Uninitialised, SealState::Uninitialised),
         };
         Ok(Self {
             store,
             state: RwLock::new(state),
             options,
+            changes: tokio::sync::watch::channel(seal_state).0,
         })
     }
 
@@ -143,6 +146,16 @@ impl Vault {
             State::Sealed(_) => SealState::Sealed,
             State::Unsealed(_) => SealState::Unsealed,
         }
+    }
+
+    /// Lifecycle changes as they happen (the current state first).
+    pub fn watch_seal_state(&self) -> tokio::sync::watch::Receiver<SealState> {
+        self.changes.subscribe()
+    }
+
+    /// Records a lifecycle change for watchers; the caller holds the write lock.
+    fn changed(&self, now: SealState) {
+        self.changes.send_replace(now);
     }
 
     /// The vault's status.
@@ -182,6 +195,7 @@ impl Vault {
         }
         // Dropping the old state wipes its keys or shares from the arena.
         drop(std::mem::replace(&mut *state, State::Sealed(None)));
+        self.changed(SealState::Sealed);
         scrub_stack();
         Ok(())
     }

@@ -8,7 +8,7 @@ use vault_crypto::shamir::{self, Share};
 use vault_crypto::{RootKey, SystemKey, UnsealKey, constant_time_eq};
 
 use super::keyring::{Keyring, SYSTEM_KEYS};
-use super::{State, Vault, now_unix};
+use super::{SealState, State, Vault, now_unix};
 use crate::error::{Error, Result};
 use crate::records::{
     self, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord, WrappedRoot, system_key,
@@ -131,6 +131,7 @@ impl Vault {
         drop((unseal_key, root));
         scrub_stack();
         *state = State::Sealed(None);
+        self.changed(SealState::Sealed);
         Ok(split)
     }
 
@@ -190,6 +191,7 @@ impl Vault {
             self.finish_rotation(&mut keyring, rotation)?;
         }
         *state = State::Unsealed(keyring);
+        self.changed(SealState::Unsealed);
         Ok(UnsealOutcome::Unsealed)
     }
 

@@ -416,3 +416,45 @@ async fn a_torn_audit_tail_does_not_stop_the_daemon() {
         br#"{"seq":42,"time_ms":17000"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_outlives_the_server_deadline_fails_deadline_exceeded() {
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let state = Arc::new(AtomicU8::new(READING));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    fifo_reader(&fifo, Arc::clone(&state), Arc::clone(&lines));
+    // The audit deadline is long; the server's request deadline is what ends the wait.
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        audit_path: Some(fifo.clone()),
+        audit: "write_deadline = \"60s\"".into(),
+        limits: "request_timeout = \"500ms\"".into(),
+        ..Options::default()
+    })
+    .await;
+    vault.put_secret("acme", "live", "byok/openai", b"sk").await;
+    let (mut gateway, session) = vault.session(GATEWAY).await;
+    state.store(PAUSED, Ordering::SeqCst);
+    let mut timed_out = None;
+    for _ in 0..5000 {
+        let started = Instant::now();
+        if let Err(status) = gateway
+            .lease(lease_request(&session, "acme", "live", "byok/openai"))
+            .await
+        {
+            timed_out = Some((status, started.elapsed()));
+            break;
+        }
+    }
+    let (status, took) = timed_out.expect("the pipe fills up");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    state.store(CLOSED, Ordering::SeqCst);
+}

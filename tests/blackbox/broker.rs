@@ -570,3 +570,51 @@ async fn sessions_per_identity_sixty_four_replicas_lease_concurrently() {
         done.unwrap().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_watches_per_identity_are_bounded() {
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        limits: "watches_per_identity = 2".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut broker = vault.broker(GATEWAY);
+    let first = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap();
+    let _second = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap();
+    let status = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("watches_per_identity"),
+        "{status:?}"
+    );
+    // Others keep theirs.
+    vault
+        .broker(ACME_WORKER)
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap();
+    // A watch that ends gives its place back.
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if broker
+            .watch_revocations(v1::WatchRevocationsRequest {})
+            .await
+            .is_ok()
+        {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "a closed watch kept its place");
+}

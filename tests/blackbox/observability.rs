@@ -11,16 +11,20 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::harness::{GATEWAY, OUTSIDER, TestVault, lease_request, lease_value};
 
-async fn broker_health(vault: &mut TestVault) -> i32 {
+async fn health_of(vault: &mut TestVault, service: &str) -> i32 {
     let mut health = HealthClient::new(vault.channel_as(OUTSIDER));
     health
         .check(HealthCheckRequest {
-            service: "vault.v1.Broker".into(),
+            service: service.into(),
         })
         .await
         .unwrap()
         .into_inner()
         .status
+}
+
+async fn broker_health(vault: &mut TestVault) -> i32 {
+    health_of(vault, "vault.v1.Broker").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,4 +97,38 @@ async fn health_metrics_and_reflection() {
     for service in ["vault.v1.Broker", "vault.v1.Admin", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == service), "{names:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_while_sealed_is_not_serving_from_the_moment_of_sealing() {
+    let (mut vault, shares) = TestVault::unsealed().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for service in ["", "vault.v1.Broker", "vault.v1.Admin"] {
+        assert_eq!(
+            health_of(&mut vault, service).await,
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    // No waiting for a housekeeping pass: the change is reported as it happens.
+    vault.seal().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for service in ["", "vault.v1.Broker"] {
+        assert_eq!(
+            health_of(&mut vault, service).await,
+            ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
+    }
+    // Admin still serves status and unseal while sealed.
+    assert_eq!(
+        health_of(&mut vault, "vault.v1.Admin").await,
+        ServingStatus::Serving as i32
+    );
+    vault.unseal(&shares[..2]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        broker_health(&mut vault).await,
+        ServingStatus::Serving as i32
+    );
 }

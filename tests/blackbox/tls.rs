@@ -197,6 +197,20 @@ async fn a_certificate_without_exactly_one_spiffe_id_gets_no_identity() {
             },
             "names no identity",
         ),
+        (
+            ClientSpec {
+                uris: vec!["spiffe://billing.example/human/admin/..".into()],
+                ..ClientSpec::default()
+            },
+            "SPIFFE ID is invalid",
+        ),
+        (
+            ClientSpec {
+                uris: vec!["spiffe://billing.example/human/admin/x?role=root".into()],
+                ..ClientSpec::default()
+            },
+            "SPIFFE ID is invalid",
+        ),
     ] {
         let cert = vault.fixture.pki.client(&spec);
         // The certificate chains, so the handshake completes; the request is refused.
@@ -238,4 +252,190 @@ async fn the_daemon_refuses_to_start_without_a_client_ca() {
         .unwrap()
         .to_string();
     assert!(err.contains("empty-ca.pem"), "{err}");
+}
+
+/// Raises the open-files limit to its hard maximum (this test process only).
+fn more_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_slot_exhaustion_a_good_client_connects_past_1000_idle_sockets() {
+    more_files();
+    let mut vault = TestVault::start().await;
+    // A thousand sockets that connect and say nothing: no certificate needed.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(vault.grpc).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // all accepted
+    let started = std::time::Instant::now();
+    let mut admin = vault.admin();
+    admin.status(v1::StatusRequest {}).await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_after_the_first_byte_deadline() {
+    let vault = TestVault::start_with(Options {
+        limits: "first_byte_timeout = \"300ms\"".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(vault.grpc).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("dropped within the deadline");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_identity_are_bounded() {
+    let mut vault = TestVault::start_with(Options {
+        limits: "connections_per_identity = 2".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut first = vault.admin();
+    let mut second = vault.admin();
+    first.status(v1::StatusRequest {}).await.unwrap();
+    second.status(v1::StatusRequest {}).await.unwrap();
+    let mut third = vault.admin();
+    third.status(v1::StatusRequest {}).await.unwrap_err();
+    // Another identity is not affected.
+    let mut other = vault.broker("spiffe://billing.example/svc/other");
+    other
+        .open_session(v1::OpenSessionRequest {
+            client_public_key: vec![9; 32],
+        })
+        .await
+        .unwrap();
+    // A connection given back makes room.
+    drop(first);
+    let mut retried = false;
+    for _ in 0..50 {
+        if vault.admin().status(v1::StatusRequest {}).await.is_ok() {
+            retried = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(retried, "a closed connection did not give its slot back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_resumption_is_never_offered() {
+    let mut vault = TestVault::start().await;
+    let ca = vault.fixture.pki.ca_pem.clone();
+    let cert = vault.cert(OPERATOR);
+    // One client configuration, with rustls' in-memory session cache, used twice.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, Some(&cert))));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(vault.grpc).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Reading takes in any session tickets the server sent after the handshake.
+        assert!(tls.read(&mut buf).await.unwrap() > 0);
+        kinds.push(tls.get_ref().1.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Full)
+        ],
+        "a resumed session would skip the client certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_when_its_client_certificate_expires() {
+    let mut vault = TestVault::start().await;
+    let ca = vault.fixture.pki.ca_pem.clone();
+    let short = vault.fixture.pki.client(&ClientSpec {
+        uris: vec![OPERATOR.into()],
+        valid_for: Some(std::time::Duration::from_secs(3)),
+        ..ClientSpec::default()
+    });
+    let tcp = TcpStream::connect(vault.grpc).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca, Some(&short))));
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // Reads frames until the daemon closes the connection (GOAWAY, then EOF).
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection outlived its certificate");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "closed before the certificate expired: {:?}",
+        started.elapsed()
+    );
+    // And it cannot come back: a new handshake is refused as expired.
+    assert_eq!(
+        handshake(&vault, client_config(&ca, Some(&short))).await,
+        Err(rustls::Error::AlertReceived(
+            AlertDescription::CertificateExpired
+        ))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_past_its_next_update_is_enforced_by_default() {
+    for (setting, refused) in [("", true), ("crl_expiry = \"ignore\"", false)] {
+        let mut vault = TestVault::start_with(Options {
+            crl: true,
+            tls: setting.into(),
+            ..Options::default()
+        })
+        .await;
+        let ca = vault.fixture.pki.ca_pem.clone();
+        let cert = vault.cert(OPERATOR);
+        let mut before = vault.admin();
+        before.status(v1::StatusRequest {}).await.unwrap();
+        std::fs::write(
+            vault.path("clients.crl"),
+            vault.fixture.pki.expired_crl(&[]),
+        )
+        .unwrap();
+        let report = vault.running.as_ref().unwrap().reload().await;
+        assert!(report.tls.is_ok(), "{report:?}");
+        let outcome = handshake(&vault, client_config(&ca, Some(&cert))).await;
+        assert_eq!(outcome.is_err(), refused, "{setting:?}: {outcome:?}");
+        // The connection made before the stale CRL went the same way.
+        let mut closed = false;
+        for _ in 0..50 {
+            if before.status(v1::StatusRequest {}).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(closed, refused, "{setting:?}");
+    }
 }

@@ -21,6 +21,10 @@ pub struct FixtureOptions {
     pub audit_path: Option<PathBuf>,
     /// Extra TOML lines for `[leases]`.
     pub leases: String,
+    /// Extra TOML lines for `[limits]`.
+    pub limits: String,
+    /// Extra TOML lines for `[tls]`.
+    pub tls: String,
     /// List `clients.crl` (initially revoking nothing) in `tls.crls`.
     pub crl: bool,
     /// More policy files: (file name, TOML).
@@ -127,14 +131,17 @@ impl Fixture {
             format!(
                 "node = \"test-node\"\n\
                  [listen]\ngrpc = \"{grpc}\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
-                 [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{crls}\n\
+                 [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{crls}\n{tls}\n\
                  [storage]\npath = \"vault.redb\"\n\
                  [policy]\ndir = \"policies\"\n\
                  [audit]\npath = \"{}\"\n{}\n\
-                 [leases]\n{}\n",
+                 [leases]\n{}\n\
+                 [limits]\n{}\n",
                 audit_path.display(),
                 options.audit,
                 options.leases,
+                options.limits,
+                tls = options.tls,
                 grpc = options.grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string()),
             ),
         )

@@ -54,6 +54,8 @@ pub struct ClientSpec {
     pub dns: Vec<String>,
     /// Make it expired (valid from two days ago until yesterday).
     pub expired: bool,
+    /// Make it valid from a minute ago for this long (whole seconds) only.
+    pub valid_for: Option<std::time::Duration>,
 }
 
 /// A certificate authority that issues test certificates.
@@ -126,10 +128,14 @@ impl Pki {
                 .push(SanType::URI(uri.as_str().try_into().expect("URI SAN")));
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
         if spec.expired {
-            let now = OffsetDateTime::now_utc();
             params.not_before = now - Duration::days(2);
             params.not_after = now - Duration::days(1);
+        }
+        if let Some(valid) = spec.valid_for {
+            params.not_before = now - Duration::minutes(1);
+            params.not_after = now + Duration::seconds(valid.as_secs() as i64);
         }
         self.issue(params)
     }
@@ -144,17 +150,31 @@ impl Pki {
 
     /// A CRL, signed by this CA, revoking `serials`. DER.
     pub fn crl(&self, serials: &[u64]) -> Vec<u8> {
+        self.crl_between(serials, -Duration::minutes(1), Duration::days(1))
+    }
+
+    /// A CRL like [`Pki::crl`] whose `nextUpdate` passed yesterday. DER.
+    pub fn expired_crl(&self, serials: &[u64]) -> Vec<u8> {
+        self.crl_between(serials, -Duration::days(2), -Duration::days(1))
+    }
+
+    fn crl_between(
+        &self,
+        serials: &[u64],
+        this_update: Duration,
+        next_update: Duration,
+    ) -> Vec<u8> {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(1),
-            next_update: now + Duration::days(1),
+            this_update: now + this_update,
+            next_update: now + next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: serials
                 .iter()
                 .map(|s| RevokedCertParams {
                     serial_number: SerialNumber::from(*s),
-                    revocation_time: now - Duration::minutes(1),
+                    revocation_time: now + this_update,
                     reason_code: Some(RevocationReason::KeyCompromise),
                     invalidity_date: None,
                 })

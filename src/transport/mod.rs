@@ -5,13 +5,21 @@
 //!
 //! The TLS configuration sits behind a lock and is swapped whole on reload (SIGHUP):
 //! new connections use the new certificates and CRLs; established ones stay open
-//! unless their client certificate no longer verifies, and then are closed.
+//! unless their client certificate no longer verifies, and then are closed. A
+//! connection is also closed when its client certificate expires, and when a periodic
+//! re-check finds it no longer verifies (a CRL that went past its `nextUpdate`).
+//!
+//! Bounded for anyone who can reach the port ([`handshakes`]: the oldest stalled
+//! handshake gives way, silent connections are dropped after a short deadline) and for
+//! each identity (connections held at once; unary requests time out).
+
+mod handshakes;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,16 +36,18 @@ use tower::util::BoxCloneSyncService;
 
 use crate::api::Peer;
 use crate::authz::Caller;
+use crate::config::Limits;
 use crate::identity::{Identity, IdentityError, IdentitySource, identity_of};
+use crate::limits::PerIdentity;
 use crate::tls::{TlsError, TlsFiles, server_tls};
+use handshakes::Handshakes;
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once per listener; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 4096;
-/// TLS handshakes in progress at once; a connection beyond that is closed at once, so
-/// peers that stall handshakes cannot hold the connection slots.
-const MAX_HANDSHAKES: usize = 256;
+/// How often an established connection's client certificate is verified again.
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// The server TLS configuration, reloadable.
 pub(crate) struct ReloadableTls {
@@ -98,16 +108,44 @@ impl ReloadableTls {
             .is_ok()
     }
 
-    /// Resolves once a reload makes `chain` fail verification.
+    /// Resolves once `chain` no longer verifies: after a reload (a new CRL, say), or
+    /// at a periodic re-check (an expired CRL), or when its leaf expires.
     async fn until_refused(self: Arc<Self>, chain: Vec<CertificateDer<'static>>) {
-        let mut reloads = self.reloads.subscribe();
-        while reloads.changed().await.is_ok() {
-            if !self.verifies(&chain) {
-                return;
+        let expiry = chain.first().and_then(|leaf| not_after(leaf));
+        let expires = async {
+            match expiry.and_then(|t| t.duration_since(SystemTime::now()).ok()) {
+                Some(left) => tokio::time::sleep(left).await,
+                None if expiry.is_some() => {} // already expired
+                None => std::future::pending().await,
             }
+        };
+        let mut reloads = self.reloads.subscribe();
+        let rechecks = async {
+            loop {
+                tokio::select! {
+                    changed = reloads.changed() => if changed.is_err() {
+                        return std::future::pending().await;
+                    },
+                    () = tokio::time::sleep(RECHECK) => {}
+                }
+                if !self.verifies(&chain) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = expires => {}
+            () = rechecks => {}
         }
-        std::future::pending().await
     }
+}
+
+/// When a certificate stops being valid.
+fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    let seconds = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds + 1))
 }
 
 type GrpcService = BoxCloneSyncService<http::Request<Incoming>, http::Response<Body>, Infallible>;
@@ -116,12 +154,15 @@ type GrpcService = BoxCloneSyncService<http::Request<Incoming>, http::Response<B
 #[derive(Clone)]
 pub(crate) struct Router {
     routes: Arc<Vec<(&'static str, GrpcService)>>,
+    /// How long a handler may take to answer; a stream's messages are not bounded.
+    timeout: Duration,
 }
 
 impl Router {
-    pub(crate) fn new(routes: Vec<(&'static str, GrpcService)>) -> Self {
+    pub(crate) fn new(routes: Vec<(&'static str, GrpcService)>, timeout: Duration) -> Self {
         Self {
             routes: Arc::new(routes),
+            timeout,
         }
     }
 
@@ -132,11 +173,19 @@ impl Router {
     ) -> Result<http::Response<Body>, Infallible> {
         request.extensions_mut().insert(peer);
         let service = request.uri().path().split('/').nth(1).unwrap_or("");
-        match self.routes.iter().find(|(name, _)| *name == service) {
-            Some((_, svc)) => svc.clone().oneshot(request).await,
-            None => Ok(
+        let Some((_, svc)) = self.routes.iter().find(|(name, _)| *name == service) else {
+            return Ok(
                 tonic::Status::unimplemented(format!("unknown service {service:?}")).into_http(),
-            ),
+            );
+        };
+        // A unary call's future resolves with its answer, a stream's once it starts.
+        match tokio::time::timeout(self.timeout, svc.clone().oneshot(request)).await {
+            Ok(answer) => answer,
+            Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                "the request did not finish within the server's limit ({:?})",
+                self.timeout
+            ))
+            .into_http()),
         }
     }
 }
@@ -157,10 +206,24 @@ where
 /// How long a stopping daemon lets a connection finish its requests in flight.
 pub(crate) const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves HTTP/2 on `io` until the client leaves, or `close` resolves (the daemon
-/// stops, or the client's certificate stops verifying), then drains gracefully.
-async fn serve_connection<IO>(io: IO, router: Router, peer: Peer, close: impl Future<Output = ()>)
-where
+/// Why a connection is closed before its client leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The daemon is stopping: requests in flight may finish.
+    Drain,
+    /// The client's certificate no longer verifies: nothing more is served.
+    Now,
+}
+
+/// Serves HTTP/2 on `io` until the client leaves, or `close` resolves: the daemon
+/// stops (requests in flight finish, for a bounded time) or the client's certificate
+/// stops verifying (the connection is dropped at once).
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    peer: Peer,
+    close: impl Future<Output = Close>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = tower::service_fn(move |request| router.clone().route(request, peer.clone()));
@@ -175,10 +238,12 @@ where
     tokio::pin!(connection);
     // A connection error concerns that client only, so results are dropped.
     tokio::select! {
-        _ = connection.as_mut() => return,
-        () = close => connection.as_mut().graceful_shutdown(),
+        _ = connection.as_mut() => {}
+        reason = close => if reason == Close::Drain {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, connection).await;
+        } // Close::Now: dropping the connection closes it.
     }
-    let _ = tokio::time::timeout(DRAIN, connection).await;
 }
 
 /// Resolves when the daemon begins to stop.
@@ -239,47 +304,92 @@ fn peer_of(conn: &rustls::ServerConnection, identities: IdentitySource) -> Peer 
     Peer(identity.map(Caller::Remote))
 }
 
+/// What bounds the mutual-TLS listener.
+pub(crate) struct TlsLimits {
+    handshakes: Arc<Handshakes>,
+    first_byte: Duration,
+    connections: Arc<PerIdentity>,
+}
+
+impl TlsLimits {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            handshakes: Handshakes::new(limits.handshakes, limits.handshakes_per_source),
+            first_byte: limits.first_byte_timeout,
+            connections: PerIdentity::new(limits.connections_per_identity),
+        }
+    }
+}
+
 /// Serves mutual-TLS gRPC on `listener` until the daemon stops.
 pub(crate) async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
     identities: IdentitySource,
+    limits: TlsLimits,
     router: Router,
     stopped: watch::Receiver<bool>,
 ) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let limits = Arc::new(limits);
     let accept = |stopped| async {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, source)) = listener.accept().await else {
             return backoff().await;
         };
-        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
-            return None; // dropped: too many handshakes in flight
-        };
+        let mut slot = limits.handshakes.admit(source.ip());
         // Small request/response frames: Nagle with delayed ACKs would stall them ~40 ms.
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let (router, tls) = (router.clone(), Arc::clone(&tls));
+        let (router, tls, limits) = (router.clone(), Arc::clone(&tls), Arc::clone(&limits));
         let task: ConnectionTask = Box::pin(async move {
             // Handshake failures (no certificate, wrong CA, revoked, expired, TLS 1.2)
-            // end here: rustls has sent the alert that tells the client why.
-            let handshaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            drop(handshake);
-            let Ok(Ok(stream)) = handshaken else {
+            // end here: rustls has sent the alert that tells the client why. So do
+            // connections that stay silent, and handshakes a newer one evicted.
+            let handshake = async {
+                let mut first = [0u8; 1];
+                tokio::time::timeout(limits.first_byte, tcp.peek(&mut first))
+                    .await
+                    .ok()?
+                    .ok()
+                    .filter(|&n| n > 0)?;
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                    .ok()?
+                    .ok()
+            };
+            let stream = tokio::select! {
+                stream = handshake => stream,
+                _ = &mut slot.evicted => None,
+            };
+            drop(slot);
+            let Some(stream) = stream else {
                 return;
             };
             let connection = stream.get_ref().1;
             let peer = peer_of(connection, identities);
+            // An identity holds a bounded number of connections; beyond it, closed.
+            // Certificates that name no identity share one allowance.
+            let unidentified = Identity::unidentified();
+            let counted = peer.0.as_ref().map_or(&unidentified, Caller::identity);
+            let Some(held) = limits.connections.acquire(counted) else {
+                tracing::debug!(
+                    identity = %counted,
+                    "closed a connection over limits.connections_per_identity ({})",
+                    limits.connections.max()
+                );
+                return;
+            };
             let chain: Vec<CertificateDer<'static>> = connection
                 .peer_certificates()
                 .map(|c| c.iter().map(|cert| cert.clone().into_owned()).collect())
                 .unwrap_or_default();
             let close = async move {
                 tokio::select! {
-                    () = stopping(stopped) => {}
-                    () = tls.until_refused(chain) => {}
+                    () = stopping(stopped) => Close::Drain,
+                    () = tls.until_refused(chain) => Close::Now,
                 }
             };
             serve_connection(stream, router, peer, close).await;
+            drop(held);
         });
         Some(task)
     };
@@ -300,8 +410,11 @@ pub(crate) async fn serve_unix(
         let cred = stream.peer_cred().ok()?;
         let peer = Peer(Ok(Caller::Local(Identity::local(cred.uid()))));
         let router = router.clone();
-        let task: ConnectionTask =
-            Box::pin(serve_connection(stream, router, peer, stopping(stopped)));
+        let close = async move {
+            stopping(stopped).await;
+            Close::Drain
+        };
+        let task: ConnectionTask = Box::pin(serve_connection(stream, router, peer, close));
         Some(task)
     };
     accept_loop(accept, 64, stopped).await;
