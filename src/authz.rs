@@ -18,8 +18,8 @@ use crate::error::Result;
 use crate::identity::Identity;
 use crate::names::{Environment, SecretId, SecretKind, TenantId};
 use crate::vault::{
-    DisabledVersion, ErasureReceipt, SealState, SecretMetadata, Status, UnsealNonce, UnsealOutcome,
-    Vault,
+    ErasureReceipt, SealState, SecretMetadata, Status, SweepItem, TenantKeys, UnsealNonce,
+    UnsealOutcome, Vault,
 };
 
 /// Who is calling.
@@ -90,6 +90,8 @@ pub(crate) struct ReadMetadata(pub(crate) TenantId);
 pub(crate) struct DeleteSecret(pub(crate) SecretId);
 /// Crypto-shred a tenant.
 pub(crate) struct EraseTenant(pub(crate) TenantId);
+/// Rotate or retire a tenant's key versions.
+pub(crate) struct TenantKeysOp(pub(crate) TenantId);
 
 impl AdminOp for WriteSecret {
     const PERMISSION: Permission = Permission::SecretsWrite;
@@ -115,6 +117,12 @@ impl AdminOp for EraseTenant {
         Some(&self.0)
     }
 }
+impl AdminOp for TenantKeysOp {
+    const PERMISSION: Permission = Permission::KeysRotate;
+    fn tenant(&self) -> Option<&TenantId> {
+        Some(&self.0)
+    }
+}
 
 /// Lease a secret.
 pub(crate) struct LeaseOp(pub(crate) SecretId);
@@ -122,6 +130,8 @@ pub(crate) struct LeaseOp(pub(crate) SecretId);
 pub(crate) struct EncryptOp(pub(crate) TenantId, pub(crate) Environment);
 /// Decrypt a tenant's transit envelope.
 pub(crate) struct DecryptOp(pub(crate) TenantId, pub(crate) Environment);
+/// Reseal a tenant's transit envelope under its current key.
+pub(crate) struct RewrapOp(pub(crate) TenantId, pub(crate) Environment);
 
 impl BrokerOp for LeaseOp {
     const OPERATION: Operation = Operation::Lease;
@@ -153,6 +163,15 @@ impl BrokerOp for DecryptOp {
         self.1
     }
 }
+impl BrokerOp for RewrapOp {
+    const OPERATION: Operation = Operation::TransitRewrap;
+    fn tenant(&self) -> &TenantId {
+        &self.0
+    }
+    fn environment(&self) -> Environment {
+        self.1
+    }
+}
 
 /// Proof that the policies allowed the caller `op`. Only this module makes one.
 pub(crate) struct Authorized<O> {
@@ -163,6 +182,8 @@ pub(crate) struct Authorized<O> {
     pub(crate) max_ttl: Option<Duration>,
     /// The grant's `max_active_leases`.
     pub(crate) max_active_leases: Option<u32>,
+    /// Whether the grant lets transit create a tenant's key on first use.
+    pub(crate) create_tenant_keys: bool,
 }
 
 /// A refusal. Says which rule denied, never whether the target exists.
@@ -213,6 +234,7 @@ impl Policies {
             rule,
             max_ttl: decision.max_ttl,
             max_active_leases: decision.max_active_leases,
+            create_tenant_keys: decision.create_tenant_keys,
         })
     }
 
@@ -231,6 +253,7 @@ impl Policies {
                         rule: None,
                         max_ttl: None,
                         max_active_leases: None,
+                        create_tenant_keys: false,
                     })
                 } else {
                     Err(Denied { action, rule: None })
@@ -282,6 +305,11 @@ impl Custody {
     /// The lifecycle state alone, without reading storage (health, gauges).
     pub(crate) fn seal_state(&self) -> SealState {
         self.vault.seal_state()
+    }
+
+    /// Unwrapped tenant keys held now, for a gauge.
+    pub(crate) fn cached_tenant_keys(&self) -> usize {
+        self.vault.cached_tenant_keys()
     }
 
     /// Lifecycle changes as they happen, for health reporting.
@@ -405,7 +433,7 @@ impl Custody {
         plaintext: &[u8],
     ) -> Result<Envelope> {
         self.vault
-            .transit_encrypt(&grant.op.0, grant.op.1, plaintext)
+            .transit_encrypt(&grant.op.0, grant.op.1, plaintext, grant.create_tenant_keys)
     }
 
     pub(crate) fn transit_decrypt(
@@ -417,8 +445,47 @@ impl Custody {
             .transit_decrypt(&grant.op.0, grant.op.1, envelope)
     }
 
-    /// The daemon's own sweeper, not a request: no caller to authorise.
-    pub(crate) fn sweep_grace(&self) -> Result<Vec<DisabledVersion>> {
-        self.vault.sweep_grace(crate::vault::now_unix())
+    pub(crate) fn transit_rewrap(
+        &self,
+        grant: &Authorized<RewrapOp>,
+        envelope: &[u8],
+    ) -> Result<Envelope> {
+        self.vault.transit_rewrap(&grant.op.0, grant.op.1, envelope)
+    }
+
+    pub(crate) fn rotate_tenant_key(&self, grant: &Authorized<TenantKeysOp>) -> Result<TenantKeys> {
+        self.vault.rotate_tenant_key(&grant.op.0)
+    }
+
+    pub(crate) fn retire_tenant_keys(
+        &self,
+        grant: &Authorized<TenantKeysOp>,
+        below: u32,
+    ) -> Result<TenantKeys> {
+        self.vault.retire_tenant_keys(&grant.op.0, below)
+    }
+
+    pub(crate) fn tenant_keys(&self, grant: &Authorized<ReadMetadata>) -> Result<TenantKeys> {
+        self.vault.tenant_keys(&grant.op.0)
+    }
+
+    /// The daemon's own grace sweep, not a request: no caller to authorise.
+    pub(crate) fn sweep_candidates(&self) -> Result<Vec<SweepItem>> {
+        self.vault.sweep_candidates(crate::vault::now_unix())
+    }
+
+    /// The sweep's disabling of one secret's expired versions.
+    pub(crate) fn disable_expired(&self, id: &SecretId) -> Result<Vec<u64>> {
+        self.vault.disable_expired(id, crate::vault::now_unix())
+    }
+
+    /// The daemon's own rewrap pass: tenants queued after an unseal.
+    pub(crate) fn queue_stale_tenants(&self) -> Result<usize> {
+        self.vault.queue_stale_tenants()
+    }
+
+    /// The daemon's own rewrap pass: the next queued tenant.
+    pub(crate) fn rewrap_step(&self) -> Result<Option<(TenantId, usize)>> {
+        self.vault.rewrap_step()
     }
 }

@@ -49,9 +49,14 @@
 //! handshakes_per_source = 64     # ... from one source address
 //! first_byte_timeout = "3s"      # a connection silent this long after connecting is dropped
 //!
+//! [keys]
+//! tenant_key_cache = 1024        # unwrapped tenant keys in locked memory (2 KiB each)
+//! tenant_rotate_after = 1073741824   # encryptions before a tenant key rotates itself
+//!
 //! [seal]
 //! unseal_timeout = "10m"
 //! default_grace = "24h"
+//! max_grace = "30d"              # the longest grace window a rotation may ask for
 //! ```
 
 use std::fmt;
@@ -85,8 +90,20 @@ pub struct Config {
     pub leases: LeaseConfig,
     /// Bounds per caller and per connection.
     pub limits: Limits,
+    /// How tenant keys are kept and rotated.
+    pub keys: KeysConfig,
     /// Seal lifecycle tunables.
     pub seal: SealConfig,
+}
+
+/// How tenant keys are kept and rotated.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Unwrapped tenant keys kept in locked memory at once; the least recently used
+    /// go (and are unwrapped again when next used).
+    pub tenant_key_cache: usize,
+    /// Encryptions after which a tenant key is rotated before its next use.
+    pub tenant_rotate_after: u64,
 }
 
 /// Bounds per caller and per connection, so that one certificate holder (or anyone
@@ -161,6 +178,8 @@ pub struct SealConfig {
     pub unseal_timeout: Duration,
     /// Default grace window of a rotated-out secret version.
     pub default_grace: Duration,
+    /// The longest grace window a rotation may ask for.
+    pub max_grace: Duration,
 }
 
 /// Why a configuration was refused.
@@ -221,7 +240,16 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
     seal: RawSeal,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    tenant_key_cache: Option<usize>,
+    tenant_rotate_after: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -295,6 +323,7 @@ struct RawLeases {
 struct RawSeal {
     unseal_timeout: Option<String>,
     default_grace: Option<String>,
+    max_grace: Option<String>,
 }
 
 fn duration(
@@ -417,6 +446,31 @@ fn valid_node(name: &str) -> bool {
 
 const SECOND: Duration = Duration::from_secs(1);
 const DAY: Duration = Duration::from_secs(86_400);
+
+fn seal(raw: &RawSeal) -> Result<SealConfig, ConfigError> {
+    let max_grace = duration(
+        "seal.max_grace",
+        raw.max_grace.as_deref(),
+        30 * DAY,
+        (Duration::ZERO, 365 * DAY),
+    )?;
+    let default_grace = duration(
+        "seal.default_grace",
+        raw.default_grace.as_deref(),
+        DAY.min(max_grace),
+        (Duration::ZERO, max_grace),
+    )?;
+    Ok(SealConfig {
+        unseal_timeout: duration(
+            "seal.unseal_timeout",
+            raw.unseal_timeout.as_deref(),
+            Duration::from_secs(600),
+            (SECOND, DAY),
+        )?,
+        default_grace,
+        max_grace,
+    })
+}
 
 impl Config {
     /// Reads and validates `path`. Relative paths inside are taken relative to the
@@ -612,20 +666,21 @@ impl Config {
                     (Duration::from_millis(100), Duration::from_secs(60)),
                 )?,
             },
-            seal: SealConfig {
-                unseal_timeout: duration(
-                    "seal.unseal_timeout",
-                    raw.seal.unseal_timeout.as_deref(),
-                    Duration::from_secs(600),
-                    (SECOND, DAY),
+            keys: KeysConfig {
+                tenant_key_cache: count(
+                    "keys.tenant_key_cache",
+                    raw.keys.tenant_key_cache,
+                    1024,
+                    (1, 1_000_000),
                 )?,
-                default_grace: duration(
-                    "seal.default_grace",
-                    raw.seal.default_grace.as_deref(),
-                    DAY,
-                    (Duration::ZERO, 365 * DAY),
+                tenant_rotate_after: count(
+                    "keys.tenant_rotate_after",
+                    raw.keys.tenant_rotate_after,
+                    vault_crypto::aead::ROTATE_AFTER,
+                    (1, vault_crypto::aead::ROTATE_AFTER),
                 )?,
             },
+            seal: seal(&raw.seal)?,
         })
     }
 }
@@ -660,6 +715,11 @@ mod tests {
         assert_eq!(c.audit.fsync, vault_audit::FsyncPolicy::Always);
         assert_eq!(c.identities, IdentitySource::SpiffeOnly);
         assert_eq!(c.leases.default_ttl, Duration::from_secs(60));
+        assert_eq!(c.seal.max_grace, 30 * DAY);
+        assert_eq!(c.seal.default_grace, DAY);
+        assert_eq!(c.tls.crl_expiry, CrlExpiry::Enforce);
+        assert_eq!(c.leases.sessions_per_identity, 64);
+        assert_eq!(c.keys.tenant_key_cache, 1024);
     }
 
     #[test]
@@ -711,6 +771,36 @@ mod tests {
                 "[audit]",
                 "[audit]\nrefusals_per_second = 0",
                 "audit.refusals_per_second",
+            ),
+            (
+                "[tls]",
+                "[seal]\nmax_grace = \"1h\"\ndefault_grace = \"2h\"\n[tls]",
+                "seal.default_grace",
+            ),
+            (
+                "[tls]",
+                "[seal]\nmax_grace = \"400d\"\n[tls]",
+                "seal.max_grace",
+            ),
+            (
+                "[tls]",
+                "[keys]\ntenant_rotate_after = 0\n[tls]",
+                "keys.tenant_rotate_after",
+            ),
+            (
+                "[tls]",
+                "[keys]\ntenant_key_cache = 0\n[tls]",
+                "keys.tenant_key_cache",
+            ),
+            (
+                "client_ca = \"/etc/ca.pem\"",
+                "client_ca = \"/etc/ca.pem\"\ncrl_expiry = \"sometimes\"",
+                "tls.crl_expiry",
+            ),
+            (
+                "[tls]",
+                "[limits]\nrequest_timeout = \"1h\"\n[tls]",
+                "limits.request_timeout",
             ),
         ] {
             let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();

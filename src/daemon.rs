@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
 use vault_audit::{AuditLog, AuditOptions, Decision, Event};
+use vault_crypto::arena::Pool;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::broker_server::BrokerServer;
 
@@ -24,18 +24,13 @@ use crate::api::{MAX_MESSAGE, Shared};
 use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
 use crate::authz::{Custody, Policies};
 use crate::config::Config;
-use crate::leases::{Leases, RevocationReason, Selector};
+use crate::leases::Leases;
 use crate::limits::PerIdentity;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
 use crate::transport::{DRAIN, ReloadableTls, Router, TlsLimits, route, serve_tls, serve_unix};
-use crate::vault::{SealState, Vault, VaultOptions};
-
-/// How often expired sessions and leases are swept and gauges refreshed.
-const HOUSEKEEPING: Duration = Duration::from_secs(1);
-/// How often rotated-out versions past their grace window are disabled.
-const GRACE_SWEEP: Duration = Duration::from_secs(5);
+use crate::vault::{Vault, VaultOptions};
 
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,15 +54,17 @@ pub enum StartError {
     /// The audit log could not be opened; vaultd answers nothing it cannot audit.
     #[error("audit: {0}")]
     Audit(#[from] vault_audit::AuditError),
-    /// `RLIMIT_MEMLOCK` cannot hold the sessions the configuration allows.
+    /// `RLIMIT_MEMLOCK` cannot hold the sessions and tenant keys the configuration allows.
     #[error(
-        "leases.max_sessions = {sessions} needs {needed_kib} KiB of locked memory with the vault's own keys, \
-         but RLIMIT_MEMLOCK is {limit_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, ulimit -l) \
-         or lower leases.max_sessions"
+        "leases.max_sessions = {sessions} and keys.tenant_key_cache = {tenant_keys} need \
+         {needed_kib} KiB of locked memory with the vault's own keys, but RLIMIT_MEMLOCK is \
+         {limit_kib} KiB: raise it (LimitMEMLOCK= in the systemd unit, ulimit -l) or lower them"
     )]
     LockedMemory {
-        /// The configured maximum.
+        /// The configured maximum of sessions.
         sessions: usize,
+        /// The configured tenant-key cache.
+        tenant_keys: usize,
         /// What it needs, in KiB.
         needed_kib: u64,
         /// The limit, in KiB.
@@ -97,32 +94,70 @@ pub struct Daemon {
 
 /// Locked memory one lease session holds: its key and ring's expanded key, a 1 KiB
 /// arena slot each.
-const SESSION_LOCKED_BYTES: u64 = 2 * 1024;
-/// Locked memory kept for the vault's own keys (root, system, unseal progress and a
-/// working set of tenant keys at 2 KiB each).
-const VAULT_LOCKED_BYTES: u64 = 2 * 1024 * 1024;
+const SESSION_LOCKED_BYTES: usize = 2 * 1024;
+/// Locked memory one cached tenant key holds, likewise.
+const TENANT_KEY_LOCKED_BYTES: usize = 2 * 1024;
+/// Tenant keys in use by requests beyond those cached (evicted while in use, or
+/// derived for a fingerprint), allowed for on top of the cache.
+const TENANT_KEYS_IN_FLIGHT: usize = 512;
+/// Locked memory kept for the vault's own keys: root and system keys, unseal progress.
+const VAULT_LOCKED_BYTES: usize = 1024 * 1024;
 
-/// Refuses a configuration whose sessions could exhaust `RLIMIT_MEMLOCK`: sessions
-/// need no permission, so unchecked they could starve the vault's own keys.
-fn check_locked_memory(max_sessions: usize) -> Result<(), StartError> {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
-    let needed = (max_sessions as u64)
-        .saturating_mul(SESSION_LOCKED_BYTES)
-        .saturating_add(VAULT_LOCKED_BYTES);
-    match limit {
-        Some(limit) if limit < needed => Err(StartError::LockedMemory {
-            sessions: max_sessions,
-            needed_kib: needed / 1024,
-            limit_kib: limit / 1024,
-        }),
-        _ => Ok(()),
+/// The locked-memory budget of each pool, from the configuration.
+struct LockedMemory {
+    sessions: usize,
+    tenants: usize,
+}
+
+impl LockedMemory {
+    fn of(config: &Config) -> Self {
+        Self {
+            sessions: config
+                .leases
+                .max_sessions
+                .saturating_mul(SESSION_LOCKED_BYTES),
+            tenants: config
+                .keys
+                .tenant_key_cache
+                .saturating_add(TENANT_KEYS_IN_FLIGHT)
+                .saturating_mul(TENANT_KEY_LOCKED_BYTES),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.sessions
+            .saturating_add(self.tenants)
+            .saturating_add(VAULT_LOCKED_BYTES)
+    }
+
+    /// Refuses a configuration whose pools could not all be locked under
+    /// `RLIMIT_MEMLOCK`, then gives each pool its budget, so that no pool can take
+    /// what another needs: sessions need no permission, and a wildcard transit grant
+    /// can touch any number of tenants.
+    fn apply(&self, config: &Config) -> Result<(), StartError> {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+        let needed = self.total() as u64;
+        if let Some(limit) = limit
+            && limit < needed
+        {
+            return Err(StartError::LockedMemory {
+                sessions: config.leases.max_sessions,
+                tenant_keys: config.keys.tenant_key_cache,
+                needed_kib: needed / 1024,
+                limit_kib: limit / 1024,
+            });
+        }
+        vault_crypto::arena::set_budget(Pool::Sessions, self.sessions);
+        vault_crypto::arena::set_budget(Pool::Tenants, self.tenants);
+        vault_crypto::arena::set_budget(Pool::Vault, VAULT_LOCKED_BYTES);
+        Ok(())
     }
 }
 
 impl Daemon {
     /// Opens everything `config` names. The vault starts sealed (or uninitialised).
     pub fn open(config: Config) -> Result<Self, StartError> {
-        check_locked_memory(config.leases.max_sessions)?;
+        LockedMemory::of(&config).apply(&config)?;
         let tls = Arc::new(ReloadableTls::load(config.tls.clone())?);
         let policies = Policies::load(&config.policy_dir)?;
         let store_error = |source| StartError::Store {
@@ -136,6 +171,9 @@ impl Daemon {
                 VaultOptions {
                     unseal_timeout: config.seal.unseal_timeout,
                     default_grace: config.seal.default_grace,
+                    max_grace: config.seal.max_grace,
+                    tenant_key_cache: config.keys.tenant_key_cache,
+                    tenant_rotate_after: config.keys.tenant_rotate_after,
                 },
             )
             .map_err(store_error)?,
@@ -254,13 +292,8 @@ impl Daemon {
                 Arc::clone(&self.shared),
                 stopped.clone(),
             )),
-            tokio::spawn(housekeeping(Arc::clone(&self.shared), stopped.clone())),
-            tokio::spawn(report_health(
-                Arc::clone(&self.shared),
-                health,
-                stopped.clone(),
-            )),
         ];
+        tasks.extend(crate::housekeeping::spawn(&self.shared, health, &stopped));
         if let Some(socket) = socket {
             tasks.push(tokio::spawn(serve_unix(
                 socket,
@@ -429,155 +462,5 @@ fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
     match result {
         Ok(()) => "reloaded".to_owned(),
         Err(e) => format!("kept the previous set: {e}"),
-    }
-}
-
-/// Keeps `grpc.health.v1` true: the overall status (`""`) and `vault.v1.Broker` are
-/// `SERVING` only while unsealed with a working audit log, and change the moment the
-/// vault seals or unseals (the audit log is looked at every second). `vault.v1.Admin`
-/// stays `SERVING`: it serves status and unseal while sealed.
-async fn report_health(
-    shared: Arc<Shared>,
-    health: tonic_health::server::HealthReporter,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut changes = shared.custody.watch_seal_state();
-    let mut tick = tokio::time::interval(HOUSEKEEPING);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
-    health
-        .set_service_status("vault.v1.Admin", ServingStatus::Serving)
-        .await;
-    loop {
-        let serving =
-            *changes.borrow_and_update() == SealState::Unsealed && shared.audit.is_healthy();
-        if last != Some(serving) {
-            let status = if serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set_service_status("", status).await;
-            health.set_service_status("vault.v1.Broker", status).await;
-            last = Some(serving);
-        }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tick.tick() => {}
-            _ = stopped.changed() => return,
-        }
-    }
-}
-
-/// Sweeps expired sessions and leases, disables versions past their grace window
-/// (revoking their leases), and refreshes gauges.
-async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_grace_sweep = tokio::time::Instant::now();
-    let mut audit_state = AuditState::Healthy;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped.changed() => return,
-        }
-        shared.sessions.sweep();
-        shared.leases.sweep();
-        audit_state = audit_state.report(&shared.audit);
-        for summary in shared.refusals.drain() {
-            if let Err(e) = shared.audit.append(summary).await {
-                tracing::error!("a summary of refused requests could not be audited: {e}");
-            }
-        }
-        if last_grace_sweep.elapsed() >= GRACE_SWEEP {
-            last_grace_sweep = tokio::time::Instant::now();
-            sweep_grace(&shared).await;
-        }
-        let sealed = match shared.custody.seal_state() {
-            SealState::Unsealed => 0,
-            SealState::Sealed => 1,
-            SealState::Uninitialised => 2,
-        };
-        let m = &shared.metrics;
-        m.sealed.set(sealed);
-        m.leases
-            .set(i64::try_from(shared.leases.len()).unwrap_or(i64::MAX));
-        m.sessions
-            .set(i64::try_from(shared.sessions.len()).unwrap_or(i64::MAX));
-        m.audit_records
-            .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
-        m.audit_free_bytes.set(
-            shared
-                .audit
-                .free_bytes()
-                .map_or(-1, |free| i64::try_from(free).unwrap_or(i64::MAX)),
-        );
-    }
-}
-
-/// What the operator was last told about the audit log.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AuditState {
-    Healthy,
-    LowSpace,
-    Failed,
-}
-
-impl AuditState {
-    /// Logs a change of the audit log's state, once.
-    fn report(self, audit: &AuditLog) -> Self {
-        let now = if audit.failure().is_some() {
-            AuditState::Failed
-        } else if audit.low_space() {
-            AuditState::LowSpace
-        } else {
-            AuditState::Healthy
-        };
-        match (self, now) {
-            (before, after) if before == after => {}
-            (_, AuditState::Failed) => tracing::error!(
-                "the audit log failed ({}); every request that must be audited is refused \
-                 until vaultd is restarted with a writable log",
-                audit.failure().unwrap_or_default()
-            ),
-            (_, AuditState::LowSpace) => tracing::warn!(
-                "the audit log's disk is short of space ({} bytes free); requests are refused \
-                 until space is freed (audit.min_free)",
-                audit
-                    .free_bytes()
-                    .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
-            ),
-            (_, AuditState::Healthy) => {
-                tracing::info!("the audit log has space again; requests are served")
-            }
-        }
-        now
-    }
-}
-
-async fn sweep_grace(shared: &Shared) {
-    // Sealed or uninitialised: nothing can be swept, and nothing needs to be.
-    let Ok(disabled) = shared.custody.sweep_grace() else {
-        return;
-    };
-    for version in disabled {
-        let revoked = shared.leases.revoke(
-            &Selector::Version(version.id.clone(), version.version),
-            RevocationReason::VersionDisabled,
-        );
-        let mut event = Event {
-            tenant: Some(version.id.tenant.to_string()),
-            environment: Some(version.id.environment.to_string()),
-            secret: Some(version.id.name.to_string()),
-            version: Some(version.version),
-            reason: "grace window ended: version disabled".to_owned(),
-            ..Event::default()
-        };
-        event
-            .detail
-            .insert("leases_revoked".into(), revoked.len().to_string());
-        if let Err(e) = system_event(&shared.audit, "system.disable_version", event).await {
-            tracing::error!("disabling a version past its grace window could not be audited: {e}");
-        }
     }
 }

@@ -77,6 +77,42 @@ pub enum Error {
     /// A stored counter (share-set generation, root key version) cannot grow further.
     #[error("the {0} counter is exhausted")]
     CounterExhausted(&'static str),
+    /// The tenant is being erased; its keys are no longer handed out.
+    #[error("the tenant is being erased")]
+    TenantErasing,
+    /// The tenant has no key yet, and the request may not create one.
+    #[error(
+        "the tenant has no key yet; an admin creates it by storing a secret, or a grant \
+         with create_tenant_keys = true lets transit create it"
+    )]
+    NoTenantKey,
+    /// A rotation asked for a grace window longer than the configured maximum.
+    #[error("a grace window of {requested:?} is longer than seal.max_grace ({max:?})")]
+    GraceTooLong {
+        /// What was asked for.
+        requested: std::time::Duration,
+        /// The maximum.
+        max: std::time::Duration,
+    },
+    /// Retiring would destroy the current key version.
+    #[error("cannot retire key versions below {below}: the current version is {current}")]
+    RetireCurrent {
+        /// The requested bound.
+        below: u32,
+        /// The current version.
+        current: u32,
+    },
+    /// Retiring would make secret versions undecryptable.
+    #[error(
+        "{count} secret versions are still sealed under key versions below {below}; wait for \
+         the rewrap pass (`vaultctl tenant keys` shows progress), then retire"
+    )]
+    KeysInUse {
+        /// The requested bound.
+        below: u32,
+        /// Secret versions still under older keys.
+        count: usize,
+    },
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dev;
 mod error;
 pub mod hardening;
+mod housekeeping;
 mod http;
 pub mod identity;
 mod ids;

@@ -27,6 +27,11 @@ struct Rpc {
     rpc: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: &'static str,
+}
+
 /// A gRPC code, rendered by its name (`Ok`, `PermissionDenied`, …).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct CodeName(tonic::Code);
@@ -48,6 +53,10 @@ pub(crate) struct Metrics {
     pub(crate) audit_records: Gauge,
     pub(crate) audit_free_bytes: Gauge,
     pub(crate) refusals_suppressed: Counter,
+    pub(crate) sweep_failures: Counter,
+    pub(crate) corrupt_records: Gauge,
+    pub(crate) tenant_keys_cached: Gauge,
+    locked_bytes: Family<PoolLabel, Gauge>,
 }
 
 impl Metrics {
@@ -92,6 +101,30 @@ impl Metrics {
             "Free bytes on the audit log's filesystem when the writer last looked (-1: unknown)",
             audit_free_bytes.clone(),
         );
+        let sweep_failures = Counter::default();
+        registry.register(
+            "grace_sweep_failures",
+            "Secrets the grace sweep could not disable (retried on the next pass)",
+            sweep_failures.clone(),
+        );
+        let corrupt_records = Gauge::default();
+        registry.register(
+            "corrupt_records",
+            "Stored secret records that do not decode, found by the last grace sweep",
+            corrupt_records.clone(),
+        );
+        let tenant_keys_cached = Gauge::default();
+        registry.register(
+            "tenant_keys_cached",
+            "Unwrapped tenant keys held in locked memory",
+            tenant_keys_cached.clone(),
+        );
+        let locked_bytes = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "locked_memory_bytes",
+            "Locked key memory mapped, by pool (vault, sessions, tenants)",
+            locked_bytes.clone(),
+        );
         let refusals_suppressed = Counter::default();
         registry.register(
             "audit_refusals_suppressed",
@@ -108,6 +141,25 @@ impl Metrics {
             audit_records,
             audit_free_bytes,
             refusals_suppressed,
+            sweep_failures,
+            corrupt_records,
+            tenant_keys_cached,
+            locked_bytes,
+        }
+    }
+
+    /// Refreshes the locked-memory gauges from the arena.
+    pub(crate) fn observe_locked_memory(&self) {
+        use vault_crypto::arena::{Pool, pool_stats};
+        for (pool, name) in [
+            (Pool::Vault, "vault"),
+            (Pool::Sessions, "sessions"),
+            (Pool::Tenants, "tenants"),
+        ] {
+            let bytes = i64::try_from(pool_stats(pool).locked_bytes).unwrap_or(i64::MAX);
+            self.locked_bytes
+                .get_or_create(&PoolLabel { pool: name })
+                .set(bytes);
         }
     }
 

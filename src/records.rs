@@ -80,12 +80,14 @@ pub(crate) struct SystemKeyRecord {
     pub wrapped: Envelope,
 }
 
-/// A tenant's keys, each version wrapped under the root key.
+/// A tenant's keys, each version wrapped under the root key. Versions below
+/// `min_decrypt` were retired: their wrapped keys are gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TenantRecord {
     pub keys: Vec<WrappedTenantKey>,
     pub current: u32,
     pub created_unix: u64,
+    pub min_decrypt: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,56 @@ pub(crate) struct WrappedTenantKey {
     /// Encryptions this key may have performed: reserved in blocks before use, so a
     /// restart resumes the budget from here rather than from zero.
     pub reserved_encryptions: u64,
+    pub created_unix: u64,
+}
+
+/// How tenant records were written before key versions could be retired; read, and
+/// rewritten in the current form by the next change to the record.
+#[derive(Deserialize)]
+struct TenantRecordV1 {
+    keys: Vec<WrappedTenantKeyV1>,
+    current: u32,
+    created_unix: u64,
+}
+
+#[derive(Deserialize)]
+struct WrappedTenantKeyV1 {
+    version: u32,
+    wrapped: Envelope,
+    reserved_encryptions: u64,
+}
+
+impl From<TenantRecordV1> for TenantRecord {
+    fn from(v1: TenantRecordV1) -> Self {
+        Self {
+            min_decrypt: v1.keys.iter().map(|k| k.version).min().unwrap_or(1),
+            keys: v1
+                .keys
+                .into_iter()
+                .map(|k| WrappedTenantKey {
+                    version: k.version,
+                    wrapped: k.wrapped,
+                    reserved_encryptions: k.reserved_encryptions,
+                    created_unix: v1.created_unix,
+                })
+                .collect(),
+            current: v1.current,
+            created_unix: v1.created_unix,
+        }
+    }
+}
+
+/// Decodes a tenant record in its current form, or in the form written before key
+/// versions could be retired.
+pub(crate) fn decode_tenant(
+    key: &[u8],
+    value: &StoredValue,
+) -> Result<TenantRecord, CorruptRecord> {
+    decode::<TenantRecord>(key, value).or_else(|current| {
+        strict::<TenantRecordV1>(value.as_bytes())
+            .map(TenantRecord::from)
+            .map_err(|_| current)
+    })
 }
 
 /// A secret's versions. Values are envelopes under the tenant key.
@@ -172,10 +224,19 @@ pub(crate) fn encode<R: Record>(record: &R) -> StoredValue {
 }
 
 pub(crate) fn decode<R: Record>(key: &[u8], value: &StoredValue) -> Result<R, CorruptRecord> {
-    postcard::from_bytes(value.as_bytes()).map_err(|source| CorruptRecord {
+    strict(value.as_bytes()).map_err(|source| CorruptRecord {
         source: Some(source),
         ..corrupt_key(key)
     })
+}
+
+/// Decodes the whole of `bytes`: trailing bytes make a record corrupt, so no record
+/// is ever mistaken for another form of itself.
+fn strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
 }
 
 #[cfg(test)]
@@ -183,11 +244,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tenant_records_of_the_earlier_form_are_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            keys: Vec<(u32, Envelope, u64)>,
+            current: u32,
+            created_unix: u64,
+        }
+        let wrapped =
+            Envelope::from_bytes(vec![1, 0, 0, 0, 1].into_iter().chain([0; 28]).collect()).unwrap();
+        let v1 = V1 {
+            keys: vec![(1, wrapped.clone(), 65536), (2, wrapped.clone(), 7)],
+            current: 2,
+            created_unix: 99,
+        };
+        let bytes = StoredValue::from_encoded_record(postcard::to_stdvec(&v1).unwrap());
+        let record = decode_tenant(b"tenant/acme", &bytes).unwrap();
+        assert_eq!(record.current, 2);
+        assert_eq!(record.min_decrypt, 1);
+        assert_eq!(record.keys[1].reserved_encryptions, 7);
+        assert_eq!(record.keys[0].created_unix, 99);
+        // The current form reads as itself, and never as the earlier one.
+        let again = decode_tenant(b"tenant/acme", &encode(&record)).unwrap();
+        assert_eq!(again, record);
+        let mut trailing = encode(&record).into_bytes();
+        trailing.push(0);
+        assert!(decode_tenant(b"k", &StoredValue::from_encoded_record(trailing)).is_err());
+    }
+
+    #[test]
     fn truncated_records_are_errors_not_panics() {
         let record = TenantRecord {
             keys: vec![],
             current: 1,
             created_unix: 5,
+            min_decrypt: 1,
         };
         let bytes = encode(&record).into_bytes();
         assert_eq!(

@@ -6,21 +6,17 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vault_crypto::session::{Direction, SessionAad};
+use vault_crypto::session::SessionAad;
 use vault_proto::v1::{self, broker_server::Broker};
 
-use super::{ApiError, Call, Shared, environment, sealed, secret_id};
-use crate::authz::{DecryptOp, EncryptOp, LeaseOp};
+use super::transit::{Target, batch_results, batch_size, rewrap, single};
+use super::{ApiError, Call, Shared, secret_id};
+use crate::authz::LeaseOp;
 use crate::ids::LeaseId;
 use crate::leases::{Lease, LeaseLimit, RevocationReason, Selector, unix_ms};
-use crate::names::{Environment, TenantId};
-use crate::sessions::Session;
 
 /// The latest lease end representable everywhere (year 2262 in Unix nanoseconds).
 const MAX_TIME: Duration = Duration::from_secs(i64::MAX as u64 / 1_000_000_000);
-
-/// Items one batch call may carry.
-const MAX_BATCH: usize = 1000;
 
 /// The broker service.
 pub(crate) struct BrokerService {
@@ -142,126 +138,11 @@ impl BrokerService {
             expires_unix_ms: unix_ms(expires),
         })
     }
-
-    fn transit_target(
-        &self,
-        call: &mut Call,
-        session_id: &str,
-        tenant: &str,
-        env: i32,
-    ) -> Result<(Arc<Session>, TenantId, Environment), ApiError> {
-        let session = self.shared.session(call, session_id)?;
-        let tenant = TenantId::new(tenant)?;
-        let env = environment(env)?;
-        call.event.tenant = Some(tenant.to_string());
-        call.event.environment = Some(env.to_string());
-        Ok((session, tenant, env))
-    }
-
-    fn encrypt_items<'a>(
-        &self,
-        call: &mut Call,
-        session_id: &str,
-        tenant: &str,
-        env: i32,
-        items: impl ExactSizeIterator<Item = Option<&'a v1::SealedPayload>>,
-    ) -> Result<Vec<Result<Vec<u8>, ApiError>>, ApiError> {
-        let (session, tenant, env) = self.transit_target(call, session_id, tenant, env)?;
-        let grant = self
-            .shared
-            .policies
-            .grant(&call.caller, EncryptOp(tenant.clone(), env))
-            .map_err(ApiError::Denied)?;
-        call.event.grant.clone_from(&grant.rule);
-        Ok(items
-            .enumerate()
-            .map(|(i, item)| {
-                let aad =
-                    SessionAad::transit(Direction::ToDaemon, tenant.as_str(), env.as_str(), i);
-                let plaintext = session
-                    .key
-                    .open(&aad, sealed(item, "plaintext is required")?)
-                    .map_err(|_| ApiError::Sealed("plaintext"))?;
-                let envelope = self
-                    .shared
-                    .custody
-                    .transit_encrypt(&grant, plaintext.expose_secret())?;
-                Ok(envelope.into_bytes())
-            })
-            .collect())
-    }
-
-    fn decrypt_items<'a>(
-        &self,
-        call: &mut Call,
-        session_id: &str,
-        tenant: &str,
-        env: i32,
-        items: impl ExactSizeIterator<Item = &'a [u8]>,
-    ) -> Result<Vec<Result<v1::SealedPayload, ApiError>>, ApiError> {
-        let (session, tenant, env) = self.transit_target(call, session_id, tenant, env)?;
-        let grant = self
-            .shared
-            .policies
-            .grant(&call.caller, DecryptOp(tenant.clone(), env))
-            .map_err(ApiError::Denied)?;
-        call.event.grant.clone_from(&grant.rule);
-        Ok(items
-            .enumerate()
-            .map(|(i, envelope)| {
-                let plaintext = self.shared.custody.transit_decrypt(&grant, envelope)?;
-                let aad =
-                    SessionAad::transit(Direction::ToClient, tenant.as_str(), env.as_str(), i);
-                let envelope = session
-                    .key
-                    .seal(&aad, plaintext.expose_secret())
-                    .map_err(|e| ApiError::Vault(e.into()))?;
-                Ok(v1::SealedPayload { envelope })
-            })
-            .collect())
-    }
 }
 
 /// A lease id from a request, if it has the form vaultd gives out.
 fn lease_id(text: &str) -> Result<LeaseId, ApiError> {
     LeaseId::parse(text).ok_or(ApiError::Invalid(LeaseId::FORM))
-}
-
-fn batch_size(len: usize) -> Result<(), ApiError> {
-    if len > MAX_BATCH {
-        return Err(ApiError::Invalid("a batch holds at most 1000 items"));
-    }
-    Ok(())
-}
-
-/// One result per item, in order: its output, or why it failed.
-fn batch_results<T>(
-    items: Vec<Result<T, ApiError>>,
-    output: fn(T) -> v1::batch_item_result::Result,
-) -> Vec<v1::BatchItemResult> {
-    items
-        .into_iter()
-        .map(|item| v1::BatchItemResult {
-            result: Some(match item {
-                Ok(value) => output(value),
-                Err(e) => v1::batch_item_result::Result::Error(item_error(e)),
-            }),
-        })
-        .collect()
-}
-
-fn item_error(e: ApiError) -> v1::ItemError {
-    let status = Status::from(e);
-    v1::ItemError {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-    }
-}
-
-fn single<T>(mut items: Vec<Result<T, ApiError>>) -> Result<T, ApiError> {
-    items
-        .pop()
-        .unwrap_or(Err(ApiError::Invalid("empty request")))
 }
 
 #[tonic::async_trait]
@@ -390,15 +271,14 @@ impl Broker for BrokerService {
         request: Request<v1::EncryptRequest>,
     ) -> Result<Response<v1::EncryptResponse>, Status> {
         let mut call = self.shared.call("broker.encrypt", &request)?;
-        let r = request.get_ref();
+        let r = request.into_inner();
         let result = self
-            .encrypt_items(
-                &mut call,
-                &r.session_id,
-                &r.tenant,
-                r.environment,
-                std::iter::once(r.plaintext.as_ref()),
-            )
+            .shared
+            .blocking(&mut call, move |shared, call| {
+                let target = Target::of(shared, call, &r.session_id, &r.tenant, r.environment)?;
+                target.encrypt(shared, call, std::iter::once(r.plaintext.as_ref()))
+            })
+            .await
             .and_then(single)
             .map(|envelope| v1::EncryptResponse { envelope });
         self.shared.finish(call, result).await
@@ -409,15 +289,14 @@ impl Broker for BrokerService {
         request: Request<v1::DecryptRequest>,
     ) -> Result<Response<v1::DecryptResponse>, Status> {
         let mut call = self.shared.call("broker.decrypt", &request)?;
-        let r = request.get_ref();
+        let r = request.into_inner();
         let result = self
-            .decrypt_items(
-                &mut call,
-                &r.session_id,
-                &r.tenant,
-                r.environment,
-                std::iter::once(r.envelope.as_slice()),
-            )
+            .shared
+            .blocking(&mut call, move |shared, call| {
+                let target = Target::of(shared, call, &r.session_id, &r.tenant, r.environment)?;
+                target.decrypt(shared, call, std::iter::once(r.envelope.as_slice()))
+            })
+            .await
             .and_then(single)
             .map(|plaintext| v1::DecryptResponse {
                 plaintext: Some(plaintext),
@@ -430,20 +309,22 @@ impl Broker for BrokerService {
         request: Request<v1::BatchEncryptRequest>,
     ) -> Result<Response<v1::BatchEncryptResponse>, Status> {
         let mut call = self.shared.call("broker.batch_encrypt", &request)?;
-        let r = request.get_ref();
-        let result = batch_size(r.plaintexts.len())
-            .and_then(|()| {
-                self.encrypt_items(
-                    &mut call,
-                    &r.session_id,
-                    &r.tenant,
-                    r.environment,
-                    r.plaintexts.iter().map(Some),
-                )
-            })
-            .map(|items| v1::BatchEncryptResponse {
-                results: batch_results(items, v1::batch_item_result::Result::Envelope),
-            });
+        let r = request.into_inner();
+        let result = match batch_size(r.plaintexts.len()) {
+            Ok(()) => {
+                self.shared
+                    .blocking(&mut call, move |shared, call| {
+                        let target =
+                            Target::of(shared, call, &r.session_id, &r.tenant, r.environment)?;
+                        target.encrypt(shared, call, r.plaintexts.iter().map(Some))
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+        .map(|items| v1::BatchEncryptResponse {
+            results: batch_results(items, v1::batch_item_result::Result::Envelope),
+        });
         self.shared.finish(call, result).await
     }
 
@@ -452,20 +333,73 @@ impl Broker for BrokerService {
         request: Request<v1::BatchDecryptRequest>,
     ) -> Result<Response<v1::BatchDecryptResponse>, Status> {
         let mut call = self.shared.call("broker.batch_decrypt", &request)?;
-        let r = request.get_ref();
-        let result = batch_size(r.envelopes.len())
-            .and_then(|()| {
-                self.decrypt_items(
-                    &mut call,
-                    &r.session_id,
+        let r = request.into_inner();
+        let result = match batch_size(r.envelopes.len()) {
+            Ok(()) => {
+                self.shared
+                    .blocking(&mut call, move |shared, call| {
+                        let target =
+                            Target::of(shared, call, &r.session_id, &r.tenant, r.environment)?;
+                        target.decrypt(shared, call, r.envelopes.iter().map(Vec::as_slice))
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+        .map(|items| v1::BatchDecryptResponse {
+            results: batch_results(items, v1::batch_item_result::Result::Plaintext),
+        });
+        self.shared.finish(call, result).await
+    }
+
+    async fn rewrap(
+        &self,
+        request: Request<v1::RewrapRequest>,
+    ) -> Result<Response<v1::RewrapResponse>, Status> {
+        let mut call = self.shared.call("broker.rewrap", &request)?;
+        let r = request.into_inner();
+        let result = self
+            .shared
+            .blocking(&mut call, move |shared, call| {
+                rewrap(
+                    shared,
+                    call,
                     &r.tenant,
                     r.environment,
-                    r.envelopes.iter().map(Vec::as_slice),
+                    std::iter::once(r.envelope.as_slice()),
                 )
             })
-            .map(|items| v1::BatchDecryptResponse {
-                results: batch_results(items, v1::batch_item_result::Result::Plaintext),
-            });
+            .await
+            .and_then(single)
+            .map(|envelope| v1::RewrapResponse { envelope });
+        self.shared.finish(call, result).await
+    }
+
+    async fn batch_rewrap(
+        &self,
+        request: Request<v1::BatchRewrapRequest>,
+    ) -> Result<Response<v1::BatchRewrapResponse>, Status> {
+        let mut call = self.shared.call("broker.batch_rewrap", &request)?;
+        let r = request.into_inner();
+        let result = match batch_size(r.envelopes.len()) {
+            Ok(()) => {
+                self.shared
+                    .blocking(&mut call, move |shared, call| {
+                        rewrap(
+                            shared,
+                            call,
+                            &r.tenant,
+                            r.environment,
+                            r.envelopes.iter().map(Vec::as_slice),
+                        )
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+        .map(|items| v1::BatchRewrapResponse {
+            results: batch_results(items, v1::batch_item_result::Result::Envelope),
+        });
         self.shared.finish(call, result).await
     }
 

@@ -13,6 +13,7 @@
 pub(crate) mod admin;
 pub(crate) mod broker;
 mod status;
+mod transit;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +55,7 @@ pub(crate) struct Shared {
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
 /// One request in flight: caller, audit event under construction, start time.
+#[derive(Clone)]
 pub(crate) struct Call {
     pub(crate) caller: Caller,
     pub(crate) event: Event,
@@ -119,22 +121,54 @@ impl Shared {
     /// Carries out a state-changing request: once `prepared` (validation,
     /// authorisation, opened payloads) succeeded, the intent record is written, and
     /// only then does `act` run, so a dead audit sink stops the change before anything
-    /// happens. The outcome is then finished as `unrecorded` says.
+    /// happens. `act` runs on the blocking pool (it writes storage). The outcome is
+    /// then finished as `unrecorded` says.
     pub(crate) async fn apply<P, T>(
-        &self,
+        self: &Arc<Self>,
         unrecorded: Unrecorded,
         mut call: Call,
         prepared: Result<P, ApiError>,
-        act: impl FnOnce(P, &mut Event) -> Result<T, ApiError>,
-    ) -> Result<tonic::Response<T>, Status> {
+        act: impl FnOnce(&Shared, P, &mut Event) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<tonic::Response<T>, Status>
+    where
+        P: Send + 'static,
+        T: Send + 'static,
+    {
         let result = match prepared {
             Ok(prepared) => {
                 self.intent(&call).await?;
-                act(prepared, &mut call.event)
+                self.blocking(&mut call, move |shared, call| {
+                    act(shared, prepared, &mut call.event)
+                })
+                .await
             }
             Err(e) => Err(e),
         };
         self.finish_as(call, result, unrecorded).await
+    }
+
+    /// Runs `work` on the blocking pool, with the call moved there and back: storage
+    /// writes (fsynced), bulk cryptography and waits for the vault's exclusive lock
+    /// must never hold one of the few async workers that serve every connection.
+    pub(crate) async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        call: &mut Call,
+        work: impl FnOnce(&Shared, &mut Call) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let shared = Arc::clone(self);
+        let mut moved = call.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let result = work(&shared, &mut moved);
+            (result, moved)
+        })
+        .await;
+        match ran {
+            Ok((result, moved)) => {
+                *call = moved;
+                result
+            }
+            Err(_) => Err(ApiError::Panicked),
+        }
     }
 
     /// Writes the intent record of `call`, leaving what to do on failure to the caller.

@@ -40,6 +40,8 @@ pub(crate) enum ApiError {
     Vault(Error),
     /// A policy reload failed; the old set stays.
     Policy(vault_policy::PolicyError),
+    /// The work panicked on the blocking pool (a bug; the cause is in the log).
+    Panicked,
 }
 
 impl From<Error> for ApiError {
@@ -146,6 +148,14 @@ fn vault_status(e: &Error) -> Status {
         }
         Error::Crypto(CryptoError::Shares(inner)) => Status::invalid_argument(inner.to_string()),
         Error::CounterExhausted(_) => Status::failed_precondition(e.to_string()),
+        Error::TenantErasing => Status::unavailable(e.to_string()),
+        Error::NoTenantKey => Status::failed_precondition(e.to_string()),
+        Error::GraceTooLong { .. } => Status::invalid_argument(e.to_string()),
+        Error::RetireCurrent { .. } => Status::invalid_argument(e.to_string()),
+        Error::KeysInUse { .. } => Status::failed_precondition(e.to_string()),
+        Error::Crypto(CryptoError::PoolExhausted { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
         Error::Contention(_) => Status::aborted(e.to_string()),
         Error::Store(StoreError::Conflict { .. }) => Status::aborted("concurrent update; retry"),
         // Integrity failures of stored data, I/O and the like: the operator reads the
@@ -191,6 +201,9 @@ fn status(e: &ApiError) -> Status {
             "the audit log cannot be written, so the request was refused: {inner}"
         )),
         ApiError::Vault(inner) => vault_status(inner),
+        ApiError::Panicked => {
+            Status::internal("internal error; the operator can find details in vaultd's log")
+        }
         ApiError::Policy(inner) => Status::invalid_argument(format!(
             "policy reload refused, the previous policies stay in force: {inner}"
         )),

@@ -1,16 +1,18 @@
-//! The unwrapped key hierarchy of an unsealed vault.
+//! The unwrapped key hierarchy of an unsealed vault: root keys, system keys, and a
+//! bounded cache of tenant keys, with tenant-key versions that rotate.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vault_crypto::{CryptoError, MacKey, RootKey, SigningKey, SystemKey, TenantKey};
 
+use super::cache::TenantKeyCache;
 use crate::error::{Error, Result};
 use crate::names::TenantId;
 use crate::records::{
     self, SystemKeyRecord, TenantRecord, WrappedTenantKey, system_key, tenant_key,
 };
-use crate::storage::{Store, StoreError, Transaction};
+use crate::storage::{Store, StoreError, StoredValue, Transaction};
 
 /// Names of the system keys created at init.
 pub(crate) const API_KEY_PEPPER: &str = "api-key-pepper";
@@ -22,12 +24,6 @@ pub(crate) const SYSTEM_KEYS: [&str; 3] = [API_KEY_PEPPER, AUDIT_MAC, AUDIT_SIGN
 /// block of the budget, well inside the margin `MAX_ENCRYPTIONS` leaves.
 pub(crate) const RESERVATION: u64 = 1 << 16;
 
-/// An unwrapped tenant key and the encryption count reserved for it in its record.
-struct CachedKey {
-    key: Arc<TenantKey>,
-    reserved: u64,
-}
-
 /// Attempts at a read-modify-write before reporting contention.
 pub(crate) const CAS_ATTEMPTS: usize = 16;
 
@@ -37,6 +33,15 @@ pub(crate) struct SystemKeys {
     pub(crate) api_key_pepper: MacKey,
     pub(crate) audit_mac: MacKey,
     pub(crate) audit_signing: SigningKey,
+}
+
+/// How tenant keys are kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TenantKeyOptions {
+    /// Unwrapped tenant keys kept at once.
+    pub(crate) cache: usize,
+    /// Encryptions after which a tenant key is rotated before its next use.
+    pub(crate) rotate_after: u64,
 }
 
 fn find_root(roots: &[RootKey], version: u32) -> Result<&RootKey> {
@@ -52,12 +57,27 @@ pub(crate) struct Keyring {
     /// One root key, or two while a rotation rewraps records.
     roots: Vec<RootKey>,
     current_root: u32,
-    tenants: Mutex<HashMap<(TenantId, u32), CachedKey>>,
+    tenants: TenantKeyCache,
+    options: TenantKeyOptions,
     system: SystemKeys,
+    /// Tenants being erased: none of their keys is handed out.
+    erasing: Mutex<HashSet<TenantId>>,
+    /// Tenants whose secrets may still be sealed under an older key version.
+    rewrap: Mutex<BTreeSet<TenantId>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Sets of names: any state a panicking holder left is consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Keyring {
-    pub(crate) fn load(store: &dyn Store, roots: Vec<RootKey>, current_root: u32) -> Result<Self> {
+    pub(crate) fn load(
+        store: &dyn Store,
+        roots: Vec<RootKey>,
+        current_root: u32,
+        options: TenantKeyOptions,
+    ) -> Result<Self> {
         let load = |name: &str| -> Result<SystemKey> {
             let key = system_key(name);
             let value = store
@@ -75,8 +95,11 @@ impl Keyring {
         Ok(Self {
             roots,
             current_root,
-            tenants: Mutex::new(HashMap::new()),
+            tenants: TenantKeyCache::new(options.cache),
+            options,
             system,
+            erasing: Mutex::new(HashSet::new()),
+            rewrap: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -101,17 +124,34 @@ impl Keyring {
         self.roots.retain(|r| r.version() != version);
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, u32), CachedKey>> {
-        // The map is only inserted into or removed from; either leaves it consistent.
-        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
+    /// Unwrapped tenant keys held now.
+    pub(crate) fn cached_tenant_keys(&self) -> usize {
+        self.tenants.len()
     }
 
-    fn read_tenant(store: &dyn Store, tenant: &TenantId) -> Result<Option<TenantRecord>> {
+    pub(crate) fn read_tenant(
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<Option<TenantRecord>> {
+        Self::read_tenant_value(store, tenant).map(|found| found.map(|(record, _)| record))
+    }
+
+    fn read_tenant_value(
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<Option<(TenantRecord, StoredValue)>> {
         let key = tenant_key(tenant);
         match store.get(&key)? {
-            Some(value) => Ok(Some(records::decode(&key, &value)?)),
+            Some(value) => Ok(Some((records::decode_tenant(&key, &value)?, value))),
             None => Ok(None),
         }
+    }
+
+    fn check_not_erasing(&self, tenant: &TenantId) -> Result<()> {
+        if locked(&self.erasing).contains(tenant) {
+            return Err(Error::TenantErasing);
+        }
+        Ok(())
     }
 
     /// The tenant's current key; created (version 1) on first use if `create`.
@@ -121,6 +161,7 @@ impl Keyring {
         tenant: &TenantId,
         create: bool,
     ) -> Result<Arc<TenantKey>> {
+        self.check_not_erasing(tenant)?;
         for _ in 0..CAS_ATTEMPTS {
             if let Some(record) = Self::read_tenant(store, tenant)? {
                 return self.tenant_key_from(tenant, record.current, &record);
@@ -129,6 +170,7 @@ impl Keyring {
                 return Err(Error::NotFound);
             }
             let key = TenantKey::generate(1)?;
+            let now = super::now_unix();
             let record = TenantRecord {
                 keys: vec![WrappedTenantKey {
                     version: 1,
@@ -136,22 +178,22 @@ impl Keyring {
                     wrapped: self
                         .root(self.current_root)?
                         .wrap_tenant_key(tenant.as_str(), &key)?,
+                    created_unix: now,
                 }],
                 current: 1,
-                created_unix: super::now_unix(),
+                created_unix: now,
+                min_decrypt: 1,
             };
             let txn = Transaction::new()
                 .require_absent(tenant_key(tenant))
                 .put(tenant_key(tenant), records::encode(&record));
             match store.transact(txn) {
                 Ok(()) => {
-                    let key = Arc::new(key);
-                    let cached = CachedKey {
-                        key: Arc::clone(&key),
-                        reserved: RESERVATION,
-                    };
-                    self.cache().insert((tenant.clone(), 1), cached);
-                    return Ok(key);
+                    return Ok(self.tenants.insert(
+                        (tenant.clone(), 1),
+                        Arc::new(key),
+                        RESERVATION,
+                    ));
                 }
                 // Another request created it first: use theirs.
                 Err(StoreError::Conflict { .. }) => continue,
@@ -168,8 +210,9 @@ impl Keyring {
         tenant: &TenantId,
         version: u32,
     ) -> Result<Arc<TenantKey>> {
-        if let Some(cached) = self.cache().get(&(tenant.clone(), version)) {
-            return Ok(Arc::clone(&cached.key));
+        self.check_not_erasing(tenant)?;
+        if let Some(key) = self.tenants.get(&(tenant.clone(), version)) {
+            return Ok(key);
         }
         let record = Self::read_tenant(store, tenant)?.ok_or(Error::NotFound)?;
         self.tenant_key_from(tenant, version, &record)
@@ -181,8 +224,9 @@ impl Keyring {
         version: u32,
         record: &TenantRecord,
     ) -> Result<Arc<TenantKey>> {
-        if let Some(cached) = self.cache().get(&(tenant.clone(), version)) {
-            return Ok(Arc::clone(&cached.key));
+        let slot = (tenant.clone(), version);
+        if let Some(key) = self.tenants.get(&slot) {
+            return Ok(key);
         }
         let wrapped = record
             .keys
@@ -190,20 +234,35 @@ impl Keyring {
             .find(|k| k.version == version)
             .ok_or(Error::UnknownKeyVersion(version))?;
         let root = self.root(wrapped.wrapped.key_version())?;
-        let key = Arc::new(root.unwrap_tenant_key(tenant.as_str(), version, &wrapped.wrapped)?);
-        // Assume every reserved encryption was used before the restart.
+        let key = root.unwrap_tenant_key(tenant.as_str(), version, &wrapped.wrapped)?;
+        // Assume every reserved encryption was used before the restart (or eviction).
         key.set_encryptions(wrapped.reserved_encryptions);
-        let cached = CachedKey {
-            key: Arc::clone(&key),
-            reserved: wrapped.reserved_encryptions,
-        };
-        self.cache().insert((tenant.clone(), version), cached);
+        Ok(self
+            .tenants
+            .insert(slot, Arc::new(key), wrapped.reserved_encryptions))
+    }
+
+    /// The key to encrypt one value for `tenant` with: its current key (created on
+    /// first use if `create`), rotated first if it has done `rotate_after`
+    /// encryptions, with the encryption reserved in the tenant record.
+    pub(crate) fn encryption_key(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        create: bool,
+    ) -> Result<Arc<TenantKey>> {
+        let mut key = self.current_tenant_key(store, tenant, create)?;
+        if key.encryptions() >= self.options.rotate_after {
+            self.rotate_from(store, tenant, key.version())?;
+            key = self.current_tenant_key(store, tenant, false)?;
+        }
+        self.reserve_encryption(store, tenant, &key)?;
         Ok(key)
     }
 
     /// Makes sure the tenant record has reserved budget for one more encryption with
-    /// `key`, reserving the next block first if not. Call before every encryption.
-    pub(crate) fn reserve_encryption(
+    /// `key`, reserving the next block first if not.
+    fn reserve_encryption(
         &self,
         store: &dyn Store,
         tenant: &TenantId,
@@ -211,99 +270,213 @@ impl Keyring {
     ) -> Result<()> {
         let slot = (tenant.clone(), key.version());
         let needed = key.encryptions() + 1;
-        if self
-            .cache()
-            .get(&slot)
-            .is_some_and(|c| needed <= c.reserved)
-        {
+        if self.tenants.reserved(&slot).is_some_and(|r| needed <= r) {
             return Ok(());
         }
-        let tkey = tenant_key(tenant);
-        for _ in 0..CAS_ATTEMPTS {
-            let old = store.get(&tkey)?.ok_or(Error::NotFound)?;
-            let mut record: TenantRecord = records::decode(&tkey, &old)?;
+        let reserved = self.update_tenant(store, tenant, |record| {
             let entry = record
                 .keys
                 .iter_mut()
                 .find(|k| k.version == key.version())
                 .ok_or(Error::NotFound)?;
             entry.reserved_encryptions = entry.reserved_encryptions.max(needed - 1 + RESERVATION);
-            let reserved = entry.reserved_encryptions;
+            Ok(entry.reserved_encryptions)
+        })?;
+        self.tenants.set_reserved(&slot, reserved);
+        Ok(())
+    }
+
+    /// Reads, changes and writes back the tenant's record, retrying on contention.
+    fn update_tenant<T>(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        mut change: impl FnMut(&mut TenantRecord) -> Result<T>,
+    ) -> Result<T> {
+        let tkey = tenant_key(tenant);
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, old) =
+                Self::read_tenant_value(store, tenant)?.ok_or(Error::NotFound)?;
+            let outcome = change(&mut record)?;
             let txn = Transaction::new()
                 .require_eq(tkey.clone(), old)
                 .put(tkey.clone(), records::encode(&record));
             match store.transact(txn) {
-                Ok(()) => {
-                    if let Some(cached) = self.cache().get_mut(&slot) {
-                        cached.reserved = cached.reserved.max(reserved);
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Contention("tenant key budget"))
+        Err(Error::Contention("tenant key"))
+    }
+
+    /// Rotates the tenant's key: a new version becomes current; older versions keep
+    /// decrypting. The tenant's secrets are queued to be rewrapped.
+    pub(crate) fn rotate_tenant_key(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+    ) -> Result<TenantRecord> {
+        self.check_not_erasing(tenant)?;
+        let current = Self::read_tenant(store, tenant)?
+            .ok_or(Error::NotFound)?
+            .current;
+        self.rotate_from(store, tenant, current)?;
+        Self::read_tenant(store, tenant)?.ok_or(Error::NotFound)
+    }
+
+    /// Adds version `from + 1` and makes it current, unless another request already
+    /// rotated past `from`.
+    fn rotate_from(&self, store: &dyn Store, tenant: &TenantId, from: u32) -> Result<()> {
+        let next = from
+            .checked_add(1)
+            .ok_or(Error::CounterExhausted("tenant key version"))?;
+        let key = TenantKey::generate(next)?;
+        let wrapped = self
+            .root(self.current_root)?
+            .wrap_tenant_key(tenant.as_str(), &key)?;
+        let rotated = self.update_tenant(store, tenant, |record| {
+            if record.current != from {
+                return Ok(false);
+            }
+            record.keys.push(WrappedTenantKey {
+                version: next,
+                wrapped: wrapped.clone(),
+                reserved_encryptions: RESERVATION,
+                created_unix: super::now_unix(),
+            });
+            record.current = next;
+            Ok(true)
+        })?;
+        if rotated {
+            self.tenants
+                .insert((tenant.clone(), next), Arc::new(key), RESERVATION);
+        }
+        self.queue_rewrap(tenant);
+        Ok(())
+    }
+
+    /// Destroys the tenant's key versions below `below`: envelopes sealed under them
+    /// no longer open anywhere. The caller has checked that no secret uses them.
+    pub(crate) fn retire_tenant_keys(
+        &self,
+        store: &dyn Store,
+        tenant: &TenantId,
+        below: u32,
+    ) -> Result<TenantRecord> {
+        self.check_not_erasing(tenant)?;
+        let record = self.update_tenant(store, tenant, |record| {
+            if below > record.current {
+                return Err(Error::RetireCurrent {
+                    below,
+                    current: record.current,
+                });
+            }
+            record.keys.retain(|k| k.version >= below);
+            record.min_decrypt = record.min_decrypt.max(below);
+            Ok(record.clone())
+        })?;
+        for version in 0..below {
+            self.tenants.forget(&(tenant.clone(), version));
+        }
+        Ok(record)
     }
 
     /// Wipes every cached key of `tenant`.
     pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
-        self.cache().retain(|(t, _), _| t != tenant);
+        self.tenants.forget_tenant(tenant);
     }
 
-    /// Rewraps every tenant and system key wrapped under root `from` under root `to`.
-    /// Idempotent: records already under `to` are left alone, so an interrupted
-    /// rotation resumes by running it again.
-    pub(crate) fn rewrap(&self, store: &dyn Store, from: u32, to: u32) -> Result<()> {
-        let (old, new) = (self.root(from)?, self.root(to)?);
-        for (key, value) in store.scan_prefix(b"tenant/")? {
-            let mut record: TenantRecord = records::decode(&key, &value)?;
-            let tenant =
-                String::from_utf8_lossy(key.strip_prefix(b"tenant/").unwrap_or(&[])).into_owned();
-            let mut changed = false;
-            for wrapped in record
-                .keys
-                .iter_mut()
-                .filter(|k| k.wrapped.key_version() == from)
-            {
-                let key = old.unwrap_tenant_key(&tenant, wrapped.version, &wrapped.wrapped)?;
-                wrapped.wrapped = new.wrap_tenant_key(&tenant, &key)?;
-                changed = true;
-            }
-            if changed {
-                Self::replace(store, key, value, records::encode(&record))?;
-            }
-        }
-        for name in SYSTEM_KEYS {
-            let key = system_key(name);
-            let Some(value) = store.get(&key)? else {
-                continue;
-            };
-            let record: SystemKeyRecord = records::decode(&key, &value)?;
-            if record.wrapped.key_version() == from {
-                let system = old.unwrap_system_key(name, &record.wrapped)?;
-                let record = SystemKeyRecord {
-                    wrapped: new.wrap_system_key(name, &system)?,
-                };
-                Self::replace(store, key, value, records::encode(&record))?;
-            }
-        }
-        Ok(())
+    /// From now on, no key of `tenant` is handed out, and its cached keys are wiped.
+    pub(crate) fn begin_erasing(&self, tenant: &TenantId) {
+        locked(&self.erasing).insert(tenant.clone());
+        locked(&self.rewrap).remove(tenant);
+        self.forget_tenant(tenant);
     }
 
-    fn replace(
+    /// The tenant's erasure is over; a new tenant of the same name may begin.
+    pub(crate) fn end_erasing(&self, tenant: &TenantId) {
+        locked(&self.erasing).remove(tenant);
+    }
+
+    /// Marks `tenant`'s secrets to be rewrapped under its current key.
+    pub(crate) fn queue_rewrap(&self, tenant: &TenantId) {
+        locked(&self.rewrap).insert(tenant.clone());
+    }
+
+    /// The next tenant whose secrets may need rewrapping.
+    pub(crate) fn next_rewrap(&self) -> Option<TenantId> {
+        locked(&self.rewrap).first().cloned()
+    }
+
+    /// `tenant`'s secrets are all under its current key.
+    pub(crate) fn rewrapped(&self, tenant: &TenantId) {
+        locked(&self.rewrap).remove(tenant);
+    }
+
+    /// Rewraps the tenant key versions and system keys stored under `keys` from root
+    /// `from` to root `to`. Records already under `to` are left alone, so an
+    /// interrupted rotation resumes by running it again. Each record is one
+    /// compare-and-set, so requests may run meanwhile.
+    pub(crate) fn rewrap_under_root(
+        &self,
         store: &dyn Store,
-        key: Vec<u8>,
-        old: crate::storage::StoredValue,
-        new: crate::storage::StoredValue,
+        keys: &[Vec<u8>],
+        from: u32,
+        to: u32,
     ) -> Result<()> {
-        // The caller holds the vault's write lock, so nothing else changes key records
-        // now; a conflict means the store was changed from outside this process.
-        store.transact(
-            Transaction::new()
-                .require_eq(key.clone(), old)
-                .put(key, new),
-        )?;
+        let (old, new) = (self.root(from)?, self.root(to)?);
+        for key in keys {
+            for attempt in 0..=CAS_ATTEMPTS {
+                if attempt == CAS_ATTEMPTS {
+                    return Err(Error::Contention("root key rotation"));
+                }
+                let Some(value) = store.get(key)? else {
+                    break; // erased meanwhile
+                };
+                let rewrapped = if let Some(name) = key.strip_prefix(b"system/") {
+                    let name = std::str::from_utf8(name).map_err(|_| records::corrupt_key(key))?;
+                    let record: SystemKeyRecord = records::decode(key, &value)?;
+                    if record.wrapped.key_version() != from {
+                        break;
+                    }
+                    let system = old.unwrap_system_key(name, &record.wrapped)?;
+                    records::encode(&SystemKeyRecord {
+                        wrapped: new.wrap_system_key(name, &system)?,
+                    })
+                } else {
+                    let tenant = key
+                        .strip_prefix(b"tenant/")
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                        .ok_or_else(|| records::corrupt_key(key))?;
+                    let mut record = records::decode_tenant(key, &value)?;
+                    let mut changed = false;
+                    for wrapped in record
+                        .keys
+                        .iter_mut()
+                        .filter(|k| k.wrapped.key_version() == from)
+                    {
+                        let tk =
+                            old.unwrap_tenant_key(tenant, wrapped.version, &wrapped.wrapped)?;
+                        wrapped.wrapped = new.wrap_tenant_key(tenant, &tk)?;
+                        changed = true;
+                    }
+                    if !changed {
+                        break;
+                    }
+                    records::encode(&record)
+                };
+                let txn = Transaction::new()
+                    .require_eq(key.clone(), value)
+                    .put(key.clone(), rewrapped);
+                match store.transact(txn) {
+                    Ok(()) => break,
+                    // A reservation or rotation changed the record: read it again.
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Ok(())
     }
 

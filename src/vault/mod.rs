@@ -12,8 +12,10 @@
 //! the state's read lock for their duration, so sealing waits for in-flight operations
 //! and no key outlives a seal.
 
+mod cache;
 mod keyring;
 mod secrets;
+mod tenants;
 mod transit;
 mod unseal;
 
@@ -22,7 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vault_crypto::arena::scrub_stack;
 
-pub use secrets::{DisabledVersion, ErasureReceipt, SecretMetadata, VersionMetadata};
+pub use secrets::{ErasureReceipt, SecretMetadata, SweepItem, VersionMetadata};
+pub use tenants::{TenantKeyVersion, TenantKeys};
 pub use unseal::{UnsealNonce, UnsealOutcome};
 
 use crate::error::{Error, Result};
@@ -38,6 +41,12 @@ pub struct VaultOptions {
     pub unseal_timeout: Duration,
     /// How long a rotated-out secret version stays leasable by default.
     pub default_grace: Duration,
+    /// The longest grace window a rotation may ask for.
+    pub max_grace: Duration,
+    /// Unwrapped tenant keys kept in locked memory at once (least recently used go).
+    pub tenant_key_cache: usize,
+    /// Encryptions after which a tenant key is rotated before its next use.
+    pub tenant_rotate_after: u64,
 }
 
 impl Default for VaultOptions {
@@ -45,6 +54,18 @@ impl Default for VaultOptions {
         Self {
             unseal_timeout: Duration::from_secs(10 * 60),
             default_grace: Duration::from_secs(24 * 60 * 60),
+            max_grace: Duration::from_secs(30 * 24 * 60 * 60),
+            tenant_key_cache: 1024,
+            tenant_rotate_after: vault_crypto::aead::ROTATE_AFTER,
+        }
+    }
+}
+
+impl VaultOptions {
+    fn tenant_keys(&self) -> keyring::TenantKeyOptions {
+        keyring::TenantKeyOptions {
+            cache: self.tenant_key_cache,
+            rotate_after: self.tenant_rotate_after,
         }
     }
 }
@@ -52,7 +73,7 @@ impl Default for VaultOptions {
 enum State {
     Uninitialised,
     Sealed(Option<UnsealProgress>),
-    Unsealed(Keyring),
+    Unsealed(Box<Keyring>),
 }
 
 impl State {
@@ -210,6 +231,13 @@ impl Vault {
     pub fn audit_sign(&self, message: &[u8]) -> Option<[u8; 64]> {
         let state = self.read_state();
         Some(state.keyring().ok()?.system().audit_signing.sign(message))
+    }
+
+    /// Unwrapped tenant keys held in locked memory now (0 while sealed).
+    pub fn cached_tenant_keys(&self) -> usize {
+        self.read_state()
+            .keyring()
+            .map_or(0, |k| k.cached_tenant_keys())
     }
 
     /// The audit checkpoint public key; `None` while sealed.

@@ -14,7 +14,7 @@ use super::{Vault, now_unix};
 use crate::error::{Error, Result};
 use crate::names::{Environment, SecretId, SecretKind, SecretName, TenantId};
 use crate::records::{
-    self, SECRET_PREFIX, SecretRecord, SecretVersionRecord, TenantRecord, VersionState, secret_key,
+    self, SECRET_PREFIX, SecretRecord, SecretVersionRecord, VersionState, secret_key,
     secret_prefix, tenant_key,
 };
 use crate::storage::{StoreError, StoredValue, Transaction};
@@ -49,15 +49,6 @@ pub struct VersionMetadata {
     pub fingerprint: String,
 }
 
-/// A version disabled by the grace sweeper; its leases must be revoked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DisabledVersion {
-    /// The secret.
-    pub id: SecretId,
-    /// The version disabled.
-    pub version: u64,
-}
-
 /// Proof of a tenant's erasure, for the audit chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErasureReceipt {
@@ -71,7 +62,7 @@ pub struct ErasureReceipt {
     pub erased_unix: u64,
 }
 
-fn secret_aad<'a>(id: &'a SecretId, version: u64) -> Aad<'a> {
+pub(super) fn secret_aad<'a>(id: &'a SecretId, version: u64) -> Aad<'a> {
     Aad {
         tenant: id.tenant.as_str(),
         environment: id.environment.as_str(),
@@ -81,28 +72,36 @@ fn secret_aad<'a>(id: &'a SecretId, version: u64) -> Aad<'a> {
     }
 }
 
+/// Characters of a value a hint never shows.
+const HIDDEN: usize = 24;
+
 /// A hint that identifies a key to a person without revealing it: the prefix up to
-/// the first `-` (if short, as in `sk-`) and the last four characters. Values under
-/// 16 characters, or not text, show no characters at all.
+/// the first `-` (if short, as in `sk-`) and up to the last four characters, but
+/// never so much that fewer than 24 characters stay hidden. Shorter values show no
+/// characters at all; values that are not text show their length only.
 fn hint(value: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(value) else {
         return format!("({} bytes)", value.len());
     };
     // Counted and sliced in place: collecting the characters would copy the whole
     // secret into a buffer that is freed without being wiped.
-    if text.chars().count() < 16 {
-        return "…".to_owned();
-    }
+    let chars = text.chars().count();
     let prefix = match text.find('-') {
         Some(i) if i <= 4 => text.get(..=i).unwrap_or(""),
         _ => "",
     };
-    let suffix = text
-        .char_indices()
-        .rev()
-        .nth(3)
-        .and_then(|(i, _)| text.get(i..))
-        .unwrap_or("");
+    let Some(shown) = chars.checked_sub(HIDDEN + prefix.chars().count()) else {
+        return "…".to_owned();
+    };
+    let suffix = match shown.min(4) {
+        0 => "",
+        n => text
+            .char_indices()
+            .rev()
+            .nth(n - 1)
+            .and_then(|(i, _)| text.get(i..))
+            .unwrap_or(""),
+    };
     format!("{prefix}…{suffix}")
 }
 
@@ -129,7 +128,7 @@ impl SecretRecord {
 }
 
 impl Vault {
-    fn read_secret(&self, id: &SecretId) -> Result<(SecretRecord, StoredValue)> {
+    pub(super) fn read_secret(&self, id: &SecretId) -> Result<(SecretRecord, StoredValue)> {
         let key = secret_key(id);
         let value = self.store.get(&key)?.ok_or(Error::NotFound)?;
         Ok((records::decode(&key, &value)?, value))
@@ -143,16 +142,35 @@ impl Vault {
         version: u64,
         value: &SecretValue,
     ) -> Result<SecretVersionRecord> {
-        let key = keyring.current_tenant_key(self.store.as_ref(), &id.tenant, true)?;
-        keyring.reserve_encryption(self.store.as_ref(), &id.tenant, &key)?;
+        let (envelope, fingerprint) = self.seal_value(keyring, id, version, value)?;
         Ok(SecretVersionRecord {
             version,
             state: VersionState::Current,
-            value: Some(key.seal(&secret_aad(id, version), value.expose_secret())?),
+            value: Some(envelope),
             created_unix: now_unix(),
             hint: hint(value.expose_secret()),
-            fingerprint: key.fingerprint(value.expose_secret())?,
+            fingerprint,
         })
+    }
+
+    /// `value` sealed as `version` of `id` under the tenant's current key, and its
+    /// fingerprint under that key.
+    pub(super) fn seal_value(
+        &self,
+        keyring: &super::keyring::Keyring,
+        id: &SecretId,
+        version: u64,
+        value: &SecretValue,
+    ) -> Result<(Envelope, [u8; 8])> {
+        let key = keyring.encryption_key(self.store.as_ref(), &id.tenant, true)?;
+        let envelope = key.seal(&secret_aad(id, version), value.expose_secret())?;
+        let fingerprint = key.fingerprint(
+            id.tenant.as_str(),
+            id.environment.as_str(),
+            id.name.as_str(),
+            value.expose_secret(),
+        )?;
+        Ok((envelope, fingerprint))
     }
 
     /// Stores a new secret as version 1. Fails with [`Error::AlreadyExists`] if the
@@ -191,6 +209,12 @@ impl Vault {
         grace: Option<Duration>,
     ) -> Result<SecretMetadata> {
         let grace = grace.unwrap_or(self.options.default_grace);
+        if grace > self.options.max_grace {
+            return Err(Error::GraceTooLong {
+                requested: grace,
+                max: self.options.max_grace,
+            });
+        }
         self.with_keyring(|keyring| {
             for _ in 0..CAS_ATTEMPTS {
                 let (mut record, old) = self.read_secret(id)?;
@@ -310,91 +334,151 @@ impl Vault {
         })
     }
 
-    /// Disables every version whose grace window ended at or before `now_unix`,
-    /// destroying its ciphertext. Returns what was disabled, for lease revocation and
-    /// the audit log.
-    pub fn sweep_grace(&self, now_unix: u64) -> Result<Vec<DisabledVersion>> {
+    /// The secrets with a version whose grace window ended at or before `now_unix`,
+    /// and the records that do not decode (each is reported, not a reason to stop).
+    pub fn sweep_candidates(&self, now_unix: u64) -> Result<Vec<SweepItem>> {
+        self.with_keyring(|_| Ok(()))?;
+        let mut items = Vec::new();
+        for (key, value) in self.store.scan_prefix(SECRET_PREFIX)? {
+            let record: SecretRecord = match records::decode(&key, &value) {
+                Ok(record) => record,
+                Err(error) => {
+                    items.push(SweepItem::Corrupt(error));
+                    continue;
+                }
+            };
+            if !record.versions.iter().any(|v| grace_ended(v, now_unix)) {
+                continue;
+            }
+            match parse_secret_key(&key) {
+                Some(id) => items.push(SweepItem::Expired(id)),
+                None => items.push(SweepItem::Corrupt(records::corrupt_key(&key))),
+            }
+        }
+        Ok(items)
+    }
+
+    /// Disables `id`'s versions whose grace window ended at or before `now_unix`,
+    /// destroying their ciphertext, in one write. Returns the versions disabled (none
+    /// if the secret changed meanwhile so that none is due).
+    pub fn disable_expired(&self, id: &SecretId, now_unix: u64) -> Result<Vec<u64>> {
         self.with_keyring(|_| {
-            let mut disabled = Vec::new();
-            for (key, value) in self.store.scan_prefix(SECRET_PREFIX)? {
-                let mut record: SecretRecord = records::decode(&key, &value)?;
+            for _ in 0..CAS_ATTEMPTS {
+                let (mut record, old) = match self.read_secret(id) {
+                    Ok(found) => found,
+                    Err(Error::NotFound) => return Ok(Vec::new()),
+                    Err(e) => return Err(e),
+                };
                 let mut expired = Vec::new();
                 for v in &mut record.versions {
-                    if let VersionState::Grace { until_unix } = v.state
-                        && until_unix <= now_unix
-                    {
+                    if grace_ended(v, now_unix) {
                         v.state = VersionState::Disabled;
                         v.value = None;
                         expired.push(v.version);
                     }
                 }
                 if expired.is_empty() {
-                    continue;
+                    return Ok(expired);
                 }
-                let id = parse_secret_key(&key).ok_or_else(|| records::corrupt_key(&key))?;
+                let key = secret_key(id);
                 let txn = Transaction::new()
-                    .require_eq(key.clone(), value)
+                    .require_eq(key.clone(), old)
                     .put(key, records::encode(&record));
                 match self.store.transact(txn) {
-                    Ok(()) => disabled.extend(expired.into_iter().map(|version| DisabledVersion {
-                        id: id.clone(),
-                        version,
-                    })),
-                    // Changed meanwhile (rotated again, deleted): the next sweep sees it.
-                    Err(StoreError::Conflict { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(disabled)
-        })
-    }
-
-    /// Erases a tenant: destroys every version of its key and deletes its secrets in
-    /// one transaction, and wipes its unwrapped keys from memory. Every ciphertext of
-    /// the tenant, wherever it was copied, is unreadable afterwards (see SECURITY.md
-    /// for backups taken before the erasure).
-    pub fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReceipt> {
-        // Exclusive: no concurrent request can re-cache the erased key or write a
-        // secret under it between the erasure and `forget_tenant`.
-        self.with_keyring_exclusive(|keyring| {
-            for _ in 0..CAS_ATTEMPTS {
-                let tkey = tenant_key(tenant);
-                let existing = self.store.get(&tkey)?;
-                let mut txn = Transaction::new();
-                let mut key_versions = Vec::new();
-                if let Some(value) = existing {
-                    let record: TenantRecord = records::decode(&tkey, &value)?;
-                    key_versions = record.keys.iter().map(|k| k.version).collect();
-                    txn = txn.require_eq(tkey.clone(), value).delete(tkey);
-                } else {
-                    txn = txn.require_absent(tkey);
-                }
-                let secrets = self.store.scan_prefix(&secret_prefix(tenant, None))?;
-                let secrets_erased = secrets.len();
-                for (key, value) in secrets {
-                    txn = txn.require_eq(key.clone(), value).delete(key);
-                }
-                match self.store.transact(txn) {
-                    Ok(()) => {
-                        keyring.forget_tenant(tenant);
-                        return Ok(ErasureReceipt {
-                            tenant: tenant.clone(),
-                            key_versions,
-                            secrets_erased,
-                            erased_unix: now_unix(),
-                        });
-                    }
+                    Ok(()) => return Ok(expired),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
-            Err(Error::Contention("tenant"))
+            Err(Error::Contention("secret"))
+        })
+    }
+
+    /// Erases a tenant: destroys every version of its key (one write: from then on
+    /// every ciphertext of the tenant, wherever it was copied, is unreadable; see
+    /// SECURITY.md for backups taken before), wipes its unwrapped keys from memory,
+    /// then deletes its secrets in batches. While it runs, none of the tenant's keys
+    /// is handed out; other tenants are served throughout. If it is interrupted,
+    /// erasing again finishes the deletion.
+    pub fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReceipt> {
+        // Exclusive for a moment: requests that hold the tenant's key finish first,
+        // and none gets it afterwards.
+        self.with_keyring_exclusive(|keyring| {
+            keyring.begin_erasing(tenant);
+            Ok(())
+        })?;
+        let erased = self.erase_records(tenant);
+        // Sealed meanwhile: the keyring, and its mark, are gone already.
+        let _ = self.with_keyring(|keyring| {
+            keyring.end_erasing(tenant);
+            Ok(())
+        });
+        erased
+    }
+
+    fn erase_records(&self, tenant: &TenantId) -> Result<ErasureReceipt> {
+        let tkey = tenant_key(tenant);
+        let mut key_versions = Vec::new();
+        for attempt in 0..=CAS_ATTEMPTS {
+            if attempt == CAS_ATTEMPTS {
+                return Err(Error::Contention("tenant"));
+            }
+            let Some(value) = self.store.get(&tkey)? else {
+                break;
+            };
+            let record = records::decode_tenant(&tkey, &value)?;
+            let txn = Transaction::new()
+                .require_eq(tkey.clone(), value)
+                .delete(tkey.clone());
+            match self.store.transact(txn) {
+                Ok(()) => {
+                    key_versions = record.keys.iter().map(|k| k.version).collect();
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let secrets: Vec<Vec<u8>> = self
+            .store
+            .scan_prefix(&secret_prefix(tenant, None))?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        for batch in secrets.chunks(ERASE_BATCH) {
+            let txn = batch
+                .iter()
+                .fold(Transaction::new(), |txn, key| txn.delete(key.clone()));
+            self.store.transact(txn)?;
+        }
+        Ok(ErasureReceipt {
+            tenant: tenant.clone(),
+            key_versions,
+            secrets_erased: secrets.len(),
+            erased_unix: now_unix(),
         })
     }
 }
 
+/// Secret records deleted in one write during an erasure.
+const ERASE_BATCH: usize = 1000;
+
+/// Whether `version` is in a grace window that ended at or before `now_unix`.
+fn grace_ended(version: &SecretVersionRecord, now_unix: u64) -> bool {
+    matches!(version.state, VersionState::Grace { until_unix } if until_unix <= now_unix)
+}
+
+/// One secret the grace sweep looked at.
+#[derive(Debug)]
+pub enum SweepItem {
+    /// A version of this secret is past its grace window.
+    Expired(SecretId),
+    /// This record does not decode; it is skipped.
+    Corrupt(records::CorruptRecord),
+}
+
 /// Parses `secret/<tenant>/<env>/<name>` back into an id.
-fn parse_secret_key(key: &[u8]) -> Option<SecretId> {
+pub(super) fn parse_secret_key(key: &[u8]) -> Option<SecretId> {
     let text = std::str::from_utf8(key).ok()?.strip_prefix("secret/")?;
     let (tenant, rest) = text.split_once('/')?;
     let (env, name) = rest.split_once('/')?;
@@ -411,10 +495,24 @@ mod tests {
 
     #[test]
     fn hints_reveal_at_most_a_prefix_and_four_characters() {
-        assert_eq!(hint(b"sk-proj-0123456789abcdef"), "sk-…cdef");
-        assert_eq!(hint(b"0123456789abcdefXYZW"), "…XYZW");
+        // A typical provider key: its public prefix and the last four.
+        assert_eq!(
+            hint(b"sk-proj-0123456789abcdef0123456789abcdefXYZW"),
+            "sk-…XYZW"
+        );
+        // Shorter values show less, so at least 24 characters always stay hidden.
+        assert_eq!(hint(b"sk-proj-0123456789abcdefXY"), "…"); // 26 characters
+        assert_eq!(hint(b"sk-proj-0123456789abcdefXYZ"), "sk-…"); // 27: 3 + 24
+        assert_eq!(hint(b"sk-proj-0123456789abcdefXYZW"), "sk-…W"); // 28
+        assert_eq!(hint(b"0123456789abcdefghijklmnXYZW"), "…XYZW"); // 28, no prefix
+        assert_eq!(hint(b"0123456789abcdefXYZW"), "…");
         assert_eq!(hint(b"short-secret"), "…");
         assert_eq!(hint(&[0xff, 0xfe, 0, 1]), "(4 bytes)");
+        for len in 0..64 {
+            let value = "é".repeat(len);
+            let shown = hint(value.as_bytes()).replace('…', "");
+            assert!(len - shown.chars().count() >= HIDDEN.min(len), "{len}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::*;
 use crate::names::{Environment, SecretId, SecretKind, TenantId};
 use crate::records::VersionState;
 use crate::storage::redb::RedbStore;
+use crate::vault::SweepItem;
 
 pub(crate) struct Fixture {
     pub(crate) vault: Vault,
@@ -260,7 +261,7 @@ fn root_key_rotation_rewraps_everything() {
         (2, 1, None)
     );
     for (key, value) in f.vault.store.scan_prefix(b"tenant/").unwrap() {
-        let t: crate::records::TenantRecord = crate::records::decode(&key, &value).unwrap();
+        let t = crate::records::decode_tenant(&key, &value).unwrap();
         assert!(t.keys.iter().all(|k| k.wrapped.key_version() == 2));
     }
     f.vault.seal().unwrap();
@@ -354,7 +355,7 @@ fn rotation_grace_and_sweep() {
         .vault
         .rotate_secret(
             &s,
-            &value("sk-second-000000000002222"),
+            &value("sk-second-00000000000000000002222"),
             Some(Duration::from_secs(3600)),
         )
         .unwrap();
@@ -366,21 +367,20 @@ fn rotation_grace_and_sweep() {
     // Both versions lease during the grace window; the default is the new one.
     assert_eq!(
         f.vault.open_secret(&s, None).unwrap().0.expose_secret(),
-        b"sk-second-000000000002222"
+        b"sk-second-00000000000000000002222"
     );
     assert_eq!(
         f.vault.open_secret(&s, Some(1)).unwrap().0.expose_secret(),
         b"sk-first-0000000000001111"
     );
-    assert!(f.vault.sweep_grace(until_unix - 1).unwrap().is_empty());
-    let disabled = f.vault.sweep_grace(until_unix).unwrap();
-    assert_eq!(
-        disabled,
-        vec![DisabledVersion {
-            id: s.clone(),
-            version: 1
-        }]
+    assert!(f.vault.sweep_candidates(until_unix - 1).unwrap().is_empty());
+    let due = f.vault.sweep_candidates(until_unix).unwrap();
+    assert!(
+        matches!(&due[..], [SweepItem::Expired(x)] if *x == s),
+        "{due:?}"
     );
+    assert_eq!(f.vault.disable_expired(&s, until_unix).unwrap(), vec![1]);
+    assert!(f.vault.disable_expired(&s, until_unix).unwrap().is_empty());
     assert!(matches!(
         f.vault.open_secret(&s, Some(1)),
         Err(Error::VersionUnavailable(1))
@@ -517,8 +517,7 @@ fn encryption_budget_survives_restarts() {
     unseal_with(&f.vault, &shares[..3]).unwrap();
     let reserved = || {
         let value = f.vault.store.get(b"tenant/acme").unwrap().unwrap();
-        let t: crate::records::TenantRecord =
-            crate::records::decode(b"tenant/acme", &value).unwrap();
+        let t = crate::records::decode_tenant(b"tenant/acme", &value).unwrap();
         t.keys[0].reserved_encryptions
     };
     f.vault
@@ -548,4 +547,160 @@ fn encryption_budget_survives_restarts() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn grace_sweeper_skips_a_corrupt_record_and_goes_on() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let (a, z) = (id("acme", "a"), id("acme", "z"));
+    for s in [&a, &z] {
+        f.vault
+            .put_secret(s, SecretKind::Byok, &value("old"))
+            .unwrap();
+        f.vault
+            .rotate_secret(s, &value("new"), Some(Duration::from_secs(60)))
+            .unwrap();
+    }
+    // A damaged record sorts between the two.
+    f.vault
+        .store
+        .put(
+            b"secret/acme/live/m",
+            crate::storage::StoredValue::from_encoded_record(vec![0xff; 3]),
+        )
+        .unwrap();
+    let later = now_unix() + 120;
+    let items = f.vault.sweep_candidates(later).unwrap();
+    let expired: Vec<&SecretId> = items
+        .iter()
+        .filter_map(|i| match i {
+            SweepItem::Expired(id) => Some(id),
+            SweepItem::Corrupt(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        expired,
+        [&a, &z],
+        "the record after the damaged one is still swept"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, SweepItem::Corrupt(e) if e.key == "secret/acme/live/m"))
+    );
+    for s in [&a, &z] {
+        assert_eq!(f.vault.disable_expired(s, later).unwrap(), vec![1]);
+    }
+}
+
+#[test]
+fn a_grace_window_is_capped() {
+    let options = VaultOptions {
+        max_grace: Duration::from_secs(3600),
+        ..VaultOptions::default()
+    };
+    let (f, shares) = fresh(options);
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let s = id("acme", "x");
+    f.vault
+        .put_secret(&s, SecretKind::Byok, &value("v"))
+        .unwrap();
+    let refused = f
+        .vault
+        .rotate_secret(
+            &s,
+            &value("w"),
+            Some(Duration::from_secs(1_000_000 * 86_400)),
+        )
+        .unwrap_err();
+    assert!(matches!(refused, Error::GraceTooLong { .. }), "{refused:?}");
+    assert!(refused.to_string().contains("seal.max_grace"));
+    assert_eq!(f.vault.describe_secret(&s).unwrap().current_version, 1);
+    f.vault
+        .rotate_secret(&s, &value("w"), Some(Duration::from_secs(3600)))
+        .unwrap();
+}
+
+#[test]
+fn fingerprints_say_whether_a_secret_changed_and_nothing_across_secrets() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let (target, guess) = (id("acme", "target"), id("acme", "guess"));
+    f.vault
+        .put_secret(&target, SecretKind::Byok, &value("hunter2"))
+        .unwrap();
+    // An admin writes a guess to another secret: the fingerprints do not match.
+    f.vault
+        .put_secret(&guess, SecretKind::Byok, &value("hunter2"))
+        .unwrap();
+    let fp = |s: &SecretId| {
+        f.vault.describe_secret(s).unwrap().versions[0]
+            .fingerprint
+            .clone()
+    };
+    assert_ne!(fp(&target), fp(&guess));
+    // The same secret rotated to the same value: unchanged; to another: changed.
+    let meta = f
+        .vault
+        .rotate_secret(&target, &value("hunter2"), None)
+        .unwrap();
+    assert_eq!(meta.versions[0].fingerprint, meta.versions[1].fingerprint);
+    let meta = f
+        .vault
+        .rotate_secret(&target, &value("hunter3"), None)
+        .unwrap();
+    assert_ne!(meta.versions[1].fingerprint, meta.versions[2].fingerprint);
+}
+
+#[test]
+fn leases_keep_flowing_during_a_root_key_rotation() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    for i in 0..150 {
+        f.vault
+            .transit_encrypt(
+                &TenantId::new(&format!("t{i}")).unwrap(),
+                Environment::Live,
+                b"x",
+                true,
+            )
+            .unwrap();
+    }
+    let s = id("acme", "byok/openai");
+    f.vault
+        .put_secret(&s, SecretKind::Byok, &value("sk"))
+        .unwrap();
+    let rotating = std::sync::atomic::AtomicBool::new(true);
+    let served_during = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut served = 0;
+            while rotating.load(std::sync::atomic::Ordering::SeqCst) {
+                f.vault.open_secret(&s, None).unwrap();
+                served += 1;
+            }
+            served
+        });
+        let rotated = f
+            .vault
+            .rotate_root_key(shares[..3].iter().map(copy).collect());
+        rotating.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(rotated.unwrap(), 2);
+        reader.join().unwrap()
+    });
+    // Under one exclusive lock for the whole rewrap, no lease would be served until
+    // the rotation ended; in batches, they are served throughout.
+    assert!(
+        served_during > 10,
+        "{served_during} leases during the rotation"
+    );
+    let record = f.vault.seal_record().unwrap();
+    assert_eq!((record.current_root, record.roots.len()), (2, 1));
+    for (key, value) in f.vault.store.scan_prefix(b"tenant/").unwrap() {
+        let t = crate::records::decode_tenant(&key, &value).unwrap();
+        assert!(
+            t.keys.iter().all(|k| k.wrapped.key_version() == 2),
+            "{key:?}"
+        );
+    }
 }

@@ -186,12 +186,19 @@ impl Vault {
         let (unseal_key, roots) = quorum?;
         drop(unseal_key);
         scrub_stack();
-        let mut keyring = Keyring::load(self.store.as_ref(), roots, record.current_root)?;
-        if let Some(rotation) = record.rotation {
-            self.finish_rotation(&mut keyring, rotation)?;
-        }
-        *state = State::Unsealed(keyring);
+        let keyring = Keyring::load(
+            self.store.as_ref(),
+            roots,
+            record.current_root,
+            self.options.tenant_keys(),
+        )?;
+        *state = State::Unsealed(Box::new(keyring));
         self.changed(SealState::Unsealed);
+        drop(state);
+        // An interrupted root-key rotation resumes, in batches, with the vault serving.
+        if let Some(rotation) = record.rotation {
+            self.finish_rotation(rotation)?;
+        }
         Ok(UnsealOutcome::Unsealed)
     }
 
@@ -255,47 +262,72 @@ impl Vault {
     /// under it and destroys version n. Needs a quorum of shares, because the new root
     /// key must be wrapped under the unseal key, which is not kept after unseal. An
     /// interrupted rotation resumes at the next unseal or rotation.
+    ///
+    /// Only adding the new root and dropping the old one hold the vault exclusively;
+    /// the rewrap runs in batches of records, each under the shared lock, so requests
+    /// are served throughout.
     pub fn rotate_root_key(&self, shares: Vec<Share>) -> Result<u32> {
+        let rotation = {
+            let mut state = self.write_state();
+            let keyring = state.keyring_mut()?;
+            let record = self.seal_record()?;
+            let (unseal_key, roots) = open_quorum(&shares, &record)?;
+            drop(shares);
+            // If an earlier attempt wrote the seal record but failed before updating
+            // memory, the keyring lacks the new root; take it from the record.
+            for root in roots {
+                if keyring.root(root.version()).is_err() {
+                    keyring.add_root(root);
+                }
+            }
+            match record.rotation {
+                Some(rotation) => rotation,
+                None => {
+                    let from = record.current_root;
+                    let to = from
+                        .checked_add(1)
+                        .ok_or(Error::CounterExhausted("root key version"))?;
+                    let root = RootKey::generate(to)?;
+                    let mut next = record.clone();
+                    next.roots.push(WrappedRoot {
+                        version: to,
+                        wrapped: unseal_key.wrap_root_key(&root)?,
+                    });
+                    next.current_root = to;
+                    next.rotation = Some(RootRotation { from, to });
+                    drop(unseal_key);
+                    self.replace_seal_record(&record, &next)?;
+                    keyring.add_root(root);
+                    RootRotation { from, to }
+                }
+            }
+        };
+        scrub_stack();
+        self.finish_rotation(rotation)?;
+        Ok(rotation.to)
+    }
+
+    /// Rewraps everything under `rotation.to`, batch by batch, then removes
+    /// `rotation.from` from the seal record and from memory.
+    fn finish_rotation(&self, rotation: RootRotation) -> Result<()> {
+        let mut keys: Vec<Vec<u8>> = SYSTEM_KEYS.iter().map(|name| system_key(name)).collect();
+        keys.extend(
+            self.store
+                .scan_prefix(b"tenant/")?
+                .into_iter()
+                .map(|(key, _)| key),
+        );
+        for batch in keys.chunks(ROTATION_BATCH) {
+            self.with_keyring(|keyring| {
+                keyring.rewrap_under_root(self.store.as_ref(), batch, rotation.from, rotation.to)
+            })?;
+        }
         let mut state = self.write_state();
         let keyring = state.keyring_mut()?;
         let record = self.seal_record()?;
-        let (unseal_key, roots) = open_quorum(&shares, &record)?;
-        drop(shares);
-        // If an earlier attempt wrote the seal record but failed before updating memory,
-        // the keyring lacks the new root; take it from the record.
-        for root in roots {
-            if keyring.root(root.version()).is_err() {
-                keyring.add_root(root);
-            }
+        if record.rotation != Some(rotation) {
+            return Ok(()); // finished by another call meanwhile
         }
-        if let Some(rotation) = record.rotation {
-            self.finish_rotation(keyring, rotation)?;
-            return Ok(rotation.to);
-        }
-        let from = record.current_root;
-        let to = from
-            .checked_add(1)
-            .ok_or(Error::CounterExhausted("root key version"))?;
-        let root = RootKey::generate(to)?;
-        let mut next = record.clone();
-        next.roots.push(WrappedRoot {
-            version: to,
-            wrapped: unseal_key.wrap_root_key(&root)?,
-        });
-        next.current_root = to;
-        next.rotation = Some(RootRotation { from, to });
-        drop(unseal_key);
-        self.replace_seal_record(&record, &next)?;
-        keyring.add_root(root);
-        self.finish_rotation(keyring, RootRotation { from, to })?;
-        Ok(to)
-    }
-
-    /// Rewraps everything under `rotation.to`, then removes `rotation.from` from the
-    /// seal record and from memory.
-    fn finish_rotation(&self, keyring: &mut Keyring, rotation: RootRotation) -> Result<()> {
-        keyring.rewrap(self.store.as_ref(), rotation.from, rotation.to)?;
-        let record = self.seal_record()?;
         let mut next = record.clone();
         next.roots.retain(|r| r.version != rotation.from);
         next.current_root = rotation.to;
@@ -314,6 +346,9 @@ impl Vault {
         Ok(())
     }
 }
+
+/// Records rewrapped under one hold of the shared lock during a root-key rotation.
+const ROTATION_BATCH: usize = 256;
 
 /// Reconstructs the unseal key from a quorum of `shares` and proves it by opening
 /// every root key in the seal record.

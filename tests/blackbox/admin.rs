@@ -193,7 +193,7 @@ async fn secrets_are_write_only_and_their_metadata_readable() {
             "acme",
             "live",
             "byok/openai",
-            b"sk-proj-abcdefgh1234",
+            b"sk-proj-abcdefgh00000000000000000001234",
         ))
         .await
         .unwrap()
@@ -575,4 +575,36 @@ async fn the_local_socket_serves_status_unseal_and_seal_only() {
         .find(|l| l.contains("admin.seal"))
         .unwrap();
     assert!(line.contains(&identity), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotations_grace_window_is_capped() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-one")
+        .await;
+    let (_, session) = vault.session(OPERATOR).await;
+    let aad = SessionAad::secret_value(op::ROTATE_SECRET, "acme", "live", "byok/openai");
+    let rotate = |grace_seconds| v1::RotateSecretRequest {
+        session_id: session.id.clone(),
+        secret: Some(secret_ref("acme", "live", "byok/openai")),
+        value: Some(v1::SealedPayload {
+            envelope: session.key.seal(&aad, b"sk-two").unwrap(),
+        }),
+        grace_seconds: Some(grace_seconds),
+    };
+    let mut admin = vault.admin();
+    for grace in [1_000_000 * 86_400, u64::MAX] {
+        let status = expect_code(
+            admin.rotate_secret(rotate(grace)).await,
+            Code::InvalidArgument,
+        );
+        assert!(status.message().contains("seal.max_grace"), "{status:?}");
+    }
+    let rotated = admin
+        .rotate_secret(rotate(30 * 86_400))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.current_version, 2);
 }

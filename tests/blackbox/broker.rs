@@ -618,3 +618,172 @@ async fn revocation_watches_per_identity_are_bounded() {
     }
     assert!(reopened, "a closed watch kept its place");
 }
+
+/// A transit request's plaintext, sealed to the session for item `i`.
+fn transit_item(session: &ClientSession, tenant: &str, i: usize, text: &[u8]) -> v1::SealedPayload {
+    v1::SealedPayload {
+        envelope: session
+            .key
+            .seal(
+                &SessionAad::transit(Direction::ToDaemon, tenant, "live", i),
+                text,
+            )
+            .unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_keys_rotate_and_transit_envelopes_rewrap() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-before-rotation")
+        .await;
+    let (mut worker, session) = vault.session(ACME_WORKER).await;
+    let encrypt = |text: &'static [u8]| v1::EncryptRequest {
+        session_id: session.id.clone(),
+        tenant: "acme".into(),
+        environment: env_proto("live"),
+        plaintext: Some(transit_item(&session, "acme", 0, text)),
+    };
+    let old = worker
+        .encrypt(encrypt(b"card 1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelope;
+
+    let mut admin = vault.admin();
+    let tenant = || "acme".to_owned();
+    let keys = admin
+        .rotate_tenant_key(v1::RotateTenantKeyRequest { tenant: tenant() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((keys.current_version, keys.versions.len()), (2, 2));
+    // Old envelopes keep decrypting; the platform moves them to the new version.
+    let rewrapped = worker
+        .rewrap(v1::RewrapRequest {
+            tenant: tenant(),
+            environment: env_proto("live"),
+            envelope: old.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .envelope;
+    assert_ne!(rewrapped, old);
+    let batch = worker
+        .batch_rewrap(v1::BatchRewrapRequest {
+            tenant: tenant(),
+            environment: env_proto("live"),
+            envelopes: vec![old.clone(), b"garbage".to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(matches!(
+        batch[0].result,
+        Some(v1::batch_item_result::Result::Envelope(_))
+    ));
+    assert!(matches!(
+        &batch[1].result,
+        Some(v1::batch_item_result::Result::Error(e)) if e.code == Code::InvalidArgument as i32
+    ));
+    // The background pass rewraps the tenant's secrets; then version 1 can retire.
+    let mut retired = None;
+    for _ in 0..100 {
+        match admin
+            .retire_tenant_keys(v1::RetireTenantKeysRequest {
+                tenant: tenant(),
+                below_version: 2,
+            })
+            .await
+        {
+            Ok(keys) => {
+                retired = Some(keys.into_inner());
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(status.message().contains("rewrap"), "{status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let retired = retired.expect("the rewrap pass finished");
+    assert_eq!(
+        (retired.min_decryption_version, retired.versions.len()),
+        (2, 1)
+    );
+    let described = admin
+        .describe_tenant_keys(v1::DescribeTenantKeysRequest { tenant: tenant() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.versions[0].secret_versions, 1);
+    // Retired: what was not rewrapped is unreadable for good; the rest still opens.
+    let decrypt = |envelope: Vec<u8>| v1::DecryptRequest {
+        session_id: session.id.clone(),
+        tenant: tenant(),
+        environment: env_proto("live"),
+        envelope,
+    };
+    expect_code(worker.decrypt(decrypt(old)).await, Code::InvalidArgument);
+    worker.decrypt(decrypt(rewrapped)).await.unwrap();
+    let (mut gateway, gw_session) = vault.session(GATEWAY).await;
+    let (_, value) = lease_value(&mut gateway, &gw_session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-before-rotation");
+    // Rotating and retiring need keys.rotate on the tenant.
+    let status = vault
+        .admin_as(OUTSIDER)
+        .rotate_tenant_key(v1::RotateTenantKeyRequest { tenant: tenant() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_memory_transit_under_a_wildcard_grant_creates_no_tenants() {
+    let policy = "[[grant]]\nid = \"any-tenant-transit\"\n\
+                  identities = [\"spiffe://billing.example/svc/encryptor\"]\n\
+                  operations = [\"transit.encrypt\"]\ntenants = [\"*\"]\nenvironments = [\"live\"]\n";
+    let (mut vault, _) = TestVault::unsealed_with(Options {
+        policies: vec![("encryptor.toml".into(), policy.into())],
+        ..Options::default()
+    })
+    .await;
+    let (mut encryptor, session) = vault
+        .session("spiffe://billing.example/svc/encryptor")
+        .await;
+    for i in 0..20 {
+        let tenant = format!("made-up-{i}");
+        let status = encryptor
+            .encrypt(v1::EncryptRequest {
+                session_id: session.id.clone(),
+                tenant: tenant.clone(),
+                environment: env_proto("live"),
+                plaintext: Some(transit_item(&session, &tenant, 0, b"x")),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains("create_tenant_keys"),
+            "{status:?}"
+        );
+    }
+    // An existing tenant is served.
+    vault.put_secret("acme", "live", "byok/x", b"v").await;
+    encryptor
+        .encrypt(v1::EncryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: env_proto("live"),
+            plaintext: Some(transit_item(&session, "acme", 0, b"x")),
+        })
+        .await
+        .unwrap();
+}

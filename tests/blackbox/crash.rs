@@ -128,20 +128,26 @@ fn acknowledged_writes_survive_sigkill() {
             .spawn()
             .unwrap();
         let stdout = proc.stdout.take().unwrap();
+        let (started_writing, is_writing) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut names = Vec::new();
             let mut ready = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                ready |= line.contains("READY");
+                if line.contains("READY") {
+                    ready = true;
+                    let _ = started_writing.send(());
+                }
                 if let Some((_, name)) = line.split_once("ACK ") {
                     names.push(name.to_owned());
                 }
             }
             (ready, names)
         });
-        // Let the child get going, then kill it somewhere in its stream of writes.
-        std::thread::sleep(Duration::from_millis(20 + rng.below(60)));
+        // Once the child writes (however long a loaded machine takes to start it),
+        // kill it somewhere in its stream of writes.
+        let _ = is_writing.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5 + rng.below(60)));
         proc.kill().unwrap();
         proc.wait().unwrap();
         let (ready, names) = reader.join().unwrap();

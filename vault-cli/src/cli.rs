@@ -264,6 +264,26 @@ pub(crate) enum TenantCommand {
         #[arg(long, value_name = "TENANT")]
         confirm: String,
     },
+    /// Rotates a tenant's key: new values go under a new version; older versions keep
+    /// decrypting, and the tenant's secrets are rewrapped in the background.
+    RotateKey {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Shows a tenant's key versions and how many secret versions each still seals.
+    Keys {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Destroys a tenant's key versions below a version, once no secret uses them;
+    /// transit envelopes still under them become unreadable for good.
+    RetireKeys {
+        /// The tenant.
+        tenant: String,
+        /// Versions below this one are destroyed.
+        #[arg(long, value_name = "VERSION")]
+        below: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +351,8 @@ pub(crate) enum TransitAction {
     Encrypt,
     /// Hex envelope on stdin, plaintext on stdout.
     Decrypt,
+    /// Hex envelope on stdin, the same data under the tenant's current key on stdout.
+    Rewrap,
 }
 
 #[derive(Subcommand, Debug)]

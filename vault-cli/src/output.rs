@@ -54,8 +54,16 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (times before 1970 show as 1970).
+/// The last second humantime (and RFC 3339) can spell: 9999-12-31 23:59:59 UTC.
+const LAST_SPELLED: u64 = 253_402_300_799;
+
+/// A Unix time for people, in UTC. Never panics, whatever a daemon sends: times
+/// before 1970 print as the epoch, times past year 9999 by their number.
 pub(crate) fn time(unix_seconds: i64) -> String {
     let seconds = u64::try_from(unix_seconds).unwrap_or(0);
+    if seconds > LAST_SPELLED {
+        return format!("after 9999-12-31 (Unix time {seconds})");
+    }
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
     // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`, spelled for people.
     let rfc3339 = humantime::format_rfc3339_seconds(at).to_string();
@@ -76,5 +84,18 @@ mod tests {
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(time(1_795_442_211), "2026-11-23 13:56:51 UTC");
         assert_eq!(time(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn any_time_a_daemon_can_send_is_printed() {
+        assert_eq!(time(-5), "1970-01-01 00:00:00 UTC");
+        assert_eq!(time(253_402_300_799), "9999-12-31 23:59:59 UTC");
+        assert_eq!(
+            time(253_402_300_800),
+            "after 9999-12-31 (Unix time 253402300800)"
+        );
+        for extreme in [i64::MAX, i64::MAX / 1000, i64::MIN] {
+            assert!(!time(extreme).is_empty());
+        }
     }
 }

@@ -323,6 +323,55 @@ impl Client {
             .await
     }
 
+    /// Rotates a tenant's key: a new current version; older versions keep decrypting
+    /// and the tenant's secrets are rewrapped in the background.
+    pub async fn rotate_tenant_key(&self, tenant: &str) -> Result<v1::TenantKeys, Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                Ok(admin(&a)
+                    .rotate_tenant_key(v1::RotateTenantKeyRequest {
+                        tenant: tenant.to_owned(),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// A tenant's key versions and how many secret versions each still seals.
+    pub async fn describe_tenant_keys(&self, tenant: &str) -> Result<v1::TenantKeys, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |a| async move {
+                Ok(admin(&a)
+                    .describe_tenant_keys(v1::DescribeTenantKeysRequest {
+                        tenant: tenant.to_owned(),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Destroys a tenant's key versions below `below_version` (refused while a secret
+    /// still uses one); transit envelopes under them become unreadable.
+    pub async fn retire_tenant_keys(
+        &self,
+        tenant: &str,
+        below_version: u32,
+    ) -> Result<v1::TenantKeys, Error> {
+        self.inner
+            .call(Retry::Once, false, |a| async move {
+                Ok(admin(&a)
+                    .retire_tenant_keys(v1::RetireTenantKeysRequest {
+                        tenant: tenant.to_owned(),
+                        below_version,
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
     /// Active leases, optionally of one tenant and/or one identity.
     pub async fn list_leases(
         &self,

@@ -169,4 +169,49 @@ impl Client {
             })
             .await
     }
+
+    /// Reseals a transit envelope under the tenant's current key version (unchanged
+    /// if it already is), without its plaintext leaving vaultd: move stored envelopes
+    /// to the new version before old versions are retired.
+    pub async fn rewrap(
+        &self,
+        tenant: &str,
+        environment: Environment,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let mut results = self.rewrap_batch(tenant, environment, &[envelope]).await?;
+        results
+            .pop()
+            .unwrap_or(Err(Error::Protocol("an empty batch answer")))
+    }
+
+    /// Rewraps many envelopes in one request; each item succeeds or fails on its own.
+    pub async fn rewrap_batch(
+        &self,
+        tenant: &str,
+        environment: Environment,
+        envelopes: &[&[u8]],
+    ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        self.inner
+            .call(Retry::Idempotent, false, |attempt| async move {
+                let answer = BrokerClient::new(attempt.channel.clone())
+                    .batch_rewrap(v1::BatchRewrapRequest {
+                        tenant: tenant.to_owned(),
+                        environment: environment.to_proto(),
+                        envelopes: envelopes.iter().map(|e| e.to_vec()).collect(),
+                    })
+                    .await?
+                    .into_inner();
+                Ok(answer
+                    .results
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Some(v1::batch_item_result::Result::Envelope(e)) => Ok(e),
+                        Some(v1::batch_item_result::Result::Error(e)) => Err(item_error(e)),
+                        _ => Err(Error::Protocol("a rewrap item without an envelope")),
+                    })
+                    .collect())
+            })
+            .await
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ring::aead::{AES_256_GCM, LessSafeKey, Nonce, Tag, UnboundKey};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::arena::{Locked, scrub_operation_stack, scrub_stack};
+use crate::arena::{Locked, Pool, scrub_operation_stack, scrub_stack};
 use crate::envelope::{self, Aad, Envelope, NONCE_LEN, TAG_LEN};
 use crate::{CryptoError, SecretValue};
 
@@ -25,9 +25,9 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
         .map_err(|_| CryptoError::Random)
 }
 
-/// 32 random bytes generated directly into locked memory.
-pub(crate) fn random_key_bytes() -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
-    let mut raw = Locked::new([0u8; KEY_LEN])?;
+/// 32 random bytes generated directly into locked memory of `pool`.
+pub(crate) fn random_key_bytes(pool: Pool) -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
+    let mut raw = Locked::new_in(pool, [0u8; KEY_LEN])?;
     random_bytes(&mut raw[..])?;
     Ok(raw)
 }
@@ -42,12 +42,17 @@ pub(crate) struct AeadKey {
 }
 
 impl AeadKey {
-    pub(crate) fn generate(version: u32) -> Result<Self, CryptoError> {
-        Self::from_raw(random_key_bytes()?, version)
+    pub(crate) fn generate(version: u32, pool: Pool) -> Result<Self, CryptoError> {
+        Self::from_raw(random_key_bytes(pool)?, version, pool)
     }
 
-    pub(crate) fn from_raw(raw: Locked<[u8; KEY_LEN]>, version: u32) -> Result<Self, CryptoError> {
-        let expanded = expand(&raw);
+    /// The key for `raw`; its expanded form goes into `pool`, like `raw`.
+    pub(crate) fn from_raw(
+        raw: Locked<[u8; KEY_LEN]>,
+        version: u32,
+        pool: Pool,
+    ) -> Result<Self, CryptoError> {
+        let expanded = expand(&raw, pool);
         // The expanded key passed through temporaries in `expand`'s frame, below this one.
         scrub_stack();
         Ok(Self {
@@ -146,13 +151,14 @@ impl AeadKey {
         sealed
     }
 
-    /// Unwraps raw key bytes directly into locked memory.
+    /// Unwraps raw key bytes directly into locked memory of `pool`.
     pub(crate) fn unwrap(
         &self,
         envelope: &Envelope,
         aad: &Aad<'_>,
+        pool: Pool,
     ) -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
-        let mut raw = Locked::new([0u8; KEY_LEN])?;
+        let mut raw = Locked::new_in(pool, [0u8; KEY_LEN])?;
         let opened = self.open_into(envelope, aad, &mut raw[..]);
         scrub_stack();
         opened.map(|()| raw)
@@ -160,9 +166,9 @@ impl AeadKey {
 }
 
 #[inline(never)]
-fn expand(raw: &[u8; KEY_LEN]) -> Result<Locked<LessSafeKey>, CryptoError> {
+fn expand(raw: &[u8; KEY_LEN], pool: Pool) -> Result<Locked<LessSafeKey>, CryptoError> {
     let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CryptoError::Decrypt)?;
-    Locked::new(LessSafeKey::new(key))
+    Locked::new_in(pool, LessSafeKey::new(key))
 }
 
 /// Raw AES-256-GCM encryption with an explicit nonce; the envelope layer above is
@@ -252,7 +258,7 @@ mod tests {
 
     #[test]
     fn budget_is_enforced() {
-        let key = AeadKey::generate(3).unwrap();
+        let key = AeadKey::generate(3, Pool::Vault).unwrap();
         key.set_encryptions(MAX_ENCRYPTIONS - 1);
         let aad = Aad::purpose(Purpose::Transit);
         key.seal(&aad, b"last").unwrap();
@@ -265,7 +271,7 @@ mod tests {
 
     #[test]
     fn failed_open_leaves_no_plaintext() {
-        let key = AeadKey::generate(1).unwrap();
+        let key = AeadKey::generate(1, Pool::Vault).unwrap();
         let aad = Aad::purpose(Purpose::Secret);
         let env = key.seal(&aad, b"0123456789abcdef").unwrap();
         let mut out = [0xFFu8; 16];

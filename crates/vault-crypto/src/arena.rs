@@ -17,6 +17,12 @@
 //! Locking 64 KiB at a time fits the default `RLIMIT_MEMLOCK` (8 MiB on current
 //! kernels) without `CAP_IPC_LOCK` or `mlockall`.
 //!
+//! Slots come from one of three [`Pool`]s, each with its own chunks and its own
+//! budget ([`set_budget`]): the vault's own keys, lease sessions, and unwrapped tenant
+//! keys. A pool that reaches its budget refuses further slots with
+//! [`CryptoError::PoolExhausted`]; the other pools are not affected, so many tenants
+//! can never take the memory sessions need, nor the other way round.
+//!
 //! This is the one module of the workspace in which `unsafe` is allowed.
 #![allow(unsafe_code)] // the only opt-out of the workspace's unsafe ban; every block has a SAFETY note
 
@@ -40,22 +46,63 @@ const SLOT_ALIGN: usize = 64;
 const SLOTS_PER_CHUNK: usize = 64;
 const CHUNK_DATA: usize = SLOT_SIZE * SLOTS_PER_CHUNK;
 
-/// Free slots of every chunk mapped so far. A slot is identified by its address.
+/// Which budget a slot counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The vault's own keys: unseal, root and system keys, shares, unseal progress.
+    Vault = 0,
+    /// Lease session keys.
+    Sessions = 1,
+    /// Unwrapped tenant keys and what is derived from them.
+    Tenants = 2,
+}
+
+impl Pool {
+    /// The pool's name, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pool::Vault => "the vault's own keys",
+            Pool::Sessions => "lease sessions",
+            Pool::Tenants => "tenant keys",
+        }
+    }
+}
+
+/// Free slots of one pool's chunks. A slot is identified by its address.
 struct FreeList {
     slots: Vec<NonNull<u8>>,
     chunks: usize,
     locked_bytes: usize,
+    /// The most chunks this pool may map (`usize::MAX`: no budget set).
+    max_chunks: usize,
+}
+
+impl FreeList {
+    const fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            chunks: 0,
+            locked_bytes: 0,
+            max_chunks: usize::MAX,
+        }
+    }
 }
 
 // SAFETY: the pointers are addresses of private mappings this module owns and never
 // unmaps; the free list only hands each out to one owner at a time, under the mutex.
 unsafe impl Send for FreeList {}
 
-static ARENA: Mutex<FreeList> = Mutex::new(FreeList {
-    slots: Vec::new(),
-    chunks: 0,
-    locked_bytes: 0,
-});
+static ARENA: Mutex<[FreeList; 3]> =
+    Mutex::new([FreeList::new(), FreeList::new(), FreeList::new()]);
+
+/// Locked bytes one chunk holds.
+pub const CHUNK_BYTES: usize = CHUNK_DATA;
+
+/// Limits `pool` to `bytes` of locked memory (rounded up to whole 64 KiB chunks, at
+/// least one). Chunks already mapped stay; the budget bounds growth from here.
+pub fn set_budget(pool: Pool, bytes: usize) {
+    list(&mut lock_arena(), pool).max_chunks = bytes.div_ceil(CHUNK_DATA).max(1);
+}
 
 /// Statistics of the arena, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +115,38 @@ pub struct ArenaStats {
     pub free_slots: usize,
 }
 
-/// Reports the arena's size and free slots.
+/// Reports the arena's size and free slots, all pools together.
 pub fn stats() -> ArenaStats {
     let arena = lock_arena();
     ArenaStats {
-        chunks: arena.chunks,
-        locked_bytes: arena.locked_bytes,
-        free_slots: arena.slots.len(),
+        chunks: arena.iter().map(|p| p.chunks).sum(),
+        locked_bytes: arena.iter().map(|p| p.locked_bytes).sum(),
+        free_slots: arena.iter().map(|p| p.slots.len()).sum(),
     }
 }
 
-fn lock_arena() -> std::sync::MutexGuard<'static, FreeList> {
+/// Reports one pool's size and free slots.
+pub fn pool_stats(pool: Pool) -> ArenaStats {
+    let mut arena = lock_arena();
+    let list = list(&mut arena, pool);
+    ArenaStats {
+        chunks: list.chunks,
+        locked_bytes: list.locked_bytes,
+        free_slots: list.slots.len(),
+    }
+}
+
+/// The free list of `pool`.
+fn list(arena: &mut [FreeList; 3], pool: Pool) -> &mut FreeList {
+    let [vault, sessions, tenants] = arena;
+    match pool {
+        Pool::Vault => vault,
+        Pool::Sessions => sessions,
+        Pool::Tenants => tenants,
+    }
+}
+
+fn lock_arena() -> std::sync::MutexGuard<'static, [FreeList; 3]> {
     // A poisoned lock only means another thread panicked while holding it; the free
     // list is a Vec of addresses that is valid after any partial update, so go on.
     ARENA
@@ -86,28 +154,40 @@ fn lock_arena() -> std::sync::MutexGuard<'static, FreeList> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn take_slot() -> Result<NonNull<u8>, CryptoError> {
-    let mut arena = lock_arena();
-    if arena.slots.is_empty() {
-        let base = map_chunk()?;
-        arena.chunks += 1;
-        arena.locked_bytes += CHUNK_DATA;
-        // Hand out low addresses first (pop takes from the end).
-        for i in (0..SLOTS_PER_CHUNK).rev() {
-            // SAFETY: `base` is the start of CHUNK_DATA mapped bytes and
-            // i * SLOT_SIZE < CHUNK_DATA, so the offset stays inside the mapping.
-            let slot = unsafe { base.add(i * SLOT_SIZE) };
-            arena.slots.push(slot);
-        }
-    }
-    arena.slots.pop().ok_or(CryptoError::LockedMemory {
-        operation: "allocate",
-        source: rustix::io::Errno::NOMEM.into(),
-    })
+fn take_slot(pool: Pool) -> Result<NonNull<u8>, CryptoError> {
+    list(&mut lock_arena(), pool).take(pool)
 }
 
-fn return_slot(slot: NonNull<u8>) {
-    lock_arena().slots.push(slot);
+impl FreeList {
+    /// A free slot, mapping a new chunk if none is free and the budget allows.
+    fn take(&mut self, pool: Pool) -> Result<NonNull<u8>, CryptoError> {
+        if self.slots.is_empty() {
+            if self.chunks >= self.max_chunks {
+                return Err(CryptoError::PoolExhausted {
+                    pool,
+                    budget_bytes: self.max_chunks.saturating_mul(CHUNK_DATA),
+                });
+            }
+            let base = map_chunk()?;
+            self.chunks += 1;
+            self.locked_bytes += CHUNK_DATA;
+            // Hand out low addresses first (pop takes from the end).
+            for i in (0..SLOTS_PER_CHUNK).rev() {
+                // SAFETY: `base` is the start of CHUNK_DATA mapped bytes and
+                // i * SLOT_SIZE < CHUNK_DATA, so the offset stays inside the mapping.
+                let slot = unsafe { base.add(i * SLOT_SIZE) };
+                self.slots.push(slot);
+            }
+        }
+        self.slots.pop().ok_or(CryptoError::LockedMemory {
+            operation: "allocate",
+            source: rustix::io::Errno::NOMEM.into(),
+        })
+    }
+}
+
+fn return_slot(pool: Pool, slot: NonNull<u8>) {
+    list(&mut lock_arena(), pool).slots.push(slot);
 }
 
 /// Maps, guards, locks and excludes from dumps and forks one chunk; returns the
@@ -174,6 +254,7 @@ fn map_chunk() -> Result<NonNull<u8>, CryptoError> {
 /// the arena: it is used for byte arrays and ring's inline key types only.
 pub(crate) struct Locked<T> {
     ptr: NonNull<T>,
+    pool: Pool,
     _owns: PhantomData<T>,
 }
 
@@ -183,11 +264,16 @@ unsafe impl<T: Send> Send for Locked<T> {}
 unsafe impl<T: Sync> Sync for Locked<T> {}
 
 impl<T> Locked<T> {
-    /// Moves `value` into a fresh slot.
+    /// Moves `value` into a fresh slot of the vault's own pool.
+    pub(crate) fn new(value: T) -> Result<Self, CryptoError> {
+        Self::new_in(Pool::Vault, value)
+    }
+
+    /// Moves `value` into a fresh slot of `pool`.
     ///
     /// The caller's copy of `value` (on the stack) is not wiped by this; call
     /// [`scrub_stack`] after constructing keys from secret bytes.
-    pub(crate) fn new(value: T) -> Result<Self, CryptoError> {
+    pub(crate) fn new_in(pool: Pool, value: T) -> Result<Self, CryptoError> {
         const {
             assert!(
                 size_of::<T>() <= SLOT_SIZE,
@@ -198,7 +284,7 @@ impl<T> Locked<T> {
                 "type alignment exceeds slot alignment"
             );
         }
-        let slot = take_slot()?;
+        let slot = take_slot(pool)?;
         let ptr = slot.cast::<T>();
         // SAFETY: the slot is SLOT_SIZE bytes, SLOT_ALIGN-aligned (chunks are page
         // aligned and SLOT_SIZE is a multiple of SLOT_ALIGN), exclusively ours until
@@ -206,6 +292,7 @@ impl<T> Locked<T> {
         unsafe { ptr.as_ptr().write(value) };
         Ok(Self {
             ptr,
+            pool,
             _owns: PhantomData,
         })
     }
@@ -237,7 +324,7 @@ impl<T> Drop for Locked<T> {
         let bytes = unsafe { std::slice::from_raw_parts_mut(slot.as_ptr(), SLOT_SIZE) };
         // zeroize writes volatilely, so the compiler cannot elide the wipe.
         bytes.zeroize();
-        return_slot(slot);
+        return_slot(self.pool, slot);
     }
 }
 
@@ -338,6 +425,36 @@ mod tests {
 
     /// A zero-sized value: storing it writes nothing into the slot.
     struct Untouched;
+
+    #[test]
+    fn a_pool_at_its_budget_refuses() {
+        // A free list of its own, so other tests' pools are not touched.
+        let mut list = FreeList::new();
+        list.max_chunks = 1;
+        let mut taken = 0;
+        let refused = loop {
+            match list.take(Pool::Tenants) {
+                Ok(_) => taken += 1,
+                Err(e) => break e,
+            }
+            assert!(taken <= SLOTS_PER_CHUNK, "the budget did not hold");
+        };
+        assert_eq!(taken, SLOTS_PER_CHUNK);
+        assert!(
+            matches!(
+                refused,
+                CryptoError::PoolExhausted {
+                    pool: Pool::Tenants,
+                    budget_bytes: CHUNK_DATA
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("tenant keys"), "{refused}");
+        assert_eq!(list.chunks, 1);
+        // Pools are separate: another pool is unaffected by this one being full.
+        Locked::new_in(Pool::Sessions, [4u8; 32]).unwrap();
+    }
 
     #[test]
     fn values_do_not_overlap() {

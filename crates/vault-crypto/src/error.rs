@@ -34,6 +34,18 @@ pub enum CryptoError {
         #[source]
         source: std::io::Error,
     },
+    /// A pool of locked memory reached its budget; other pools are unaffected.
+    #[error(
+        "the locked-memory budget for {} ({} KiB) is used up; retry later, or raise it",
+        pool.as_str(),
+        budget_bytes / 1024
+    )]
+    PoolExhausted {
+        /// The pool.
+        pool: crate::arena::Pool,
+        /// Its budget.
+        budget_bytes: usize,
+    },
     /// Shamir sharing parameters or shares were invalid.
     #[error("{0}")]
     Shares(#[from] ShareError),

@@ -11,7 +11,7 @@
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::aead::{AeadKey, KEY_LEN, ROTATE_AFTER, random_key_bytes};
-use crate::arena::{Locked, scrub_operation_stack, scrub_stack};
+use crate::arena::{Locked, Pool, scrub_operation_stack, scrub_stack};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::kdf::hkdf_sha256;
 use crate::{CryptoError, SecretValue};
@@ -28,7 +28,7 @@ impl UnsealKey {
     /// Generates a fresh unseal key for share-set `generation`.
     pub fn generate(generation: u32) -> Result<Self, CryptoError> {
         Ok(Self {
-            key: AeadKey::generate(generation)?,
+            key: AeadKey::generate(generation, Pool::Vault)?,
         })
     }
 
@@ -37,7 +37,7 @@ impl UnsealKey {
         generation: u32,
     ) -> Result<Self, CryptoError> {
         Ok(Self {
-            key: AeadKey::from_raw(raw, generation)?,
+            key: AeadKey::from_raw(raw, generation, Pool::Vault)?,
         })
     }
 
@@ -63,9 +63,9 @@ impl UnsealKey {
         wrapped: &Envelope,
         version: u32,
     ) -> Result<RootKey, CryptoError> {
-        let raw = self.key.unwrap(wrapped, &root_aad(version))?;
+        let raw = self.key.unwrap(wrapped, &root_aad(version), Pool::Vault)?;
         Ok(RootKey {
-            key: AeadKey::from_raw(raw, version)?,
+            key: AeadKey::from_raw(raw, version, Pool::Vault)?,
         })
     }
 }
@@ -88,7 +88,7 @@ impl RootKey {
     /// Generates root key `version`.
     pub fn generate(version: u32) -> Result<Self, CryptoError> {
         Ok(Self {
-            key: AeadKey::generate(version)?,
+            key: AeadKey::generate(version, Pool::Vault)?,
         })
     }
 
@@ -110,9 +110,11 @@ impl RootKey {
         version: u32,
         wrapped: &Envelope,
     ) -> Result<TenantKey, CryptoError> {
-        let raw = self.key.unwrap(wrapped, &tenant_key_aad(tenant, version))?;
+        let raw = self
+            .key
+            .unwrap(wrapped, &tenant_key_aad(tenant, version), Pool::Tenants)?;
         Ok(TenantKey {
-            key: AeadKey::from_raw(raw, version)?,
+            key: AeadKey::from_raw(raw, version, Pool::Tenants)?,
         })
     }
 
@@ -128,7 +130,7 @@ impl RootKey {
         wrapped: &Envelope,
     ) -> Result<SystemKey, CryptoError> {
         Ok(SystemKey {
-            raw: self.key.unwrap(wrapped, &system_aad(name))?,
+            raw: self.key.unwrap(wrapped, &system_aad(name), Pool::Vault)?,
         })
     }
 
@@ -164,7 +166,7 @@ impl TenantKey {
     /// Generates version `version` of a tenant key.
     pub fn generate(version: u32) -> Result<Self, CryptoError> {
         Ok(Self {
-            key: AeadKey::generate(version)?,
+            key: AeadKey::generate(version, Pool::Tenants)?,
         })
     }
 
@@ -185,17 +187,34 @@ impl TenantKey {
         self.key.open(envelope, aad)
     }
 
-    /// A short, keyed fingerprint of a value: equal values under one tenant key give
-    /// equal fingerprints, and without the key it reveals nothing about the value.
-    pub fn fingerprint(&self, value: &[u8]) -> Result<[u8; 8], CryptoError> {
-        let mut mac_key = Locked::new([0u8; KEY_LEN])?;
+    /// A short, keyed fingerprint of the value of one secret: `HMAC-SHA256(k, value)`
+    /// cut to 8 bytes, where `k = HKDF-SHA256(salt = "", ikm = this key, info =
+    /// "vaultd fingerprint v2" ‖ lp(tenant) ‖ lp(environment) ‖ lp(name))` and `lp` is
+    /// a 32-bit big-endian length prefix. Equal values of the same secret under the
+    /// same key version give equal fingerprints, so they tell whether a secret's value
+    /// changed; the same value in another secret gives an unrelated fingerprint, so
+    /// they cannot be compared across secrets (a guess written to one secret says
+    /// nothing about another). Without the key it reveals nothing about the value.
+    pub fn fingerprint(
+        &self,
+        tenant: &str,
+        environment: &str,
+        name: &str,
+        value: &[u8],
+    ) -> Result<[u8; 8], CryptoError> {
+        let mut mac_key = Locked::new_in(Pool::Tenants, [0u8; KEY_LEN])?;
+        let mut place = Vec::with_capacity(12 + tenant.len() + environment.len() + name.len());
+        for part in [tenant, environment, name] {
+            place.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+            place.extend_from_slice(part.as_bytes());
+        }
         hkdf_sha256(
             &[],
             self.key.raw(),
-            &[b"vaultd fingerprint v1"],
+            &[b"vaultd fingerprint v2", &place],
             &mut mac_key[..],
         )?;
-        let mac = MacKey::from_raw(mac_key)?;
+        let mac = MacKey::from_raw_in(mac_key, Pool::Tenants)?;
         let tag = mac.sign(value);
         let mut out = [0u8; 8];
         out.copy_from_slice(tag.get(..8).unwrap_or(&[0; 8]));
@@ -234,7 +253,7 @@ impl SystemKey {
     /// Generates a new system key.
     pub fn generate() -> Result<Self, CryptoError> {
         Ok(Self {
-            raw: random_key_bytes()?,
+            raw: random_key_bytes(Pool::Vault)?,
         })
     }
 
@@ -261,8 +280,8 @@ fn expand_signing(seed: &[u8; KEY_LEN]) -> Result<Locked<Ed25519KeyPair>, Crypto
 }
 
 #[inline(never)]
-fn expand_mac(raw: &[u8; KEY_LEN]) -> Result<Locked<ring::hmac::Key>, CryptoError> {
-    Locked::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, raw))
+fn expand_mac(raw: &[u8; KEY_LEN], pool: Pool) -> Result<Locked<ring::hmac::Key>, CryptoError> {
+    Locked::new_in(pool, ring::hmac::Key::new(ring::hmac::HMAC_SHA256, raw))
 }
 
 /// An HMAC-SHA256 key (API-key pepper, audit chain MAC key).
@@ -273,7 +292,12 @@ pub struct MacKey {
 
 impl MacKey {
     pub(crate) fn from_raw(raw: Locked<[u8; KEY_LEN]>) -> Result<Self, CryptoError> {
-        let key = expand_mac(&raw);
+        Self::from_raw_in(raw, Pool::Vault)
+    }
+
+    /// As [`MacKey::from_raw`], its expanded form in `pool`.
+    pub(crate) fn from_raw_in(raw: Locked<[u8; KEY_LEN]>, pool: Pool) -> Result<Self, CryptoError> {
+        let key = expand_mac(&raw, pool);
         // The HMAC state passed through temporaries in `expand_mac`'s frame.
         scrub_stack();
         Ok(Self {
@@ -414,8 +438,26 @@ mod tests {
     fn fingerprints_are_keyed_and_stable() {
         let a = TenantKey::generate(1).unwrap();
         let b = TenantKey::generate(1).unwrap();
-        assert_eq!(a.fingerprint(b"v").unwrap(), a.fingerprint(b"v").unwrap());
-        assert_ne!(a.fingerprint(b"v").unwrap(), a.fingerprint(b"w").unwrap());
-        assert_ne!(a.fingerprint(b"v").unwrap(), b.fingerprint(b"v").unwrap());
+        let fp = |key: &TenantKey, name: &str, value: &[u8]| {
+            key.fingerprint("acme", "live", name, value).unwrap()
+        };
+        assert_eq!(fp(&a, "x", b"v"), fp(&a, "x", b"v"));
+        assert_ne!(fp(&a, "x", b"v"), fp(&a, "x", b"w"));
+        assert_ne!(fp(&a, "x", b"v"), fp(&b, "x", b"v"));
+        // Bound to the secret: the same value elsewhere is not comparable.
+        assert_ne!(fp(&a, "x", b"v"), fp(&a, "y", b"v"));
+        assert_ne!(
+            fp(&a, "x", b"v"),
+            a.fingerprint("acme", "test", "x", b"v").unwrap()
+        );
+        assert_ne!(
+            fp(&a, "x", b"v"),
+            a.fingerprint("acme2", "live", "x", b"v").unwrap()
+        );
+        // Length prefixes: ("ab","c") and ("a","bc") differ.
+        assert_ne!(
+            a.fingerprint("ab", "c", "x", b"v").unwrap(),
+            a.fingerprint("a", "bc", "x", b"v").unwrap()
+        );
     }
 }

@@ -20,7 +20,7 @@ use ring::rand::SystemRandom;
 
 use crate::CryptoError;
 use crate::aead::{AeadKey, KEY_LEN};
-use crate::arena::{Locked, scrub_stack};
+use crate::arena::{Locked, Pool, scrub_stack};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::kdf::hkdf_sha256;
 use crate::secret::SecretValue;
@@ -103,7 +103,7 @@ impl SessionOffer {
         // The shared secret and HKDF state passed through frames below this one.
         scrub_stack();
         Ok(SessionKey {
-            key: AeadKey::from_raw(raw?, 0)?,
+            key: AeadKey::from_raw(raw?, 0, Pool::Sessions)?,
             session_id: transcript.session_id.as_bytes().to_vec(),
         })
     }
@@ -115,7 +115,7 @@ fn derive(
     peer_public: &[u8],
     info: &[u8],
 ) -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
-    let mut raw = Locked::new([0u8; KEY_LEN])?;
+    let mut raw = Locked::new_in(Pool::Sessions, [0u8; KEY_LEN])?;
     let peer = UnparsedPublicKey::new(&X25519, peer_public);
     agree_ephemeral(private, &peer, |shared| {
         hkdf_sha256(SALT, shared, &[info], &mut raw[..])

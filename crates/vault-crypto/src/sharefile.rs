@@ -17,7 +17,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
 use crate::aead::{AeadKey, KEY_LEN, random_bytes};
-use crate::arena::Locked;
+use crate::arena::{Locked, Pool};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::error::ShareFileError;
 use crate::secret::Passphrase;
@@ -130,7 +130,7 @@ fn derive(
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.expose_secret().as_bytes(), salt, &mut raw[..])
         .map_err(|_| ShareFileError::Passphrase)?;
-    AeadKey::from_raw(raw, 0)
+    AeadKey::from_raw(raw, 0, Pool::Vault)
 }
 
 #[cfg(test)]

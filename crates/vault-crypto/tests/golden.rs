@@ -71,8 +71,8 @@ const WRAPPED_SYSTEM_KEY: &str = "010000000103030303030303030303030355b325358da5
 const SECRET_ENVELOPE: &str = "0100000003040404040404040404040404dd313a42240b0a7e1273d7d017838f1600bb90855dd90b1032fefa5f75efdd37bb9ee072";
 /// `TRANSIT` sealed under the tenant key with `transit_aad()` (non-empty binding).
 const TRANSIT_ENVELOPE: &str = "01000000030505050505050505050505059aae9900893f78b754646efd1f6a46ba4bc23c0a90ec5216ef929527f54fd5d591";
-/// The tenant key's fingerprint of `SECRET`.
-const FINGERPRINT: &str = "561afb2a6712bd34";
+/// The tenant key's fingerprint of `SECRET` as the value of `acme-corp/live/byok/openai`.
+const FINGERPRINT: &str = "e6b306357f00343d";
 /// HMAC-SHA256 of `MAC_MESSAGE` under the system key.
 const MAC_TAG: &str = "a5d3c329672b50ebc3e04274c31a1587e0156273a5352a9085f1aa6926250135";
 /// Ed25519 public key whose seed is the system key, and its signature of `SIGNED_MESSAGE`.
@@ -187,7 +187,12 @@ fn golden_secret_and_transit_envelopes_open() {
         .open(&envelope(TRANSIT_ENVELOPE), &transit_aad())
         .unwrap();
     assert_eq!(transit.expose_secret(), TRANSIT);
-    assert_eq!(hex(&tenant_key.fingerprint(SECRET).unwrap()), FINGERPRINT);
+    assert_eq!(
+        hex(&tenant_key
+            .fingerprint(TENANT, "live", "byok/openai", SECRET)
+            .unwrap()),
+        FINGERPRINT
+    );
 }
 
 #[test]
@@ -436,9 +441,14 @@ fn regenerate_golden_vectors() {
     );
 
     let mut mac_key = [0u8; 32];
+    let mut place = Vec::new();
+    for part in [TENANT, "live", "byok/openai"] {
+        place.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        place.extend_from_slice(part.as_bytes());
+    }
     ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
         .extract(&tenant)
-        .expand(&[b"vaultd fingerprint v1"], ring::hkdf::HKDF_SHA256)
+        .expand(&[b"vaultd fingerprint v2", &place], ring::hkdf::HKDF_SHA256)
         .unwrap()
         .fill(&mut mac_key)
         .unwrap();

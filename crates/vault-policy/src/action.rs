@@ -11,6 +11,8 @@ pub enum Operation {
     TransitEncrypt,
     /// Decrypt a transit envelope.
     TransitDecrypt,
+    /// Reseal a transit envelope under the tenant's current key (no plaintext leaves).
+    TransitRewrap,
     /// Verify a platform API key.
     ApiKeysVerify,
 }
@@ -38,10 +40,11 @@ pub enum Permission {
     BreakglassApprove,
 }
 
-const OPERATIONS: [(Operation, &str); 4] = [
+const OPERATIONS: [(Operation, &str); 5] = [
     (Operation::Lease, "lease"),
     (Operation::TransitEncrypt, "transit.encrypt"),
     (Operation::TransitDecrypt, "transit.decrypt"),
+    (Operation::TransitRewrap, "transit.rewrap"),
     (Operation::ApiKeysVerify, "apikeys.verify"),
 ];
 

@@ -83,6 +83,8 @@ pub struct Decision {
     pub max_ttl: Option<Duration>,
     /// The deciding grant's `max_active_leases`, if set.
     pub max_active_leases: Option<u32>,
+    /// Whether the deciding grant lets transit create a tenant's key on first use.
+    pub create_tenant_keys: bool,
     /// Every rule considered, in order, and why it did or did not apply.
     pub trace: Vec<Trace>,
 }
@@ -180,6 +182,7 @@ impl PolicySet {
                     decided_by: Some(deny.rule.clone()),
                     max_ttl: None,
                     max_active_leases: None,
+                    create_tenant_keys: false,
                     trace: std::mem::take(trace),
                 });
             }
@@ -221,6 +224,7 @@ impl PolicySet {
                     decided_by: Some(grant.rule.clone()),
                     max_ttl: grant.max_ttl,
                     max_active_leases: grant.max_active_leases,
+                    create_tenant_keys: grant.create_tenant_keys,
                     trace,
                 };
             }
@@ -254,6 +258,7 @@ impl PolicySet {
                     decided_by: Some(role.rule.clone()),
                     max_ttl: None,
                     max_active_leases: None,
+                    create_tenant_keys: false,
                     trace,
                 };
             }
@@ -268,6 +273,7 @@ fn denied_by_default(trace: Vec<Trace>) -> Decision {
         decided_by: None,
         max_ttl: None,
         max_active_leases: None,
+        create_tenant_keys: false,
         trace,
     }
 }

@@ -88,6 +88,7 @@ struct Grant {
     secrets: Option<Vec<Pattern>>,
     max_ttl: Option<Duration>,
     max_active_leases: Option<u32>,
+    create_tenant_keys: bool,
 }
 
 #[derive(Debug, Clone)]

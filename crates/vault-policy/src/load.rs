@@ -108,6 +108,8 @@ struct GrantDoc {
     secrets: Option<Vec<String>>,
     max_ttl: Option<String>,
     max_active_leases: Option<u32>,
+    #[serde(default)]
+    create_tenant_keys: bool,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +311,7 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
         secrets,
         max_ttl,
         max_active_leases: doc.max_active_leases,
+        create_tenant_keys: doc.create_tenant_keys,
     })
 }
 

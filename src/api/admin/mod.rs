@@ -10,12 +10,14 @@ use vault_proto::v1::{self, admin_server::Admin};
 
 mod payload;
 
-use payload::{metadata, open_shares, open_value, seal_shares, share_params, status_response};
+use payload::{
+    metadata, open_shares, open_value, seal_shares, share_params, status_response, tenant_keys,
+};
 
-use super::{ApiError, Shared, Unrecorded, environment, secret_id, secret_ref};
+use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id, secret_ref};
 use crate::authz::{
     DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
-    RotateRootOp, SealOp, StatusOp, UnsealOp, WriteSecret,
+    RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
 };
 use crate::identity::Identity;
 use crate::ids::LeaseId;
@@ -68,6 +70,13 @@ impl AdminService {
     }
 }
 
+/// The request's tenant, validated and named in its record.
+fn tenant(call: &mut Call, text: &str) -> Result<TenantId, ApiError> {
+    let tenant = TenantId::new(text)?;
+    call.event.tenant = Some(tenant.to_string());
+    Ok(tenant)
+}
+
 macro_rules! permit {
     ($self:ident, $call:ident, $op:expr) => {
         match $self.shared.policies.permit(&$call.caller, $op) {
@@ -109,14 +118,13 @@ impl Admin for AdminService {
             let params = share_params(r.threshold, r.share_count)?;
             Ok((grant, session, params))
         });
-        let custody = &self.shared.custody;
         self.shared
             .apply(
                 Unrecorded::Answer,
                 call,
                 prepared,
-                |(grant, session, (threshold, count)), _| {
-                    let shares = custody.init(&grant, threshold, count)?;
+                |shared, (grant, session, (threshold, count)), _| {
+                    let shares = shared.custody.init(&grant, threshold, count)?;
                     let shares = seal_shares(&session, op::INIT, &shares)?;
                     Ok(v1::InitResponse { shares })
                 },
@@ -151,22 +159,21 @@ impl Admin for AdminService {
                 .insert("share_index".into(), share.index().to_string());
             Ok((grant, Some((share, nonce))))
         });
-        let custody = &self.shared.custody;
         self.shared
             .apply(
                 Unrecorded::Refuse,
                 call,
                 prepared,
-                |(grant, submitted), _| match submitted {
+                |shared, (grant, submitted), _| match submitted {
                     None => {
-                        custody.reset_unseal(&grant)?;
+                        shared.custody.reset_unseal(&grant)?;
                         Ok(v1::UnsealResponse {
                             state: v1::SealState::Sealed as i32,
                             ..Default::default()
                         })
                     }
-                    Some((share, nonce)) => {
-                        Ok(match custody.unseal(&grant, share, nonce.as_ref())? {
+                    Some((share, nonce)) => Ok(
+                        match shared.custody.unseal(&grant, share, nonce.as_ref())? {
                             UnsealOutcome::InProgress {
                                 nonce,
                                 submitted,
@@ -181,8 +188,8 @@ impl Admin for AdminService {
                                 state: v1::SealState::Unsealed as i32,
                                 ..Default::default()
                             },
-                        })
-                    }
+                        },
+                    ),
                 },
             )
             .await
@@ -233,14 +240,13 @@ impl Admin for AdminService {
             let current = open_shares(&session, op::REKEY, &r.current_shares)?;
             Ok((grant, session, params, current))
         });
-        let custody = &self.shared.custody;
         self.shared
             .apply(
                 Unrecorded::Answer,
                 call,
                 prepared,
-                |(grant, session, (threshold, count), current), _| {
-                    let shares = custody.rekey(&grant, current, threshold, count)?;
+                |shared, (grant, session, (threshold, count), current), _| {
+                    let shares = shared.custody.rekey(&grant, current, threshold, count)?;
                     let shares = seal_shares(&session, op::REKEY_NEW, &shares)?;
                     Ok(v1::RekeyResponse { shares })
                 },
@@ -261,12 +267,16 @@ impl Admin for AdminService {
                 open_shares(&session, op::ROTATE_ROOT_KEY, &r.shares)?,
             ))
         });
-        let custody = &self.shared.custody;
         self.shared
-            .apply(Unrecorded::Refuse, call, prepared, |(grant, shares), _| {
-                let root_version = custody.rotate_root_key(&grant, shares)?;
-                Ok(v1::RotateRootKeyResponse { root_version })
-            })
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |shared, (grant, shares), _| {
+                    let root_version = shared.custody.rotate_root_key(&grant, shares)?;
+                    Ok(v1::RotateRootKeyResponse { root_version })
+                },
+            )
             .await
     }
 
@@ -292,14 +302,13 @@ impl Admin for AdminService {
             let value = open_value(&session, op::PUT_SECRET, &id, r.value.as_ref())?;
             Ok((grant, kind, value))
         });
-        let custody = &self.shared.custody;
         self.shared
             .apply(
                 Unrecorded::Refuse,
                 call,
                 prepared,
-                |(grant, kind, value), event| {
-                    let stored = custody.put_secret(&grant, kind, &value)?;
+                |shared, (grant, kind, value), event| {
+                    let stored = shared.custody.put_secret(&grant, kind, &value)?;
                     event.version = Some(stored.current_version);
                     Ok(metadata(&stored))
                 },
@@ -320,15 +329,14 @@ impl Admin for AdminService {
             let value = open_value(&session, op::ROTATE_SECRET, &id, r.value.as_ref())?;
             Ok((grant, value))
         });
-        let custody = &self.shared.custody;
         let grace = r.grace_seconds.map(Duration::from_secs);
         self.shared
             .apply(
                 Unrecorded::Refuse,
                 call,
                 prepared,
-                |(grant, value), event| {
-                    let stored = custody.rotate_secret(&grant, &value, grace)?;
+                move |shared, (grant, value), event| {
+                    let stored = shared.custody.rotate_secret(&grant, &value, grace)?;
                     event.version = Some(stored.current_version);
                     Ok(metadata(&stored))
                 },
@@ -381,15 +389,19 @@ impl Admin for AdminService {
             call.secret(&id);
             Ok((permit!(self, call, DeleteSecret(id.clone()))?, id))
         });
-        let shared = &self.shared;
-        shared
-            .apply(Unrecorded::Refuse, call, prepared, |(grant, id), _| {
-                shared.custody.delete_secret(&grant)?;
-                shared
-                    .leases
-                    .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
-                Ok(v1::DeleteSecretResponse {})
-            })
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |shared, (grant, id), _| {
+                    shared.custody.delete_secret(&grant)?;
+                    shared
+                        .leases
+                        .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
+                    Ok(v1::DeleteSecretResponse {})
+                },
+            )
             .await
     }
 
@@ -410,13 +422,12 @@ impl Admin for AdminService {
                 }
                 Ok((permit!(self, call, EraseTenant(tenant.clone()))?, tenant))
             });
-        let shared = &self.shared;
-        shared
+        self.shared
             .apply(
                 Unrecorded::Refuse,
                 call,
                 prepared,
-                |(grant, tenant), event| {
+                |shared, (grant, tenant), event| {
                     let receipt = shared.custody.erase_tenant(&grant)?;
                     shared
                         .leases
@@ -435,6 +446,76 @@ impl Admin for AdminService {
                         secrets_erased: receipt.secrets_erased as u64,
                         erased_unix: receipt.erased_unix,
                     })
+                },
+            )
+            .await
+    }
+
+    async fn rotate_tenant_key(
+        &self,
+        request: Request<v1::RotateTenantKeyRequest>,
+    ) -> Result<Response<v1::TenantKeys>, Status> {
+        let mut call = self.shared.call("admin.rotate_tenant_key", &request)?;
+        let prepared = tenant(&mut call, &request.get_ref().tenant)
+            .and_then(|tenant| permit!(self, call, TenantKeysOp(tenant)));
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |shared, grant, event| {
+                    let keys = shared.custody.rotate_tenant_key(&grant)?;
+                    event
+                        .detail
+                        .insert("key_version".into(), keys.current.to_string());
+                    Ok(tenant_keys(&keys))
+                },
+            )
+            .await
+    }
+
+    async fn describe_tenant_keys(
+        &self,
+        request: Request<v1::DescribeTenantKeysRequest>,
+    ) -> Result<Response<v1::TenantKeys>, Status> {
+        let mut call = self.shared.call("admin.describe_tenant_keys", &request)?;
+        let result = match tenant(&mut call, &request.get_ref().tenant)
+            .and_then(|tenant| permit!(self, call, ReadMetadata(tenant)))
+        {
+            Ok(grant) => {
+                self.shared
+                    .blocking(&mut call, move |shared, _| {
+                        Ok(tenant_keys(&shared.custody.tenant_keys(&grant)?))
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
+    }
+
+    async fn retire_tenant_keys(
+        &self,
+        request: Request<v1::RetireTenantKeysRequest>,
+    ) -> Result<Response<v1::TenantKeys>, Status> {
+        let mut call = self.shared.call("admin.retire_tenant_keys", &request)?;
+        let r = request.get_ref();
+        let below = r.below_version;
+        let prepared = tenant(&mut call, &r.tenant).and_then(|tenant| {
+            call.event
+                .detail
+                .insert("below_version".into(), below.to_string());
+            permit!(self, call, TenantKeysOp(tenant))
+        });
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                move |shared, grant, _| {
+                    Ok(tenant_keys(
+                        &shared.custody.retire_tenant_keys(&grant, below)?,
+                    ))
                 },
             )
             .await
@@ -521,10 +602,9 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::ReloadPoliciesResponse>, Status> {
         let mut call = self.shared.call("admin.reload_policies", &request)?;
         let prepared = permit!(self, call, PoliciesOp);
-        let policies = &self.shared.policies;
         self.shared
-            .apply(Unrecorded::Refuse, call, prepared, |_, _| {
-                let (grants, denies, roles) = policies.reload().map_err(ApiError::Policy)?;
+            .apply(Unrecorded::Refuse, call, prepared, |shared, _, _| {
+                let (grants, denies, roles) = shared.policies.reload().map_err(ApiError::Policy)?;
                 Ok(v1::ReloadPoliciesResponse {
                     grants: grants as u32,
                     denies: denies as u32,

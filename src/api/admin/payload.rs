@@ -10,7 +10,7 @@ use crate::api::{ApiError, sealed, secret_ref};
 use crate::names::SecretKind;
 use crate::records::VersionState;
 use crate::sessions::Session;
-use crate::vault::{SecretMetadata, Status as VaultStatus};
+use crate::vault::{SecretMetadata, Status as VaultStatus, TenantKeys};
 
 pub(super) fn open_shares(
     session: &Session,
@@ -138,4 +138,22 @@ pub(super) fn status_response(status: &VaultStatus) -> v1::StatusResponse {
         }
     }
     out
+}
+
+pub(super) fn tenant_keys(keys: &TenantKeys) -> v1::TenantKeys {
+    v1::TenantKeys {
+        tenant: keys.tenant.to_string(),
+        current_version: keys.current,
+        min_decryption_version: keys.min_decrypt,
+        versions: keys
+            .versions
+            .iter()
+            .map(|v| v1::TenantKeyVersion {
+                version: v.version,
+                created_unix: v.created_unix,
+                encryptions: v.encryptions,
+                secret_versions: v.secret_versions as u64,
+            })
+            .collect(),
+    }
 }

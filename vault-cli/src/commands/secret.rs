@@ -1,7 +1,7 @@
 //! Secrets (write-only values, readable metadata) and tenants.
 
 use serde_json::{Value, json};
-use vault_client::proto::{SecretKind, SecretMetadata, VersionState};
+use vault_client::proto::{SecretKind, SecretMetadata, TenantKeys, VersionState};
 use vault_client::{Client, SecretPath};
 
 use crate::cli::{Env, Kind, SecretArgs, SecretCommand, TenantCommand};
@@ -193,7 +193,26 @@ pub(crate) async fn tenant(
     command: &TenantCommand,
     out: Output,
 ) -> Result<(), CliError> {
-    let TenantCommand::Erase { tenant, confirm } = command;
+    match command {
+        TenantCommand::Erase { tenant, confirm } => erase(client, tenant, confirm, out).await,
+        TenantCommand::RotateKey { tenant } => {
+            let keys = client.rotate_tenant_key(tenant).await?;
+            print_keys(&keys, Some("rotated: "), out);
+            Ok(())
+        }
+        TenantCommand::Keys { tenant } => {
+            print_keys(&client.describe_tenant_keys(tenant).await?, None, out);
+            Ok(())
+        }
+        TenantCommand::RetireKeys { tenant, below } => {
+            let keys = client.retire_tenant_keys(tenant, *below).await?;
+            print_keys(&keys, Some("retired: "), out);
+            Ok(())
+        }
+    }
+}
+
+async fn erase(client: &Client, tenant: &str, confirm: &str, out: Output) -> Result<(), CliError> {
     if confirm != tenant {
         return Err(CliError::invalid(
             "--confirm must repeat the tenant id exactly",
@@ -220,4 +239,59 @@ pub(crate) async fn tenant(
         },
     );
     Ok(())
+}
+
+/// A tenant's key versions: a line of summary, then a table.
+fn print_keys(keys: &TenantKeys, done: Option<&str>, out: Output) {
+    out.emit(
+        || {
+            let mut text = format!(
+                "{}tenant {}: current key version {}{}",
+                done.unwrap_or(""),
+                keys.tenant,
+                keys.current_version,
+                if keys.min_decryption_version > 1 {
+                    format!(", versions below {} retired", keys.min_decryption_version)
+                } else {
+                    String::new()
+                }
+            );
+            let rows: Vec<Vec<String>> = keys
+                .versions
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.version.to_string(),
+                        unix(v.created_unix),
+                        v.encryptions.to_string(),
+                        v.secret_versions.to_string(),
+                    ]
+                })
+                .collect();
+            text.push('\n');
+            text.push_str(&table(
+                &[
+                    "VERSION",
+                    "CREATED",
+                    "ENCRYPTIONS (AT MOST)",
+                    "SECRET VERSIONS",
+                ],
+                &rows,
+            ));
+            text
+        },
+        || {
+            json!({
+                "tenant": keys.tenant,
+                "current_version": keys.current_version,
+                "min_decryption_version": keys.min_decryption_version,
+                "versions": keys.versions.iter().map(|v| json!({
+                    "version": v.version,
+                    "created_unix": v.created_unix,
+                    "encryptions": v.encryptions,
+                    "secret_versions": v.secret_versions,
+                })).collect::<Vec<_>>(),
+            })
+        },
+    );
 }

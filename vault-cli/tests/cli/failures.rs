@@ -348,3 +348,79 @@ fn shares_without_a_share_dir_are_printed_once_and_work() {
     assert!(new.iter().all(|s| s.starts_with("vs1-")));
     assert_eq!(json["shares"][2]["number"], 3);
 }
+
+#[test]
+fn a_grace_window_past_the_maximum_is_refused_with_the_reason() {
+    let (mut fixture, _process, addr, _) = unsealed();
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    let rotate = |grace: &str| {
+        operator.run_with_stdin(
+            &[
+                "secret",
+                "rotate",
+                "acme",
+                "byok/openai",
+                "--env",
+                "live",
+                "--grace",
+                grace,
+            ],
+            b"sk-y",
+        )
+    };
+    let refused = rotate("1000000d").code(7);
+    assert!(refused.stderr.contains("seal.max_grace"), "{refused:#?}");
+    assert!(!refused.stderr.contains("panicked"), "{refused:#?}");
+    // Nothing changed, and describing it prints every time it holds.
+    let described = operator
+        .run(&["secret", "describe", "acme", "byok/openai", "--env", "live"])
+        .ok();
+    assert!(described.stdout.contains("current"), "{described:#?}");
+    rotate("30d").ok();
+    operator
+        .run(&["secret", "describe", "acme", "byok/openai", "--env", "live"])
+        .ok();
+}
+
+#[test]
+fn tenant_keys_rotate_and_retire_from_the_cli() {
+    let (mut fixture, _process, addr, _) = unsealed();
+    let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
+    snapshot(
+        &operator.run(&["tenant", "rotate-key", "acme"]).ok().stdout,
+        "rotated: tenant acme: current key version 2
+         VERSION  CREATED[..]ENCRYPTIONS (AT MOST)  SECRET VERSIONS
+         1        [..] UTC  65536                  1
+         2        [..] UTC  65536                  0",
+    );
+    // Retiring waits for the background rewrap; then version 1 is destroyed.
+    let mut retired = None;
+    for _ in 0..100 {
+        let run = operator.run(&["tenant", "retire-keys", "acme", "--below", "2"]);
+        if run.code == 0 {
+            retired = Some(run);
+            break;
+        }
+        assert_eq!(run.code, 5, "{run:#?}");
+        assert!(run.stderr.contains("rewrap"), "{run:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    snapshot(
+        &retired.expect("the rewrap pass finished").stdout,
+        "retired: tenant acme: current key version 2, versions below 2 retired
+         VERSION  CREATED[..]ENCRYPTIONS (AT MOST)  SECRET VERSIONS
+         2        [..] UTC  65536                  1",
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &operator
+            .run(&["tenant", "keys", "acme", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["min_decryption_version"], 2);
+    let run = operator
+        .run(&["tenant", "retire-keys", "acme", "--below", "5"])
+        .code(7);
+    assert!(run.stderr.contains("current version is 2"), "{run:#?}");
+}

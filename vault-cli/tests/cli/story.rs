@@ -84,7 +84,7 @@ fn operator_story() {
                 "--kind",
                 "byok",
             ],
-            b"sk-proj-original-0001\n",
+            b"sk-proj-original-0000000000000000000001\n",
         )
         .ok();
     snapshot(
@@ -105,7 +105,7 @@ fn operator_story() {
                 "--grace",
                 "1h",
             ],
-            b"sk-proj-rotated-0002\n",
+            b"sk-proj-rotated-00000000000000000000002\n",
         )
         .ok();
     snapshot(
@@ -130,7 +130,7 @@ fn operator_story() {
             "30s",
         ])
         .ok();
-    assert_eq!(lease.stdout, "sk-proj-rotated-0002");
+    assert_eq!(lease.stdout, "sk-proj-rotated-00000000000000000000002");
     snapshot(&lease.stderr, "lease l-[..] (version 2)");
     let listed = admin.run(&["lease", "list", "--tenant", "acme"]).ok();
     snapshot(

@@ -1,0 +1,292 @@
+//! What the daemon does on its own while it serves: sweeps expired sessions and
+//! leases, keeps gauges and `grpc.health.v1` true, disables versions past their grace
+//! window (revoking their leases), rewraps tenants' secrets after key rotations, and
+//! tells the operator when the audit log fails or runs short of space.
+//!
+//! Anything that touches storage runs on the blocking pool, and every unit of work
+//! stands alone: a failure or a corrupt record is logged, counted and skipped, never
+//! a reason to stop or to drop work already done.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use vault_audit::{AuditLog, Event};
+
+use crate::api::Shared;
+use crate::audit::system_event;
+use crate::leases::{RevocationReason, Selector};
+use crate::vault::{SealState, SweepItem};
+
+/// How often expired sessions and leases are swept and gauges refreshed.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How often rotated-out versions past their grace window are disabled.
+const GRACE_SWEEP: Duration = Duration::from_secs(5);
+/// Corrupt records remembered, so each is logged once.
+const REPORTED_CORRUPT: usize = 1024;
+
+/// Starts every background task of a serving daemon.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(housekeeping(Arc::clone(shared), stopped.clone())),
+        tokio::spawn(report_health(Arc::clone(shared), health, stopped.clone())),
+        tokio::spawn(rewrap_pass(Arc::clone(shared), stopped.clone())),
+    ]
+}
+
+/// Keeps `grpc.health.v1` true: the overall status (`""`) and `vault.v1.Broker` are
+/// `SERVING` only while unsealed with a working audit log, and change the moment the
+/// vault seals or unseals (the audit log is looked at every second). `vault.v1.Admin`
+/// stays `SERVING`: it serves status and unseal while sealed.
+async fn report_health(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut changes = shared.custody.watch_seal_state();
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    health
+        .set_service_status("vault.v1.Admin", ServingStatus::Serving)
+        .await;
+    loop {
+        let serving =
+            *changes.borrow_and_update() == SealState::Unsealed && shared.audit.is_healthy();
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status("vault.v1.Broker", status).await;
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Sweeps expired sessions and leases, disables versions past their grace window
+/// (revoking their leases), and refreshes gauges.
+async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut reported = HashSet::new();
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_grace_sweep = tokio::time::Instant::now();
+    let mut audit_state = AuditState::Healthy;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        shared.sessions.sweep();
+        shared.leases.sweep();
+        audit_state = audit_state.report(&shared.audit);
+        for summary in shared.refusals.drain() {
+            if let Err(e) = shared.audit.append(summary).await {
+                tracing::error!("a summary of refused requests could not be audited: {e}");
+            }
+        }
+        if last_grace_sweep.elapsed() >= GRACE_SWEEP {
+            last_grace_sweep = tokio::time::Instant::now();
+            sweep_grace(&shared, &mut reported).await;
+        }
+        let sealed = match shared.custody.seal_state() {
+            SealState::Unsealed => 0,
+            SealState::Sealed => 1,
+            SealState::Uninitialised => 2,
+        };
+        let m = &shared.metrics;
+        m.sealed.set(sealed);
+        m.leases
+            .set(i64::try_from(shared.leases.len()).unwrap_or(i64::MAX));
+        m.sessions
+            .set(i64::try_from(shared.sessions.len()).unwrap_or(i64::MAX));
+        m.audit_records
+            .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
+        m.tenant_keys_cached
+            .set(i64::try_from(shared.custody.cached_tenant_keys()).unwrap_or(i64::MAX));
+        m.observe_locked_memory();
+        m.audit_free_bytes.set(
+            shared
+                .audit
+                .free_bytes()
+                .map_or(-1, |free| i64::try_from(free).unwrap_or(i64::MAX)),
+        );
+    }
+}
+
+/// What the operator was last told about the audit log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AuditState {
+    Healthy,
+    LowSpace,
+    Failed,
+}
+
+impl AuditState {
+    /// Logs a change of the audit log's state, once.
+    fn report(self, audit: &AuditLog) -> Self {
+        let now = if audit.failure().is_some() {
+            AuditState::Failed
+        } else if audit.low_space() {
+            AuditState::LowSpace
+        } else {
+            AuditState::Healthy
+        };
+        match (self, now) {
+            (before, after) if before == after => {}
+            (_, AuditState::Failed) => tracing::error!(
+                "the audit log failed ({}); every request that must be audited is refused \
+                 until vaultd is restarted with a writable log",
+                audit.failure().unwrap_or_default()
+            ),
+            (_, AuditState::LowSpace) => tracing::warn!(
+                "the audit log's disk is short of space ({} bytes free); requests are refused \
+                 until space is freed (audit.min_free)",
+                audit
+                    .free_bytes()
+                    .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
+            ),
+            (_, AuditState::Healthy) => {
+                tracing::info!("the audit log has space again; requests are served")
+            }
+        }
+        now
+    }
+}
+
+/// Disables every version past its grace window. Each secret is one unit, in order:
+/// its versions disabled in storage, their leases revoked, and a record of it; a
+/// failure is logged and the sweep goes on with the next. Corrupt records are
+/// logged (once each), counted and skipped.
+async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
+    let candidates = {
+        let shared = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || shared.custody.sweep_candidates()).await
+    };
+    // Sealed or uninitialised: nothing can be swept, and nothing needs to be.
+    let Ok(Ok(items)) = candidates else {
+        return;
+    };
+    let mut corrupt = 0i64;
+    for item in items {
+        let id = match item {
+            SweepItem::Expired(id) => id,
+            SweepItem::Corrupt(error) => {
+                corrupt += 1;
+                if reported.len() < REPORTED_CORRUPT && reported.insert(error.key.clone()) {
+                    tracing::warn!("the grace sweep skips a corrupt record: {error}");
+                }
+                continue;
+            }
+        };
+        let disabled = {
+            let (shared, id) = (Arc::clone(shared), id.clone());
+            tokio::task::spawn_blocking(move || shared.custody.disable_expired(&id)).await
+        };
+        let versions = match disabled {
+            Ok(Ok(versions)) => versions,
+            Ok(Err(e)) => {
+                shared.metrics.sweep_failures.inc();
+                tracing::error!("the grace sweep could not disable versions of {id}: {e}");
+                continue;
+            }
+            Err(_) => {
+                shared.metrics.sweep_failures.inc();
+                continue;
+            }
+        };
+        for version in versions {
+            let revoked = shared.leases.revoke(
+                &Selector::Version(id.clone(), version),
+                RevocationReason::VersionDisabled,
+            );
+            let mut event = Event {
+                tenant: Some(id.tenant.to_string()),
+                environment: Some(id.environment.to_string()),
+                secret: Some(id.name.to_string()),
+                version: Some(version),
+                reason: "grace window ended: version disabled".to_owned(),
+                ..Event::default()
+            };
+            event
+                .detail
+                .insert("leases_revoked".into(), revoked.len().to_string());
+            if let Err(e) = system_event(&shared.audit, "system.disable_version", event).await {
+                tracing::error!(
+                    "disabling version {version} of {id} past its grace window could not be audited: {e}"
+                );
+            }
+        }
+    }
+    shared.metrics.corrupt_records.set(corrupt);
+}
+
+/// After every unseal, queues the tenants that hold more than one key version; then
+/// rewraps their secrets under their current keys, a tenant at a time, while the
+/// vault serves. Each tenant's pass is audited.
+async fn rewrap_pass(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut changes = shared.custody.watch_seal_state();
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut queued_since_unseal = false;
+    loop {
+        let unsealed = *changes.borrow_and_update() == SealState::Unsealed;
+        if !unsealed {
+            queued_since_unseal = false;
+        } else if !queued_since_unseal {
+            let queue = Arc::clone(&shared);
+            match tokio::task::spawn_blocking(move || queue.custody.queue_stale_tenants()).await {
+                Ok(Ok(_)) => queued_since_unseal = true,
+                Ok(Err(e)) => tracing::error!("cannot look for tenants to rewrap: {e}"),
+                Err(_) => {}
+            }
+        }
+        while unsealed && !*stopped.borrow() {
+            let step = Arc::clone(&shared);
+            match tokio::task::spawn_blocking(move || step.custody.rewrap_step()).await {
+                Ok(Ok(Some((tenant, rewritten)))) => {
+                    if rewritten > 0 {
+                        tracing::info!(
+                            "rewrapped {rewritten} secrets of tenant {tenant} under its current key"
+                        );
+                    }
+                    let mut event = Event {
+                        tenant: Some(tenant.to_string()),
+                        reason: "secrets rewrapped under the current tenant key".to_owned(),
+                        ..Event::default()
+                    };
+                    event
+                        .detail
+                        .insert("secrets_rewrapped".into(), rewritten.to_string());
+                    if let Err(e) = system_event(&shared.audit, "system.rewrap", event).await {
+                        tracing::error!("a rewrap of tenant {tenant} could not be audited: {e}");
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!("the rewrap pass stopped for now: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
