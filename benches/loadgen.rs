@@ -6,7 +6,12 @@
 //!
 //! ```sh
 //! cargo bench --bench loadgen -- [--connections 4] [--inflight 16] [--seconds 10] [--fsync always|group]
+//!                                [--rotate-tenants 10000]
 //! ```
+//!
+//! With `--rotate-tenants N`, it then stores a secret for N more tenants and measures
+//! `Lease` again while a root-key rotation rewraps all of them, to show that leases keep
+//! flowing (and at what p99) while the vault rotates.
 //!
 //! The daemon runs in this process (its files, PKI and policies in a temporary
 //! directory), on the same runtime as the clients, so both compete for the same cores.
@@ -39,6 +44,7 @@ struct Args {
     inflight: usize,
     seconds: u64,
     fsync: String,
+    rotate_tenants: usize,
 }
 
 fn args() -> Args {
@@ -47,6 +53,7 @@ fn args() -> Args {
         inflight: 16,
         seconds: 10,
         fsync: "always".into(),
+        rotate_tenants: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +63,7 @@ fn args() -> Args {
             "--inflight" => args.inflight = value().parse().expect("a count"),
             "--seconds" => args.seconds = value().parse().expect("seconds"),
             "--fsync" => args.fsync = value(),
+            "--rotate-tenants" => args.rotate_tenants = value().parse().expect("a count"),
             _ => {} // `cargo bench` passes --bench and filters
         }
     }
@@ -97,6 +105,21 @@ where
     F: Fn(T) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    drive_until(targets, inflight, tokio::time::sleep(duration), call).await
+}
+
+/// As [`drive`], until `done` resolves.
+async fn drive_until<T, F, Fut>(
+    targets: &[T],
+    inflight: usize,
+    done: impl std::future::Future<Output = ()>,
+    call: F,
+) -> Outcome
+where
+    T: Clone + Send + 'static,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -117,7 +140,7 @@ where
             }));
         }
     }
-    tokio::time::sleep(duration).await;
+    done.await;
     stop.store(true, Ordering::Relaxed);
     let mut outcome = Outcome {
         calls: 0,
@@ -149,7 +172,7 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::
              tenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"**\"]\nmax_ttl = \"1m\"\n\
              max_active_leases = 10000000\n\n\
              [[role]]\nid = \"operator\"\nidentities = [\"{OPERATOR}\"]\n\
-             permissions = [\"status\", \"unseal\", \"secrets.write\"]\n"
+             permissions = [\"status\", \"unseal\", \"secrets.write\", \"keys.rotate\"]\n"
         ),
     )
     .unwrap();
@@ -168,7 +191,8 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::
     config
 }
 
-async fn prepare(admin: &mut AdminClient<Channel>, broker: &mut BrokerClient<Channel>) {
+/// Initialises with one share, unseals and stores the secret leased; returns the share.
+async fn prepare(admin: &mut AdminClient<Channel>, broker: &mut BrokerClient<Channel>) -> Vec<u8> {
     let session = open_session(broker, OPERATOR).await.unwrap();
     let shares = admin
         .init(v1::InitRequest {
@@ -217,6 +241,68 @@ async fn prepare(admin: &mut AdminClient<Channel>, broker: &mut BrokerClient<Cha
         })
         .await
         .unwrap();
+    share.expose_secret().to_vec()
+}
+
+/// Stores one secret for each of `count` tenants, 64 at a time.
+async fn add_tenants(channel: &Channel, count: usize) {
+    let mut broker = BrokerClient::new(channel.clone());
+    let session = Arc::new(open_session(&mut broker, OPERATOR).await.unwrap());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let (channel, session, next) = (channel.clone(), Arc::clone(&session), Arc::clone(&next));
+        writers.push(tokio::spawn(async move {
+            let mut admin = AdminClient::new(channel);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let tenant = format!("tenant-{i}");
+                let aad = SessionAad::secret_value(op::PUT_SECRET, &tenant, "live", "byok/x");
+                let envelope = session.key.seal(&aad, b"sk-bench").unwrap();
+                admin
+                    .put_secret(v1::PutSecretRequest {
+                        session_id: session.id.clone(),
+                        secret: Some(v1::SecretRef {
+                            tenant,
+                            environment: v1::Environment::Live as i32,
+                            name: "byok/x".into(),
+                        }),
+                        kind: v1::SecretKind::Byok as i32,
+                        value: Some(v1::SealedPayload { envelope }),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+/// Rotates the root key with `share`; returns how long it took.
+async fn rotate_root(channel: &Channel, share: &[u8]) -> Duration {
+    let mut broker = BrokerClient::new(channel.clone());
+    let session = open_session(&mut broker, OPERATOR).await.unwrap();
+    let sealed = session
+        .key
+        .seal(
+            &SessionAad::share(op::ROTATE_ROOT_KEY, Direction::ToDaemon, 0),
+            share,
+        )
+        .unwrap();
+    let started = Instant::now();
+    AdminClient::new(channel.clone())
+        .rotate_root_key(v1::RotateRootKeyRequest {
+            session_id: session.id.clone(),
+            shares: vec![v1::SealedPayload { envelope: sealed }],
+        })
+        .await
+        .unwrap();
+    started.elapsed()
 }
 
 /// Prints the first failure, so a misconfigured run says why instead of a bare count.
@@ -250,9 +336,9 @@ fn main() {
             running.grpc_addr,
             client_config(&pki.ca_pem, Some(&operator)),
         );
-        prepare(
+        let share = prepare(
             &mut AdminClient::new(operator_channel.clone()),
-            &mut BrokerClient::new(operator_channel),
+            &mut BrokerClient::new(operator_channel.clone()),
         )
         .await;
 
@@ -290,24 +376,19 @@ fn main() {
             .cloned()
             .zip(sessions.iter().map(|s| s.id.clone()))
             .collect();
-        let leases = drive(
-            &targets,
-            args.inflight,
-            duration,
-            |(channel, session_id)| async move {
-                BrokerClient::new(channel)
-                    .lease(v1::LeaseRequest {
-                        session_id,
-                        secret: Some(secret()),
-                        version: None,
-                        ttl_seconds: 1,
-                    })
-                    .await
-                    .map_err(|status| report_first_error(&status))
-                    .is_ok()
-            },
-        )
-        .await;
+        let lease = |(channel, session_id): (Channel, String)| async move {
+            BrokerClient::new(channel)
+                .lease(v1::LeaseRequest {
+                    session_id,
+                    secret: Some(secret()),
+                    version: None,
+                    ttl_seconds: 1,
+                })
+                .await
+                .map_err(|status| report_first_error(&status))
+                .is_ok()
+        };
+        let leases = drive(&targets, args.inflight, duration, lease).await;
 
         println!("{}", echo.line("echo"));
         println!("{}", leases.line("lease"));
@@ -316,6 +397,45 @@ fn main() {
             leases.rate() / echo.rate(),
             leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
         );
+        if args.rotate_tenants > 0 {
+            add_tenants(&operator_channel, args.rotate_tenants).await;
+            let before = drive(&targets, args.inflight, duration, lease).await;
+            let (took_tx, took_rx) = tokio::sync::oneshot::channel();
+            let rotation = {
+                let channel = operator_channel.clone();
+                tokio::spawn(async move {
+                    let _ = took_tx.send(rotate_root(&channel, &share).await);
+                })
+            };
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let waiter = tokio::spawn(async move {
+                let took = took_rx.await.unwrap();
+                let _ = done_tx.send(());
+                took
+            });
+            let during = drive_until(
+                &targets,
+                args.inflight,
+                async {
+                    let _ = done_rx.await;
+                },
+                lease,
+            )
+            .await;
+            rotation.await.unwrap();
+            let took = waiter.await.unwrap();
+            println!(
+                "root-key rotation over {} tenants took {:.2} s",
+                args.rotate_tenants + 1,
+                took.as_secs_f64()
+            );
+            println!("{}", before.line("before"));
+            println!("{}", during.line("during"));
+            println!(
+                "lease p99 during the rotation / before: {:.2}x",
+                during.percentile(0.99) / before.percentile(0.99).max(0.001)
+            );
+        }
         let _ = running.shutdown().await;
     });
 }

@@ -218,6 +218,11 @@ impl Daemon {
         &self.vault
     }
 
+    /// The state the services share, and the vault: what the fuzz harness drives.
+    pub(crate) fn parts(&self) -> (&Arc<Shared>, &Arc<Vault>) {
+        (&self.shared, &self.vault)
+    }
+
     /// Audits an action the daemon takes on its own (not a request).
     pub(crate) async fn audit_system(
         &self,
@@ -263,10 +268,7 @@ impl Daemon {
                 addr: "server reflection".to_owned(),
                 source: std::io::Error::other(e),
             })?;
-        let broker = BrokerServer::new(BrokerService::new(Arc::clone(&self.shared)))
-            .max_decoding_message_size(MAX_MESSAGE);
-        let admin = AdminServer::new(AdminService::new(Arc::clone(&self.shared)))
-            .max_decoding_message_size(MAX_MESSAGE);
+        let (broker, admin) = services(&self.shared);
         let api_routes = || {
             vec![
                 ("vault.v1.Broker", route(broker.clone())),
@@ -311,6 +313,18 @@ impl Daemon {
             tasks,
         })
     }
+}
+
+/// The gRPC services over `shared`, each bounding decoded messages to [`MAX_MESSAGE`].
+pub(crate) fn services(
+    shared: &Arc<Shared>,
+) -> (BrokerServer<BrokerService>, AdminServer<AdminService>) {
+    (
+        BrokerServer::new(BrokerService::new(Arc::clone(shared)))
+            .max_decoding_message_size(MAX_MESSAGE),
+        AdminServer::new(AdminService::new(Arc::clone(shared)))
+            .max_decoding_message_size(MAX_MESSAGE),
+    )
 }
 
 /// Binds the local socket, replacing a stale one, readable and writable by the

@@ -12,6 +12,9 @@ pub mod config;
 pub mod daemon;
 pub mod dev;
 mod error;
+// For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 mod housekeeping;
 mod http;

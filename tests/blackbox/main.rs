@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod broker;
+mod corpora;
 mod crash;
 mod harness;
 mod observability;

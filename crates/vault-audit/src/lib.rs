@@ -92,6 +92,9 @@
 mod chain;
 mod error;
 mod event;
+// For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod record;
 mod sink;

@@ -12,6 +12,9 @@ pub mod aead;
 pub mod arena;
 pub mod envelope;
 mod error;
+// For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hex;
 pub mod kdf;
 mod keys;

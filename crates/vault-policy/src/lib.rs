@@ -15,6 +15,9 @@
 
 mod action;
 mod eval;
+// For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod load;
 pub mod pattern;
 
