@@ -608,3 +608,38 @@ async fn a_rotations_grace_window_is_capped() {
         .into_inner();
     assert_eq!(rotated.current_version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprint_oracle_a_guess_in_another_secret_matches_nothing() {
+    let (mut vault, _) = TestVault::unsealed().await;
+    // A low-entropy value an admin wants to learn without "eyes" on it...
+    vault
+        .put_secret("acme", "live", "byok/target", b"hunter2")
+        .await;
+    // ...guessed into secrets of its own: no fingerprint matches the target's.
+    let mut admin = vault.admin_as(ADMIN);
+    let describe = |name: &str| v1::DescribeSecretRequest {
+        secret: Some(secret_ref("acme", "live", name)),
+    };
+    let target = admin
+        .describe_secret(describe("byok/target"))
+        .await
+        .unwrap()
+        .into_inner()
+        .versions[0]
+        .fingerprint
+        .clone();
+    for (i, guess) in [&b"hunter1"[..], b"hunter2", b"hunter3"].iter().enumerate() {
+        let name = format!("byok/guess-{}", i + 1);
+        vault.put_secret("acme", "live", &name, guess).await;
+        let fingerprint = admin
+            .describe_secret(describe(&name))
+            .await
+            .unwrap()
+            .into_inner()
+            .versions[0]
+            .fingerprint
+            .clone();
+        assert_ne!(fingerprint, target, "the guess {i} was told apart");
+    }
+}
