@@ -4,6 +4,7 @@
 //! in locked memory, secrets), its [`storage`], validated [`names`], and process
 //! [`hardening`]. Cryptography lives in the `vault-crypto` crate.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod api;
 mod audit;

@@ -1,16 +1,16 @@
 //! What vaultd keeps in its store, and how each record is keyed and encoded.
 //!
 //! Every record holds only ciphertext ([`Envelope`]) and non-secret metadata. The
-//! [`Record`] trait is sealed to the types in this module, and
-//! [`StoredValue`](crate::storage::StoredValue) can only be built by [`encode`], so no
+//! `Record` trait is sealed to the types in this module, and
+//! [`StoredValue`] can only be built by `encode`, so no
 //! other type — in particular no plaintext buffer — can reach a store.
 //!
 //! | key                               | record                |
 //! |-----------------------------------|-----------------------|
-//! | `seal`                            | [`SealRecord`]        |
-//! | `system/<name>`                   | [`SystemKeyRecord`]   |
-//! | `tenant/<tenant>`                 | [`TenantRecord`]      |
-//! | `secret/<tenant>/<env>/<name>`    | [`SecretRecord`]      |
+//! | `seal`                            | `SealRecord`          |
+//! | `system/<name>`                   | `SystemKeyRecord`     |
+//! | `tenant/<tenant>`                 | `TenantRecord`        |
+//! | `secret/<tenant>/<env>/<name>`    | `SecretRecord`        |
 //!
 //! Records are encoded with postcard. Tenant ids cannot contain `/`, so the prefix
 //! `secret/<tenant>/` never matches another tenant.

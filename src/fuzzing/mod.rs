@@ -5,7 +5,7 @@
 //! - [`config`]: a configuration file's text.
 //! - [`records`]: stored bytes, as every record type, and as a record of a working
 //!   vault whose store was damaged.
-//! - [`grpc`]: a request of `vault.v1.Broker` or `vault.v1.Admin`, served by an
+//! - [`grpc()`]: a request of `vault.v1.Broker` or `vault.v1.Admin`, served by an
 //!   in-process daemon ([`GrpcHarness`]) exactly as the transport hands it over
 //!   (`grpc.rs`; the RPCs and their placeholders in `rpcs.rs`).
 

@@ -6,8 +6,8 @@
 //!                             └──────────── seal ────────────┘
 //! ```
 //!
-//! Sealed and unsealed are different types: only [`State::Unsealed`] holds a
-//! [`Keyring`], and every data operation reaches keys through it. Sealing drops the
+//! Sealed and unsealed are different types: only the unsealed state holds a
+//! keyring, and every data operation reaches keys through it. Sealing drops the
 //! keyring, which wipes every unwrapped key from the locked arena. Data operations hold
 //! the state's read lock for their duration, so sealing waits for in-flight operations
 //! and no key outlives a seal.

@@ -1,7 +1,7 @@
 //! The locked key arena: the only memory that ever holds key material.
 //!
 //! Memory comes from anonymous private mappings, each a *chunk* of
-//! [`SLOTS_PER_CHUNK`] fixed-size slots framed by two inaccessible guard pages:
+//! 64 fixed-size slots framed by two inaccessible guard pages:
 //!
 //! ```text
 //! | guard (PROT_NONE) | slot 0 | slot 1 | … | slot 63 | guard (PROT_NONE) |

@@ -29,40 +29,104 @@ mod tests {
     use prost::Message;
     use prost_types::FileDescriptorSet;
 
-    /// Fields that carry secrets in either direction.
-    const SECRET_FIELDS: [&str; 7] = [
-        "value",
-        "share",
-        "shares",
-        "current_shares",
-        "plaintext",
-        "plaintexts",
-        "api_key",
-    ];
+    /// What a field's trailing comment says it is.
+    fn marker(file: &prost_types::FileDescriptorProto, path: &[i32]) -> Option<String> {
+        file.source_code_info
+            .as_ref()?
+            .location
+            .iter()
+            .find(|l| l.path == path)
+            .and_then(|l| l.trailing_comments.as_deref())
+            .map(|c| c.trim().to_owned())
+    }
 
-    #[test]
-    fn every_secret_field_is_sealed_to_a_session() {
-        let set = FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+    /// Every field of `message` (at `path`, and its nested messages): a SealedPayload
+    /// must be marked `secret`, a string or bytes field `public`, and nothing else
+    /// `secret`. Returns the fields checked.
+    fn check(
+        file: &prost_types::FileDescriptorProto,
+        message: &prost_types::DescriptorProto,
+        path: &[i32],
+        failures: &mut Vec<String>,
+    ) -> usize {
+        use prost_types::field_descriptor_proto::Type;
         let mut checked = 0;
-        for file in &set.file {
-            for message in &file.message_type {
-                for field in &message.field {
-                    if SECRET_FIELDS.contains(&field.name()) {
-                        assert_eq!(
-                            field.type_name(),
-                            ".vault.v1.SealedPayload",
-                            "{}.{} must be a SealedPayload",
-                            message.name(),
-                            field.name()
-                        );
-                        checked += 1;
-                    }
+        for (i, field) in message.field.iter().enumerate() {
+            let mut field_path = path.to_vec();
+            field_path.extend([2, i as i32]);
+            let marker = marker(file, &field_path);
+            let sealed = field.type_name() == ".vault.v1.SealedPayload";
+            let text = matches!(field.r#type(), Type::String | Type::Bytes);
+            let name = format!("{}.{}", message.name(), field.name());
+            match (sealed, text, marker.as_deref()) {
+                (true, _, Some("secret")) | (false, true, Some("public")) => checked += 1,
+                (false, false, None) => {}
+                (true, _, other) => {
+                    failures.push(format!("{name}: a SealedPayload must be marked `// secret`, not {other:?}"))
                 }
+                (false, true, other) => failures.push(format!(
+                    "{name}: a string or bytes field must be marked `// public` (a secret must be a SealedPayload marked `// secret`), not {other:?}"
+                )),
+                (false, false, Some(other)) => failures.push(format!(
+                    "{name}: only SealedPayload, string and bytes fields are marked, not {other:?}"
+                )),
             }
         }
+        for (i, nested) in message.nested_type.iter().enumerate() {
+            let mut nested_path = path.to_vec();
+            nested_path.extend([3, i as i32]);
+            checked += check(file, nested, &nested_path, failures);
+        }
+        checked
+    }
+
+    #[test]
+    fn every_field_says_whether_it_is_secret_and_secrets_are_sealed() {
+        let set = FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for file in set.file.iter().filter(|f| f.package() == "vault.v1") {
+            assert!(
+                file.source_code_info.is_some(),
+                "{}: the descriptor set has no comments to read",
+                file.name()
+            );
+            for (i, message) in file.message_type.iter().enumerate() {
+                checked += check(file, message, &[4, i as i32], &mut failures);
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(checked >= 80, "only {checked} fields checked");
+    }
+
+    #[test]
+    fn an_unmarked_field_fails_the_check() {
+        let set = FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let mut file = set
+            .file
+            .into_iter()
+            .find(|f| f.name() == "vault/v1/broker.proto")
+            .unwrap();
+        // A new secret field named `token`, as a plain string: it must not pass.
+        let index = file
+            .message_type
+            .iter()
+            .position(|m| m.name() == "LeaseRequest")
+            .unwrap();
+        let message = &mut file.message_type[index];
+        message.field.push(prost_types::FieldDescriptorProto {
+            name: Some("token".into()),
+            number: Some(99),
+            r#type: Some(prost_types::field_descriptor_proto::Type::String as i32),
+            ..Default::default()
+        });
+        let message = file.message_type[index].clone();
+        let mut failures = Vec::new();
+        check(&file, &message, &[4, index as i32], &mut failures);
+        assert_eq!(failures.len(), 1, "{failures:?}");
         assert!(
-            checked >= 10,
-            "only {checked} secret fields found: the list is stale"
+            failures[0].starts_with("LeaseRequest.token"),
+            "{failures:?}"
         );
     }
 
