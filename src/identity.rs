@@ -6,10 +6,8 @@
 
 use std::fmt;
 
-use vault_proto::spiffe::{SpiffeError, SpiffeId};
-
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use vault_proto::identity::{DNS_PREFIX, valid_dns_name};
+use vault_proto::spiffe::SpiffeId;
 
 /// A verified caller identity, such as `spiffe://billing.example/svc/gateway`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,99 +54,11 @@ impl fmt::Display for Identity {
     }
 }
 
-/// Why a verified certificate does not name exactly one identity.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityError {
-    /// The certificate does not parse (it passed chain verification, so this is rare).
-    #[error("client certificate does not parse")]
-    Malformed,
-    /// More than one URI SAN: the identity would be ambiguous.
-    #[error("client certificate has {0} URI SANs; exactly one SPIFFE ID is required")]
-    AmbiguousUri(usize),
-    /// The URI SAN is not a SPIFFE ID.
-    #[error("client certificate's URI SAN is not a spiffe:// ID")]
-    NotSpiffe,
-    /// The URI SAN is a SPIFFE ID that breaks the specification's rules.
-    #[error("client certificate's SPIFFE ID is invalid: {0}")]
-    InvalidSpiffe(SpiffeError),
-    /// The DNS SAN is not a valid DNS name.
-    #[error("client certificate's DNS SAN is not a valid DNS name")]
-    InvalidDns,
-    /// No URI SAN, and DNS identities are off or there is not exactly one DNS SAN.
-    #[error("client certificate names no identity (one spiffe:// URI SAN is required)")]
-    Missing,
-}
+pub use vault_proto::identity::{IdentityError, IdentitySource};
 
-/// Which SANs may name a caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdentitySource {
-    /// Only a SPIFFE URI SAN (the default).
-    #[default]
-    SpiffeOnly,
-    /// A SPIFFE URI SAN, or else a single DNS SAN (as `dns:<name>`).
-    SpiffeOrDns,
-}
-
-/// Extracts the identity from a client certificate that rustls already verified.
+/// The identity of a client certificate that rustls already verified.
 pub fn identity_of(cert_der: &[u8], source: IdentitySource) -> Result<Identity, IdentityError> {
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|_| IdentityError::Malformed)?;
-    let names = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => ext.value.general_names.clone(),
-        Ok(None) => Vec::new(),
-        Err(_) => return Err(IdentityError::Malformed),
-    };
-    let uris: Vec<&str> = names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
-    match uris.as_slice() {
-        [uri]
-            if uri
-                .get(..SCHEME.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(SCHEME)) =>
-        {
-            return SpiffeId::parse(uri)
-                .map(|id| Identity(id.as_str().to_owned()))
-                .map_err(IdentityError::InvalidSpiffe);
-        }
-        [_] => return Err(IdentityError::NotSpiffe),
-        [] => {}
-        many => return Err(IdentityError::AmbiguousUri(many.len())),
-    }
-    let dns: Vec<&str> = names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(*d),
-            _ => None,
-        })
-        .collect();
-    match (source, dns.as_slice()) {
-        (IdentitySource::SpiffeOrDns, [name]) if valid_dns_name(name) => {
-            Ok(Identity(format!("{DNS_PREFIX}{name}")))
-        }
-        (IdentitySource::SpiffeOrDns, [_]) => Err(IdentityError::InvalidDns),
-        _ => Err(IdentityError::Missing),
-    }
-}
-
-const SCHEME: &str = "spiffe://";
-const DNS_PREFIX: &str = "dns:";
-
-/// A lower-case DNS name of at most 253 characters: labels of 1-63 `a-z 0-9 -`, not
-/// starting or ending with `-`. No wildcards, no trailing dot.
-fn valid_dns_name(name: &str) -> bool {
-    (1..=253).contains(&name.len())
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+    vault_proto::identity::identity_of(cert_der, source).map(Identity)
 }
 
 #[cfg(test)]

@@ -78,17 +78,17 @@ impl Environment {
     /// Parses `live` or `test`.
     pub fn parse(text: &str) -> Result<Self, InvalidName> {
         match text {
-            "live" => Ok(Self::Live),
-            "test" => Ok(Self::Test),
+            vault_proto::LIVE => Ok(Self::Live),
+            vault_proto::TEST => Ok(Self::Test),
             _ => Err(invalid("environment", text, "use live or test")),
         }
     }
 
-    /// `live` or `test`.
+    /// `live` or `test` (`vault_proto::LIVE`, `vault_proto::TEST`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Live => "live",
-            Self::Test => "test",
+            Self::Live => vault_proto::LIVE,
+            Self::Test => vault_proto::TEST,
         }
     }
 }

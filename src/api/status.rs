@@ -4,6 +4,7 @@
 use tonic::Status;
 use vault_audit::AuditError;
 use vault_crypto::CryptoError;
+use vault_proto::reason;
 
 use crate::authz::Denied;
 use crate::error::Error;
@@ -98,17 +99,16 @@ impl ApiError {
 }
 
 /// The metadata key that tells clients, in a machine-readable word, why a request
-/// failed where the code alone does not: `unknown-session`, `sealed`, `uninitialised`,
-/// `audit`.
-pub(crate) const REASON_KEY: &str = "vault-error";
+/// failed where the code alone does not (`vault_proto::reason`).
+pub(crate) const REASON_KEY: &str = reason::KEY;
 
 impl ApiError {
     fn reason(&self) -> Option<&'static str> {
         match self {
-            ApiError::Session(SessionError::Unknown) => Some("unknown-session"),
-            ApiError::Vault(Error::Sealed) => Some("sealed"),
-            ApiError::Vault(Error::Uninitialised) => Some("uninitialised"),
-            ApiError::Audit(_) => Some("audit"),
+            ApiError::Session(SessionError::Unknown) => Some(reason::UNKNOWN_SESSION),
+            ApiError::Vault(Error::Sealed) => Some(reason::SEALED),
+            ApiError::Vault(Error::Uninitialised) => Some(reason::UNINITIALISED),
+            ApiError::Audit(_) => Some(reason::AUDIT),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod aead;
 pub mod arena;
+pub mod clock;
 pub mod envelope;
 mod error;
 // For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.

@@ -18,10 +18,53 @@ pub mod v1 {
     tonic::include_proto!("vault.v1");
 }
 
+/// The `vault-error` trailing metadata: where the gRPC code alone does not tell a client
+/// what to do, this key names the reason in one word. The daemon sets it; clients act
+/// on it (reopen a session, fail over, give up).
+pub mod reason {
+    /// The metadata key.
+    pub const KEY: &str = "vault-error";
+    /// The session is unknown or expired: open a new one and retry.
+    pub const UNKNOWN_SESSION: &str = "unknown-session";
+    /// vaultd is sealed: custodians must unseal it; another node may serve.
+    pub const SEALED: &str = "sealed";
+    /// vaultd is not initialised yet.
+    pub const UNINITIALISED: &str = "uninitialised";
+    /// The audit log cannot be written, so nothing is answered.
+    pub const AUDIT: &str = "audit";
+}
+
+impl v1::Environment {
+    /// The environment's name as it appears in associated data, audit records and
+    /// text: `live` or `test`; `None` for the unspecified value.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Self::Live => Some(LIVE),
+            Self::Test => Some(TEST),
+            Self::Unspecified => None,
+        }
+    }
+
+    /// The environment named `live` or `test`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            LIVE => Some(Self::Live),
+            TEST => Some(Self::Test),
+            _ => None,
+        }
+    }
+}
+
+/// The live environment's name.
+pub const LIVE: &str = "live";
+/// The test environment's name.
+pub const TEST: &str = "test";
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));
 
+pub mod identity;
 pub mod spiffe;
 
 #[cfg(test)]
