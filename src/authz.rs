@@ -1,26 +1,21 @@
-//! Policy glue: the only place an [`Authorized`] value is made, and [`Custody`], the
-//! only way request handlers reach the vault. Every `Custody` method takes the
-//! `Authorized` proof for exactly the operation and target it performs, so a handler
-//! cannot touch storage around the policy, nor reuse one decision for another secret.
+//! Policy glue: the only place an [`Authorized`] value is made. Every method of
+//! [`Custody`](crate::custody::Custody), the only way request handlers reach the vault,
+//! sessions and leases, takes the `Authorized` proof for exactly the operation and
+//! target it performs, so a handler cannot act around the policy, nor reuse one
+//! decision for another secret. Every request, even one any caller may make (opening a
+//! session, revoking its own lease), obtains its proof here first: deny by default,
+//! by construction.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use vault_crypto::SecretValue;
-use vault_crypto::envelope::Envelope;
-use vault_crypto::shamir::Share;
 use vault_policy::{
     Decision, Operation, Permission, PermissionRequest, PolicyError, PolicySet, Request,
 };
 
-use crate::error::Result;
-use crate::identity::Identity;
-use crate::names::{Environment, SecretId, SecretKind, TenantId};
-use crate::vault::{
-    ErasureReceipt, SealState, SecretMetadata, Status, SweepItem, TenantKeys, UnsealNonce,
-    UnsealOutcome, Vault,
-};
+use crate::identity::{Identity, IdentityError};
+use crate::names::{Environment, SecretId, TenantId};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +33,10 @@ impl Caller {
         }
     }
 }
+
+/// What the transport attaches to every request: who the peer is.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(pub(crate) Result<Caller, IdentityError>);
 
 /// Permissions the local socket gives, whatever the policies say.
 const LOCAL_PERMISSIONS: [Permission; 3] =
@@ -173,9 +172,16 @@ impl BrokerOp for RewrapOp {
     }
 }
 
+/// Open and use the caller's own lease sessions: any caller with an identity may.
+pub(crate) struct SessionsOp;
+/// Use, renew, revoke or watch the caller's own leases: any remote caller may.
+pub(crate) struct OwnLeasesOp;
+
 /// Proof that the policies allowed the caller `op`. Only this module makes one.
 pub(crate) struct Authorized<O> {
     op: O,
+    /// Who was allowed.
+    identity: Identity,
     /// Id of the grant or role that allowed it (`None` for the local socket).
     pub(crate) rule: Option<String>,
     /// The grant's `max_ttl`.
@@ -193,6 +199,30 @@ pub(crate) struct Denied {
     pub(crate) rule: Option<String>,
 }
 
+impl<O> Authorized<O> {
+    /// What was allowed.
+    pub(crate) fn op(&self) -> &O {
+        &self.op
+    }
+
+    /// Who was allowed.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The proof of an operation the caller may make by being who it is.
+    fn by_identity(op: O, identity: &Identity) -> Self {
+        Self {
+            op,
+            identity: identity.clone(),
+            rule: None,
+            max_ttl: None,
+            max_active_leases: None,
+            create_tenant_keys: false,
+        }
+    }
+}
+
 /// The loaded policy set; replaced whole on reload.
 pub(crate) struct Policies {
     dir: PathBuf,
@@ -207,21 +237,36 @@ impl Policies {
         })
     }
 
-    /// Loads the directory again; on any error the old set stays.
-    pub(crate) fn reload(&self) -> Result<(usize, usize, usize), PolicyError> {
+    /// Loads the directory again, as a request allowed to: on any error the old set
+    /// stays.
+    pub(crate) fn reload(
+        &self,
+        _: &Authorized<PoliciesOp>,
+    ) -> Result<(usize, usize, usize), PolicyError> {
+        self.reload_on_signal()
+    }
+
+    /// Loads the directory again because the operator sent `SIGHUP`.
+    pub(crate) fn reload_on_signal(&self) -> Result<(usize, usize, usize), PolicyError> {
         let set = PolicySet::load_dir(&self.dir)?;
         let counts = set.counts();
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(counts)
     }
 
-    pub(crate) fn current(&self) -> Arc<PolicySet> {
+    /// The loaded set, for a caller allowed to inspect it (`CheckPolicy`).
+    pub(crate) fn loaded(&self, _: &Authorized<PoliciesOp>) -> Arc<PolicySet> {
+        self.current()
+    }
+
+    fn current(&self) -> Arc<PolicySet> {
         Arc::clone(&self.set.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn decide<O>(
         &self,
         op: O,
+        identity: &Identity,
         decision: Decision,
         action: &'static str,
     ) -> Result<Authorized<O>, Denied> {
@@ -231,6 +276,7 @@ impl Policies {
         }
         Ok(Authorized {
             op,
+            identity: identity.clone(),
             rule,
             max_ttl: decision.max_ttl,
             max_active_leases: decision.max_active_leases,
@@ -246,15 +292,9 @@ impl Policies {
     ) -> Result<Authorized<O>, Denied> {
         let action = O::PERMISSION.as_str();
         match caller {
-            Caller::Local(_) => {
+            Caller::Local(identity) => {
                 if LOCAL_PERMISSIONS.contains(&O::PERMISSION) {
-                    Ok(Authorized {
-                        op,
-                        rule: None,
-                        max_ttl: None,
-                        max_active_leases: None,
-                        create_tenant_keys: false,
-                    })
+                    Ok(Authorized::by_identity(op, identity))
                 } else {
                     Err(Denied { action, rule: None })
                 }
@@ -265,7 +305,7 @@ impl Policies {
                     permission: O::PERMISSION,
                     tenant: op.tenant().map(TenantId::as_str),
                 });
-                self.decide(op, decision, action)
+                self.decide(op, identity, decision, action)
             }
         }
     }
@@ -287,205 +327,25 @@ impl Policies {
             environment: op.environment().as_str(),
             secret: op.secret(),
         });
-        self.decide(op, decision, action)
-    }
-}
-
-/// The vault, reachable only with an [`Authorized`] proof for each operation.
-pub(crate) struct Custody {
-    vault: Arc<Vault>,
-}
-
-impl Custody {
-    pub(crate) fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+        self.decide(op, identity, decision, action)
     }
 
-    /// Status is also served unauthenticated on the health endpoint; it holds nothing secret.
-    /// The lifecycle state alone, without reading storage (health, gauges).
-    pub(crate) fn seal_state(&self) -> SealState {
-        self.vault.seal_state()
+    /// The caller's own lease sessions: every caller with an identity may open and
+    /// use them (sessions are bounded per identity and in total, and give nothing by
+    /// themselves).
+    pub(crate) fn sessions(&self, caller: &Caller) -> Authorized<SessionsOp> {
+        Authorized::by_identity(SessionsOp, caller.identity())
     }
 
-    /// Unwrapped tenant keys held now, for a gauge.
-    pub(crate) fn cached_tenant_keys(&self) -> usize {
-        self.vault.cached_tenant_keys()
-    }
-
-    /// Lifecycle changes as they happen, for health reporting.
-    pub(crate) fn watch_seal_state(&self) -> tokio::sync::watch::Receiver<SealState> {
-        self.vault.watch_seal_state()
-    }
-
-    pub(crate) fn status(&self) -> Result<Status> {
-        self.vault.status()
-    }
-
-    /// The audit checkpoint public key while unsealed; public, like the status.
-    pub(crate) fn audit_public_key(&self) -> Option<[u8; 32]> {
-        self.vault.audit_public_key()
-    }
-
-    pub(crate) fn init(
-        &self,
-        _: &Authorized<UnsealOp>,
-        threshold: usize,
-        shares: usize,
-    ) -> Result<Vec<Share>> {
-        self.vault.init(threshold, shares)
-    }
-
-    pub(crate) fn unseal(
-        &self,
-        _: &Authorized<UnsealOp>,
-        share: Share,
-        nonce: Option<&UnsealNonce>,
-    ) -> Result<UnsealOutcome> {
-        self.vault.unseal(share, nonce)
-    }
-
-    pub(crate) fn reset_unseal(&self, _: &Authorized<UnsealOp>) -> Result<()> {
-        self.vault.reset_unseal()
-    }
-
-    pub(crate) fn seal(&self, _: &Authorized<SealOp>) -> Result<()> {
-        self.vault.seal()
-    }
-
-    pub(crate) fn rekey(
-        &self,
-        _: &Authorized<RekeyOp>,
-        current: Vec<Share>,
-        threshold: usize,
-        shares: usize,
-    ) -> Result<Vec<Share>> {
-        self.vault.rekey(current, threshold, shares)
-    }
-
-    pub(crate) fn rotate_root_key(
-        &self,
-        _: &Authorized<RotateRootOp>,
-        shares: Vec<Share>,
-    ) -> Result<u32> {
-        self.vault.rotate_root_key(shares)
-    }
-
-    pub(crate) fn put_secret(
-        &self,
-        grant: &Authorized<WriteSecret>,
-        kind: SecretKind,
-        value: &SecretValue,
-    ) -> Result<SecretMetadata> {
-        self.vault.put_secret(&grant.op.0, kind, value)
-    }
-
-    pub(crate) fn rotate_secret(
-        &self,
-        grant: &Authorized<WriteSecret>,
-        value: &SecretValue,
-        grace: Option<Duration>,
-    ) -> Result<SecretMetadata> {
-        self.vault.rotate_secret(&grant.op.0, value, grace)
-    }
-
-    pub(crate) fn describe_secret(
-        &self,
-        grant: &Authorized<ReadMetadata>,
-        id: &SecretId,
-    ) -> Result<SecretMetadata> {
-        if id.tenant != grant.op.0 {
-            return Err(crate::Error::NotFound);
+    /// The caller's own leases: a remote caller may renew, revoke and watch them. The
+    /// local socket holds none.
+    pub(crate) fn own_leases(&self, caller: &Caller) -> Result<Authorized<OwnLeasesOp>, Denied> {
+        match caller {
+            Caller::Remote(identity) => Ok(Authorized::by_identity(OwnLeasesOp, identity)),
+            Caller::Local(_) => Err(Denied {
+                action: "leases",
+                rule: None,
+            }),
         }
-        self.vault.describe_secret(id)
-    }
-
-    pub(crate) fn list_secrets(
-        &self,
-        grant: &Authorized<ReadMetadata>,
-        environment: Option<Environment>,
-    ) -> Result<Vec<SecretMetadata>> {
-        self.vault.list_secrets(&grant.op.0, environment)
-    }
-
-    pub(crate) fn delete_secret(&self, grant: &Authorized<DeleteSecret>) -> Result<()> {
-        self.vault.delete_secret(&grant.op.0)
-    }
-
-    pub(crate) fn erase_tenant(&self, grant: &Authorized<EraseTenant>) -> Result<ErasureReceipt> {
-        self.vault.erase_tenant(&grant.op.0)
-    }
-
-    pub(crate) fn open_secret(
-        &self,
-        grant: &Authorized<LeaseOp>,
-        version: Option<u64>,
-    ) -> Result<(SecretValue, u64)> {
-        self.vault.open_secret(&grant.op.0, version)
-    }
-
-    pub(crate) fn check_leasable(&self, grant: &Authorized<LeaseOp>, version: u64) -> Result<()> {
-        self.vault.check_leasable(&grant.op.0, version)
-    }
-
-    pub(crate) fn transit_encrypt(
-        &self,
-        grant: &Authorized<EncryptOp>,
-        plaintext: &[u8],
-    ) -> Result<Envelope> {
-        self.vault
-            .transit_encrypt(&grant.op.0, grant.op.1, plaintext, grant.create_tenant_keys)
-    }
-
-    pub(crate) fn transit_decrypt(
-        &self,
-        grant: &Authorized<DecryptOp>,
-        envelope: &[u8],
-    ) -> Result<SecretValue> {
-        self.vault
-            .transit_decrypt(&grant.op.0, grant.op.1, envelope)
-    }
-
-    pub(crate) fn transit_rewrap(
-        &self,
-        grant: &Authorized<RewrapOp>,
-        envelope: &[u8],
-    ) -> Result<Envelope> {
-        self.vault.transit_rewrap(&grant.op.0, grant.op.1, envelope)
-    }
-
-    pub(crate) fn rotate_tenant_key(&self, grant: &Authorized<TenantKeysOp>) -> Result<TenantKeys> {
-        self.vault.rotate_tenant_key(&grant.op.0)
-    }
-
-    pub(crate) fn retire_tenant_keys(
-        &self,
-        grant: &Authorized<TenantKeysOp>,
-        below: u32,
-    ) -> Result<TenantKeys> {
-        self.vault.retire_tenant_keys(&grant.op.0, below)
-    }
-
-    pub(crate) fn tenant_keys(&self, grant: &Authorized<ReadMetadata>) -> Result<TenantKeys> {
-        self.vault.tenant_keys(&grant.op.0)
-    }
-
-    /// The daemon's own grace sweep, not a request: no caller to authorise.
-    pub(crate) fn sweep_candidates(&self) -> Result<Vec<SweepItem>> {
-        self.vault.sweep_candidates(crate::vault::now_unix())
-    }
-
-    /// The sweep's disabling of one secret's expired versions.
-    pub(crate) fn disable_expired(&self, id: &SecretId) -> Result<Vec<u64>> {
-        self.vault.disable_expired(id, crate::vault::now_unix())
-    }
-
-    /// The daemon's own rewrap pass: tenants queued after an unseal.
-    pub(crate) fn queue_stale_tenants(&self) -> Result<usize> {
-        self.vault.queue_stale_tenants()
-    }
-
-    /// The daemon's own rewrap pass: the next queued tenant.
-    pub(crate) fn rewrap_step(&self) -> Result<Option<(TenantId, usize)>> {
-        self.vault.rewrap_step()
     }
 }

@@ -22,10 +22,10 @@ use crate::api::admin::AdminService;
 use crate::api::broker::BrokerService;
 use crate::api::{MAX_MESSAGE, Shared};
 use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
-use crate::authz::{Custody, Policies};
+use crate::authz::Policies;
 use crate::config::Config;
+use crate::custody::{Terms, Upkeep};
 use crate::leases::Leases;
-use crate::limits::PerIdentity;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
@@ -89,6 +89,7 @@ pub struct Daemon {
     config: Config,
     vault: Arc<Vault>,
     shared: Arc<Shared>,
+    upkeep: Arc<Upkeep>,
     tls: Arc<ReloadableTls>,
 }
 
@@ -190,25 +191,32 @@ impl Daemon {
             },
             Arc::new(VaultChainKeys(Arc::clone(&vault))),
         )?;
-        let shared = Arc::new(Shared {
-            policies,
-            custody: Custody::new(Arc::clone(&vault)),
-            sessions: Sessions::new(
+        let (custody, upkeep) = crate::custody::assemble(
+            Arc::clone(&vault),
+            Sessions::new(
                 config.leases.session_ttl,
                 config.leases.max_sessions,
                 config.leases.sessions_per_identity,
             ),
-            leases: Leases::new(config.leases.max_total),
+            Leases::new(config.leases.max_total),
+            config.limits.watches_per_identity,
+            Terms {
+                default_ttl: config.leases.default_ttl,
+                max_per_identity: config.leases.max_per_identity,
+            },
+        );
+        let shared = Arc::new(Shared {
+            policies,
+            custody,
             audit,
             refusals: RefusalBudget::new(config.audit.refusals_per_second),
-            watches: PerIdentity::new(config.limits.watches_per_identity),
-            metrics: Metrics::new(),
-            limits: config.leases.clone(),
+            metrics: Arc::new(Metrics::new()),
         });
         Ok(Self {
             config,
             vault,
             shared,
+            upkeep: Arc::new(upkeep),
             tls,
         })
     }
@@ -218,9 +226,10 @@ impl Daemon {
         &self.vault
     }
 
-    /// The state the services share, and the vault: what the fuzz harness drives.
-    pub(crate) fn parts(&self) -> (&Arc<Shared>, &Arc<Vault>) {
-        (&self.shared, &self.vault)
+    /// The state the services share, the daemon's own custody handle and the vault:
+    /// what the fuzz harness drives.
+    pub(crate) fn parts(&self) -> (&Arc<Shared>, &Arc<Upkeep>, &Arc<Vault>) {
+        (&self.shared, &self.upkeep, &self.vault)
     }
 
     /// Audits an action the daemon takes on its own (not a request).
@@ -291,11 +300,20 @@ impl Daemon {
             )),
             tokio::spawn(crate::http::serve(
                 http,
-                Arc::clone(&self.shared),
+                crate::http::Observed {
+                    upkeep: Arc::clone(&self.upkeep),
+                    audit: self.shared.audit.clone(),
+                    metrics: Arc::clone(&self.shared.metrics),
+                },
                 stopped.clone(),
             )),
         ];
-        tasks.extend(crate::housekeeping::spawn(&self.shared, health, &stopped));
+        tasks.extend(crate::housekeeping::spawn(
+            &self.shared,
+            &self.upkeep,
+            health,
+            &stopped,
+        ));
         if let Some(socket) = socket {
             tasks.push(tokio::spawn(serve_unix(
                 socket,
@@ -397,7 +415,7 @@ impl Running {
     pub async fn reload(&self) -> ReloadReport {
         let report = ReloadReport {
             tls: self.tls.reload(),
-            policies: self.shared.policies.reload(),
+            policies: self.shared.policies.reload_on_signal(),
         };
         let mut event = Event {
             decision: match (&report.tls, &report.policies) {

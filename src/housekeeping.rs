@@ -17,8 +17,8 @@ use vault_audit::{AuditLog, Event};
 
 use crate::api::Shared;
 use crate::audit::system_event;
-use crate::leases::{RevocationReason, Selector};
-use crate::vault::{SealState, SweepItem};
+use crate::custody::{Disabled, Upkeep};
+use crate::vault::{SealState, SweepItem, now_unix};
 
 /// How often expired sessions and leases are swept and gauges refreshed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -30,14 +30,27 @@ const REPORTED_CORRUPT: usize = 1024;
 /// Starts every background task of a serving daemon.
 pub(crate) fn spawn(
     shared: &Arc<Shared>,
+    upkeep: &Arc<Upkeep>,
     health: tonic_health::server::HealthReporter,
     stopped: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let tasks = Tasks {
+        shared: Arc::clone(shared),
+        upkeep: Arc::clone(upkeep),
+    };
     vec![
-        tokio::spawn(housekeeping(Arc::clone(shared), stopped.clone())),
-        tokio::spawn(report_health(Arc::clone(shared), health, stopped.clone())),
-        tokio::spawn(rewrap_pass(Arc::clone(shared), stopped.clone())),
+        tokio::spawn(housekeeping(tasks.clone(), stopped.clone())),
+        tokio::spawn(report_health(tasks.clone(), health, stopped.clone())),
+        tokio::spawn(rewrap_pass(tasks, stopped.clone())),
     ]
+}
+
+/// What the background tasks work with: the audit log, refusal budget and metrics
+/// the services share, and custody's upkeep handle.
+#[derive(Clone)]
+struct Tasks {
+    shared: Arc<Shared>,
+    upkeep: Arc<Upkeep>,
 }
 
 /// Keeps `grpc.health.v1` true: the overall status (`""`) and `vault.v1.Broker` are
@@ -45,11 +58,12 @@ pub(crate) fn spawn(
 /// vault seals or unseals (the audit log is looked at every second). `vault.v1.Admin`
 /// stays `SERVING`: it serves status and unseal while sealed.
 async fn report_health(
-    shared: Arc<Shared>,
+    tasks: Tasks,
     health: tonic_health::server::HealthReporter,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut changes = shared.custody.watch_seal_state();
+    let shared = &tasks.shared;
+    let mut changes = tasks.upkeep.watch_seal_state();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
@@ -79,7 +93,8 @@ async fn report_health(
 
 /// Sweeps expired sessions and leases, disables versions past their grace window
 /// (revoking their leases), and refreshes gauges.
-async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
+    let (shared, upkeep) = (&tasks.shared, &tasks.upkeep);
     let mut reported = HashSet::new();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,8 +105,7 @@ async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stopped.changed() => return,
         }
-        shared.sessions.sweep();
-        shared.leases.sweep();
+        upkeep.sweep();
         audit_state = audit_state.report(&shared.audit);
         for summary in shared.refusals.drain() {
             if let Err(e) = shared.audit.append(summary).await {
@@ -100,23 +114,22 @@ async fn housekeeping(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         }
         if last_grace_sweep.elapsed() >= GRACE_SWEEP {
             last_grace_sweep = tokio::time::Instant::now();
-            sweep_grace(&shared, &mut reported).await;
+            sweep_grace(&tasks, &mut reported).await;
         }
-        let sealed = match shared.custody.seal_state() {
+        let sealed = match upkeep.seal_state() {
             SealState::Unsealed => 0,
             SealState::Sealed => 1,
             SealState::Uninitialised => 2,
         };
         let m = &shared.metrics;
+        let (leases, sessions, cached) = upkeep.counts();
         m.sealed.set(sealed);
-        m.leases
-            .set(i64::try_from(shared.leases.len()).unwrap_or(i64::MAX));
-        m.sessions
-            .set(i64::try_from(shared.sessions.len()).unwrap_or(i64::MAX));
+        m.leases.set(i64::try_from(leases).unwrap_or(i64::MAX));
+        m.sessions.set(i64::try_from(sessions).unwrap_or(i64::MAX));
         m.audit_records
             .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
         m.tenant_keys_cached
-            .set(i64::try_from(shared.custody.cached_tenant_keys()).unwrap_or(i64::MAX));
+            .set(i64::try_from(cached).unwrap_or(i64::MAX));
         m.observe_locked_memory();
         m.audit_free_bytes.set(
             shared
@@ -171,10 +184,12 @@ impl AuditState {
 /// its versions disabled in storage, their leases revoked, and a record of it; a
 /// failure is logged and the sweep goes on with the next. Corrupt records are
 /// logged (once each), counted and skipped.
-async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
+async fn sweep_grace(tasks: &Tasks, reported: &mut HashSet<String>) {
+    let shared = &tasks.shared;
+    let now = now_unix();
     let candidates = {
-        let shared = Arc::clone(shared);
-        tokio::task::spawn_blocking(move || shared.custody.sweep_candidates()).await
+        let upkeep = Arc::clone(&tasks.upkeep);
+        tokio::task::spawn_blocking(move || upkeep.sweep_candidates(now)).await
     };
     // Sealed or uninitialised: nothing can be swept, and nothing needs to be.
     let Ok(Ok(items)) = candidates else {
@@ -193,8 +208,8 @@ async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
             }
         };
         let disabled = {
-            let (shared, id) = (Arc::clone(shared), id.clone());
-            tokio::task::spawn_blocking(move || shared.custody.disable_expired(&id)).await
+            let (upkeep, id) = (Arc::clone(&tasks.upkeep), id.clone());
+            tokio::task::spawn_blocking(move || upkeep.disable_expired(&id, now)).await
         };
         let versions = match disabled {
             Ok(Ok(versions)) => versions,
@@ -208,11 +223,11 @@ async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
                 continue;
             }
         };
-        for version in versions {
-            let revoked = shared.leases.revoke(
-                &Selector::Version(id.clone(), version),
-                RevocationReason::VersionDisabled,
-            );
+        for Disabled {
+            version,
+            leases_revoked,
+        } in versions
+        {
             let mut event = Event {
                 tenant: Some(id.tenant.to_string()),
                 environment: Some(id.environment.to_string()),
@@ -223,7 +238,7 @@ async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
             };
             event
                 .detail
-                .insert("leases_revoked".into(), revoked.len().to_string());
+                .insert("leases_revoked".into(), leases_revoked.to_string());
             if let Err(e) = system_event(&shared.audit, "system.disable_version", event).await {
                 tracing::error!(
                     "disabling version {version} of {id} past its grace window could not be audited: {e}"
@@ -237,8 +252,9 @@ async fn sweep_grace(shared: &Arc<Shared>, reported: &mut HashSet<String>) {
 /// After every unseal, queues the tenants that hold more than one key version; then
 /// rewraps their secrets under their current keys, a tenant at a time, while the
 /// vault serves. Each tenant's pass is audited.
-async fn rewrap_pass(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut changes = shared.custody.watch_seal_state();
+async fn rewrap_pass(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
+    let shared = &tasks.shared;
+    let mut changes = tasks.upkeep.watch_seal_state();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queued_since_unseal = false;
@@ -247,16 +263,16 @@ async fn rewrap_pass(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         if !unsealed {
             queued_since_unseal = false;
         } else if !queued_since_unseal {
-            let queue = Arc::clone(&shared);
-            match tokio::task::spawn_blocking(move || queue.custody.queue_stale_tenants()).await {
+            let upkeep = Arc::clone(&tasks.upkeep);
+            match tokio::task::spawn_blocking(move || upkeep.queue_stale_tenants()).await {
                 Ok(Ok(_)) => queued_since_unseal = true,
                 Ok(Err(e)) => tracing::error!("cannot look for tenants to rewrap: {e}"),
                 Err(_) => {}
             }
         }
         while unsealed && !*stopped.borrow() {
-            let step = Arc::clone(&shared);
-            match tokio::task::spawn_blocking(move || step.custody.rewrap_step()).await {
+            let upkeep = Arc::clone(&tasks.upkeep);
+            match tokio::task::spawn_blocking(move || upkeep.rewrap_step()).await {
                 Ok(Ok(Some((tenant, rewritten)))) => {
                     if rewritten > 0 {
                         tracing::info!(

@@ -12,8 +12,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vault_audit::AuditLog;
 
-use crate::api::Shared;
+use crate::custody::Upkeep;
+use crate::metrics::Metrics;
 use crate::transport::{ConnectionTask, accept_loop, backoff};
 use crate::vault::SealState;
 
@@ -22,12 +24,23 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; health checkers and scrapers need few.
 const MAX_CONNECTIONS: usize = 64;
 
+/// What health and metrics are read from.
+pub(crate) struct Observed {
+    /// The seal state.
+    pub(crate) upkeep: Arc<Upkeep>,
+    /// Whether the audit log can be written.
+    pub(crate) audit: AuditLog,
+    /// The daemon's metrics.
+    pub(crate) metrics: Arc<Metrics>,
+}
+
 /// Serves health and metrics on `listener` until the daemon stops.
 pub(crate) async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    observed: Observed,
     stopped: watch::Receiver<bool>,
 ) {
+    let shared = Arc::new(observed);
     let accept = |_| async {
         let Ok((tcp, _)) = listener.accept().await else {
             return backoff().await;
@@ -49,7 +62,7 @@ pub(crate) async fn serve(
     accept_loop(accept, MAX_CONNECTIONS, stopped).await;
 }
 
-fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(shared: &Observed, request: &http::Request<Incoming>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/v1/health") => health(shared),
         (&Method::GET, "/metrics") => reply(
@@ -73,7 +86,7 @@ fn answer(shared: &Shared, request: &http::Request<Incoming>) -> Response<Full<B
 /// 200 unsealed and able to audit; 503 sealed, or unsealed with an audit sink that
 /// failed or is short of space (every request would fail); 501 uninitialised. Reads no storage: checkers may
 /// call it often.
-fn health(shared: &Shared) -> Response<Full<Bytes>> {
+fn health(shared: &Observed) -> Response<Full<Bytes>> {
     let audit_ok = shared.audit.is_healthy();
     let audit = if audit_ok {
         "ok"
@@ -82,7 +95,7 @@ fn health(shared: &Shared) -> Response<Full<Bytes>> {
     } else {
         "failing"
     };
-    let (code, state, initialized, sealed) = match shared.custody.seal_state() {
+    let (code, state, initialized, sealed) = match shared.upkeep.seal_state() {
         SealState::Unsealed if audit_ok => (StatusCode::OK, "unsealed", true, false),
         SealState::Unsealed => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
         SealState::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed", true, true),

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
@@ -336,12 +336,6 @@ impl Leases {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Revoked> {
         self.revocations.subscribe()
     }
-}
-
-/// Unix milliseconds of `t`.
-pub(crate) fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod api;
 mod audit;
 mod authz;
 pub mod config;
+mod custody;
 pub mod daemon;
 pub mod dev;
 mod error;

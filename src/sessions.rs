@@ -16,7 +16,7 @@ use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 
 use crate::identity::Identity;
 use crate::ids::SessionId;
-use crate::leases::unix_ms;
+use vault_crypto::clock::unix_ms;
 
 /// A session: its key and whose it is.
 pub(crate) struct Session {

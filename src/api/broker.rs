@@ -1,22 +1,19 @@
 //! `vault.v1.Broker`: sessions, leases and transit for platform services.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vault_crypto::session::SessionAad;
 use vault_proto::v1::{self, broker_server::Broker};
 
 use super::transit::{Target, batch_results, batch_size, rewrap, single};
 use super::{ApiError, Call, Shared, secret_id};
-use crate::authz::LeaseOp;
+use crate::authz::{Authorized, LeaseOp};
+use crate::custody::LeaseError;
 use crate::ids::LeaseId;
-use crate::leases::{Lease, LeaseLimit, RevocationReason, Selector, unix_ms};
-
-/// The latest lease end representable everywhere (year 2262 in Unix nanoseconds).
-const MAX_TIME: Duration = Duration::from_secs(i64::MAX as u64 / 1_000_000_000);
+use crate::leases::{LeaseLimit, RevocationReason};
+use vault_crypto::clock::unix_ms;
 
 /// The broker service.
 pub(crate) struct BrokerService {
@@ -28,70 +25,46 @@ impl BrokerService {
         Self { shared }
     }
 
+    /// Issues a lease; also returns the grant it was issued under and its id, so a
+    /// lease whose answer cannot be given is taken back.
     fn lease_inner(
         &self,
         call: &mut Call,
         req: v1::LeaseRequest,
-    ) -> Result<v1::LeaseResponse, ApiError> {
+    ) -> Result<(v1::LeaseResponse, Authorized<LeaseOp>, LeaseId), ApiError> {
         let s = &self.shared;
         let session = s.session(call, &req.session_id)?;
         let id = secret_id(req.secret.as_ref())?;
         call.secret(&id);
         let grant = s
             .policies
-            .grant(&call.caller, LeaseOp(id.clone()))
+            .grant(&call.caller, LeaseOp(id))
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
-        let max_ttl = grant.max_ttl.unwrap_or(s.limits.default_ttl);
-        // Bounded by the policy (at most 30 days); a clock near the end of time saturates.
-        let after = |d: Duration| {
-            SystemTime::now()
-                .checked_add(d)
-                .unwrap_or(SystemTime::UNIX_EPOCH + MAX_TIME)
-        };
-        let ttl = match req.ttl_seconds {
-            0 => s.limits.default_ttl,
-            n => Duration::from_secs(u64::from(n)),
+        let issued = s
+            .custody
+            .lease(&grant, &session, req.ttl_seconds, req.version);
+        if let Err(LeaseError::Limit { version, .. }) = &issued {
+            // The version was opened: it belongs in the record of the refusal too.
+            call.event.version = Some(*version);
         }
-        .min(max_ttl);
-        // Revocations from here on (a seal, an erasure) must cover this lease too.
-        let generation = s.leases.generation();
-        let (value, version) = s.custody.open_secret(&grant, req.version)?;
-        call.event.version = Some(version);
-        let lease_id = LeaseId::generate().map_err(|e| ApiError::Vault(e.into()))?;
-        let lease = Lease {
-            id: lease_id.clone(),
-            identity: call.caller.identity().clone(),
-            secret: id.clone(),
-            version,
-            issued: SystemTime::now(),
-            expires: after(ttl),
-            renewable_until: after(max_ttl),
-        };
-        let (expires, renewable_until) = (lease.expires, lease.renewable_until);
-        let per_identity = grant.max_active_leases.unwrap_or(s.limits.max_per_identity);
-        s.leases
-            .insert(lease, per_identity, generation)
-            .map_err(ApiError::LeaseLimit)?;
-        call.event.lease_id = Some(lease_id.to_string());
-        let aad = SessionAad::lease(
-            id.tenant.as_str(),
-            id.environment.as_str(),
-            id.name.as_str(),
-            version,
-            lease_id.as_str(),
-        );
-        let envelope = session.key.seal(&aad, value.expose_secret()).map_err(|e| {
-            s.leases.remove(call.caller.identity(), &lease_id);
-            ApiError::Vault(e.into())
-        })?;
-        Ok(v1::LeaseResponse {
-            lease_id: lease_id.to_string(),
-            value: Some(v1::SealedPayload { envelope }),
-            version,
-            expires_unix_ms: unix_ms(expires),
-            renewable_until_unix_ms: unix_ms(renewable_until),
-        })
+        let issued = issued?;
+        let lease = issued.lease;
+        call.event.version = Some(lease.version);
+        call.event.lease_id = Some(lease.id.to_string());
+        Ok((
+            v1::LeaseResponse {
+                lease_id: lease.id.to_string(),
+                value: Some(v1::SealedPayload {
+                    envelope: issued.envelope,
+                }),
+                version: lease.version,
+                expires_unix_ms: unix_ms(lease.expires),
+                renewable_until_unix_ms: unix_ms(lease.renewable_until),
+            },
+            grant,
+            lease.id,
+        ))
     }
 
     fn renew_inner(
@@ -102,37 +75,32 @@ impl BrokerService {
         let s = &self.shared;
         let id = lease_id(&req.lease_id)?;
         call.event.lease_id = Some(id.to_string());
+        let own = s
+            .policies
+            .own_leases(&call.caller)
+            .map_err(ApiError::Denied)?;
         let lease = s
-            .leases
-            .get(call.caller.identity(), &id)
+            .custody
+            .own_lease(&own, &id)
             .ok_or(ApiError::UnknownLease)?;
         call.secret(&lease.secret);
         // The policy may have changed since the lease was issued, and the version may
         // no longer be leasable (sealed, deleted, past its grace window).
-        let grant = match s
-            .policies
-            .grant(&call.caller, LeaseOp(lease.secret.clone()))
-        {
+        let grant = match s.policies.grant(&call.caller, LeaseOp(lease.secret)) {
             Ok(grant) => grant,
             Err(denied) => {
-                s.leases
-                    .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+                s.custody.revoke_own(&own, &id, RevocationReason::Revoked);
                 return Err(ApiError::Denied(denied));
             }
         };
         if let Err(e) = s.custody.check_leasable(&grant, lease.version) {
-            s.leases
-                .revoke(&Selector::Id(lease.id), RevocationReason::VersionDisabled);
+            s.custody
+                .revoke_own(&own, &id, RevocationReason::VersionDisabled);
             return Err(e.into());
         }
-        let ttl = match req.ttl_seconds {
-            0 => s.limits.default_ttl,
-            n => Duration::from_secs(u64::from(n)),
-        };
-        let max_ttl = grant.max_ttl.unwrap_or(s.limits.default_ttl);
         let expires = s
-            .leases
-            .renew(call.caller.identity(), &id, ttl, max_ttl)
+            .custody
+            .renew(&grant, &id, req.ttl_seconds)
             .ok_or(ApiError::UnknownLease)?;
         Ok(v1::RenewResponse {
             expires_unix_ms: unix_ms(expires),
@@ -152,10 +120,11 @@ impl Broker for BrokerService {
         request: Request<v1::OpenSessionRequest>,
     ) -> Result<Response<v1::OpenSessionResponse>, Status> {
         let call = self.shared.call("broker.open_session", &request)?;
+        let sessions = self.shared.policies.sessions(&call.caller);
         let result = self
             .shared
-            .sessions
-            .open(call.caller.identity(), &request.get_ref().client_public_key)
+            .custody
+            .open_session(&sessions, &request.get_ref().client_public_key)
             .map(|opened| v1::OpenSessionResponse {
                 session_id: opened.id.to_string(),
                 server_public_key: opened.server_public.to_vec(),
@@ -170,22 +139,21 @@ impl Broker for BrokerService {
         request: Request<v1::LeaseRequest>,
     ) -> Result<Response<v1::LeaseResponse>, Status> {
         let mut call = self.shared.call("broker.lease", &request)?;
-        let identity = call.caller.identity().clone();
-        let result = self.lease_inner(&mut call, request.into_inner());
-        let lease_id = result
-            .as_ref()
-            .ok()
-            .and_then(|r| LeaseId::parse(&r.lease_id));
+        let (result, issued) = match self.lease_inner(&mut call, request.into_inner()) {
+            Ok((response, grant, id)) => (Ok(response), Some((grant, id))),
+            Err(e) => (Err(e), None),
+        };
         let answer = self.shared.finish(call, result).await;
-        match (answer, lease_id) {
-            (Err(status), Some(id)) => {
+        let custody = &self.shared.custody;
+        match (answer, issued) {
+            (Err(status), Some((grant, id))) => {
                 // Not audited, so not delivered: the lease must not linger either.
-                self.shared.leases.remove(&identity, &id);
+                custody.withdraw_lease(&grant, &id);
                 Err(status)
             }
             // Revoked while its record was being written: the revocation notice may
             // reach the client before this answer, so the value must not be delivered.
-            (Ok(_), Some(id)) if !self.shared.leases.is_live(&identity, &id) => {
+            (Ok(_), Some((grant, id))) if !custody.lease_is_live(&grant, &id) => {
                 Err(ApiError::LeaseLimit(LeaseLimit::Revoked).into())
             }
             (answer, _) => answer,
@@ -206,18 +174,18 @@ impl Broker for BrokerService {
         request: Request<v1::RevokeRequest>,
     ) -> Result<Response<v1::RevokeResponse>, Status> {
         let mut call = self.shared.call("broker.revoke", &request)?;
+        let custody = &self.shared.custody;
         let result = lease_id(&request.get_ref().lease_id).and_then(|id| {
             // Only a well-formed id enters the record.
             call.event.lease_id = Some(id.to_string());
-            let lease = self
+            let own = self
                 .shared
-                .leases
-                .get(call.caller.identity(), &id)
-                .ok_or(ApiError::UnknownLease)?;
+                .policies
+                .own_leases(&call.caller)
+                .map_err(ApiError::Denied)?;
+            let lease = custody.own_lease(&own, &id).ok_or(ApiError::UnknownLease)?;
             call.secret(&lease.secret);
-            self.shared
-                .leases
-                .revoke(&Selector::Id(lease.id), RevocationReason::Revoked);
+            custody.revoke_own(&own, &id, RevocationReason::Revoked);
             Ok(v1::RevokeResponse {})
         });
         self.shared.finish(call, result).await
@@ -230,28 +198,32 @@ impl Broker for BrokerService {
         request: Request<v1::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         let call = self.shared.call("broker.watch_revocations", &request)?;
-        let identity = call.caller.identity().clone();
-        let held = self.shared.watches.acquire(&identity).ok_or(ApiError::Exhausted(
-            "this identity holds limits.watches_per_identity revocation watches; close one first",
-        ));
         // Subscribed before answering: nothing revoked after the answer is missed.
-        let mut revocations = self.shared.leases.subscribe();
-        let held = self.shared.finish(call, held).await?.into_inner();
+        let watch = self
+            .shared
+            .policies
+            .own_leases(&call.caller)
+            .map_err(ApiError::Denied)
+            .and_then(|own| {
+                self.shared.custody.watch(&own).ok_or(ApiError::Exhausted(
+                    "this identity holds limits.watches_per_identity revocation watches; \
+                     close one first",
+                ))
+            });
+        let mut watch = self.shared.finish(call, watch).await?.into_inner();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            let _held = held;
             loop {
                 // A client that went away ends the task even if no revocation comes.
                 let received = tokio::select! {
-                    received = revocations.recv() => received,
+                    received = watch.next() => received,
                     () = tx.closed() => return,
                 };
                 let item = match received {
-                    Ok(r) if r.identity == identity => Ok(v1::Revocation {
+                    Ok(r) => Ok(v1::Revocation {
                         lease_id: r.lease_id.to_string(),
                         reason: reason(r.reason) as i32,
                     }),
-                    Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => Err(Status::data_loss(
                         "revocations were missed: drop every cached value and lease again",
                     )),

@@ -8,7 +8,7 @@
 //! dead audit sink stops them before anything happens.
 //!
 //! [`Authorized`]: crate::authz::Authorized
-//! [`Custody`]: crate::authz::Custody
+//! [`Custody`]: crate::custody::Custody
 
 pub(crate) mod admin;
 pub(crate) mod broker;
@@ -23,32 +23,22 @@ use vault_audit::{AuditLog, Decision, Event};
 use vault_proto::v1;
 
 use crate::audit::RefusalBudget;
-use crate::authz::{Caller, Custody, Policies};
-use crate::config::LeaseConfig;
-use crate::identity::IdentityError;
-use crate::leases::Leases;
-use crate::limits::PerIdentity;
+use crate::authz::{Caller, Peer, Policies};
+use crate::custody::Custody;
 use crate::metrics::Metrics;
 use crate::names::{Environment, SecretId};
-use crate::sessions::{Session, Sessions};
+use crate::sessions::Session;
 pub(crate) use status::ApiError;
 
-/// What the transport attaches to every request: who the peer is.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer(pub(crate) Result<Caller, IdentityError>);
-
-/// State shared by both services.
+/// State shared by both services. The vault, sessions and leases are reached only
+/// through [`Custody`], one [`Authorized`](crate::authz::Authorized) proof per
+/// operation.
 pub(crate) struct Shared {
     pub(crate) policies: Policies,
     pub(crate) custody: Custody,
-    pub(crate) sessions: Sessions,
-    pub(crate) leases: Leases,
     pub(crate) audit: AuditLog,
     pub(crate) refusals: RefusalBudget,
-    /// `WatchRevocations` streams held per identity.
-    pub(crate) watches: Arc<PerIdentity>,
-    pub(crate) metrics: Metrics,
-    pub(crate) limits: LeaseConfig,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The largest decoded request: generous for batches, small enough to bound memory.
@@ -101,8 +91,8 @@ impl Shared {
 
     /// The caller's session `id`.
     pub(crate) fn session(&self, call: &Call, id: &str) -> Result<Arc<Session>, ApiError> {
-        self.sessions
-            .get(call.caller.identity(), id)
+        self.custody
+            .session(&self.policies.sessions(&call.caller), id)
             .map_err(ApiError::Session)
     }
 

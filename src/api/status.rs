@@ -54,6 +54,15 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<crate::custody::LeaseError> for ApiError {
+    fn from(e: crate::custody::LeaseError) -> Self {
+        match e {
+            crate::custody::LeaseError::Vault(e) => e.into(),
+            crate::custody::LeaseError::Limit { limit, .. } => ApiError::LeaseLimit(limit),
+        }
+    }
+}
+
 impl From<InvalidName> for ApiError {
     fn from(e: InvalidName) -> Self {
         ApiError::Name(e)

@@ -15,16 +15,15 @@ use vault_proto::v1::{self, admin_server::AdminServer, broker_server::BrokerServ
 use zeroize::Zeroizing;
 
 use super::rpcs::{ClientSession, Ctx, Prepared, RPCS, Rpc};
+use crate::api::Shared;
 use crate::api::admin::AdminService;
 use crate::api::broker::BrokerService;
-use crate::api::{Peer, Shared};
-use crate::authz::Caller;
+use crate::authz::{Authorized, Caller, Peer, SessionsOp};
 use crate::config::Config;
+use crate::custody::{Custody, Upkeep};
 use crate::daemon::{Daemon, StartError, services};
 use crate::identity::{Identity, IdentityError};
-use crate::leases::{RevocationReason, Selector};
 use crate::names::{Environment, SecretId, SecretKind, TenantId};
-use crate::sessions::Sessions;
 use crate::vault::{SealState, UnsealOutcome, Vault};
 
 /// A value stored as a BYOK secret in the [`GrpcHarness`]'s daemon. It must never
@@ -120,6 +119,7 @@ pub struct GrpcHarness {
     /// Owns the store and audit log the services use.
     _daemon: Daemon,
     shared: Arc<Shared>,
+    upkeep: Arc<Upkeep>,
     vault: Arc<Vault>,
     broker: BrokerServer<BrokerService>,
     admin: AdminServer<AdminService>,
@@ -152,8 +152,8 @@ impl GrpcHarness {
             .build()
             .map_err(HarnessError::Runtime)?;
         let daemon = Daemon::open(config)?;
-        let (shared, vault) = daemon.parts();
-        let (shared, vault) = (Arc::clone(shared), Arc::clone(vault));
+        let (shared, upkeep, vault) = daemon.parts();
+        let (shared, upkeep, vault) = (Arc::clone(shared), Arc::clone(upkeep), Arc::clone(vault));
         let (broker, admin) = services(&shared);
         let share = vault.init(1, 1)?.pop().ok_or(crate::Error::WrongShares)?;
         let share_bytes = share.to_bytes();
@@ -190,6 +190,7 @@ impl GrpcHarness {
             _daemon: daemon,
             clients: Mutex::new(peers.iter().map(|_| Client::default()).collect()),
             shared,
+            upkeep,
             vault,
             peers,
             share: share_bytes,
@@ -208,18 +209,17 @@ impl GrpcHarness {
         let Some(Peer(Ok(caller))) = self.peers.get(peer) else {
             return;
         };
-        let identity = caller.identity();
         let mut clients = self.clients();
         let Some(client) = clients.get_mut(peer) else {
             return;
         };
-        let sessions = &self.shared.sessions;
+        let (custody, sessions) = (&self.shared.custody, self.shared.policies.sessions(caller));
         let alive = client
             .session
             .as_ref()
-            .is_some_and(|s| sessions.get(identity, &s.id).is_ok());
+            .is_some_and(|s| custody.session(&sessions, &s.id).is_ok());
         if !alive {
-            client.session = open_session(sessions, identity);
+            client.session = open_session(custody, &sessions);
         }
     }
 
@@ -234,18 +234,17 @@ impl GrpcHarness {
                 "the daemon no longer unseals with its share: an input changed the seal record"
             );
         }
-        if self.shared.leases.len() > MAX_LEASES {
-            self.shared
-                .leases
-                .revoke(&Selector::All, RevocationReason::Revoked);
+        if self.upkeep.counts().0 > MAX_LEASES {
+            self.upkeep.revoke_all_leases();
         }
     }
 }
 
-fn open_session(sessions: &Sessions, identity: &Identity) -> Option<ClientSession> {
+fn open_session(custody: &Custody, sessions: &Authorized<SessionsOp>) -> Option<ClientSession> {
+    let identity = sessions.identity();
     let offer = SessionOffer::generate().ok()?;
     let client_public = *offer.public_key();
-    let opened = sessions.open(identity, &client_public).ok()?;
+    let opened = custody.open_session(sessions, &client_public).ok()?;
     let key = offer
         .agree(
             &opened.server_public,

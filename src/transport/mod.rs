@@ -34,8 +34,8 @@ use tonic::body::Body;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use crate::api::Peer;
 use crate::authz::Caller;
+use crate::authz::Peer;
 use crate::config::Limits;
 use crate::identity::{Identity, IdentityError, IdentitySource, identity_of};
 use crate::limits::PerIdentity;

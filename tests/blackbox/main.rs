@@ -8,6 +8,7 @@ mod audit;
 mod broker;
 mod corpora;
 mod crash;
+mod deny;
 mod harness;
 mod observability;
 mod process;

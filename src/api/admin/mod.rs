@@ -16,14 +16,15 @@ use payload::{
 
 use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id, secret_ref};
 use crate::authz::{
-    DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
-    RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
+    Authorized, DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp,
+    RevokeLeasesOp, RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
 };
 use crate::identity::Identity;
 use crate::ids::LeaseId;
-use crate::leases::{RevocationReason, Selector, unix_ms};
+use crate::leases::Selector;
 use crate::names::{SecretKind, TenantId};
 use crate::vault::{UnsealNonce, UnsealOutcome};
+use vault_crypto::clock::unix_ms;
 
 /// The admin service.
 pub(crate) struct AdminService {
@@ -37,6 +38,7 @@ impl AdminService {
 
     fn check_policy_inner(
         &self,
+        grant: &Authorized<PoliciesOp>,
         req: &v1::CheckPolicyRequest,
     ) -> Result<v1::CheckPolicyResponse, ApiError> {
         // Permissions have no environment; an operation without one matches no grant.
@@ -48,7 +50,7 @@ impl AdminService {
         let decision = self
             .shared
             .policies
-            .current()
+            .loaded(grant)
             .explain(&req.identity, &req.action, &req.tenant, env, secret)
             .ok_or(ApiError::Invalid(
                 "action must name an operation or a permission",
@@ -96,10 +98,10 @@ impl Admin for AdminService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let mut call = self.shared.call("admin.status", &request)?;
-        let result = permit!(self, call, StatusOp).and_then(|_| {
-            let custody = &self.shared.custody;
-            let mut status = status_response(&custody.status()?);
-            if let Some(key) = custody.audit_public_key() {
+        let result = permit!(self, call, StatusOp).and_then(|grant| {
+            let (status, audit_key) = self.shared.custody.status(&grant)?;
+            let mut status = status_response(&status);
+            if let Some(key) = audit_key {
                 status.audit_public_key = vault_crypto::hex::encode(&key).to_string();
             }
             Ok(status)
@@ -213,15 +215,13 @@ impl Admin for AdminService {
                     tracing::error!("sealing although the audit log cannot be written");
                 }
                 let sealed = self.shared.custody.seal(&grant);
-                self.shared.sessions.clear();
-                let revoked = self
-                    .shared
-                    .leases
-                    .revoke(&Selector::All, RevocationReason::Sealed);
                 call.event
                     .detail
-                    .insert("leases_revoked".into(), revoked.len().to_string());
-                sealed.map(|()| v1::SealResponse {}).map_err(ApiError::from)
+                    .insert("leases_revoked".into(), sealed.leases_revoked.to_string());
+                sealed
+                    .vault
+                    .map(|()| v1::SealResponse {})
+                    .map_err(ApiError::from)
             }
             Err(e) => Err(e),
         };
@@ -387,21 +387,13 @@ impl Admin for AdminService {
         let mut call = self.shared.call("admin.delete_secret", &request)?;
         let prepared = secret_id(request.get_ref().secret.as_ref()).and_then(|id| {
             call.secret(&id);
-            Ok((permit!(self, call, DeleteSecret(id.clone()))?, id))
+            permit!(self, call, DeleteSecret(id))
         });
         self.shared
-            .apply(
-                Unrecorded::Refuse,
-                call,
-                prepared,
-                |shared, (grant, id), _| {
-                    shared.custody.delete_secret(&grant)?;
-                    shared
-                        .leases
-                        .revoke(&Selector::Secret(id), RevocationReason::VersionDisabled);
-                    Ok(v1::DeleteSecretResponse {})
-                },
-            )
+            .apply(Unrecorded::Refuse, call, prepared, |shared, grant, _| {
+                shared.custody.delete_secret(&grant)?;
+                Ok(v1::DeleteSecretResponse {})
+            })
             .await
     }
 
@@ -420,18 +412,15 @@ impl Admin for AdminService {
                         "confirm must repeat the tenant id exactly",
                     ));
                 }
-                Ok((permit!(self, call, EraseTenant(tenant.clone()))?, tenant))
+                permit!(self, call, EraseTenant(tenant))
             });
         self.shared
             .apply(
                 Unrecorded::Refuse,
                 call,
                 prepared,
-                |shared, (grant, tenant), event| {
+                |shared, grant, event| {
                     let receipt = shared.custody.erase_tenant(&grant)?;
-                    shared
-                        .leases
-                        .revoke(&Selector::Tenant(tenant), RevocationReason::TenantErased);
                     let versions: Vec<String> =
                         receipt.key_versions.iter().map(u32::to_string).collect();
                     event
@@ -527,11 +516,11 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::ListLeasesResponse>, Status> {
         let mut call = self.shared.call("admin.list_leases", &request)?;
         let r = request.get_ref();
-        let result = permit!(self, call, ReadLeasesOp).map(|_| v1::ListLeasesResponse {
+        let result = permit!(self, call, ReadLeasesOp).map(|grant| v1::ListLeasesResponse {
             leases: self
                 .shared
-                .leases
-                .list(|l| {
+                .custody
+                .list_leases(&grant, |l| {
                     r.tenant
                         .as_deref()
                         .is_none_or(|t| l.secret.tenant.as_str() == t)
@@ -582,15 +571,12 @@ impl Admin for AdminService {
             call.event
                 .detail
                 .insert("selector".into(), selector.to_string());
-            permit!(self, call, RevokeLeasesOp)?;
+            let grant = permit!(self, call, RevokeLeasesOp)?;
             // Revoking is the safe direction, like sealing: it takes effect without an
             // intent record, so a failing audit log cannot keep leases alive.
-            let revoked = self
-                .shared
-                .leases
-                .revoke(&selector, RevocationReason::Revoked);
+            let revoked = self.shared.custody.revoke_leases(&grant, &selector);
             Ok(v1::RevokeLeasesResponse {
-                revoked: revoked.len() as u64,
+                revoked: revoked as u64,
             })
         });
         self.shared.finish_committed(call, result).await
@@ -603,8 +589,9 @@ impl Admin for AdminService {
         let mut call = self.shared.call("admin.reload_policies", &request)?;
         let prepared = permit!(self, call, PoliciesOp);
         self.shared
-            .apply(Unrecorded::Refuse, call, prepared, |shared, _, _| {
-                let (grants, denies, roles) = shared.policies.reload().map_err(ApiError::Policy)?;
+            .apply(Unrecorded::Refuse, call, prepared, |shared, grant, _| {
+                let (grants, denies, roles) =
+                    shared.policies.reload(&grant).map_err(ApiError::Policy)?;
                 Ok(v1::ReloadPoliciesResponse {
                     grants: grants as u32,
                     denies: denies as u32,
@@ -620,7 +607,7 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::CheckPolicyResponse>, Status> {
         let mut call = self.shared.call("admin.check_policy", &request)?;
         let result = permit!(self, call, PoliciesOp)
-            .and_then(|_| self.check_policy_inner(request.get_ref()));
+            .and_then(|grant| self.check_policy_inner(&grant, request.get_ref()));
         self.shared.finish(call, result).await
     }
 }

@@ -1,0 +1,343 @@
+//! Custody: the vault, the lease sessions, the leases and the revocation watches,
+//! held together and reachable two ways only.
+//!
+//! - [`Custody`], what request handlers hold: every method takes the
+//!   [`Authorized`] proof for exactly the operation and target it performs, so no
+//!   handler can act around the policy. Each operation owns all of its effects: a
+//!   seal also wipes the sessions and revokes every lease; deleting a secret or
+//!   erasing a tenant also revokes the leases on it.
+//! - [`Upkeep`], what only the daemon's own tasks hold (sweeps, gauges, the grace
+//!   sweep, the rewrap pass, health): the services are never given one.
+//!
+//! The fields of both are private to this module.
+
+mod leases;
+mod upkeep;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::authz::{
+    Authorized, DecryptOp, DeleteSecret, EncryptOp, EraseTenant, LeaseOp, OwnLeasesOp,
+    ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp, RewrapOp, RotateRootOp, SealOp,
+    SessionsOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
+};
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::leases::{Lease, Leases, RevocationReason, Revoked, Selector};
+use crate::limits::{Held as Slot, PerIdentity};
+use crate::names::{Environment, SecretId, SecretKind};
+use crate::sessions::{Opened, Session, SessionError, Sessions};
+use crate::vault::{
+    ErasureReceipt, SecretMetadata, Status, TenantKeys, UnsealNonce, UnsealOutcome, Vault,
+};
+use vault_crypto::SecretValue;
+use vault_crypto::envelope::Envelope;
+use vault_crypto::shamir::Share;
+
+pub(crate) use leases::LeaseError;
+pub(crate) use upkeep::{Disabled, Upkeep};
+
+/// How leases and sessions are bounded and how long they live.
+pub(crate) struct Terms {
+    /// Lease lifetime when the caller asks for none (capped by the grant's `max_ttl`).
+    pub(crate) default_ttl: Duration,
+    /// Active leases of one identity when its grant sets no `max_active_leases`.
+    pub(crate) max_per_identity: u32,
+}
+
+struct Held {
+    vault: Arc<Vault>,
+    sessions: Sessions,
+    leases: Leases,
+    watches: Arc<PerIdentity>,
+    terms: Terms,
+}
+
+/// The custody the request handlers reach, one proof per operation.
+pub(crate) struct Custody {
+    held: Arc<Held>,
+}
+
+/// What a seal did.
+pub(crate) struct Sealed {
+    /// The vault's own outcome (the key hierarchy wiped, the state recorded).
+    pub(crate) vault: Result<()>,
+    /// Leases revoked with it.
+    pub(crate) leases_revoked: usize,
+}
+
+/// A caller's revocation watch: its slot among the identity's watches, and the
+/// notices of its own leases.
+pub(crate) struct Watch {
+    _slot: Slot,
+    identity: Identity,
+    notices: broadcast::Receiver<Revoked>,
+}
+
+impl Watch {
+    /// The next revocation of one of the watcher's leases; `Err` when notices were
+    /// missed (the watcher must drop what it cached) or none can come any more.
+    pub(crate) async fn next(
+        &mut self,
+    ) -> std::result::Result<Revoked, broadcast::error::RecvError> {
+        loop {
+            let notice = self.notices.recv().await?;
+            if notice.identity == self.identity {
+                return Ok(notice);
+            }
+        }
+    }
+}
+
+/// Assembles custody over `vault`: the handle for requests and the one for upkeep.
+pub(crate) fn assemble(
+    vault: Arc<Vault>,
+    sessions: Sessions,
+    leases: Leases,
+    watches_per_identity: usize,
+    terms: Terms,
+) -> (Custody, Upkeep) {
+    let held = Arc::new(Held {
+        vault,
+        sessions,
+        leases,
+        watches: PerIdentity::new(watches_per_identity),
+        terms,
+    });
+    (
+        Custody {
+            held: Arc::clone(&held),
+        },
+        Upkeep::new(held),
+    )
+}
+
+impl Custody {
+    fn vault(&self) -> &Vault {
+        &self.held.vault
+    }
+
+    /// The vault's status and, while unsealed, the audit checkpoint public key.
+    pub(crate) fn status(&self, _: &Authorized<StatusOp>) -> Result<(Status, Option<[u8; 32]>)> {
+        Ok((self.vault().status()?, self.vault().audit_public_key()))
+    }
+
+    pub(crate) fn init(
+        &self,
+        _: &Authorized<UnsealOp>,
+        threshold: usize,
+        shares: usize,
+    ) -> Result<Vec<Share>> {
+        self.vault().init(threshold, shares)
+    }
+
+    pub(crate) fn unseal(
+        &self,
+        _: &Authorized<UnsealOp>,
+        share: Share,
+        nonce: Option<&UnsealNonce>,
+    ) -> Result<UnsealOutcome> {
+        self.vault().unseal(share, nonce)
+    }
+
+    pub(crate) fn reset_unseal(&self, _: &Authorized<UnsealOp>) -> Result<()> {
+        self.vault().reset_unseal()
+    }
+
+    /// Seals: the key hierarchy wiped, every session with it, every lease revoked
+    /// (their holders told). The sessions and leases go even if the vault reports
+    /// a failure: sealing is the safe direction.
+    pub(crate) fn seal(&self, _: &Authorized<SealOp>) -> Sealed {
+        let vault = self.vault().seal();
+        self.held.sessions.clear();
+        let revoked = self
+            .held
+            .leases
+            .revoke(&Selector::All, RevocationReason::Sealed);
+        Sealed {
+            vault,
+            leases_revoked: revoked.len(),
+        }
+    }
+
+    pub(crate) fn rekey(
+        &self,
+        _: &Authorized<RekeyOp>,
+        current: Vec<Share>,
+        threshold: usize,
+        shares: usize,
+    ) -> Result<Vec<Share>> {
+        self.vault().rekey(current, threshold, shares)
+    }
+
+    pub(crate) fn rotate_root_key(
+        &self,
+        _: &Authorized<RotateRootOp>,
+        shares: Vec<Share>,
+    ) -> Result<u32> {
+        self.vault().rotate_root_key(shares)
+    }
+
+    pub(crate) fn put_secret(
+        &self,
+        grant: &Authorized<WriteSecret>,
+        kind: SecretKind,
+        value: &SecretValue,
+    ) -> Result<SecretMetadata> {
+        self.vault().put_secret(&grant.op().0, kind, value)
+    }
+
+    pub(crate) fn rotate_secret(
+        &self,
+        grant: &Authorized<WriteSecret>,
+        value: &SecretValue,
+        grace: Option<Duration>,
+    ) -> Result<SecretMetadata> {
+        self.vault().rotate_secret(&grant.op().0, value, grace)
+    }
+
+    /// Metadata of `id`, which must be of the tenant the grant names.
+    pub(crate) fn describe_secret(
+        &self,
+        grant: &Authorized<ReadMetadata>,
+        id: &SecretId,
+    ) -> Result<SecretMetadata> {
+        if id.tenant != grant.op().0 {
+            return Err(crate::Error::NotFound);
+        }
+        self.vault().describe_secret(id)
+    }
+
+    pub(crate) fn list_secrets(
+        &self,
+        grant: &Authorized<ReadMetadata>,
+        environment: Option<Environment>,
+    ) -> Result<Vec<SecretMetadata>> {
+        self.vault().list_secrets(&grant.op().0, environment)
+    }
+
+    /// Deletes a secret and revokes every lease on it.
+    pub(crate) fn delete_secret(&self, grant: &Authorized<DeleteSecret>) -> Result<()> {
+        let id = &grant.op().0;
+        self.vault().delete_secret(id)?;
+        self.held.leases.revoke(
+            &Selector::Secret(id.clone()),
+            RevocationReason::VersionDisabled,
+        );
+        Ok(())
+    }
+
+    /// Crypto-shreds a tenant and revokes every lease on its secrets.
+    pub(crate) fn erase_tenant(&self, grant: &Authorized<EraseTenant>) -> Result<ErasureReceipt> {
+        let tenant = &grant.op().0;
+        let receipt = self.vault().erase_tenant(tenant)?;
+        self.held.leases.revoke(
+            &Selector::Tenant(tenant.clone()),
+            RevocationReason::TenantErased,
+        );
+        Ok(receipt)
+    }
+
+    pub(crate) fn transit_encrypt(
+        &self,
+        grant: &Authorized<EncryptOp>,
+        plaintext: &[u8],
+    ) -> Result<Envelope> {
+        let EncryptOp(tenant, env) = grant.op();
+        self.vault()
+            .transit_encrypt(tenant, *env, plaintext, grant.create_tenant_keys)
+    }
+
+    pub(crate) fn transit_decrypt(
+        &self,
+        grant: &Authorized<DecryptOp>,
+        envelope: &[u8],
+    ) -> Result<SecretValue> {
+        let DecryptOp(tenant, env) = grant.op();
+        self.vault().transit_decrypt(tenant, *env, envelope)
+    }
+
+    pub(crate) fn transit_rewrap(
+        &self,
+        grant: &Authorized<RewrapOp>,
+        envelope: &[u8],
+    ) -> Result<Envelope> {
+        let RewrapOp(tenant, env) = grant.op();
+        self.vault().transit_rewrap(tenant, *env, envelope)
+    }
+
+    pub(crate) fn rotate_tenant_key(&self, grant: &Authorized<TenantKeysOp>) -> Result<TenantKeys> {
+        self.vault().rotate_tenant_key(&grant.op().0)
+    }
+
+    pub(crate) fn retire_tenant_keys(
+        &self,
+        grant: &Authorized<TenantKeysOp>,
+        below: u32,
+    ) -> Result<TenantKeys> {
+        self.vault().retire_tenant_keys(&grant.op().0, below)
+    }
+
+    pub(crate) fn tenant_keys(&self, grant: &Authorized<ReadMetadata>) -> Result<TenantKeys> {
+        self.vault().tenant_keys(&grant.op().0)
+    }
+
+    /// Opens a lease session for the caller the proof names.
+    pub(crate) fn open_session(
+        &self,
+        grant: &Authorized<SessionsOp>,
+        client_public: &[u8],
+    ) -> std::result::Result<Opened, SessionError> {
+        self.held.sessions.open(grant.identity(), client_public)
+    }
+
+    /// The caller's own live session `id`.
+    pub(crate) fn session(
+        &self,
+        grant: &Authorized<SessionsOp>,
+        id: &str,
+    ) -> std::result::Result<Arc<Session>, SessionError> {
+        self.held.sessions.get(grant.identity(), id)
+    }
+
+    /// Starts a revocation watch over the caller's own leases, if the identity holds
+    /// fewer than its bound. Subscribed now: nothing revoked after this is missed.
+    pub(crate) fn watch(&self, grant: &Authorized<OwnLeasesOp>) -> Option<Watch> {
+        let slot = self.held.watches.acquire(grant.identity())?;
+        Some(Watch {
+            _slot: slot,
+            identity: grant.identity().clone(),
+            notices: self.held.leases.subscribe(),
+        })
+    }
+
+    /// Active leases `filter` keeps, soonest to expire first.
+    pub(crate) fn list_leases(
+        &self,
+        _: &Authorized<ReadLeasesOp>,
+        filter: impl Fn(&Lease) -> bool,
+    ) -> Vec<Lease> {
+        self.held.leases.list(filter)
+    }
+
+    /// Revokes every lease `selector` matches, telling their holders. Returns how many.
+    pub(crate) fn revoke_leases(
+        &self,
+        _: &Authorized<RevokeLeasesOp>,
+        selector: &Selector,
+    ) -> usize {
+        self.held
+            .leases
+            .revoke(selector, RevocationReason::Revoked)
+            .len()
+    }
+
+    /// Whether `version` of the leased secret may still be leased (unsealed, not
+    /// deleted, not past its grace window).
+    pub(crate) fn check_leasable(&self, grant: &Authorized<LeaseOp>, version: u64) -> Result<()> {
+        self.vault().check_leasable(&grant.op().0, version)
+    }
+}

@@ -1,0 +1,100 @@
+//! What the daemon does with custody on its own, not on a request: sweeps, gauges,
+//! the grace sweep, the rewrap pass and the seal state for health reporting. Only
+//! the daemon's own tasks hold an [`Upkeep`].
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::Held;
+use crate::error::Result;
+use crate::leases::{RevocationReason, Selector};
+use crate::names::{SecretId, TenantId};
+use crate::vault::{SealState, SweepItem};
+
+/// Custody for the daemon's own tasks.
+pub(crate) struct Upkeep {
+    held: Arc<Held>,
+}
+
+/// Versions of one secret disabled by the grace sweep.
+pub(crate) struct Disabled {
+    /// The version.
+    pub(crate) version: u64,
+    /// Leases on it revoked.
+    pub(crate) leases_revoked: usize,
+}
+
+impl Upkeep {
+    pub(super) fn new(held: Arc<Held>) -> Self {
+        Self { held }
+    }
+
+    /// The lifecycle state alone, without reading storage (health, gauges).
+    pub(crate) fn seal_state(&self) -> SealState {
+        self.held.vault.seal_state()
+    }
+
+    /// Lifecycle changes as they happen, for health reporting.
+    pub(crate) fn watch_seal_state(&self) -> watch::Receiver<SealState> {
+        self.held.vault.watch_seal_state()
+    }
+
+    /// Drops expired sessions and leases.
+    pub(crate) fn sweep(&self) {
+        self.held.sessions.sweep();
+        self.held.leases.sweep();
+    }
+
+    /// Active leases, sessions and unwrapped tenant keys held now, for gauges.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.held.leases.len(),
+            self.held.sessions.len(),
+            self.held.vault.cached_tenant_keys(),
+        )
+    }
+
+    /// Secrets with a version past its grace window at `now_unix`.
+    pub(crate) fn sweep_candidates(&self, now_unix: u64) -> Result<Vec<SweepItem>> {
+        self.held.vault.sweep_candidates(now_unix)
+    }
+
+    /// Disables the versions of `id` past their grace window at `now_unix` and
+    /// revokes the leases on them.
+    pub(crate) fn disable_expired(&self, id: &SecretId, now_unix: u64) -> Result<Vec<Disabled>> {
+        let versions = self.held.vault.disable_expired(id, now_unix)?;
+        Ok(versions
+            .into_iter()
+            .map(|version| Disabled {
+                version,
+                leases_revoked: self
+                    .held
+                    .leases
+                    .revoke(
+                        &Selector::Version(id.clone(), version),
+                        RevocationReason::VersionDisabled,
+                    )
+                    .len(),
+            })
+            .collect())
+    }
+
+    /// Queues, after an unseal, the tenants whose secrets are under older keys.
+    pub(crate) fn queue_stale_tenants(&self) -> Result<usize> {
+        self.held.vault.queue_stale_tenants()
+    }
+
+    /// Rewraps the next queued tenant's secrets under its current key.
+    pub(crate) fn rewrap_step(&self) -> Result<Option<(TenantId, usize)>> {
+        self.held.vault.rewrap_step()
+    }
+
+    /// Revokes every lease: the fuzz harness keeps the lease table small this way.
+    pub(crate) fn revoke_all_leases(&self) -> usize {
+        self.held
+            .leases
+            .revoke(&Selector::All, RevocationReason::Revoked)
+            .len()
+    }
+}
