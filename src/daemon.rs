@@ -6,11 +6,11 @@
 //! daemon before it listens anywhere.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vault_audit::{AuditLog, AuditOptions, Decision, Event};
@@ -29,7 +29,9 @@ use crate::leases::Leases;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
-use crate::transport::{DRAIN, ReloadableTls, Router, TlsLimits, route, serve_tls, serve_unix};
+use crate::transport::{
+    DRAIN, ReloadableTls, Router, TlsLimits, bind_socket, route, serve_tls, serve_unix,
+};
 use crate::vault::{Vault, VaultOptions};
 
 /// Why the daemon did not start.
@@ -343,47 +345,6 @@ pub(crate) fn services(
         AdminServer::new(AdminService::new(Arc::clone(shared)))
             .max_decoding_message_size(MAX_MESSAGE),
     )
-}
-
-/// Binds the local socket, replacing a stale one, readable and writable by the
-/// daemon's user only. It is bound inside a fresh 0700 directory, made 0600, and only
-/// then moved into place, so no other user can connect while its mode is wider.
-fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(std::io::Error::other(
-                "the path exists and is not a socket; vaultd will not replace it",
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another process is serving this socket",
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let mut suffix = [0u8; 8];
-    vault_crypto::aead::random_bytes(&mut suffix).map_err(std::io::Error::other)?;
-    let private = parent.join(format!(
-        ".vaultd-socket-{}",
-        vault_crypto::hex::encode(&suffix).as_str()
-    ));
-    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
-    let staged = private.join("s");
-    let bound = UnixListener::bind(&staged).and_then(|listener| {
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&staged, path)?;
-        Ok(listener)
-    });
-    let _ = std::fs::remove_file(&staged);
-    let _ = std::fs::remove_dir(&private);
-    bound
 }
 
 /// A serving daemon.

@@ -14,6 +14,9 @@
 //! each identity (connections held at once; unary requests time out).
 
 mod handshakes;
+mod unix;
+
+pub(crate) use unix::{bind_socket, serve_unix};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tonic::body::Body;
@@ -394,28 +397,4 @@ pub(crate) async fn serve_tls(
         Some(task)
     };
     accept_loop(accept, MAX_CONNECTIONS, stopped).await;
-}
-
-/// Serves gRPC on the local Unix socket until the daemon stops. Callers are named by
-/// uid and get only the status, unseal and seal permissions.
-pub(crate) async fn serve_unix(
-    listener: UnixListener,
-    router: Router,
-    stopped: watch::Receiver<bool>,
-) {
-    let accept = |stopped| async {
-        let Ok((stream, _)) = listener.accept().await else {
-            return backoff().await;
-        };
-        let cred = stream.peer_cred().ok()?;
-        let peer = Peer(Ok(Caller::Local(Identity::local(cred.uid()))));
-        let router = router.clone();
-        let close = async move {
-            stopping(stopped).await;
-            Close::Drain
-        };
-        let task: ConnectionTask = Box::pin(serve_connection(stream, router, peer, close));
-        Some(task)
-    };
-    accept_loop(accept, 64, stopped).await;
 }

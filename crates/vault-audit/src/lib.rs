@@ -96,6 +96,7 @@ mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod options;
 mod record;
 mod sink;
 mod tail;
@@ -105,5 +106,6 @@ mod writer;
 pub use error::AuditError;
 pub use event::{Decision, Event, MAX_DETAIL, MAX_FIELD};
 pub use keys::ChainKeys;
-pub use sink::{AuditLog, AuditOptions, FsyncPolicy};
+pub use options::{AuditOptions, FsyncPolicy};
+pub use sink::AuditLog;
 pub use verify::{Recovered, Report, VerifyError, VerifyErrorKind, parse_public_key, verify};

@@ -17,6 +17,7 @@ use crate::chain::Chain;
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::keys::ChainKeys;
+use crate::options::AuditOptions;
 use crate::record::{MOVED_TO, TORN_BYTES};
 use crate::tail::{self, Tail};
 use crate::writer::{Health, Request, Writer};
@@ -27,48 +28,6 @@ const STOPPED: &str = "the audit writer has stopped";
 const NEW_LOG: &str = "new audit log";
 const NEW_SEGMENT: &str = "not a regular file: every open starts a new chain segment";
 const TORN: &str = "a write was cut short (crash or full disk): the torn bytes were moved aside";
-
-/// When written records are synced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// `fdatasync` before answering each batch: nothing is lost on power loss.
-    Always,
-    /// Answer once written; `fdatasync` at most this often. A process crash loses
-    /// nothing; a power loss may lose up to this interval.
-    Group(Duration),
-}
-
-/// How the audit log is written.
-#[derive(Debug, Clone)]
-pub struct AuditOptions {
-    /// This node's name, written into every record.
-    pub node: String,
-    /// When records are synced to disk.
-    pub fsync: FsyncPolicy,
-    /// How long an append may take before the request fails with
-    /// [`AuditError::Unavailable`].
-    pub write_deadline: Duration,
-    /// Records between automatic signed checkpoints (0: only on request and at shutdown).
-    pub checkpoint_every: u64,
-    /// Requests that may wait for the writer (at least 1).
-    pub queue: usize,
-    /// Free bytes the log's filesystem must keep: below this, appends are refused
-    /// (before anything is written) until space is freed. 0 disables the check.
-    pub min_free: u64,
-}
-
-impl Default for AuditOptions {
-    fn default() -> Self {
-        Self {
-            node: "vaultd".to_owned(),
-            fsync: FsyncPolicy::Always,
-            write_deadline: Duration::from_secs(2),
-            checkpoint_every: 1000,
-            queue: 4096,
-            min_free: 64 << 20,
-        }
-    }
-}
 
 /// A handle to the audit log; clones share one writer thread. When the last handle
 /// is dropped the writer writes a final checkpoint (if the signing key is available),
@@ -152,7 +111,7 @@ impl AuditLog {
             file.write_all(line.as_bytes()).map_err(&io_error)?;
             if regular {
                 file.sync_data().map_err(&io_error)?;
-                sync_parent(path).map_err(&io_error)?;
+                tail::sync_parent(path).map_err(&io_error)?;
             }
         }
         let len = if regular {
@@ -201,7 +160,7 @@ impl AuditLog {
     }
 
     /// Appends one event and returns its seq once it is written (and synced, under
-    /// [`FsyncPolicy::Always`]). Every string field is first cut to
+    /// [`FsyncPolicy::Always`](crate::FsyncPolicy::Always)). Every string field is first cut to
     /// [`MAX_FIELD`](crate::MAX_FIELD) bytes and the detail map to
     /// [`MAX_DETAIL`](crate::MAX_DETAIL) entries, so no input can amplify the log.
     ///
@@ -318,13 +277,4 @@ fn open_file(path: &Path) -> Result<(File, bool), AuditError> {
         }
     }
     Ok((file, regular))
-}
-
-/// Syncs the directory holding a new log, so the log's name survives a power loss.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
 }

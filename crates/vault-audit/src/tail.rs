@@ -117,7 +117,7 @@ impl Torn {
             .map_err(&io_error)?;
         out.write_all(&self.bytes).map_err(&io_error)?;
         out.sync_all().map_err(&io_error)?;
-        crate::sink::sync_parent(path).map_err(&io_error)?;
+        sync_parent(path).map_err(&io_error)?;
         file.set_len(self.intact_len).map_err(&io_error)?;
         file.sync_all().map_err(&io_error)?;
         Ok(aside
@@ -167,4 +167,13 @@ fn count_newlines(file: &mut File, len: u64) -> io::Result<u64> {
         let chunk = buf.get(..read).unwrap_or_default();
         count += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
     }
+}
+
+/// Syncs the directory holding a new log, so the log's name survives a power loss.
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
 }

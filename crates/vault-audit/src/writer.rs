@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::chain::Chain;
 use crate::event::Event;
 use crate::keys::ChainKeys;
-use crate::sink::FsyncPolicy;
+use crate::options::FsyncPolicy;
 
 /// Where a request's outcome goes: a value, or why the sink could not take it.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, &'static str>>;

@@ -8,23 +8,21 @@ use tonic::{Request, Response, Status};
 use vault_crypto::session::op;
 use vault_proto::v1::{self, admin_server::Admin};
 
+mod leases;
 mod payload;
+mod policy;
 
 use payload::{
     metadata, open_shares, open_value, seal_shares, share_params, status_response, tenant_keys,
 };
 
-use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id, secret_ref};
+use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id};
 use crate::authz::{
-    Authorized, DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp,
-    RevokeLeasesOp, RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
+    DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp,
+    RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
 };
-use crate::identity::Identity;
-use crate::ids::LeaseId;
-use crate::leases::Selector;
 use crate::names::{SecretKind, TenantId};
 use crate::vault::{UnsealNonce, UnsealOutcome};
-use vault_crypto::clock::unix_ms;
 
 /// The admin service.
 pub(crate) struct AdminService {
@@ -34,41 +32,6 @@ pub(crate) struct AdminService {
 impl AdminService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
-    }
-
-    fn check_policy_inner(
-        &self,
-        grant: &Authorized<PoliciesOp>,
-        req: &v1::CheckPolicyRequest,
-    ) -> Result<v1::CheckPolicyResponse, ApiError> {
-        // Permissions have no environment; an operation without one matches no grant.
-        let env = match req.environment {
-            0 => "",
-            env => environment(env)?.as_str(),
-        };
-        let secret = (!req.secret.is_empty()).then_some(req.secret.as_str());
-        let decision = self
-            .shared
-            .policies
-            .loaded(grant)
-            .explain(&req.identity, &req.action, &req.tenant, env, secret)
-            .ok_or(ApiError::Invalid(
-                "action must name an operation or a permission",
-            ))?;
-        Ok(v1::CheckPolicyResponse {
-            allowed: decision.allowed,
-            decided_by: decision.decided_by.map(|r| r.id).unwrap_or_default(),
-            trace: decision
-                .trace
-                .iter()
-                .map(|t| v1::RuleTrace {
-                    kind: t.rule.kind.as_str().to_owned(),
-                    id: t.rule.id.clone(),
-                    location: t.rule.location(),
-                    outcome: t.outcome.to_string(),
-                })
-                .collect(),
-        })
     }
 }
 
@@ -529,13 +492,7 @@ impl Admin for AdminService {
                             .is_none_or(|i| l.identity.as_str() == i)
                 })
                 .iter()
-                .map(|l| v1::LeaseInfo {
-                    lease_id: l.id.to_string(),
-                    identity: l.identity.to_string(),
-                    secret: Some(secret_ref(&l.secret)),
-                    version: l.version,
-                    expires_unix_ms: unix_ms(l.expires),
-                })
+                .map(leases::info)
                 .collect(),
         });
         self.shared.finish(call, result).await
@@ -545,28 +502,9 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::RevokeLeasesRequest>,
     ) -> Result<Response<v1::RevokeLeasesResponse>, Status> {
-        use v1::revoke_leases_request::Selector as S;
         let mut call = self.shared.call("admin.revoke_leases", &request)?;
         // Validated before anything of it enters the record.
-        let selector =
-            match &request.get_ref().selector {
-                Some(S::LeaseId(id)) => LeaseId::parse(id)
-                    .map(Selector::Id)
-                    .ok_or(ApiError::Invalid(LeaseId::FORM)),
-                Some(S::Tenant(t)) => TenantId::new(t)
-                    .map(Selector::Tenant)
-                    .map_err(ApiError::from),
-                Some(S::Secret(s)) => secret_id(Some(s)).map(Selector::Secret),
-                Some(S::Identity(i)) => Identity::parse_remote(i).map(Selector::Identity).ok_or(
-                    ApiError::Invalid(
-                        "identity must be a SPIFFE ID (spiffe://trust-domain/path) or dns:<name>",
-                    ),
-                ),
-                Some(S::All(true)) => Ok(Selector::All),
-                Some(S::All(false)) | None => Err(ApiError::Invalid(
-                    "name exactly one selector (all must be true)",
-                )),
-            };
+        let selector = leases::selector(request.get_ref().selector.as_ref());
         let result = selector.and_then(|selector| {
             call.event
                 .detail
@@ -607,7 +545,7 @@ impl Admin for AdminService {
     ) -> Result<Response<v1::CheckPolicyResponse>, Status> {
         let mut call = self.shared.call("admin.check_policy", &request)?;
         let result = permit!(self, call, PoliciesOp)
-            .and_then(|grant| self.check_policy_inner(&grant, request.get_ref()));
+            .and_then(|grant| policy::check(&self.shared.policies, &grant, request.get_ref()));
         self.shared.finish(call, result).await
     }
 }

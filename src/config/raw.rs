@@ -1,0 +1,266 @@
+//! The configuration file as written (every key optional, unknown keys refused), and
+//! the checks that turn one value into a validated setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, SealConfig};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) node: Option<String>,
+    #[serde(default)]
+    pub(super) listen: RawListen,
+    #[serde(default)]
+    pub(super) tls: RawTls,
+    #[serde(default)]
+    pub(super) storage: RawStorage,
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) leases: RawLeases,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) keys: RawKeys,
+    #[serde(default)]
+    pub(super) seal: RawSeal,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeys {
+    pub(super) tenant_key_cache: Option<usize>,
+    pub(super) tenant_rotate_after: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) connections_per_identity: Option<usize>,
+    pub(super) watches_per_identity: Option<usize>,
+    pub(super) request_timeout: Option<String>,
+    pub(super) handshakes: Option<usize>,
+    pub(super) handshakes_per_source: Option<usize>,
+    pub(super) first_byte_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    pub(super) grpc: Option<String>,
+    pub(super) http: Option<String>,
+    pub(super) socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) crls: Vec<PathBuf>,
+    pub(super) identities: Option<String>,
+    pub(super) crl_expiry: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    pub(super) path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) path: Option<PathBuf>,
+    pub(super) fsync: Option<String>,
+    pub(super) group_commit: Option<String>,
+    pub(super) write_deadline: Option<String>,
+    pub(super) checkpoint_every: Option<u64>,
+    pub(super) min_free: Option<String>,
+    pub(super) refusals_per_second: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLeases {
+    pub(super) default_ttl: Option<String>,
+    pub(super) max_total: Option<usize>,
+    pub(super) max_per_identity: Option<u32>,
+    pub(super) session_ttl: Option<String>,
+    pub(super) max_sessions: Option<usize>,
+    pub(super) sessions_per_identity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSeal {
+    pub(super) unseal_timeout: Option<String>,
+    pub(super) default_grace: Option<String>,
+    pub(super) max_grace: Option<String>,
+}
+
+pub(super) fn duration(
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let invalid = |reason: String| ConfigError::Invalid { key, reason };
+    let d = humantime::parse_duration(text).map_err(|_| {
+        invalid(format!(
+            "{text:?} is not a duration; use a number with ms, s, m, h or d (e.g. \"30s\")"
+        ))
+    })?;
+    if d < range.0 || d > range.1 {
+        return Err(invalid(format!(
+            "{text} is out of range {:?}..={:?}",
+            range.0, range.1
+        )));
+    }
+    Ok(d)
+}
+
+/// A size such as `64MiB`, `512KiB`, `1GiB`, `100MB` or a plain number of bytes.
+pub(super) fn size(
+    key: &'static str,
+    value: Option<&str>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let invalid = || ConfigError::Invalid {
+        key,
+        reason: format!(
+            "{text:?} is not a size; use a number of bytes or one with KiB, MiB, GiB, KB, MB or GB (e.g. \"64MiB\")"
+        ),
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(invalid()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .ok_or_else(invalid)
+}
+
+pub(super) fn count<T: PartialOrd + Copy + fmt::Display>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+    range: (T, T),
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < range.0 || v > range.1 {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{v} is out of range {}..={}", range.0, range.1),
+        });
+    }
+    Ok(v)
+}
+
+pub(super) fn address(
+    key: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        reason: format!("{text:?} is not an address; use ip:port such as \"127.0.0.1:8200\""),
+    })
+}
+
+pub(super) fn required(
+    value: Option<PathBuf>,
+    key: &'static str,
+    why: &'static str,
+) -> Result<PathBuf, ConfigError> {
+    value.ok_or(ConfigError::Missing { key, why })
+}
+
+pub(super) fn node_name(value: Option<String>) -> Result<String, ConfigError> {
+    let name = match value {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| valid_node(h))
+            .unwrap_or_else(|| "vaultd".to_owned()),
+    };
+    if !valid_node(&name) {
+        return Err(ConfigError::Invalid {
+            key: "node",
+            reason: format!("{name:?}: use 1-64 characters a-z, A-Z, 0-9, '.', '-', '_'"),
+        });
+    }
+    Ok(name)
+}
+
+pub(super) fn valid_node(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+pub(super) const SECOND: Duration = Duration::from_secs(1);
+pub(super) const DAY: Duration = Duration::from_secs(86_400);
+
+pub(super) fn seal(raw: &RawSeal) -> Result<SealConfig, ConfigError> {
+    let max_grace = duration(
+        "seal.max_grace",
+        raw.max_grace.as_deref(),
+        30 * DAY,
+        (Duration::ZERO, 365 * DAY),
+    )?;
+    let default_grace = duration(
+        "seal.default_grace",
+        raw.default_grace.as_deref(),
+        DAY.min(max_grace),
+        (Duration::ZERO, max_grace),
+    )?;
+    Ok(SealConfig {
+        unseal_timeout: duration(
+            "seal.unseal_timeout",
+            raw.unseal_timeout.as_deref(),
+            Duration::from_secs(600),
+            (SECOND, DAY),
+        )?,
+        default_grace,
+        max_grace,
+    })
+}

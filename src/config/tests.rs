@@ -1,0 +1,149 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+    [tls]
+    cert = "server.pem"
+    key = "server.key"
+    client_ca = "/etc/ca.pem"
+    [storage]
+    path = "vault.redb"
+    [policy]
+    dir = "policies"
+    [audit]
+    path = "audit.jsonl"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("vaultd.toml"), text, Path::new("/etc/vaultd"))
+}
+
+#[test]
+fn minimal_file_gets_safe_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.listen.http.ip().to_string(), "127.0.0.1");
+    assert_eq!(c.tls.cert, Path::new("/etc/vaultd/server.pem"));
+    assert_eq!(c.tls.client_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+    assert_eq!(c.audit.fsync, vault_audit::FsyncPolicy::Always);
+    assert_eq!(c.identities, IdentitySource::SpiffeOnly);
+    assert_eq!(c.leases.default_ttl, Duration::from_secs(60));
+    assert_eq!(c.seal.max_grace, 30 * DAY);
+    assert_eq!(c.seal.default_grace, DAY);
+    assert_eq!(c.tls.crl_expiry, CrlExpiry::Enforce);
+    assert_eq!(c.leases.sessions_per_identity, 64);
+    assert_eq!(c.keys.tenant_key_cache, 1024);
+}
+
+#[test]
+fn missing_client_ca_names_the_key() {
+    let err = parse(&MINIMAL.replace("client_ca = \"/etc/ca.pem\"", "")).unwrap_err();
+    assert!(
+        err.to_string().starts_with("tls.client_ca is required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (from, to, key) in [
+        ("[storage]", "[storage]\nbogus = 1", "bogus"),
+        ("[audit]", "[audit]\nfsync = \"never\"", "audit.fsync"),
+        (
+            "[audit]",
+            "[audit]\nwrite_deadline = \"2 seconds-ish\"",
+            "audit.write_deadline",
+        ),
+        (
+            "[audit]",
+            "[audit]\nwrite_deadline = \"0ms\"",
+            "audit.write_deadline",
+        ),
+        (
+            "[tls]",
+            "[listen]\ngrpc = \"localhost\"\n[tls]",
+            "listen.grpc",
+        ),
+        (
+            "[tls]",
+            "[leases]\nmax_total = 0\n[tls]",
+            "leases.max_total",
+        ),
+        ("[tls]", "node = \"a b\"\n[tls]", "node"),
+        (
+            "[audit]",
+            "[audit]\nmin_free = \"5 parsecs\"",
+            "audit.min_free",
+        ),
+        (
+            "[audit]",
+            "[audit]\nmin_free = \"99999999999GiB\"",
+            "audit.min_free",
+        ),
+        (
+            "[audit]",
+            "[audit]\nrefusals_per_second = 0",
+            "audit.refusals_per_second",
+        ),
+        (
+            "[tls]",
+            "[seal]\nmax_grace = \"1h\"\ndefault_grace = \"2h\"\n[tls]",
+            "seal.default_grace",
+        ),
+        (
+            "[tls]",
+            "[seal]\nmax_grace = \"400d\"\n[tls]",
+            "seal.max_grace",
+        ),
+        (
+            "[tls]",
+            "[keys]\ntenant_rotate_after = 0\n[tls]",
+            "keys.tenant_rotate_after",
+        ),
+        (
+            "[tls]",
+            "[keys]\ntenant_key_cache = 0\n[tls]",
+            "keys.tenant_key_cache",
+        ),
+        (
+            "client_ca = \"/etc/ca.pem\"",
+            "client_ca = \"/etc/ca.pem\"\ncrl_expiry = \"sometimes\"",
+            "tls.crl_expiry",
+        ),
+        (
+            "[tls]",
+            "[limits]\nrequest_timeout = \"1h\"\n[tls]",
+            "limits.request_timeout",
+        ),
+    ] {
+        let err = parse(&MINIMAL.replace(from, to)).unwrap_err().to_string();
+        assert!(err.contains(key), "{err} should name {key}");
+    }
+}
+
+#[test]
+fn sizes_parse() {
+    for (text, bytes) in [
+        ("0", 0),
+        ("4096", 4096),
+        ("64MiB", 64 << 20),
+        ("1 GiB", 1 << 30),
+        ("10MB", 10_000_000),
+    ] {
+        assert_eq!(size("k", Some(text), 1).unwrap(), bytes, "{text}");
+    }
+    assert_eq!(size("k", None, 7).unwrap(), 7);
+    for bad in ["", "MiB", "-1", "1.5GiB", "1 TiB", "1e9"] {
+        assert!(size("k", Some(bad), 1).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn durations_parse_or_name_their_key() {
+    let limits = (Duration::ZERO, DAY);
+    let d = |text| duration("k", Some(text), SECOND, limits);
+    assert_eq!(d("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(d("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(duration("k", None, SECOND, limits).unwrap(), SECOND);
+    for bad in ["", "5", "m", "-1s", "99999999999999999999d", "2d"] {
+        assert!(d(bad).unwrap_err().to_string().starts_with("k: "), "{bad}");
+    }
+}
