@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use vault_audit::{AuditError, AuditLog, ChainKeys, Decision, Event};
+use vault_crypto::clock::SharedClock;
 
 use crate::identity::Identity;
 use crate::vault::Vault;
@@ -60,6 +61,7 @@ const BURST_SECONDS: f64 = 5.0;
 /// Per-caller budgets of refused requests recorded one by one.
 pub(crate) struct RefusalBudget {
     per_second: f64,
+    clock: SharedClock,
     state: Mutex<Budgets>,
 }
 
@@ -113,9 +115,10 @@ impl Counted {
 }
 
 impl RefusalBudget {
-    pub(crate) fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32, clock: SharedClock) -> Self {
         Self {
             per_second: f64::from(per_second),
+            clock,
             state: Mutex::new(Budgets::default()),
         }
     }
@@ -129,7 +132,7 @@ impl RefusalBudget {
     /// counted for the next summary.
     pub(crate) fn admit(&self, identity: &Identity, rpc: &'static str) -> bool {
         let burst = self.per_second * BURST_SECONDS;
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut state = self.lock();
         let state = &mut *state;
         if !state.callers.contains_key(identity) && state.callers.len() >= MAX_CALLERS {
@@ -160,7 +163,7 @@ impl RefusalBudget {
     /// forgets callers whose budget is full again.
     pub(crate) fn drain(&self) -> Vec<Event> {
         let burst = self.per_second * BURST_SECONDS;
-        let now = Instant::now();
+        let now = self.clock.instant();
         let per_second = self.per_second;
         let mut state = self.lock();
         let mut summaries: Vec<Event> = state
@@ -184,10 +187,13 @@ impl RefusalBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use vault_crypto::clock::ManualClock;
 
     #[test]
     fn refusals_beyond_the_budget_are_counted_per_caller_and_summarised() {
-        let budget = RefusalBudget::new(2); // bursts of 10
+        let clock = ManualClock::new();
+        let budget = RefusalBudget::new(2, clock.clone()); // bursts of 10
         let flood = Identity::for_tests("spiffe://t/flood");
         let quiet = Identity::for_tests("spiffe://t/quiet");
         let admitted = (0..1000)
@@ -200,7 +206,10 @@ mod tests {
                 budget.admit(&flood, rpc)
             })
             .count();
-        assert!((10..=11).contains(&admitted), "{admitted}");
+        assert_eq!(
+            admitted, 10,
+            "the burst, and no refill while the clock stands"
+        );
         assert!(budget.admit(&quiet, "broker.lease"), "others keep theirs");
 
         let summaries = budget.drain();
@@ -217,11 +226,16 @@ mod tests {
         assert_eq!(counted as usize, 1000 - admitted);
         assert!(summary.detail.contains_key("broker.revoke"));
         assert!(budget.drain().is_empty(), "each refusal is summarised once");
+
+        // The budget refills at its rate: two more a second later, not three.
+        clock.advance(Duration::from_secs(1));
+        let refilled = (0..10).filter(|_| budget.admit(&flood, "x")).count();
+        assert_eq!(refilled, 2);
     }
 
     #[test]
     fn the_table_of_callers_is_bounded() {
-        let budget = RefusalBudget::new(1);
+        let budget = RefusalBudget::new(1, vault_crypto::clock::system());
         for i in 0..MAX_CALLERS {
             assert!(budget.admit(&Identity::for_tests(&format!("spiffe://t/{i}")), "x"));
         }

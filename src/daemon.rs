@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vault_audit::{AuditLog, AuditOptions, Decision, Event};
 use vault_crypto::arena::Pool;
+use vault_crypto::clock::SharedClock;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::broker_server::BrokerServer;
 
@@ -160,6 +161,13 @@ impl LockedMemory {
 impl Daemon {
     /// Opens everything `config` names. The vault starts sealed (or uninitialised).
     pub fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_with_clock(config, vault_crypto::clock::system())
+    }
+
+    /// As [`Daemon::open`], reading every expiry, grace window, unseal timeout and
+    /// budget refill from `clock` (tests move a
+    /// [`ManualClock`](vault_crypto::clock::ManualClock) instead of sleeping).
+    pub fn open_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         LockedMemory::of(&config).apply(&config)?;
         let tls = Arc::new(ReloadableTls::load(config.tls.clone())?);
         let policies = Policies::load(&config.policy_dir)?;
@@ -177,6 +185,7 @@ impl Daemon {
                     max_grace: config.seal.max_grace,
                     tenant_key_cache: config.keys.tenant_key_cache,
                     tenant_rotate_after: config.keys.tenant_rotate_after,
+                    clock: Arc::clone(&clock),
                 },
             )
             .map_err(store_error)?,
@@ -199,19 +208,21 @@ impl Daemon {
                 config.leases.session_ttl,
                 config.leases.max_sessions,
                 config.leases.sessions_per_identity,
+                Arc::clone(&clock),
             ),
-            Leases::new(config.leases.max_total),
+            Leases::new(config.leases.max_total, Arc::clone(&clock)),
             config.limits.watches_per_identity,
             Terms {
                 default_ttl: config.leases.default_ttl,
                 max_per_identity: config.leases.max_per_identity,
             },
+            Arc::clone(&clock),
         );
         let shared = Arc::new(Shared {
             policies,
             custody,
             audit,
-            refusals: RefusalBudget::new(config.audit.refusals_per_second),
+            refusals: RefusalBudget::new(config.audit.refusals_per_second, clock),
             metrics: Arc::new(Metrics::new()),
         });
         Ok(Self {

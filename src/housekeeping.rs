@@ -18,7 +18,7 @@ use vault_audit::{AuditLog, Event};
 use crate::api::Shared;
 use crate::audit::system_event;
 use crate::custody::{Disabled, Upkeep};
-use crate::vault::{SealState, SweepItem, now_unix};
+use crate::vault::{SealState, SweepItem};
 
 /// How often expired sessions and leases are swept and gauges refreshed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -98,7 +98,7 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
     let mut reported = HashSet::new();
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_grace_sweep = tokio::time::Instant::now();
+    let mut last_grace_sweep = upkeep.instant();
     let mut audit_state = AuditState::Healthy;
     loop {
         tokio::select! {
@@ -112,8 +112,10 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
                 tracing::error!("a summary of refused requests could not be audited: {e}");
             }
         }
-        if last_grace_sweep.elapsed() >= GRACE_SWEEP {
-            last_grace_sweep = tokio::time::Instant::now();
+        // Paced by the daemon's clock, checked every tick.
+        let now = upkeep.instant();
+        if now.saturating_duration_since(last_grace_sweep) >= GRACE_SWEEP {
+            last_grace_sweep = now;
             sweep_grace(&tasks, &mut reported).await;
         }
         let sealed = match upkeep.seal_state() {
@@ -186,7 +188,7 @@ impl AuditState {
 /// logged (once each), counted and skipped.
 async fn sweep_grace(tasks: &Tasks, reported: &mut HashSet<String>) {
     let shared = &tasks.shared;
-    let now = now_unix();
+    let now = tasks.upkeep.now_unix();
     let candidates = {
         let upkeep = Arc::clone(&tasks.upkeep);
         tokio::task::spawn_blocking(move || upkeep.sweep_candidates(now)).await

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
+use vault_crypto::clock::SharedClock;
 
 use crate::identity::Identity;
 use crate::ids::LeaseId;
@@ -145,14 +146,16 @@ impl Index {
 pub(crate) struct Leases {
     index: Mutex<Index>,
     max_total: usize,
+    clock: SharedClock,
     revocations: broadcast::Sender<Revoked>,
 }
 
 impl Leases {
-    pub(crate) fn new(max_total: usize) -> Self {
+    pub(crate) fn new(max_total: usize, clock: SharedClock) -> Self {
         Self {
             index: Mutex::new(Index::default()),
             max_total,
+            clock,
             revocations: broadcast::channel(4096).0,
         }
     }
@@ -219,7 +222,7 @@ impl Leases {
         index
             .by_id
             .get(id)
-            .filter(|l| l.identity == *identity && l.expires > SystemTime::now())
+            .filter(|l| l.identity == *identity && l.expires > self.clock.now())
             .map(f)
     }
 
@@ -234,7 +237,7 @@ impl Leases {
         max_ttl: Duration,
     ) -> Option<SystemTime> {
         let mut index = self.lock();
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let lease = index
             .by_id
             .get_mut(id)
@@ -303,7 +306,7 @@ impl Leases {
     /// Drops expired leases; their holders already know when they end.
     pub(crate) fn sweep(&self) -> usize {
         let mut index = self.lock();
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let expired: Vec<LeaseId> = index
             .by_expiry
             .iter()
@@ -341,6 +344,7 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vault_crypto::clock::ManualClock;
 
     fn lid(n: u32) -> LeaseId {
         LeaseId::parse(&format!("l-{n:032x}")).unwrap()
@@ -361,7 +365,7 @@ mod tests {
 
     #[test]
     fn limits_per_identity_and_total() {
-        let leases = Leases::new(3);
+        let leases = Leases::new(3, vault_crypto::clock::system());
         leases.insert(lease(1, "a", "t", 60), 2, 0).unwrap();
         leases.insert(lease(2, "a", "t", 60), 2, 0).unwrap();
         assert_eq!(
@@ -379,7 +383,7 @@ mod tests {
 
     #[test]
     fn revocation_by_selector_notifies_watchers() {
-        let leases = Leases::new(100);
+        let leases = Leases::new(100, vault_crypto::clock::system());
         let mut watch = leases.subscribe();
         leases.insert(lease(1, "a", "t1", 60), 10, 0).unwrap();
         leases.insert(lease(2, "a", "t2", 60), 10, 0).unwrap();
@@ -403,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_revocation_during_issuance_refuses_the_lease_it_covers() {
-        let leases = Leases::new(100);
+        let leases = Leases::new(100, vault_crypto::clock::system());
         let seen = leases.generation();
         leases.revoke(
             &Selector::Tenant(TenantId::new("t1").unwrap()),
@@ -436,7 +440,8 @@ mod tests {
 
     #[test]
     fn renew_is_capped_and_sweep_drops_expired() {
-        let leases = Leases::new(100);
+        let clock = ManualClock::new();
+        let leases = Leases::new(100, clock.clone());
         let a = Identity::for_tests("a");
         let l = lease(1, "a", "t", 10);
         let cap = l.renewable_until;
@@ -455,16 +460,28 @@ mod tests {
             ),
             None
         );
-        let mut past = lease(2, "a", "t", 10);
-        past.expires = SystemTime::now() - Duration::from_secs(1);
-        leases.insert(past, 10, 0).unwrap();
-        assert_eq!(leases.sweep(), 1);
+        // Leases are made at the system time, a moment after the clock's start.
+        leases.insert(lease(2, "a", "t", 10), 10, 0).unwrap();
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(
+            leases.sweep(),
+            1,
+            "lease 2 has ended; lease 1 was renewed to 20 s"
+        );
+        assert!(leases.get(&a, &lid(2)).is_none());
         assert!(leases.get(&a, &lid(1)).is_some());
+        clock.advance(Duration::from_secs(10));
+        assert!(
+            leases.get(&a, &lid(1)).is_none(),
+            "an expired lease is not live"
+        );
+        assert!(!leases.is_live(&a, &lid(1)));
+        assert_eq!(leases.sweep(), 1);
     }
 
     #[test]
     fn renew_is_capped_by_the_grants_current_max_ttl() {
-        let leases = Leases::new(100);
+        let leases = Leases::new(100, vault_crypto::clock::system());
         let a = Identity::for_tests("a");
         let mut l = lease(1, "a", "t", 10);
         l.renewable_until = l.issued + Duration::from_secs(3600);

@@ -9,21 +9,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use vault_crypto::CryptoError;
 use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 
 use crate::identity::Identity;
 use crate::ids::SessionId;
-use vault_crypto::clock::unix_ms;
+use vault_crypto::clock::{SharedClock, unix_ms};
 
 /// A session: its key and whose it is.
 pub(crate) struct Session {
     pub(crate) identity: Identity,
     pub(crate) key: SessionKey,
     expires: Instant,
-    /// When it was last opened or used, as ticks of [`Sessions::clock`].
+    /// When it was last opened or used, as ticks of [`Sessions::uses`].
     last_used: AtomicU64,
 }
 
@@ -53,23 +53,30 @@ pub(crate) struct Sessions {
     ttl: Duration,
     max_total: usize,
     per_identity: usize,
+    clock: SharedClock,
     /// Orders uses: bumped by every open and every use.
-    clock: AtomicU64,
+    uses: AtomicU64,
 }
 
 impl Sessions {
-    pub(crate) fn new(ttl: Duration, max_total: usize, per_identity: usize) -> Self {
+    pub(crate) fn new(
+        ttl: Duration,
+        max_total: usize,
+        per_identity: usize,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             ttl,
             max_total,
             per_identity,
-            clock: AtomicU64::new(0),
+            clock,
+            uses: AtomicU64::new(0),
         }
     }
 
     fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
+        self.uses.fetch_add(1, Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
@@ -103,7 +110,7 @@ impl Sessions {
                 CryptoError::Decrypt => SessionError::BadPublicKey,
                 other => SessionError::Crypto(other),
             })?;
-        let now = Instant::now();
+        let now = self.clock.instant();
         let session = Arc::new(Session {
             identity: identity.clone(),
             key,
@@ -130,7 +137,7 @@ impl Sessions {
         Ok(Opened {
             id,
             server_public,
-            expires_unix_ms: unix_ms(SystemTime::now() + self.ttl),
+            expires_unix_ms: unix_ms(self.clock.now() + self.ttl),
         })
     }
 
@@ -139,7 +146,7 @@ impl Sessions {
         let id = SessionId::parse(id).ok_or(SessionError::Unknown)?;
         let map = self.lock();
         match map.get(&id) {
-            Some(s) if s.identity == *identity && s.expires > Instant::now() => {
+            Some(s) if s.identity == *identity && s.expires > self.clock.instant() => {
                 s.last_used.store(self.tick(), Ordering::Relaxed);
                 Ok(Arc::clone(s))
             }
@@ -149,7 +156,7 @@ impl Sessions {
 
     /// Drops expired sessions.
     pub(crate) fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.clock.instant();
         self.lock().retain(|_, s| s.expires > now);
     }
 
@@ -174,7 +181,12 @@ mod tests {
 
     #[test]
     fn sessions_belong_to_their_identity_and_agree_with_the_client() {
-        let sessions = Sessions::new(Duration::from_secs(60), 10, 2);
+        let sessions = Sessions::new(
+            Duration::from_secs(60),
+            10,
+            2,
+            vault_crypto::clock::system(),
+        );
         let client = SessionOffer::generate().unwrap();
         let cp = *client.public_key();
         let alice = id("spiffe://t/alice");
@@ -207,7 +219,7 @@ mod tests {
 
     #[test]
     fn limits_evict_own_least_recently_used_then_refuse() {
-        let sessions = Sessions::new(Duration::from_secs(60), 3, 2);
+        let sessions = Sessions::new(Duration::from_secs(60), 3, 2, vault_crypto::clock::system());
         let key = |_| *SessionOffer::generate().unwrap().public_key();
         let alice = id("a");
         let first = sessions.open(&alice, &key(0)).unwrap().id;

@@ -64,7 +64,7 @@ impl Custody {
         }
         .min(max_ttl);
         // Bounded by the policy (at most 30 days); a clock near the end of time saturates.
-        let now = SystemTime::now();
+        let now = self.held.clock.now();
         let after = |d: Duration| {
             now.checked_add(d)
                 .unwrap_or(SystemTime::UNIX_EPOCH + MAX_TIME)

@@ -34,6 +34,7 @@ use crate::vault::{
     ErasureReceipt, SecretMetadata, Status, TenantKeys, UnsealNonce, UnsealOutcome, Vault,
 };
 use vault_crypto::SecretValue;
+use vault_crypto::clock::SharedClock;
 use vault_crypto::envelope::Envelope;
 use vault_crypto::shamir::Share;
 
@@ -54,6 +55,7 @@ struct Held {
     leases: Leases,
     watches: Arc<PerIdentity>,
     terms: Terms,
+    clock: SharedClock,
 }
 
 /// The custody the request handlers reach, one proof per operation.
@@ -99,6 +101,7 @@ pub(crate) fn assemble(
     leases: Leases,
     watches_per_identity: usize,
     terms: Terms,
+    clock: SharedClock,
 ) -> (Custody, Upkeep) {
     let held = Arc::new(Held {
         vault,
@@ -106,6 +109,7 @@ pub(crate) fn assemble(
         leases,
         watches: PerIdentity::new(watches_per_identity),
         terms,
+        clock,
     });
     (
         Custody {

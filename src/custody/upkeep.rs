@@ -30,6 +30,16 @@ impl Upkeep {
         Self { held }
     }
 
+    /// Unix seconds now, by the daemon's clock: what grace windows end by.
+    pub(crate) fn now_unix(&self) -> u64 {
+        vault_crypto::clock::unix_seconds(self.held.clock.now())
+    }
+
+    /// Monotonic time now, by the daemon's clock: what the grace sweep is paced by.
+    pub(crate) fn instant(&self) -> std::time::Instant {
+        self.held.clock.instant()
+    }
+
     /// The lifecycle state alone, without reading storage (health, gauges).
     pub(crate) fn seal_state(&self) -> SealState {
         self.held.vault.seal_state()

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vault_crypto::clock::{SharedClock, unix_seconds};
 use vault_crypto::{CryptoError, MacKey, RootKey, SigningKey, SystemKey, TenantKey};
 
 use super::cache::TenantKeyCache;
@@ -36,12 +37,14 @@ pub(crate) struct SystemKeys {
 }
 
 /// How tenant keys are kept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct TenantKeyOptions {
     /// Unwrapped tenant keys kept at once.
     pub(crate) cache: usize,
     /// Encryptions after which a tenant key is rotated before its next use.
     pub(crate) rotate_after: u64,
+    /// What key creation times are read from.
+    pub(crate) clock: SharedClock,
 }
 
 fn find_root(roots: &[RootKey], version: u32) -> Result<&RootKey> {
@@ -170,7 +173,7 @@ impl Keyring {
                 return Err(Error::NotFound);
             }
             let key = TenantKey::generate(1)?;
-            let now = super::now_unix();
+            let now = unix_seconds(self.options.clock.now());
             let record = TenantRecord {
                 keys: vec![WrappedTenantKey {
                     version: 1,
@@ -343,7 +346,7 @@ impl Keyring {
                 version: next,
                 wrapped: wrapped.clone(),
                 reserved_encryptions: RESERVATION,
-                created_unix: super::now_unix(),
+                created_unix: unix_seconds(self.options.clock.now()),
             });
             record.current = next;
             Ok(true)

@@ -20,9 +20,10 @@ mod transit;
 mod unseal;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use vault_crypto::arena::scrub_stack;
+use vault_crypto::clock::{SharedClock, unix_seconds};
 
 pub use secrets::{ErasureReceipt, SecretMetadata, SweepItem, VersionMetadata};
 pub use tenants::{TenantKeyVersion, TenantKeys};
@@ -47,6 +48,8 @@ pub struct VaultOptions {
     pub tenant_key_cache: usize,
     /// Encryptions after which a tenant key is rotated before its next use.
     pub tenant_rotate_after: u64,
+    /// What grace windows, unseal timeouts and record times are read from.
+    pub clock: SharedClock,
 }
 
 impl Default for VaultOptions {
@@ -57,6 +60,7 @@ impl Default for VaultOptions {
             max_grace: Duration::from_secs(30 * 24 * 60 * 60),
             tenant_key_cache: 1024,
             tenant_rotate_after: vault_crypto::aead::ROTATE_AFTER,
+            clock: vault_crypto::clock::system(),
         }
     }
 }
@@ -66,6 +70,7 @@ impl VaultOptions {
         keyring::TenantKeyOptions {
             cache: self.tenant_key_cache,
             rotate_after: self.tenant_rotate_after,
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -145,6 +150,16 @@ pub struct Vault {
 }
 
 impl Vault {
+    /// Unix seconds now, by the vault's clock.
+    pub(crate) fn now_unix(&self) -> u64 {
+        unix_seconds(self.options.clock.now())
+    }
+
+    /// Monotonic time now, by the vault's clock.
+    fn instant(&self) -> Instant {
+        self.options.clock.instant()
+    }
+
     /// Opens the vault over `store`. It always starts sealed (or uninitialised).
     pub fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Self> {
         let (state, seal_state) = match store.get(SEAL_KEY)? {
@@ -189,7 +204,7 @@ impl Vault {
         Ok(match &mut *state {
             State::Uninitialised => Status::Uninitialised,
             State::Sealed(progress) => {
-                unseal::expire(progress, self.options.unseal_timeout);
+                unseal::expire(progress, self.options.unseal_timeout, self.instant());
                 Status::Sealed {
                     threshold: record.threshold,
                     shares: record.shares,
@@ -286,12 +301,6 @@ impl Vault {
             Ok(())
         })
     }
-}
-
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

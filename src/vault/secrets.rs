@@ -9,8 +9,8 @@ use std::time::Duration;
 use vault_crypto::SecretValue;
 use vault_crypto::envelope::{Aad, Envelope, Purpose};
 
+use super::Vault;
 use super::keyring::CAS_ATTEMPTS;
-use super::{Vault, now_unix};
 use crate::error::{Error, Result};
 use crate::names::{Environment, SecretId, SecretKind, SecretName, TenantId};
 use crate::records::{
@@ -147,7 +147,7 @@ impl Vault {
             version,
             state: VersionState::Current,
             value: Some(envelope),
-            created_unix: now_unix(),
+            created_unix: self.now_unix(),
             hint: hint(value.expose_secret()),
             fingerprint,
         })
@@ -186,7 +186,7 @@ impl Vault {
                 kind,
                 current: 1,
                 versions: vec![self.seal_version(keyring, id, 1, value)?],
-                created_unix: now_unix(),
+                created_unix: self.now_unix(),
             };
             let key = secret_key(id);
             let txn = Transaction::new()
@@ -225,7 +225,7 @@ impl Vault {
                     .max()
                     .unwrap_or(0)
                     .saturating_add(1);
-                let until_unix = now_unix().saturating_add(grace.as_secs());
+                let until_unix = self.now_unix().saturating_add(grace.as_secs());
                 for v in &mut record.versions {
                     if v.state == VersionState::Current {
                         v.state = VersionState::Grace { until_unix };
@@ -300,7 +300,7 @@ impl Vault {
                 .iter()
                 .find(|v| v.version == wanted)
                 .ok_or(Error::VersionUnavailable(wanted))?;
-            let now = now_unix();
+            let now = self.now_unix();
             let envelope: &Envelope = match (&entry.state, &entry.value) {
                 (VersionState::Current, Some(e)) => e,
                 (VersionState::Grace { until_unix }, Some(e)) if now < *until_unix => e,
@@ -324,7 +324,7 @@ impl Vault {
                     && v.value.is_some()
                     && match v.state {
                         VersionState::Current => true,
-                        VersionState::Grace { until_unix } => now_unix() < until_unix,
+                        VersionState::Grace { until_unix } => self.now_unix() < until_unix,
                         VersionState::Disabled => false,
                     }
             });
@@ -455,7 +455,7 @@ impl Vault {
             tenant: tenant.clone(),
             key_versions,
             secrets_erased: secrets.len(),
-            erased_unix: now_unix(),
+            erased_unix: self.now_unix(),
         })
     }
 }

@@ -8,7 +8,7 @@ use vault_crypto::shamir::{self, Share};
 use vault_crypto::{RootKey, SystemKey, UnsealKey, constant_time_eq};
 
 use super::keyring::{Keyring, SYSTEM_KEYS};
-use super::{SealState, State, Vault, now_unix};
+use super::{SealState, State, Vault};
 use crate::error::{Error, Result};
 use crate::records::{
     self, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord, WrappedRoot, system_key,
@@ -64,10 +64,10 @@ impl UnsealProgress {
 }
 
 /// Drops `progress` if it has outlived `timeout`.
-pub(crate) fn expire(progress: &mut Option<UnsealProgress>, timeout: Duration) {
+pub(crate) fn expire(progress: &mut Option<UnsealProgress>, timeout: Duration, now: Instant) {
     if progress
         .as_ref()
-        .is_some_and(|p| p.started.elapsed() > timeout)
+        .is_some_and(|p| now.saturating_duration_since(p.started) > timeout)
     {
         *progress = None;
     }
@@ -111,7 +111,7 @@ impl Vault {
             }],
             current_root: 1,
             rotation: None,
-            created_unix: now_unix(),
+            created_unix: self.now_unix(),
         };
         let mut txn = Transaction::new()
             .require_absent(SEAL_KEY)
@@ -152,7 +152,7 @@ impl Vault {
                 current: record.generation,
             });
         }
-        expire(progress, self.options.unseal_timeout);
+        expire(progress, self.options.unseal_timeout, self.instant());
         match (progress.as_ref(), nonce) {
             (Some(p), Some(n)) if constant_time_eq(&p.nonce.0, &n.0) => {}
             (None, None) => {}
@@ -163,7 +163,7 @@ impl Vault {
             None => progress.insert(UnsealProgress {
                 nonce: UnsealNonce::generate()?,
                 shares: Vec::new(),
-                started: Instant::now(),
+                started: self.instant(),
             }),
         };
         if attempt.shares.iter().any(|s| s.index() == share.index()) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
+use vault_crypto::clock::ManualClock;
 use vault_crypto::session::{Direction, SessionAad};
 use vault_proto::v1;
 use vault_proto::v1::broker_client::BrokerClient;
@@ -426,7 +427,8 @@ async fn lease_limits_hold_in_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_past_its_grace_window_is_disabled_and_its_leases_revoked() {
-    let (mut vault, _) = TestVault::unsealed().await;
+    let clock = ManualClock::new();
+    let (mut vault, _) = TestVault::unsealed_on(Options::default(), clock.clone()).await;
     vault
         .put_secret("acme", "live", "byok/openai", b"sk-v1")
         .await;
@@ -448,10 +450,18 @@ async fn a_version_past_its_grace_window_is_disabled_and_its_leases_revoked() {
         .unwrap();
     assert_eq!((new.version, value.as_slice()), (2, &b"sk-v2"[..]));
 
-    // The sweeper runs every few seconds.
-    let notice = tokio::time::timeout(Duration::from_secs(15), watch.next())
+    // The daemon's clock stands: ticks pass, the window does not end.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), watch.next())
+            .await
+            .is_err(),
+        "nothing is revoked before the window ends"
+    );
+    // Past the window and the sweep's pace, the next housekeeping tick disables it.
+    clock.advance(Duration::from_secs(6));
+    let notice = tokio::time::timeout(Duration::from_secs(3), watch.next())
         .await
-        .expect("revocation within the sweep interval")
+        .expect("revocation at the next housekeeping tick")
         .unwrap()
         .unwrap();
     assert_eq!(notice.lease_id, old.lease_id);

@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tonic::transport::Channel;
+use vault_crypto::clock::SharedClock;
 use vault_crypto::session::{Direction, SessionAad, op};
 use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use vault_testkit::Issued;
@@ -23,6 +25,8 @@ pub(crate) const OUTSIDER: &str = "spiffe://billing.example/svc/outsider";
 
 pub(crate) struct TestVault {
     pub(crate) fixture: Fixture,
+    /// The daemon's clock: the system's unless a test moves its own.
+    pub(crate) clock: SharedClock,
     pub(crate) running: Option<Running>,
     pub(crate) grpc: SocketAddr,
     pub(crate) http: SocketAddr,
@@ -47,8 +51,14 @@ impl TestVault {
     }
 
     pub(crate) async fn start_with(options: Options) -> Self {
+        Self::start_on(options, vault_crypto::clock::system()).await
+    }
+
+    /// An uninitialised daemon reading the time from `clock`.
+    pub(crate) async fn start_on(options: Options, clock: SharedClock) -> Self {
         let mut vault = Self {
             fixture: Fixture::new(&options),
+            clock,
             running: None,
             grpc: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
@@ -63,7 +73,12 @@ impl TestVault {
     }
 
     pub(crate) async fn unsealed_with(options: Options) -> (Self, Vec<Vec<u8>>) {
-        let mut vault = Self::start_with(options).await;
+        Self::unsealed_on(options, vault_crypto::clock::system()).await
+    }
+
+    /// Initialised and unsealed, reading the time from `clock`.
+    pub(crate) async fn unsealed_on(options: Options, clock: SharedClock) -> (Self, Vec<Vec<u8>>) {
+        let mut vault = Self::start_on(options, clock).await;
         let shares = vault.init(2, 3).await;
         vault.unseal(&shares[..2]).await;
         (vault, shares)
@@ -71,7 +86,11 @@ impl TestVault {
 
     async fn boot(&mut self) {
         let config = Config::load(&self.fixture.config).unwrap();
-        let running = Daemon::open(config).unwrap().serve().await.unwrap();
+        let running = Daemon::open_with_clock(config, Arc::clone(&self.clock))
+            .unwrap()
+            .serve()
+            .await
+            .unwrap();
         self.grpc = running.grpc_addr;
         self.http = running.http_addr;
         self.running = Some(running);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Where the time comes from.
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     /// Wall-clock time: what expiries are expressed in.
     fn now(&self) -> SystemTime;
     /// Monotonic time: what durations are measured with.
