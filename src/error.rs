@@ -71,6 +71,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A record the vault cannot work without is missing from storage.
+    #[error("the stored record {0} is missing: the store is damaged or was partly restored")]
+    MissingRecord(String),
     /// A stored record does not decode.
     #[error(transparent)]
     Corrupt(#[from] CorruptRecord),

@@ -107,7 +107,7 @@ impl Sessions {
                 },
             )
             .map_err(|e| match e {
-                CryptoError::Decrypt => SessionError::BadPublicKey,
+                CryptoError::PublicKey => SessionError::BadPublicKey,
                 other => SessionError::Crypto(other),
             })?;
         let now = self.clock.instant();

@@ -85,7 +85,7 @@ impl Keyring {
             let key = system_key(name);
             let value = store
                 .get(&key)?
-                .ok_or(Error::Crypto(CryptoError::Decrypt))?;
+                .ok_or_else(|| Error::MissingRecord(String::from_utf8_lossy(&key).into_owned()))?;
             let record: SystemKeyRecord = records::decode(&key, &value)?;
             let root = find_root(&roots, record.wrapped.key_version())?;
             Ok(root.unwrap_system_key(name, &record.wrapped)?)

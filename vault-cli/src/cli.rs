@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vault_client::Environment;
 
 /// vaultctl: operate vaultd — lifecycle, secrets, leases, transit, policy, audit, PKI.
 ///
@@ -165,21 +167,34 @@ pub(crate) enum RootKeyCommand {
     Rotate(QuorumArgs),
 }
 
-/// `live` or `test`.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Env {
-    /// Production traffic.
-    Live,
-    /// Test-mode traffic.
-    Test,
+/// An environment on the command line. Its names are vault-client's
+/// [`Environment::as_str`], which are vault-proto's: the CLI does not spell them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Env(pub(crate) Environment);
+
+impl Env {
+    /// The default where an environment is optional.
+    pub(crate) const LIVE: Env = Env(Environment::Live);
+    const ALL: [Env; 2] = [Env(Environment::ALL[0]), Env(Environment::ALL[1])];
 }
 
-impl From<Env> for vault_client::Environment {
+impl ValueEnum for Env {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self.0 {
+            Environment::Live => "Production traffic",
+            Environment::Test => "Test-mode traffic",
+        };
+        Some(PossibleValue::new(self.0.as_str()).help(help))
+    }
+}
+
+impl From<Env> for Environment {
     fn from(env: Env) -> Self {
-        match env {
-            Env::Live => vault_client::Environment::Live,
-            Env::Test => vault_client::Environment::Test,
-        }
+        env.0
     }
 }
 
@@ -328,7 +343,7 @@ pub(crate) struct RevokeArgs {
     #[arg(long)]
     pub(crate) all: bool,
     /// The environment of --secret.
-    #[arg(long, value_enum, default_value = "live", requires = "secret")]
+    #[arg(long, value_enum, default_value_t = Env::LIVE, requires = "secret")]
     pub(crate) secret_env: Env,
 }
 
@@ -373,7 +388,7 @@ pub(crate) enum PolicyCommand {
         #[arg(long, value_name = "NAME")]
         secret: Option<String>,
         /// The environment, for operations.
-        #[arg(long, value_enum, default_value = "live")]
+        #[arg(long, value_enum, default_value_t = Env::LIVE)]
         env: Env,
         /// Evaluate this policy directory offline instead of asking the daemon.
         #[arg(long, value_name = "DIR")]

@@ -62,6 +62,8 @@ impl fmt::Display for CliError {
     }
 }
 
+/// The exit code and hint follow from the error's variant alone (never from its
+/// message, which is vaultd's prose and may change).
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let message = error.to_string();
@@ -85,12 +87,21 @@ impl From<ClientError> for CliError {
                 .hint("ask an administrator for a role or grant that allows it; `vaultctl policy check` explains decisions"),
             ClientError::NotFound { .. } => CliError::new(Exit::NotFound, message),
             ClientError::InvalidArgument { .. } => CliError::new(Exit::Invalid, message),
-            ClientError::FailedPrecondition { .. } if message.contains("not initialised") => {
+            ClientError::Uninitialised { .. } => {
                 CliError::new(Exit::State, message).hint("initialise it with `vaultctl init`")
             }
             ClientError::FailedPrecondition { .. }
             | ClientError::AlreadyExists { .. }
             | ClientError::ResourceExhausted { .. } => CliError::new(Exit::State, message),
+            // vaultd's other answers, answers this side could not use, and this side's
+            // own failures: unexpected.
+            ClientError::Unimplemented { .. }
+            | ClientError::Other { .. }
+            | ClientError::Protocol(_)
+            | ClientError::SealedAnswer { .. }
+            | ClientError::LocalCrypto { .. }
+            | ClientError::RevokedOnIssue => CliError::new(Exit::Failure, message),
+            // Variants added to vault-client later.
             _ => CliError::new(Exit::Failure, message),
         }
     }
@@ -99,5 +110,37 @@ impl From<ClientError> for CliError {
 impl From<std::io::Error> for CliError {
     fn from(error: std::io::Error) -> Self {
         CliError::new(Exit::Failure, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_variant_not_the_message() {
+        let uninitialised = CliError::from(ClientError::Uninitialised {
+            message: "whatever vaultd says".into(),
+        });
+        assert_eq!(uninitialised.exit, Exit::State);
+        assert_eq!(
+            uninitialised.hint.as_deref(),
+            Some("initialise it with `vaultctl init`")
+        );
+        // The words alone decide nothing.
+        let other = CliError::from(ClientError::FailedPrecondition {
+            message: "vaultd is not initialised".into(),
+        });
+        assert_eq!(other.exit, Exit::State);
+        assert_eq!(other.hint, None);
+        let local = CliError::from(ClientError::LocalCrypto {
+            doing: "seal the value to its session",
+            source: vault_client::CryptoError::Random,
+        });
+        assert_eq!(local.exit, Exit::Failure);
+        assert_eq!(
+            CliError::from(ClientError::RevokedOnIssue).exit,
+            Exit::Failure
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! machines.
 
 use serde_json::Value;
+use vault_client::Environment;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,12 @@ impl Output {
             }
         }
     }
+}
+
+/// An API message's environment by name (`live`, `test`); `?` for a value this
+/// version does not know.
+pub(crate) fn env_name(environment: i32) -> &'static str {
+    Environment::from_proto(environment).map_or("?", Environment::as_str)
 }
 
 /// Aligns `rows` under `headers` in columns two spaces apart.

@@ -8,8 +8,9 @@ use vault_crypto::shamir::Share;
 use vault_proto::v1;
 use vault_proto::v1::admin_client::AdminClient;
 
-use crate::Environment;
-use crate::client::{Attempt, Client, Failure, Retry};
+use crate::client::Client;
+use crate::endpoints::{Attempt, Retry, SessionAttempt};
+use crate::environment::Environment;
 use crate::error::Error;
 
 /// Names one secret.
@@ -37,15 +38,18 @@ impl SecretPath {
 pub type UnsealProgress = v1::UnsealResponse;
 
 fn seal_shares(
-    attempt: &Attempt,
+    attempt: &SessionAttempt,
     operation: &str,
     shares: &[Share],
-) -> Result<Vec<v1::SealedPayload>, Failure> {
+) -> Result<Vec<v1::SealedPayload>, Error> {
     let sealed = attempt
-        .session()?
+        .session
         .key
         .seal_shares(operation, Direction::ToDaemon, shares)
-        .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+        .map_err(|source| Error::LocalCrypto {
+            doing: "seal the shares to its session",
+            source,
+        })?;
     Ok(sealed
         .into_iter()
         .map(|envelope| v1::SealedPayload { envelope })
@@ -53,27 +57,27 @@ fn seal_shares(
 }
 
 fn open_shares(
-    attempt: &Attempt,
+    attempt: &SessionAttempt,
     operation: &str,
     sealed: &[v1::SealedPayload],
-) -> Result<Vec<Share>, Failure> {
+) -> Result<Vec<Share>, Error> {
     let envelopes = sealed.iter().map(|p| p.envelope.as_slice());
-    let shares = attempt
-        .session()?
+    attempt
+        .session
         .key
         .open_shares(operation, Direction::ToClient, envelopes)
-        .map_err(|_| {
-            Error::Protocol("vaultd sent shares that did not open with the session key")
-        })?;
-    Ok(shares)
+        .map_err(|source| Error::SealedAnswer {
+            what: "the shares",
+            source,
+        })
 }
 
 fn seal_value(
-    attempt: &Attempt,
+    attempt: &SessionAttempt,
     operation: &str,
     secret: &SecretPath,
     value: &SecretValue,
-) -> Result<v1::SealedPayload, Failure> {
+) -> Result<v1::SealedPayload, Error> {
     let aad = SessionAad::secret_value(
         operation,
         &secret.tenant,
@@ -81,26 +85,30 @@ fn seal_value(
         &secret.name,
     );
     let envelope = attempt
-        .session()?
+        .session
         .key
         .seal(&aad, value.expose_secret())
-        .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+        .map_err(|source| Error::LocalCrypto {
+            doing: "seal the value to its session",
+            source,
+        })?;
     Ok(v1::SealedPayload { envelope })
 }
 
-fn admin(attempt: &Attempt) -> AdminClient<tonic::transport::Channel> {
+fn admin<S>(attempt: &Attempt<S>) -> AdminClient<tonic::transport::Channel> {
     AdminClient::new(attempt.channel.clone())
 }
 
-fn session_id(attempt: &Attempt) -> Result<String, Failure> {
-    Ok(attempt.session()?.id.clone())
+fn session_id(attempt: &SessionAttempt) -> String {
+    attempt.session.id.clone()
 }
 
 impl Client {
     /// Seal state, share-set parameters, unseal progress and the audit public key.
     pub async fn status(&self) -> Result<v1::StatusResponse, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a).status(v1::StatusRequest {}).await?.into_inner())
             })
             .await
@@ -110,16 +118,17 @@ impl Client {
     /// The shares are returned once and never stored by vaultd.
     pub async fn init(&self, threshold: u32, shares: u32) -> Result<Vec<Share>, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 let answer = admin(&a)
                     .init(v1::InitRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         threshold,
                         share_count: shares,
                     })
                     .await?
                     .into_inner();
-                open_shares(&a, op::INIT, &answer.shares)
+                Ok(open_shares(&a, op::INIT, &answer.shares)?)
             })
             .await
     }
@@ -132,11 +141,12 @@ impl Client {
         nonce: Option<&str>,
     ) -> Result<UnsealProgress, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 let mut sealed = seal_shares(&a, op::UNSEAL, std::slice::from_ref(share))?;
                 Ok(admin(&a)
                     .unseal(v1::UnsealRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         share: sealed.pop(),
                         nonce: nonce.unwrap_or_default().to_owned(),
                         reset: false,
@@ -150,7 +160,8 @@ impl Client {
     /// Discards the unseal attempt in progress.
     pub async fn unseal_reset(&self) -> Result<(), Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 admin(&a)
                     .unseal(v1::UnsealRequest {
                         reset: true,
@@ -165,7 +176,8 @@ impl Client {
     /// Seals: vaultd wipes every key and session and revokes every lease.
     pub async fn seal(&self) -> Result<(), Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 admin(&a).seal(v1::SealRequest {}).await?;
                 Ok(())
             })
@@ -180,17 +192,18 @@ impl Client {
         shares: u32,
     ) -> Result<Vec<Share>, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 let answer = admin(&a)
                     .rekey(v1::RekeyRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         current_shares: seal_shares(&a, op::REKEY, current)?,
                         threshold,
                         share_count: shares,
                     })
                     .await?
                     .into_inner();
-                open_shares(&a, op::REKEY_NEW, &answer.shares)
+                Ok(open_shares(&a, op::REKEY_NEW, &answer.shares)?)
             })
             .await
     }
@@ -198,10 +211,11 @@ impl Client {
     /// Rotates the root key, given a quorum of shares. Returns the new version.
     pub async fn rotate_root_key(&self, shares: &[Share]) -> Result<u32, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .rotate_root_key(v1::RotateRootKeyRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         shares: seal_shares(&a, op::ROTATE_ROOT_KEY, shares)?,
                     })
                     .await?
@@ -219,10 +233,11 @@ impl Client {
         value: &SecretValue,
     ) -> Result<v1::SecretMetadata, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .put_secret(v1::PutSecretRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         secret: Some(secret.to_proto()),
                         kind: kind as i32,
                         value: Some(seal_value(&a, op::PUT_SECRET, secret, value)?),
@@ -242,10 +257,11 @@ impl Client {
         grace: Option<std::time::Duration>,
     ) -> Result<v1::SecretMetadata, Error> {
         self.inner
-            .call(Retry::Once, true, |a| async move {
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .rotate_secret(v1::RotateSecretRequest {
-                        session_id: session_id(&a)?,
+                        session_id: session_id(&a),
                         secret: Some(secret.to_proto()),
                         value: Some(seal_value(&a, op::ROTATE_SECRET, secret, value)?),
                         grace_seconds: grace.map(|g| g.as_secs()),
@@ -259,7 +275,8 @@ impl Client {
     /// A secret's metadata: versions, states, hints, fingerprints. Never its value.
     pub async fn describe_secret(&self, secret: &SecretPath) -> Result<v1::SecretMetadata, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a)
                     .describe_secret(v1::DescribeSecretRequest {
                         secret: Some(secret.to_proto()),
@@ -277,7 +294,8 @@ impl Client {
         environment: Option<Environment>,
     ) -> Result<Vec<v1::SecretMetadata>, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a)
                     .list_secrets(v1::ListSecretsRequest {
                         tenant: tenant.to_owned(),
@@ -293,7 +311,8 @@ impl Client {
     /// Deletes a secret and its versions; its leases are revoked.
     pub async fn delete_secret(&self, secret: &SecretPath) -> Result<(), Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 admin(&a)
                     .delete_secret(v1::DeleteSecretRequest {
                         secret: Some(secret.to_proto()),
@@ -311,7 +330,8 @@ impl Client {
         confirm: &str,
     ) -> Result<v1::EraseTenantResponse, Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .erase_tenant(v1::EraseTenantRequest {
                         tenant: tenant.to_owned(),
@@ -327,7 +347,8 @@ impl Client {
     /// and the tenant's secrets are rewrapped in the background.
     pub async fn rotate_tenant_key(&self, tenant: &str) -> Result<v1::TenantKeys, Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .rotate_tenant_key(v1::RotateTenantKeyRequest {
                         tenant: tenant.to_owned(),
@@ -341,7 +362,8 @@ impl Client {
     /// A tenant's key versions and how many secret versions each still seals.
     pub async fn describe_tenant_keys(&self, tenant: &str) -> Result<v1::TenantKeys, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a)
                     .describe_tenant_keys(v1::DescribeTenantKeysRequest {
                         tenant: tenant.to_owned(),
@@ -360,7 +382,8 @@ impl Client {
         below_version: u32,
     ) -> Result<v1::TenantKeys, Error> {
         self.inner
-            .call(Retry::Once, false, |a| async move {
+            .endpoints
+            .call(Retry::Once, |a| async move {
                 Ok(admin(&a)
                     .retire_tenant_keys(v1::RetireTenantKeysRequest {
                         tenant: tenant.to_owned(),
@@ -379,7 +402,8 @@ impl Client {
         identity: Option<&str>,
     ) -> Result<Vec<v1::LeaseInfo>, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a)
                     .list_leases(v1::ListLeasesRequest {
                         tenant: tenant.map(str::to_owned),
@@ -398,7 +422,8 @@ impl Client {
         selector: v1::revoke_leases_request::Selector,
     ) -> Result<u64, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| {
+            .endpoints
+            .call(Retry::Idempotent, |a| {
                 let selector = selector.clone();
                 async move {
                     Ok(admin(&a)
@@ -416,7 +441,8 @@ impl Client {
     /// Reloads the daemon's policy directory; a bad file keeps the previous set.
     pub async fn reload_policies(&self) -> Result<v1::ReloadPoliciesResponse, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| async move {
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
                 Ok(admin(&a)
                     .reload_policies(v1::ReloadPoliciesRequest {})
                     .await?
@@ -431,7 +457,8 @@ impl Client {
         request: v1::CheckPolicyRequest,
     ) -> Result<v1::CheckPolicyResponse, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |a| {
+            .endpoints
+            .call(Retry::Idempotent, |a| {
                 let request = request.clone();
                 async move { Ok(admin(&a).check_policy(request).await?.into_inner()) }
             })

@@ -1,8 +1,17 @@
-//! The client's one error type.
+//! The client's one error type, and how the retry loop reads vaultd's answers.
+//!
+//! Every variant says which side failed: vaultd's answers (the gRPC code, with the
+//! `vault-error` reason where the code alone does not say what to do), this client's
+//! own failures (files, configuration, its half of a session), or an answer from vaultd
+//! that this client could not use. Local failures are never dressed up as statuses.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use tonic::Code;
+use vault_crypto::CryptoError;
+use vault_proto::identity::IdentityError;
+use vault_proto::reason;
 
 /// Why a call failed. Messages from vaultd say what went wrong and what to do; they
 /// never contain secrets, and neither does anything here.
@@ -28,7 +37,8 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// Why.
-        reason: String,
+        #[source]
+        reason: FileError,
     },
     /// The builder was not given what a client needs.
     #[error("client configuration: {0}")]
@@ -46,10 +56,11 @@ pub enum Error {
     },
     /// The TLS handshake failed on this side: vaultd's certificate does not verify
     /// against the configured CA, or does not name the endpoint's host.
-    #[error("the TLS handshake with vaultd failed: {message}")]
+    #[error("the TLS handshake with vaultd failed: {source}")]
     Tls {
         /// rustls's reason.
-        message: String,
+        #[source]
+        source: rustls::Error,
     },
     /// The caller's certificate was refused or names no identity.
     #[error("vaultd refused the client certificate: {message}")]
@@ -75,7 +86,15 @@ pub enum Error {
         /// vaultd's reason.
         message: String,
     },
-    /// vaultd is not in a state to do this (uninitialised, already initialised, ...).
+    /// vaultd is not initialised yet (`FAILED_PRECONDITION` with the `vault-error`
+    /// reason [`reason::UNINITIALISED`]): an operator runs `vaultctl init`.
+    #[error("{message}")]
+    Uninitialised {
+        /// vaultd's reason.
+        message: String,
+    },
+    /// vaultd is not in a state to do this (already initialised, already unsealed, a
+    /// key still in use, ...). An uninitialised vault is [`Error::Uninitialised`].
     #[error("{message}")]
     FailedPrecondition {
         /// vaultd's reason.
@@ -107,16 +126,88 @@ pub enum Error {
         /// vaultd's message.
         message: String,
     },
-    /// A sealed payload from vaultd did not open, or an answer was malformed.
+    /// An answer from vaultd was malformed (a field missing or of the wrong size).
     #[error("vaultd's answer could not be used: {0}")]
     Protocol(&'static str),
+    /// Something vaultd sealed to this client's session did not open, or opened to
+    /// something unusable: it was altered on the way, or sealed for another session,
+    /// operation or target.
+    #[error("vaultd's answer could not be used: {what} did not open with the session key")]
+    SealedAnswer {
+        /// What was sealed, e.g. "the leased value".
+        what: &'static str,
+        /// Why (opaque by design for a payload that does not decrypt).
+        #[source]
+        source: CryptoError,
+    },
+    /// This client failed at its own half of a lease session (generating its key,
+    /// holding the session key in locked memory, sealing a payload): nothing was sent
+    /// for it, and vaultd is not at fault.
+    #[error("this client could not {doing}: {source}")]
+    LocalCrypto {
+        /// What it was doing, e.g. "seal the value to its session".
+        doing: &'static str,
+        /// Why.
+        #[source]
+        source: CryptoError,
+    },
+    /// Every lease this client was issued for the secret was revoked before it could be
+    /// used (a revocation notice for each arrived first): this client gave up.
+    #[error("every lease was revoked as soon as it was issued; try again later")]
+    RevokedOnIssue,
 }
 
-/// The metadata key vaultd uses for a machine-readable reason.
-const REASON_KEY: &str = "vault-error";
+/// Why a certificate, key or CA file that was read cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The PEM text does not parse, or holds none of what was expected.
+    #[error("{0}")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    /// The file holds no certificate.
+    #[error("no certificate found")]
+    NoCertificate,
+    /// rustls cannot use it (a CA certificate that is no trust anchor, a certificate
+    /// chain rustls refuses).
+    #[error("{0}")]
+    Rejected(#[source] rustls::Error),
+    /// The key does not belong to the client certificate.
+    #[error("does not match the certificate: {0}")]
+    KeyMismatch(#[source] rustls::Error),
+    /// The certificate does not parse as X.509.
+    #[error("the certificate does not parse: {0}")]
+    Unparsable(#[source] x509_parser::error::X509Error),
+    /// The certificate has expired.
+    #[error("it expired on {}; issue a new one (vaultctl pki issue-client)", asn1_time(*not_after))]
+    Expired {
+        /// When.
+        not_after: SystemTime,
+    },
+    /// The certificate is not valid yet.
+    #[error("it is not valid before {}", asn1_time(*not_before))]
+    NotYetValid {
+        /// From when it is.
+        not_before: SystemTime,
+    },
+    /// The certificate names no identity vaultd would accept (the rules are
+    /// [`vault_proto::identity::identity_of`]'s).
+    #[error("{0}")]
+    Identity(#[source] IdentityError),
+}
+
+/// A certificate time as certificates print it.
+fn asn1_time(at: SystemTime) -> String {
+    let seconds = match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    };
+    x509_parser::time::ASN1Time::from_timestamp(seconds)
+        .map_or_else(|_| format!("Unix time {seconds}"), |t| t.to_string())
+}
 
 impl Error {
-    /// The gRPC code of an error vaultd answered with, if it was one.
+    /// The gRPC code of an error vaultd answered with; `None` for this client's own
+    /// failures and for answers it could not use.
     pub fn code(&self) -> Option<Code> {
         Some(match self {
             Error::Unavailable { .. } => Code::Unavailable,
@@ -124,7 +215,9 @@ impl Error {
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::NotFound { .. } => Code::NotFound,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Uninitialised { .. } | Error::FailedPrecondition { .. } => {
+                Code::FailedPrecondition
+            }
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
             Error::Unimplemented { .. } => Code::Unimplemented,
@@ -136,6 +229,30 @@ impl Error {
     /// Whether vaultd said it is sealed.
     pub fn is_sealed(&self) -> bool {
         matches!(self, Error::Unavailable { sealed: true, .. })
+    }
+
+    /// Whether vaultd said it is not initialised yet.
+    pub fn is_uninitialised(&self) -> bool {
+        matches!(self, Error::Uninitialised { .. })
+    }
+}
+
+/// How one attempt of a call failed: vaultd's answer (which the retry loop reads), or
+/// something on this side that retrying won't fix.
+pub(crate) enum Failure {
+    Status(tonic::Status),
+    Local(Error),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Failure::Status(status)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure::Local(error)
     }
 }
 
@@ -192,25 +309,27 @@ pub(crate) fn classify(status: tonic::Status) -> Disposition {
     // A handshake this side refused will be refused again: final, and named for
     // what it is. (vaultd's refusal of our certificate arrives only after the client
     // considers the TLS 1.3 handshake done, as a closed connection.)
-    if let Some(tls) = tls_failure(&status) {
-        return Disposition::Final(Error::Tls {
-            message: tls.to_string(),
-        });
+    if let Some(source) = tls_failure(&status) {
+        return Disposition::Final(Error::Tls { source });
     }
     let reason = status
         .metadata()
-        .get(REASON_KEY)
+        .get(reason::KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let message = status.message().to_owned();
     match (status.code(), reason.as_deref()) {
-        (Code::FailedPrecondition, Some("unknown-session")) => {
+        (Code::FailedPrecondition, Some(reason::UNKNOWN_SESSION)) => {
             Disposition::NewSession(Error::FailedPrecondition { message })
         }
-        (Code::Unavailable, Some("sealed")) => Disposition::Sealed(Error::Unavailable {
+        (Code::FailedPrecondition, Some(reason::UNINITIALISED)) => {
+            Disposition::Final(Error::Uninitialised { message })
+        }
+        (Code::Unavailable, Some(reason::SEALED)) => Disposition::Sealed(Error::Unavailable {
             message,
             sealed: true,
         }),
+        // Including reason::AUDIT: this node cannot write its audit log; another may.
         (Code::Unavailable, _) => Disposition::Retry(Error::Unavailable {
             message,
             sealed: false,
@@ -238,9 +357,13 @@ mod tests {
     use super::*;
 
     fn with_reason(code: Code, reason: &'static str) -> tonic::Status {
-        let mut status = tonic::Status::new(code, "m");
+        with_message_and_reason(code, "m", reason)
+    }
+
+    fn with_message_and_reason(code: Code, message: &str, reason: &'static str) -> tonic::Status {
+        let mut status = tonic::Status::new(code, message);
         status.metadata_mut().insert(
-            REASON_KEY,
+            reason::KEY,
             tonic::metadata::MetadataValue::from_static(reason),
         );
         status
@@ -257,13 +380,43 @@ mod tests {
             Disposition::Retry(_)
         ));
         assert!(matches!(
-            classify(with_reason(Code::Unavailable, "sealed")),
+            classify(with_reason(Code::Unavailable, reason::SEALED)),
             Disposition::Sealed(_)
         ));
         assert!(matches!(
-            classify(with_reason(Code::FailedPrecondition, "unknown-session")),
+            classify(with_reason(
+                Code::FailedPrecondition,
+                reason::UNKNOWN_SESSION
+            )),
             Disposition::NewSession(_)
         ));
-        assert!(Error::from(with_reason(Code::Unavailable, "sealed")).is_sealed());
+        assert!(Error::from(with_reason(Code::Unavailable, reason::SEALED)).is_sealed());
+    }
+
+    #[test]
+    fn an_uninitialised_vault_is_named_by_its_reason_not_its_message() {
+        let error = Error::from(with_message_and_reason(
+            Code::FailedPrecondition,
+            "anything at all",
+            reason::UNINITIALISED,
+        ));
+        assert!(error.is_uninitialised(), "{error:?}");
+        assert_eq!(error.code(), Some(Code::FailedPrecondition));
+        let other = Error::from(tonic::Status::failed_precondition(
+            "vaultd is not initialised; run `vaultctl init`",
+        ));
+        assert!(!other.is_uninitialised(), "no reason, no guess: {other:?}");
+    }
+
+    #[test]
+    fn local_failures_carry_no_status_code() {
+        let local = Error::LocalCrypto {
+            doing: "seal the value to its session",
+            source: CryptoError::Random,
+        };
+        assert_eq!(local.code(), None);
+        assert!(local.to_string().starts_with("this client could not"));
+        assert!(std::error::Error::source(&local).is_some());
+        assert_eq!(Error::RevokedOnIssue.code(), None);
     }
 }

@@ -14,6 +14,12 @@
 //!   admin call (for `vaultctl`).
 //! - **Retries** with backoff on `UNAVAILABLE`, never on `PERMISSION_DENIED` or any
 //!   other refusal, and never for calls that change state.
+//! - **Errors** ([`Error`]) say which side failed: vaultd's answer (its code, and its
+//!   `vault-error` reason where that decides what to do), this client's own failure
+//!   (files, configuration, its half of the session cryptography), or an answer from
+//!   vaultd this client could not use. Causes are kept as typed sources.
+//! - **Time**: lease, cache and session expiries are read on a clock that tests and
+//!   simulations can replace ([`ClientBuilder::clock`]).
 //!
 //! ```no_run
 //! use secrecy::ExposeSecret;
@@ -35,71 +41,42 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// Modules depend on one another one way only (checked by listing each module's
+// `crate::` paths): environment, error and options on nothing here; transport and
+// session on error; endpoints on error, options, session and transport; cache on
+// environment; client on cache and endpoints; lease, transit and admin on client and
+// what is below it; builder on all but transit and admin, as it starts the background
+// tasks. This root only declares and re-exports.
 mod admin;
+mod builder;
+mod cache;
 mod client;
+mod endpoints;
+mod environment;
 mod error;
 mod lease;
+mod options;
+mod session;
 mod transit;
 mod transport;
 
-use std::fmt;
-use std::str::FromStr;
-
 pub use admin::{SecretPath, UnsealProgress};
-pub use client::{Client, ClientBuilder};
-pub use error::Error;
-pub use lease::Lease;
+pub use builder::ClientBuilder;
+pub use cache::Lease;
+pub use client::Client;
+pub use environment::{Environment, UnknownEnvironment};
+pub use error::{Error, FileError};
 pub use secrecy::ExposeSecret;
 pub use transit::Plaintext;
+/// Why this client's half of the session cryptography failed ([`Error::LocalCrypto`]),
+/// or why what vaultd sealed did not open ([`Error::SealedAnswer`]).
+pub use vault_crypto::CryptoError;
 pub use vault_crypto::SecretValue;
+/// The injectable clock ([`ClientBuilder::clock`]): `ManualClock` for tests and
+/// simulations.
+pub use vault_crypto::clock;
 pub use vault_crypto::shamir::Share;
+/// Why a client certificate names no identity vaultd accepts ([`FileError::Identity`]).
+pub use vault_proto::identity::IdentityError;
 /// The API's messages, for admin answers and selectors.
 pub use vault_proto::v1 as proto;
-
-/// Which environment a secret or key belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Environment {
-    /// Production traffic.
-    Live,
-    /// Test-mode traffic.
-    Test,
-}
-
-impl Environment {
-    /// `live` or `test`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Environment::Live => "live",
-            Environment::Test => "test",
-        }
-    }
-
-    pub(crate) fn to_proto(self) -> i32 {
-        match self {
-            Environment::Live => proto::Environment::Live as i32,
-            Environment::Test => proto::Environment::Test as i32,
-        }
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Text that names no environment.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an environment: use live or test")]
-pub struct UnknownEnvironment(pub String);
-
-impl FromStr for Environment {
-    type Err = UnknownEnvironment;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "live" => Ok(Environment::Live),
-            "test" => Ok(Environment::Test),
-            other => Err(UnknownEnvironment(other.to_owned())),
-        }
-    }
-}

@@ -10,9 +10,11 @@ use vault_crypto::session::{Direction, SessionAad};
 use vault_proto::v1;
 use vault_proto::v1::broker_client::BrokerClient;
 
-use crate::Environment;
-use crate::client::{Attempt, Client, Failure, Retry};
+use crate::client::Client;
+use crate::endpoints::{Retry, SessionAttempt};
+use crate::environment::Environment;
 use crate::error::Error;
+use crate::session::Session;
 
 /// A decrypted plaintext, wiped on drop; reachable only through [`ExposeSecret`].
 pub struct Plaintext(SecretValue);
@@ -30,44 +32,49 @@ impl fmt::Debug for Plaintext {
 }
 
 fn seal(
-    attempt: &Attempt,
+    session: &Session,
     tenant: &str,
     env: Environment,
     items: &[&[u8]],
-) -> Result<Vec<v1::SealedPayload>, Failure> {
-    let session = attempt.session()?;
+) -> Result<Vec<v1::SealedPayload>, Error> {
     items
         .iter()
         .enumerate()
         .map(|(i, plaintext)| {
             let aad = SessionAad::transit(Direction::ToDaemon, tenant, env.as_str(), i);
-            let envelope = session
-                .key
-                .seal(&aad, plaintext)
-                .map_err(|_| Error::Protocol("cannot seal to the session"))?;
+            let envelope =
+                session
+                    .key
+                    .seal(&aad, plaintext)
+                    .map_err(|source| Error::LocalCrypto {
+                        doing: "seal the plaintext to its session",
+                        source,
+                    })?;
             Ok(v1::SealedPayload { envelope })
         })
         .collect()
 }
 
 fn open(
-    attempt: &Attempt,
+    session: &Session,
     tenant: &str,
     env: Environment,
     item: usize,
     sealed: &v1::SealedPayload,
 ) -> Result<Plaintext, Error> {
-    let session = attempt
-        .session()
-        .map_err(|_| Error::Protocol("no session was opened"))?;
     let aad = SessionAad::transit(Direction::ToClient, tenant, env.as_str(), item);
     session
         .key
         .open(&aad, &sealed.envelope)
         .map(Plaintext)
-        .map_err(|_| Error::Protocol("the plaintext did not open with the session key"))
+        .map_err(|source| Error::SealedAnswer {
+            what: "the plaintext",
+            source,
+        })
 }
 
+/// vaultd's verdict on one item of a batch: its code and message, read as if it had
+/// answered the whole call so.
 fn item_error(e: v1::ItemError) -> Error {
     Error::from(tonic::Status::new(tonic::Code::from_i32(e.code), e.message))
 }
@@ -110,9 +117,10 @@ impl Client {
         plaintexts: &[&[u8]],
     ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
         self.inner
-            .call(Retry::Idempotent, true, |attempt| async move {
-                let sealed = seal(&attempt, tenant, environment, plaintexts)?;
-                let session_id = attempt.session()?.id.clone();
+            .endpoints
+            .call_with_session(Retry::Idempotent, |attempt: SessionAttempt| async move {
+                let sealed = seal(&attempt.session, tenant, environment, plaintexts)?;
+                let session_id = attempt.session.id.clone();
                 let answer = BrokerClient::new(attempt.channel.clone())
                     .batch_encrypt(v1::BatchEncryptRequest {
                         session_id,
@@ -143,8 +151,9 @@ impl Client {
         envelopes: &[&[u8]],
     ) -> Result<Vec<Result<Plaintext, Error>>, Error> {
         self.inner
-            .call(Retry::Idempotent, true, |attempt| async move {
-                let session_id = attempt.session()?.id.clone();
+            .endpoints
+            .call_with_session(Retry::Idempotent, |attempt: SessionAttempt| async move {
+                let session_id = attempt.session.id.clone();
                 let answer = BrokerClient::new(attempt.channel.clone())
                     .batch_decrypt(v1::BatchDecryptRequest {
                         session_id,
@@ -160,7 +169,7 @@ impl Client {
                     .enumerate()
                     .map(|(i, r)| match r.result {
                         Some(v1::batch_item_result::Result::Plaintext(p)) => {
-                            open(&attempt, tenant, environment, i, &p)
+                            open(&attempt.session, tenant, environment, i, &p)
                         }
                         Some(v1::batch_item_result::Result::Error(e)) => Err(item_error(e)),
                         _ => Err(Error::Protocol("a decrypt item without a plaintext")),
@@ -193,7 +202,8 @@ impl Client {
         envelopes: &[&[u8]],
     ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
         self.inner
-            .call(Retry::Idempotent, false, |attempt| async move {
+            .endpoints
+            .call(Retry::Idempotent, |attempt| async move {
                 let answer = BrokerClient::new(attempt.channel.clone())
                     .batch_rewrap(v1::BatchRewrapRequest {
                         tenant: tenant.to_owned(),

@@ -10,10 +10,11 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
-use x509_parser::extensions::GeneralName;
+use vault_proto::identity::{IdentitySource, identity_of};
+use x509_parser::error::X509Error;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::error::Error;
+use crate::error::{Error, FileError};
 
 /// Where a daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +76,11 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn bad(path: &Path, what: &'static str, reason: impl ToString) -> Error {
+fn bad(path: &Path, what: &'static str, reason: FileError) -> Error {
     Error::BadFile {
         what,
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        reason,
     }
 }
 
@@ -93,45 +94,44 @@ impl TlsFiles {
     }
 
     fn load(&self) -> Result<Loaded, Error> {
+        const CA: &str = "the CA certificate";
+        const CERT: &str = "the client certificate";
+        const KEY: &str = "the client key";
         let stamps = self.stamps();
-        let ca_pem = read(&self.ca, "the CA certificate")?;
+        let ca_pem = read(&self.ca, CA)?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-            let cert = cert.map_err(|e| bad(&self.ca, "the CA certificate", e))?;
+            let cert = cert.map_err(|e| bad(&self.ca, CA, FileError::Pem(e)))?;
             roots
                 .add(cert)
-                .map_err(|e| bad(&self.ca, "the CA certificate", e))?;
+                .map_err(|e| bad(&self.ca, CA, FileError::Rejected(e)))?;
         }
         if roots.is_empty() {
-            return Err(bad(&self.ca, "the CA certificate", "no certificate found"));
+            return Err(bad(&self.ca, CA, FileError::NoCertificate));
         }
-        let cert_pem = read(&self.cert, "the client certificate")?;
+        let cert_pem = read(&self.cert, CERT)?;
         let chain = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&self.cert, "the client certificate", e))?;
+            .map_err(|e| bad(&self.cert, CERT, FileError::Pem(e)))?;
         let leaf = chain
             .first()
-            .ok_or_else(|| bad(&self.cert, "the client certificate", "no certificate found"))?;
-        check_validity(leaf).map_err(|reason| bad(&self.cert, "the client certificate", reason))?;
-        let identity = identity_of(leaf)
-            .map_err(|reason| bad(&self.cert, "the client certificate", reason))?;
-        let key_pem = zeroize::Zeroizing::new(read(&self.key, "the client key")?);
+            .ok_or_else(|| bad(&self.cert, CERT, FileError::NoCertificate))?;
+        check_validity(leaf).map_err(|reason| bad(&self.cert, CERT, reason))?;
+        // The daemon's own rules; which SANs it accepts is its configuration, so a
+        // DNS identity is allowed here and refused there if it is not configured to.
+        let identity = identity_of(leaf, IdentitySource::SpiffeOrDns)
+            .map_err(|e| bad(&self.cert, CERT, FileError::Identity(e)))?;
+        let key_pem = zeroize::Zeroizing::new(read(&self.key, KEY)?);
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| bad(&self.key, "the client key", e))?;
+            .map_err(|e| bad(&self.key, KEY, FileError::Pem(e)))?;
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| bad(&self.cert, "the client certificate", e))?
+        .map_err(|e| bad(&self.cert, CERT, FileError::Rejected(e)))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            bad(
-                &self.key,
-                "the client key",
-                format!("does not match the certificate: {e}"),
-            )
-        })?;
+        .map_err(|e| bad(&self.key, KEY, FileError::KeyMismatch(e)))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Loaded {
             config: Arc::new(config),
@@ -141,55 +141,38 @@ impl TlsFiles {
     }
 }
 
-/// The identity vaultd will see: the certificate's single SPIFFE URI SAN, or else its
-/// single DNS SAN as `dns:<name>` (which vaultd accepts only if configured to).
-fn identity_of(leaf: &CertificateDer<'_>) -> Result<String, String> {
-    let (_, cert) =
-        X509Certificate::from_der(leaf).map_err(|_| "the certificate does not parse".to_owned())?;
-    let names = match cert.subject_alternative_name() {
-        Ok(Some(ext)) => ext.value.general_names.clone(),
-        _ => Vec::new(),
-    };
-    let uris: Vec<&str> = names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect();
-    let dns: Vec<&str> = names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(*d),
-            _ => None,
-        })
-        .collect();
-    match (uris.as_slice(), dns.as_slice()) {
-        ([uri], _) if uri.starts_with("spiffe://") => Ok((*uri).to_owned()),
-        ([], [name]) => Ok(format!("dns:{name}")),
-        _ => Err("it must name exactly one spiffe:// URI SAN (vaultd's identity)".to_owned()),
-    }
-}
-
 /// Says so early when the certificate is expired or not yet valid, instead of the
-/// handshake failing with a bare alert.
-fn check_validity(leaf: &CertificateDer<'_>) -> Result<(), String> {
-    let (_, cert) =
-        X509Certificate::from_der(leaf).map_err(|_| "the certificate does not parse".to_owned())?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+/// handshake failing with a bare alert. Read on the system clock, not the client's
+/// [`vault_crypto::clock::Clock`]: this forecasts what vaultd's verification will
+/// decide, and vaultd verifies on real time.
+fn check_validity(leaf: &CertificateDer<'_>) -> Result<(), FileError> {
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| {
+        FileError::Unparsable(match e {
+            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+            x509_parser::nom::Err::Incomplete(_) => X509Error::InvalidCertificate,
+        })
+    })?;
+    let now = SystemTime::now();
     let validity = cert.validity();
-    if now > validity.not_after.timestamp() {
-        return Err(format!(
-            "it expired on {}; issue a new one (vaultctl pki issue-client)",
-            validity.not_after
-        ));
+    let not_after = time_of(validity.not_after.timestamp());
+    if now > not_after {
+        return Err(FileError::Expired { not_after });
     }
-    if now < validity.not_before.timestamp() {
-        return Err(format!("it is not valid before {}", validity.not_before));
+    let not_before = time_of(validity.not_before.timestamp());
+    if now < not_before {
+        return Err(FileError::NotYetValid { not_before });
     }
     Ok(())
+}
+
+/// Unix seconds as a time (times before 1970 included).
+fn time_of(unix_seconds: i64) -> SystemTime {
+    let magnitude = Duration::from_secs(unix_seconds.unsigned_abs());
+    match unix_seconds >= 0 {
+        true => SystemTime::UNIX_EPOCH.checked_add(magnitude),
+        false => SystemTime::UNIX_EPOCH.checked_sub(magnitude),
+    }
+    .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 impl TlsSource {

@@ -19,6 +19,12 @@ pub enum CryptoError {
         /// Version of the exhausted key.
         key_version: u32,
     },
+    /// The peer's X25519 public key is malformed or of low order: no shared secret.
+    #[error("the peer's public key is malformed or of low order")]
+    PublicKey,
+    /// A key could not be set up from its bytes (a bug, never the input's fault).
+    #[error("cannot set up the {0}")]
+    KeySetup(&'static str),
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,

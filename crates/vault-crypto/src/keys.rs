@@ -275,7 +275,8 @@ impl SystemKey {
 
 #[inline(never)]
 fn expand_signing(seed: &[u8; KEY_LEN]) -> Result<Locked<Ed25519KeyPair>, CryptoError> {
-    let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| CryptoError::Decrypt)?;
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+        .map_err(|_| CryptoError::KeySetup("Ed25519 signing key"))?;
     Locked::new(pair)
 }
 

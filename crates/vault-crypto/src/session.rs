@@ -93,7 +93,7 @@ impl SessionOffer {
     }
 
     /// Completes the exchange with the peer's public key. Fails with
-    /// [`CryptoError::Decrypt`] for a malformed or low-order peer key.
+    /// [`CryptoError::PublicKey`] for a malformed or low-order peer key.
     pub fn agree(
         self,
         peer_public: &[u8],
@@ -120,7 +120,7 @@ fn derive(
     agree_ephemeral(private, &peer, |shared| {
         hkdf_sha256(SALT, shared, &[info], &mut raw[..])
     })
-    .map_err(|_| CryptoError::Decrypt)??;
+    .map_err(|_| CryptoError::PublicKey)??;
     Ok(raw)
 }
 
@@ -344,6 +344,23 @@ fn envelope_aad<'a>(aad: &SessionAad<'a>, binding: &'a [u8]) -> Aad<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_low_order_peer_key_is_blamed_on_the_peer() {
+        let ours = SessionOffer::generate().unwrap();
+        let public = *ours.public_key();
+        let zero = [0u8; 32];
+        let transcript = Transcript {
+            client_public: &public,
+            server_public: &zero,
+            identity: "spiffe://t/a",
+            session_id: "s1",
+        };
+        assert!(matches!(
+            ours.agree(&zero, &transcript),
+            Err(CryptoError::PublicKey)
+        ));
+    }
 
     fn pair(identity: &str) -> (SessionKey, SessionKey) {
         let client = SessionOffer::generate().unwrap();

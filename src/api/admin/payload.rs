@@ -23,8 +23,11 @@ pub(super) fn open_shares(
         .open_shares(operation, Direction::ToDaemon, envelopes)
     {
         Ok(shares) => Ok(shares),
+        // The caller's fault: a payload that does not open, or a share that is not one.
+        Err(CryptoError::Decrypt | CryptoError::Envelope(_)) => Err(ApiError::Sealed("share")),
         Err(CryptoError::Shares(e)) => Err(ApiError::Vault(e.into())),
-        Err(_) => Err(ApiError::Sealed("share")),
+        // Ours: locked memory for the share, and the like.
+        Err(e) => Err(ApiError::Vault(e.into())),
     }
 }
 

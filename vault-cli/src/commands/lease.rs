@@ -8,16 +8,13 @@ use vault_client::{Client, ExposeSecret};
 
 use crate::cli::{LeaseCommand, RevokeArgs};
 use crate::error::CliError;
-use crate::output::{Output, table, time};
+use crate::output::{Output, env_name, table, time};
 
 /// The lease as JSON, written through a zeroising buffer sized up front (so no
 /// reallocation leaves a copy behind). A value that is not UTF-8 is given in hex.
 fn print_json(lease: &vault_client::Lease) -> Result<(), CliError> {
     let value = lease.expose_secret();
-    let expires = lease
-        .expires_at()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let expires = vault_crypto::clock::unix_seconds(lease.expires_at());
     let mut json = zeroize::Zeroizing::new(Vec::with_capacity(value.len() * 6 + 256));
     write!(
         json,
@@ -63,10 +60,7 @@ fn selector(args: &RevokeArgs) -> Result<Selector, CliError> {
             })?;
             Selector::Secret(vault_client::proto::SecretRef {
                 tenant: tenant.to_owned(),
-                environment: match secret_env {
-                    crate::cli::Env::Live => vault_client::proto::Environment::Live as i32,
-                    crate::cli::Env::Test => vault_client::proto::Environment::Test as i32,
-                },
+                environment: secret_env.0.to_proto(),
                 name: name.to_owned(),
             })
         }
@@ -115,7 +109,7 @@ pub(crate) async fn run(
                         .iter()
                         .map(|l| {
                             let s = l.secret.clone().unwrap_or_default();
-                            let env = if s.environment == vault_client::proto::Environment::Test as i32 { "test" } else { "live" };
+                            let env = env_name(s.environment);
                             vec![
                                 l.lease_id.clone(),
                                 l.identity.clone(),
@@ -125,7 +119,10 @@ pub(crate) async fn run(
                             ]
                         })
                         .collect();
-                    table(&["LEASE", "IDENTITY", "SECRET", "VERSION", "EXPIRES"], &rows)
+                    table(
+                        &["LEASE", "IDENTITY", "SECRET", "VERSION", "EXPIRES"],
+                        &rows,
+                    )
                 },
                 || {
                     json!({ "leases": leases.iter().map(|l| {
@@ -134,7 +131,7 @@ pub(crate) async fn run(
                             "lease_id": l.lease_id,
                             "identity": l.identity,
                             "tenant": s.tenant,
-                            "environment": if s.environment == vault_client::proto::Environment::Test as i32 { "test" } else { "live" },
+                            "environment": env_name(s.environment),
                             "name": s.name,
                             "version": l.version,
                             "expires_unix_ms": l.expires_unix_ms,

@@ -28,7 +28,7 @@ fn check_offline(
     secret: Option<&str>,
     env: Env,
 ) -> Result<CheckPolicyResponse, CliError> {
-    let environment = vault_client::Environment::from(env).as_str();
+    let environment = env.0.as_str();
     let decision = load(dir)?
         .explain(identity, op, tenant, environment, secret)
         .ok_or_else(|| {
@@ -155,10 +155,7 @@ pub(crate) async fn run(
                     identity: identity.clone(),
                     action: op.clone(),
                     tenant: tenant.clone(),
-                    environment: match env {
-                        Env::Live => vault_client::proto::Environment::Live as i32,
-                        Env::Test => vault_client::proto::Environment::Test as i32,
-                    },
+                    environment: env.0.to_proto(),
                     secret: secret.clone().unwrap_or_default(),
                 })
                 .await?;

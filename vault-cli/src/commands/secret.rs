@@ -7,21 +7,13 @@ use vault_client::{Client, SecretPath};
 use crate::cli::{Env, Kind, SecretArgs, SecretCommand, TenantCommand};
 use crate::error::CliError;
 use crate::input;
-use crate::output::{Output, table, time};
+use crate::output::{Output, env_name, table, time};
 
 fn path(secret: &SecretArgs) -> SecretPath {
     SecretPath {
         tenant: secret.tenant.clone(),
         environment: secret.env.into(),
         name: secret.name.clone(),
-    }
-}
-
-fn env_name(env: i32) -> &'static str {
-    match vault_client::proto::Environment::try_from(env) {
-        Ok(vault_client::proto::Environment::Live) => "live",
-        Ok(vault_client::proto::Environment::Test) => "test",
-        _ => "?",
     }
 }
 
@@ -184,7 +176,7 @@ pub(crate) async fn run(
 
 impl SecretArgs {
     fn env_str(&self) -> &'static str {
-        vault_client::Environment::from(self.env).as_str()
+        self.env.0.as_str()
     }
 }
 

@@ -424,3 +424,25 @@ fn tenant_keys_rotate_and_retire_from_the_cli() {
         .code(7);
     assert!(run.stderr.contains("current version is 2"), "{run:#?}");
 }
+
+#[test]
+fn an_uninitialised_vault_says_to_initialise_it() {
+    let mut fixture = Fixture::new(&FixtureOptions::default());
+    let process = VaultProcess::start(&fixture);
+    let addr = format!("https://localhost:{}", process.grpc.port());
+    // The exit code and hint come from vaultd's `uninitialised` reason, not its words.
+    let run = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR)
+        .run(&["secret", "list", "acme"])
+        .code(5);
+    snapshot(
+        &run.stderr,
+        "vaultctl: [..]
+         initialise it with `vaultctl init`",
+    );
+    let run = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR)
+        .run(&["secret", "list", "acme", "--json"])
+        .code(5);
+    let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(error["error"]["kind"], "state");
+    drop(process);
+}

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use vault_client::clock::{Clock, ManualClock};
 use vault_client::proto::revoke_leases_request::Selector;
-use vault_client::{Environment, Error, ExposeSecret};
+use vault_client::{Environment, Error, ExposeSecret, Lease};
 use vault_testkit::fixture::{FixtureOptions, OPERATOR};
 
 use crate::{ACME_WORKER, GATEWAY, eventually, unsealed};
@@ -132,6 +133,19 @@ async fn refusals_are_typed_and_never_retried() {
     );
 }
 
+/// How far to move `clock` to stand just short of `lease`'s end: past the margin in
+/// which the cache no longer serves it (at least 1 s), before the end itself.
+fn near_end(lease: &Lease, clock: &ManualClock) -> Duration {
+    let left = lease
+        .expires_at()
+        .duration_since(clock.now())
+        .expect("the lease ends after the clock's present");
+    left - Duration::from_millis(500)
+}
+
+/// Cache expiry and renew-before-expiry are the client's own reckoning, so the test
+/// moves the client's clock instead of sleeping. vaultd keeps real time: the renewal's
+/// round trip is waited for, within a bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_leases_expire_from_the_cache_or_are_renewed() {
     let (mut vault, _) = unsealed(
@@ -139,7 +153,10 @@ async fn short_leases_expire_from_the_cache_or_are_renewed() {
         &[("acme", "byok/openai", b"sk")],
     )
     .await;
-    let plain = vault.client_with(GATEWAY, |b| b.lease_ttl(Duration::from_secs(2)));
+    let clock = ManualClock::new();
+    let plain = vault.client_with(GATEWAY, |b| {
+        b.lease_ttl(Duration::from_secs(2)).clock(clock.clone())
+    });
     crate::wait_for_watch(&plain).await;
     let a = plain
         .lease("acme", Environment::Live, "byok/openai")
@@ -150,7 +167,7 @@ async fn short_leases_expire_from_the_cache_or_are_renewed() {
         .await
         .unwrap();
     assert_eq!(a.lease_id(), b.lease_id());
-    tokio::time::sleep(Duration::from_millis(1200)).await; // past 2 s - 1 s margin
+    clock.advance(near_end(&a, &clock)); // past 2 s - 1 s margin
     let c = plain
         .lease("acme", Environment::Live, "byok/openai")
         .await
@@ -161,8 +178,11 @@ async fn short_leases_expire_from_the_cache_or_are_renewed() {
         "a value near its end is not served"
     );
 
+    let clock = ManualClock::new();
     let renewing = vault.client_with(GATEWAY, |b| {
-        b.lease_ttl(Duration::from_secs(3)).auto_renew(true)
+        b.lease_ttl(Duration::from_secs(3))
+            .auto_renew(true)
+            .clock(clock.clone())
     });
     crate::wait_for_watch(&renewing).await;
     let first = renewing
@@ -170,7 +190,12 @@ async fn short_leases_expire_from_the_cache_or_are_renewed() {
         .await
         .unwrap();
     let end = first.expires_at();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    clock.advance(near_end(&first, &clock));
+    // The renewal runs on the client's background tick (each second) and asks vaultd.
+    assert!(
+        eventually(Duration::from_secs(5), || first.expires_at() > end).await,
+        "the lease was not renewed"
+    );
     let later = renewing
         .lease("acme", Environment::Live, "byok/openai")
         .await

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use vault_client::{Client, Environment, Error, ExposeSecret};
+use vault_client::{Client, Environment, Error, ExposeSecret, FileError, IdentityError};
 use vault_testkit::fixture::{FixtureOptions, OPERATOR, free_addr};
 
 use crate::{GATEWAY, OUTSIDER, unsealed, wait_for_watch};
@@ -174,6 +174,91 @@ fn bad_configuration_is_refused_with_the_file_and_the_reason() {
     assert!(matches!(error, Error::Endpoint(_)), "{error:?}");
     let error = Client::builder().build().unwrap_err();
     assert!(matches!(error, Error::Config(_)), "{error:?}");
+}
+
+#[test]
+fn unusable_certificate_files_keep_their_typed_cause() {
+    let mut fixture = vault_testkit::fixture::Fixture::new(&FixtureOptions::default());
+    let files = fixture.client_files(GATEWAY);
+    let build = |cert: &std::path::Path, key: &std::path::Path| {
+        Client::builder()
+            .endpoint("https://localhost:1")
+            .ca_cert(&files.ca)
+            .client_cert(cert, key)
+            .build()
+            .unwrap_err()
+    };
+    // The identity rules are vault-proto's, as vaultd applies them: a bare scheme and
+    // an upper-case trust domain are refused before any connection.
+    for (i, uri) in ["spiffe://", "spiffe://Billing.example/svc/gateway"]
+        .into_iter()
+        .enumerate()
+    {
+        let issued = fixture.pki.client(&vault_testkit::ClientSpec {
+            uris: vec![uri.into()],
+            ..Default::default()
+        });
+        let (cert, key) = (
+            fixture.path(&format!("odd-{i}.pem")),
+            fixture.path(&format!("odd-{i}.key")),
+        );
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        let error = build(&cert, &key);
+        assert!(
+            matches!(
+                &error,
+                Error::BadFile {
+                    reason: FileError::Identity(IdentityError::InvalidSpiffe(_)),
+                    ..
+                }
+            ),
+            "{uri}: {error:?}"
+        );
+        let cause = std::error::Error::source(&error).unwrap();
+        assert!(cause.downcast_ref::<FileError>().is_some(), "{cause:?}");
+    }
+    // rustls's own reason, kept.
+    let other = fixture.client_files(OUTSIDER);
+    let error = build(&files.cert, &other.key);
+    assert!(
+        matches!(
+            &error,
+            Error::BadFile {
+                reason: FileError::KeyMismatch(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = build(&files.key, &files.key);
+    assert!(
+        matches!(
+            &error,
+            Error::BadFile {
+                reason: FileError::NoCertificate,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let expired = fixture.pki.client(&vault_testkit::ClientSpec {
+        uris: vec![GATEWAY.into()],
+        expired: true,
+        ..Default::default()
+    });
+    std::fs::write(fixture.path("expired.pem"), &expired.cert_pem).unwrap();
+    std::fs::write(fixture.path("expired.key"), &expired.key_pem).unwrap();
+    let error = build(&fixture.path("expired.pem"), &fixture.path("expired.key"));
+    let Error::BadFile {
+        reason: FileError::Expired { not_after },
+        ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert!(*not_after < std::time::SystemTime::now());
+    assert_eq!(error.code(), None, "a local failure carries no status code");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
