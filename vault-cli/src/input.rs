@@ -5,10 +5,10 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 
 use vault_crypto::shamir::Share;
-use vault_crypto::{Passphrase, SecretValue};
+use vault_crypto::{CryptoError, Passphrase, SecretValue};
 use zeroize::Zeroizing;
 
-use crate::error::CliError;
+use crate::error::{CliError, Exit};
 
 /// Capacity of a secret line read from the terminal or stdin.
 const LINE_CAPACITY: usize = 8 * 1024;
@@ -107,9 +107,14 @@ pub(crate) fn passphrase(prompt: &str) -> Result<Passphrase, CliError> {
 }
 
 fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {
-    Share::parse(text).map_err(|e| {
-        CliError::invalid(format!("{origin} is not a valid share: {e}"))
-            .hint("a share looks like vs1-… (or vsf1-… for a passphrase-protected file)")
+    Share::parse(text).map_err(|e| match e {
+        CryptoError::Shares(e) => CliError::invalid(format!("{origin} is not a valid share: {e}"))
+            .hint("a share looks like vs1-… (or vsf1-… for a passphrase-protected file)"),
+        // Not the share's fault: this host could not hold it in locked memory.
+        other => CliError::new(
+            Exit::Failure,
+            format!("vaultctl could not hold the share from {origin}: {other}"),
+        ),
     })
 }
 

@@ -167,8 +167,8 @@ impl AeadKey {
 
 #[inline(never)]
 fn expand(raw: &[u8; KEY_LEN], pool: Pool) -> Result<Locked<LessSafeKey>, CryptoError> {
-    let key = UnboundKey::new(&AES_256_GCM, raw)
-        .map_err(|_| CryptoError::KeySetup("AES-256-GCM key"))?;
+    let key =
+        UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CryptoError::KeySetup("AES-256-GCM key"))?;
     Locked::new_in(pool, LessSafeKey::new(key))
 }
 

@@ -69,16 +69,18 @@ impl Share {
         out
     }
 
-    /// Parses the binary form. Never panics.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShareError> {
+    /// Parses the binary form. Never panics. A malformed share is
+    /// [`CryptoError::Shares`]; locked memory that cannot be had for it is the
+    /// arena's error, this host's problem and not the share's.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != SHARE_LEN {
-            return Err(ShareError::Malformed("wrong length"));
+            return Err(ShareError::Malformed("wrong length").into());
         }
         let (body, check) = bytes
             .split_last_chunk::<CHECK_LEN>()
             .ok_or(ShareError::Malformed("wrong length"))?;
         if !crate::constant_time_eq(&checksum(body), check) {
-            return Err(ShareError::Malformed("checksum mismatch"));
+            return Err(ShareError::Malformed("checksum mismatch").into());
         }
         let (generation, rest) = body
             .split_first_chunk::<4>()
@@ -87,17 +89,14 @@ impl Share {
             .split_first_chunk::<2>()
             .ok_or(ShareError::Malformed("wrong length"))?;
         if index == 0 || threshold == 0 {
-            return Err(ShareError::Malformed(
-                "index and threshold must be non-zero",
-            ));
+            return Err(ShareError::Malformed("index and threshold must be non-zero").into());
         }
         let mut inner = Locked::new(ShareBytes {
             generation: u32::from_be_bytes(*generation),
             threshold,
             index,
             y: [0; KEY_LEN],
-        })
-        .map_err(|_| ShareError::Malformed("locked memory unavailable"))?;
+        })?;
         inner.y.copy_from_slice(y);
         Ok(Self { inner })
     }
@@ -110,8 +109,9 @@ impl Share {
         text
     }
 
-    /// Parses the text form; surrounding whitespace is ignored.
-    pub fn parse(text: &str) -> Result<Self, ShareError> {
+    /// Parses the text form; surrounding whitespace is ignored. Errors as
+    /// [`Share::from_bytes`].
+    pub fn parse(text: &str) -> Result<Self, CryptoError> {
         let hex_part = text
             .trim()
             .strip_prefix(PREFIX)
@@ -280,10 +280,12 @@ mod tests {
         let mut typo = text.to_string();
         let last = typo.pop().unwrap();
         typo.push(if last == '0' { '1' } else { '0' });
-        assert_eq!(
-            Share::parse(&typo).err(),
-            Some(ShareError::Malformed("checksum mismatch"))
-        );
+        assert!(matches!(
+            Share::parse(&typo),
+            Err(CryptoError::Shares(ShareError::Malformed(
+                "checksum mismatch"
+            )))
+        ));
         assert!(Share::parse(&text[..text.len() - 2]).is_err());
         assert!(Share::parse("vs2-00").is_err());
         assert!(Share::parse("").is_err());

@@ -88,7 +88,7 @@ pub fn open(text: &str, passphrase: &Passphrase) -> Result<Share, CryptoError> {
     let mut plain = Zeroizing::new(vec![0u8; envelope.plaintext_len()]);
     key.open_into(&envelope, &aad(header), &mut plain)
         .map_err(|_| ShareFileError::Passphrase)?;
-    Ok(Share::from_bytes(&plain)?)
+    Share::from_bytes(&plain)
 }
 
 fn aad(header: &[u8]) -> Aad<'_> {
