@@ -339,6 +339,7 @@ impl Daemon {
             http_addr: addrs.1,
             socket: listen.socket.clone(),
             shared: self.shared,
+            upkeep: self.upkeep,
             tls: self.tls,
             stop,
             tasks,
@@ -366,6 +367,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     socket: Option<PathBuf>,
     shared: Arc<Shared>,
+    upkeep: Arc<Upkeep>,
     tls: Arc<ReloadableTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -428,6 +430,7 @@ impl Running {
     /// Says whether the audit log had stopped the daemon serving.
     pub async fn shutdown(self) -> Stopped {
         let _ = self.stop.send(true);
+        self.upkeep.end_watches();
         for task in self.tasks {
             // A task that ignores the signal is cut off after the drain period.
             let abort = task.abort_handle();

@@ -39,7 +39,7 @@ impl Identity {
 
     /// A caller on the local Unix socket, named by its user id.
     pub(crate) fn local(uid: u32) -> Self {
-        Self(format!("local:uid={uid}"))
+        Self(vault_proto::identity::local(uid))
     }
 
     #[cfg(test)]

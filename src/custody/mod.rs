@@ -56,6 +56,9 @@ struct Held {
     watches: Arc<PerIdentity>,
     terms: Terms,
     clock: SharedClock,
+    /// Set when the daemon stops: every revocation watch ends, so no stream holds a
+    /// connection open through the drain.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The custody the request handlers reach, one proof per operation.
@@ -77,16 +80,23 @@ pub(crate) struct Watch {
     _slot: Slot,
     identity: Identity,
     notices: broadcast::Receiver<Revoked>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Watch {
     /// The next revocation of one of the watcher's leases; `Err` when notices were
-    /// missed (the watcher must drop what it cached) or none can come any more.
+    /// missed (the watcher must drop what it cached) or none can come any more (the
+    /// daemon is stopping).
     pub(crate) async fn next(
         &mut self,
     ) -> std::result::Result<Revoked, broadcast::error::RecvError> {
         loop {
-            let notice = self.notices.recv().await?;
+            let notice = tokio::select! {
+                notice = self.notices.recv() => notice?,
+                _ = self.stopping.wait_for(|stopping| *stopping) => {
+                    return Err(broadcast::error::RecvError::Closed);
+                }
+            };
             if notice.identity == self.identity {
                 return Ok(notice);
             }
@@ -110,6 +120,7 @@ pub(crate) fn assemble(
         watches: PerIdentity::new(watches_per_identity),
         terms,
         clock,
+        stopping: tokio::sync::watch::channel(false).0,
     });
     (
         Custody {
@@ -315,6 +326,7 @@ impl Custody {
             _slot: slot,
             identity: grant.identity().clone(),
             notices: self.held.leases.subscribe(),
+            stopping: self.held.stopping.subscribe(),
         })
     }
 

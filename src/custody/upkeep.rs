@@ -50,6 +50,12 @@ impl Upkeep {
         self.held.vault.watch_seal_state()
     }
 
+    /// Ends every revocation watch: the daemon is stopping, and a stream left open
+    /// would hold its connection through the whole drain.
+    pub(crate) fn end_watches(&self) {
+        self.held.stopping.send_replace(true);
+    }
+
     /// Drops expired sessions and leases.
     pub(crate) fn sweep(&self) {
         self.held.sessions.sweep();

@@ -16,7 +16,7 @@ use crate::client::{Client, Inner};
 use crate::endpoints::Retry;
 use crate::environment::Environment;
 use crate::error::{Error, Failure};
-use crate::session::from_unix_ms;
+use vault_crypto::clock::from_unix_ms;
 
 /// How far ahead of a lease leaving the cache auto-renewal renews it.
 const RENEW_AHEAD: Duration = Duration::from_secs(2);

@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use tonic::transport::Channel;
+use vault_crypto::clock::from_unix_ms;
 use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 use vault_proto::v1::OpenSessionRequest;
 use vault_proto::v1::broker_client::BrokerClient;
@@ -77,12 +78,6 @@ pub(crate) async fn open(channel: Channel, identity: &str) -> Result<Session, Fa
         key,
         expires: from_unix_ms(response.expires_unix_ms),
     })
-}
-
-/// A time vaultd sent as Unix milliseconds (the inverse of
-/// [`vault_crypto::clock::unix_ms`]; negative values read as the epoch).
-pub(crate) fn from_unix_ms(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -258,7 +258,7 @@ pub(crate) fn channel(
 
 /// The identity vaultd gives a caller on its local socket.
 pub(crate) fn local_identity() -> String {
-    format!("local:uid={}", rustix::process::getuid().as_raw())
+    vault_proto::identity::local(rustix::process::getuid().as_raw())
 }
 
 #[cfg(test)]

@@ -83,6 +83,12 @@ pub fn unix_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The time `ms` Unix milliseconds name (the epoch for a negative value): the inverse
+/// of [`unix_ms`] for times after the epoch.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// Unix seconds of `t` (0 before the epoch).
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -88,6 +88,12 @@ const SCHEME: &str = "spiffe://";
 /// How a DNS identity is written: `dns:` and the name.
 pub const DNS_PREFIX: &str = "dns:";
 
+/// The identity of a caller on the daemon's local Unix socket, named by its user id.
+/// Both ends bind it into a session's key exchange, so both spell it here.
+pub fn local(uid: u32) -> String {
+    format!("local:uid={uid}")
+}
+
 /// A lower-case DNS name of at most 253 characters: labels of 1-63 `a-z 0-9 -`, not
 /// starting or ending with `-`. No wildcards, no trailing dot.
 pub fn valid_dns_name(name: &str) -> bool {
