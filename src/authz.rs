@@ -123,6 +123,24 @@ impl AdminOp for TenantKeysOp {
     }
 }
 
+/// Issue or rotate a tenant's API keys (`None`: before the key's tenant is known).
+pub(crate) struct IssueApiKeys(pub(crate) Option<TenantId>);
+/// Revoke a tenant's API keys (`None`: before the key's tenant is known).
+pub(crate) struct RevokeApiKeys(pub(crate) Option<TenantId>);
+
+impl AdminOp for IssueApiKeys {
+    const PERMISSION: Permission = Permission::ApiKeysIssue;
+    fn tenant(&self) -> Option<&TenantId> {
+        self.0.as_ref()
+    }
+}
+impl AdminOp for RevokeApiKeys {
+    const PERMISSION: Permission = Permission::ApiKeysRevoke;
+    fn tenant(&self) -> Option<&TenantId> {
+        self.0.as_ref()
+    }
+}
+
 /// Lease a secret.
 pub(crate) struct LeaseOp(pub(crate) SecretId);
 /// Encrypt under a tenant's transit key.
@@ -131,6 +149,18 @@ pub(crate) struct EncryptOp(pub(crate) TenantId, pub(crate) Environment);
 pub(crate) struct DecryptOp(pub(crate) TenantId, pub(crate) Environment);
 /// Reseal a tenant's transit envelope under its current key.
 pub(crate) struct RewrapOp(pub(crate) TenantId, pub(crate) Environment);
+/// Verify an API key of a tenant and environment.
+pub(crate) struct VerifyApiKeyOp(pub(crate) TenantId, pub(crate) Environment);
+
+impl BrokerOp for VerifyApiKeyOp {
+    const OPERATION: Operation = Operation::ApiKeysVerify;
+    fn tenant(&self) -> &TenantId {
+        &self.0
+    }
+    fn environment(&self) -> Environment {
+        self.1
+    }
+}
 
 impl BrokerOp for LeaseOp {
     const OPERATION: Operation = Operation::Lease;
@@ -174,6 +204,9 @@ impl BrokerOp for RewrapOp {
 
 /// Open and use the caller's own lease sessions: any caller with an identity may.
 pub(crate) struct SessionsOp;
+/// Look up API keys to verify them: a caller some grant lets verify keys (of some
+/// tenant) may; which tenant's keys it may verify is decided per key.
+pub(crate) struct VerifierOp;
 /// Use, renew, revoke or watch the caller's own leases: any remote caller may.
 pub(crate) struct OwnLeasesOp;
 
@@ -190,6 +223,8 @@ pub(crate) struct Authorized<O> {
     pub(crate) max_active_leases: Option<u32>,
     /// Whether the grant lets transit create a tenant's key on first use.
     pub(crate) create_tenant_keys: bool,
+    /// The grant's request rates for its identity.
+    pub(crate) rate: Option<vault_policy::Rate>,
 }
 
 /// A refusal. Says which rule denied, never whether the target exists.
@@ -219,6 +254,7 @@ impl<O> Authorized<O> {
             max_ttl: None,
             max_active_leases: None,
             create_tenant_keys: false,
+            rate: None,
         }
     }
 }
@@ -281,6 +317,7 @@ impl Policies {
             max_ttl: decision.max_ttl,
             max_active_leases: decision.max_active_leases,
             create_tenant_keys: decision.create_tenant_keys,
+            rate: decision.rate,
         })
     }
 
@@ -335,6 +372,23 @@ impl Policies {
     /// themselves).
     pub(crate) fn sessions(&self, caller: &Caller) -> Authorized<SessionsOp> {
         Authorized::by_identity(SessionsOp, caller.identity())
+    }
+
+    /// A caller that some grant lets verify API keys: before a key's tenant is known,
+    /// this tells such a caller (which may learn that a key id is unknown) from one
+    /// that may learn nothing.
+    pub(crate) fn verifier(&self, caller: &Caller) -> Result<Authorized<VerifierOp>, Denied> {
+        let action = Operation::ApiKeysVerify.as_str();
+        match caller {
+            Caller::Remote(identity)
+                if self
+                    .current()
+                    .grants_somewhere(identity.as_str(), Operation::ApiKeysVerify) =>
+            {
+                Ok(Authorized::by_identity(VerifierOp, identity))
+            }
+            _ => Err(Denied { action, rule: None }),
+        }
     }
 
     /// The caller's own leases: a remote caller may renew, revoke and watch them. The

@@ -25,9 +25,10 @@ use crate::api::{MAX_MESSAGE, Shared};
 use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
 use crate::authz::Policies;
 use crate::config::Config;
-use crate::custody::{Terms, Upkeep};
+use crate::custody::{ApiKeySettings, Terms, Upkeep};
 use crate::leases::Leases;
 use crate::metrics::Metrics;
+use crate::records::RateWindows;
 use crate::sessions::Sessions;
 use crate::storage::redb::RedbStore;
 use crate::transport::{
@@ -216,6 +217,7 @@ impl Daemon {
                 default_ttl: config.leases.default_ttl,
                 max_per_identity: config.leases.max_per_identity,
             },
+            api_key_settings(&config.apikeys),
             Arc::clone(&clock),
         );
         let shared = Arc::new(Shared {
@@ -441,6 +443,10 @@ impl Running {
                 abort.abort();
             }
         }
+        // What was counted of today's quotas survives the restart.
+        if let Err(e) = self.upkeep.flush_quotas() {
+            tracing::warn!("quota usage of the last second could not be written: {e}");
+        }
         let _ = self.shared.audit.checkpoint().await;
         if let Some(path) = &self.socket {
             let _ = std::fs::remove_file(path);
@@ -469,5 +475,27 @@ fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
     match result {
         Ok(()) => "reloaded".to_owned(),
         Err(e) => format!("kept the previous set: {e}"),
+    }
+}
+
+/// The `[apikeys]` settings as custody keeps them.
+fn api_key_settings(config: &crate::config::ApiKeysConfig) -> ApiKeySettings {
+    let windows = |[burst, per_minute, per_day]: [u32; 3]| RateWindows {
+        burst,
+        per_minute,
+        per_day,
+    };
+    ApiKeySettings {
+        tiers: config
+            .tiers
+            .iter()
+            .map(|(name, rates)| (name.clone(), windows(*rates)))
+            .collect(),
+        default_tier: config.default_tier.clone(),
+        tenant: windows(config.tenant),
+        max_per_tenant: config.max_per_tenant,
+        default_grace: config.default_grace,
+        cache: config.cache,
+        limiter_entries: config.limiter_entries,
     }
 }

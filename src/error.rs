@@ -116,6 +116,17 @@ pub enum Error {
         /// Secret versions still under older keys.
         count: usize,
     },
+    /// The tenant holds as many API keys as it may.
+    #[error(
+        "the tenant holds {0} API keys that are not revoked (apikeys.max_per_tenant); revoke one first"
+    )]
+    ApiKeyLimit(usize),
+    /// No rate tier of this name is configured.
+    #[error("no rate tier {0:?} is configured in [apikeys.tiers]")]
+    UnknownTier(String),
+    /// The API key was already rotated or revoked.
+    #[error("the API key was already rotated or revoked")]
+    ApiKeyNotActive,
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

@@ -107,16 +107,23 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
         }
         upkeep.sweep();
         audit_state = audit_state.report(&shared.audit);
-        for summary in shared.refusals.drain() {
+        for summary in shared
+            .refusals
+            .drain()
+            .into_iter()
+            .chain(upkeep.limit_summaries())
+        {
             if let Err(e) = shared.audit.append(summary).await {
                 tracing::error!("a summary of refused requests could not be audited: {e}");
             }
         }
+        flush_quotas(upkeep).await;
         // Paced by the daemon's clock, checked every tick.
         let now = upkeep.instant();
         if now.saturating_duration_since(last_grace_sweep) >= GRACE_SWEEP {
             last_grace_sweep = now;
             sweep_grace(&tasks, &mut reported).await;
+            upkeep.sweep_limiters();
         }
         let sealed = match upkeep.seal_state() {
             SealState::Unsealed => 0,
@@ -139,6 +146,17 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
                 .free_bytes()
                 .map_or(-1, |free| i64::try_from(free).unwrap_or(i64::MAX)),
         );
+    }
+}
+
+/// Writes the quota usage counted since the last tick, on the blocking pool.
+async fn flush_quotas(upkeep: &Arc<Upkeep>) {
+    let upkeep = Arc::clone(upkeep);
+    match tokio::task::spawn_blocking(move || upkeep.flush_quotas()).await {
+        Ok(Ok(_)) | Err(_) => {}
+        // Sealed: usage stays counted in memory until it can be written.
+        Ok(Err(crate::Error::Sealed | crate::Error::Uninitialised)) => {}
+        Ok(Err(e)) => tracing::warn!("quota usage could not be written yet: {e}"),
     }
 }
 

@@ -11,6 +11,9 @@
 //! | `system/<name>`                   | `SystemKeyRecord`     |
 //! | `tenant/<tenant>`                 | `TenantRecord`        |
 //! | `secret/<tenant>/<env>/<name>`    | `SecretRecord`        |
+//! | `apikey/<key id>`                 | `ApiKeyRecord`        |
+//! | `apikeys-of/<tenant>/<key id>`    | `ApiKeyIndex`         |
+//! | `apikey-use/<key id>`             | `QuotaRecord`         |
 //!
 //! Records are encoded with postcard. Tenant ids cannot contain `/`, so the prefix
 //! `secret/<tenant>/` never matches another tenant.
@@ -44,6 +47,75 @@ pub(crate) fn secret_prefix(tenant: &TenantId, environment: Option<Environment>)
 }
 
 pub(crate) const SECRET_PREFIX: &[u8] = b"secret/";
+
+pub(crate) fn api_key_key(id: &str) -> Vec<u8> {
+    format!("apikey/{id}").into_bytes()
+}
+
+pub(crate) fn api_key_index(tenant: &TenantId, id: &str) -> Vec<u8> {
+    format!("apikeys-of/{tenant}/{id}").into_bytes()
+}
+
+pub(crate) fn api_key_index_prefix(tenant: &TenantId) -> Vec<u8> {
+    format!("apikeys-of/{tenant}/").into_bytes()
+}
+
+pub(crate) fn quota_key(id: &str) -> Vec<u8> {
+    format!("apikey-use/{id}").into_bytes()
+}
+
+/// A platform API key: an HMAC of the key under the pepper (a system key under the
+/// root key), and metadata. Never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ApiKeyRecord {
+    pub tenant: TenantId,
+    pub environment: Environment,
+    pub scopes: Vec<String>,
+    /// The tier the limits came from; empty for explicit limits.
+    pub tier: String,
+    pub limits: RateWindows,
+    /// Quota units per UTC day; 0 for none.
+    pub daily_quota: u64,
+    /// HMAC-SHA256 of the whole key under the pepper.
+    pub mac: [u8; 32],
+    pub created_unix: u64,
+    pub expires_unix: Option<u64>,
+    pub label: String,
+    pub state: ApiKeyState,
+}
+
+/// Request rates in three windows; 0 leaves a window unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct RateWindows {
+    pub burst: u32,
+    pub per_minute: u32,
+    pub per_day: u32,
+}
+
+/// Where an API key stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ApiKeyState {
+    Active,
+    /// Replaced by `successor`; verifies until `grace_until` (Unix seconds).
+    Rotated {
+        grace_until: u64,
+        successor: String,
+    },
+    Revoked {
+        at_unix: u64,
+    },
+}
+
+/// Marks a key as one of a tenant's, for listing without a scan of every key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ApiKeyIndex;
+
+/// Quota units a key used on one UTC day (days since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QuotaRecord {
+    pub day: u64,
+    pub used: u64,
+}
 
 /// The root of the hierarchy: share-set parameters and the root key(s) wrapped under
 /// the unseal key.
@@ -195,7 +267,15 @@ pub(crate) trait Record: Serialize + DeserializeOwned + sealed::Sealed {}
 macro_rules! records {
     ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl Record for $t {} )* };
 }
-records!(SealRecord, SystemKeyRecord, TenantRecord, SecretRecord);
+records!(
+    SealRecord,
+    SystemKeyRecord,
+    TenantRecord,
+    SecretRecord,
+    ApiKeyRecord,
+    ApiKeyIndex,
+    QuotaRecord
+);
 
 /// A stored record that does not decode, or a store key that does not parse.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/vault/v1/common.proto",
+        "proto/vault/v1/apikeys.proto",
         "proto/vault/v1/broker.proto",
         "proto/vault/v1/admin.proto",
     ];

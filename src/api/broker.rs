@@ -10,7 +10,7 @@ use vault_proto::v1::{self, broker_server::Broker};
 use super::transit::{Target, batch_results, batch_size, rewrap, single};
 use super::{ApiError, Call, Shared, secret_id};
 use crate::authz::{Authorized, LeaseOp};
-use crate::custody::LeaseError;
+use crate::custody::{LeaseError, Notice};
 use crate::ids::LeaseId;
 use crate::leases::{LeaseLimit, RevocationReason};
 use vault_crypto::clock::unix_ms;
@@ -41,6 +41,7 @@ impl BrokerService {
             .grant(&call.caller, LeaseOp(id))
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
+        s.custody.admit_grant(&grant)?;
         let issued = s
             .custody
             .lease(&grant, &session, req.ttl_seconds, req.version);
@@ -205,10 +206,14 @@ impl Broker for BrokerService {
             .own_leases(&call.caller)
             .map_err(ApiError::Denied)
             .and_then(|own| {
-                self.shared.custody.watch(&own).ok_or(ApiError::Exhausted(
-                    "this identity holds limits.watches_per_identity revocation watches; \
+                let verifier = self.shared.policies.verifier(&call.caller).ok();
+                self.shared
+                    .custody
+                    .watch(&own, verifier.as_ref())
+                    .ok_or(ApiError::Exhausted(
+                        "this identity holds limits.watches_per_identity revocation watches; \
                      close one first",
-                ))
+                    ))
             });
         let mut watch = self.shared.finish(call, watch).await?.into_inner();
         let (tx, rx) = mpsc::channel(64);
@@ -220,9 +225,15 @@ impl Broker for BrokerService {
                     () = tx.closed() => return,
                 };
                 let item = match received {
-                    Ok(r) => Ok(v1::Revocation {
+                    Ok(Notice::Lease(r)) => Ok(v1::Revocation {
                         lease_id: r.lease_id.to_string(),
                         reason: reason(r.reason) as i32,
+                        api_key_id: String::new(),
+                    }),
+                    Ok(Notice::ApiKey(id)) => Ok(v1::Revocation {
+                        lease_id: String::new(),
+                        reason: v1::RevocationReason::ApiKeyRevoked as i32,
+                        api_key_id: id,
                     }),
                     Err(broadcast::error::RecvError::Lagged(_)) => Err(Status::data_loss(
                         "revocations were missed: drop every cached value and lease again",
@@ -379,11 +390,9 @@ impl Broker for BrokerService {
         &self,
         request: Request<v1::VerifyApiKeyRequest>,
     ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
-        let call = self.shared.call("broker.verify_api_key", &request)?;
-        drop(call);
-        Err(Status::unimplemented(
-            "platform API keys are not issued by this vaultd version; VerifyApiKey is not served",
-        ))
+        let mut call = self.shared.call("broker.verify_api_key", &request)?;
+        let result = super::verify::verify(&self.shared, &mut call, request.get_ref());
+        self.shared.finish(call, result).await
     }
 }
 

@@ -17,7 +17,7 @@ pub(crate) fn environment(value: i32) -> Result<Environment, ApiError> {
     }
 }
 
-fn environment_to_proto(env: Environment) -> i32 {
+pub(crate) fn environment_to_proto(env: Environment) -> i32 {
     match env {
         Environment::Live => v1::Environment::Live as i32,
         Environment::Test => v1::Environment::Test as i32,

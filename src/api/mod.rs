@@ -15,6 +15,7 @@ pub(crate) mod broker;
 mod convert;
 mod status;
 mod transit;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -226,6 +227,12 @@ impl Shared {
         // A refusal beyond the caller's budget is counted for a summary record instead
         // of recorded on its own: refusals cannot amplify the log.
         let result = match result {
+            // Counted by the limits for a summary record per scope and window.
+            Err(e @ ApiError::Limited { .. }) => {
+                let status = Status::from(e);
+                self.metrics.observe(rpc, status.code(), started);
+                return Err(status);
+            }
             Err(e) if e.is_refusal() && !self.refusals.admit(call.caller.identity(), rpc) => {
                 self.metrics.refusals_suppressed.inc();
                 let status = Status::from(e);

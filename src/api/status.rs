@@ -2,6 +2,7 @@
 //! to do; they never carry internals, values, or whether a refused target exists.
 
 use tonic::Status;
+use tonic::metadata::MetadataValue;
 use vault_audit::AuditError;
 use vault_crypto::CryptoError;
 use vault_proto::reason;
@@ -43,6 +44,63 @@ pub(crate) enum ApiError {
     Policy(vault_policy::PolicyError),
     /// The work panicked on the blocking pool (a bug; the cause is in the log).
     Panicked,
+    /// An API key did not verify.
+    ApiKey(KeyAnswer),
+    /// A rate limit or quota refused; counted for a summary record, not recorded alone.
+    Limited {
+        /// `api_key`, `tenant` or `identity`.
+        scope: &'static str,
+        /// `burst`, `minute`, `day` or `quota`.
+        window: &'static str,
+        /// When a request may pass again.
+        retry_after: std::time::Duration,
+    },
+}
+
+/// Why an API key did not verify, as the caller is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyAnswer {
+    /// Malformed, unknown, or not the key its id names.
+    Invalid,
+    /// Revoked.
+    Revoked,
+    /// Expired, or past its grace window after a rotation.
+    Expired,
+    /// A key of the other environment.
+    Environment,
+    /// Without the scope asked for.
+    Scope,
+}
+
+impl From<crate::custody::VerifyError> for ApiError {
+    fn from(e: crate::custody::VerifyError) -> Self {
+        use crate::custody::VerifyError as V;
+        use crate::vault::apikeys::KeyRefusal as R;
+        match e {
+            V::Vault(e) => e.into(),
+            V::Invalid => ApiError::ApiKey(KeyAnswer::Invalid),
+            V::Refused(R::Revoked) => ApiError::ApiKey(KeyAnswer::Revoked),
+            V::Refused(R::Expired) => ApiError::ApiKey(KeyAnswer::Expired),
+            V::Refused(R::Environment) => ApiError::ApiKey(KeyAnswer::Environment),
+            V::Refused(R::Scope) => ApiError::ApiKey(KeyAnswer::Scope),
+            V::Rate(exceeded) => exceeded.into(),
+            V::Quota(exceeded) => ApiError::Limited {
+                scope: "api_key",
+                window: "quota",
+                retry_after: exceeded.retry_after,
+            },
+        }
+    }
+}
+
+impl From<crate::limits::rate::Exceeded> for ApiError {
+    fn from(e: crate::limits::rate::Exceeded) -> Self {
+        ApiError::Limited {
+            scope: e.scope.kind(),
+            window: e.window,
+            retry_after: e.retry_after,
+        }
+    }
 }
 
 impl From<Error> for ApiError {
@@ -118,6 +176,15 @@ impl ApiError {
             ApiError::Vault(Error::Sealed) => Some(reason::SEALED),
             ApiError::Vault(Error::Uninitialised) => Some(reason::UNINITIALISED),
             ApiError::Audit(_) => Some(reason::AUDIT),
+            ApiError::ApiKey(KeyAnswer::Invalid) => Some(reason::API_KEY_INVALID),
+            ApiError::ApiKey(KeyAnswer::Revoked) => Some(reason::API_KEY_REVOKED),
+            ApiError::ApiKey(KeyAnswer::Expired) => Some(reason::API_KEY_EXPIRED),
+            ApiError::ApiKey(KeyAnswer::Environment) => Some(reason::API_KEY_ENVIRONMENT),
+            ApiError::ApiKey(KeyAnswer::Scope) => Some(reason::API_KEY_SCOPE),
+            ApiError::Limited {
+                window: "quota", ..
+            } => Some(reason::QUOTA_EXCEEDED),
+            ApiError::Limited { .. } => Some(reason::RATE_LIMITED),
             _ => None,
         }
     }
@@ -126,11 +193,21 @@ impl ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let mut status = status(&e);
+        let metadata = status.metadata_mut();
         if let Some(reason) = e.reason() {
-            status.metadata_mut().insert(
-                REASON_KEY,
-                tonic::metadata::MetadataValue::from_static(reason),
-            );
+            metadata.insert(REASON_KEY, MetadataValue::from_static(reason));
+        }
+        if let ApiError::Limited {
+            scope,
+            window,
+            retry_after,
+        } = e
+        {
+            // Whole seconds, rounded up: a client that waits this long passes.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            metadata.insert(reason::RETRY_AFTER, MetadataValue::from(seconds));
+            metadata.insert(reason::LIMIT_SCOPE, MetadataValue::from_static(scope));
+            metadata.insert(reason::LIMIT_WINDOW, MetadataValue::from_static(window));
         }
         status
     }
@@ -162,6 +239,9 @@ fn vault_status(e: &Error) -> Status {
         Error::GraceTooLong { .. } => Status::invalid_argument(e.to_string()),
         Error::RetireCurrent { .. } => Status::invalid_argument(e.to_string()),
         Error::KeysInUse { .. } => Status::failed_precondition(e.to_string()),
+        Error::ApiKeyLimit(_) => Status::resource_exhausted(e.to_string()),
+        Error::ApiKeyNotActive => Status::failed_precondition(e.to_string()),
+        Error::UnknownTier(_) => Status::invalid_argument(e.to_string()),
         Error::Crypto(CryptoError::PoolExhausted { .. }) => {
             Status::resource_exhausted(e.to_string())
         }
@@ -215,6 +295,29 @@ fn status(e: &ApiError) -> Status {
         }
         ApiError::Policy(inner) => Status::invalid_argument(format!(
             "policy reload refused, the previous policies stay in force: {inner}"
+        )),
+        ApiError::ApiKey(KeyAnswer::Invalid) => Status::unauthenticated("the API key is not valid"),
+        ApiError::ApiKey(KeyAnswer::Revoked) => Status::unauthenticated("the API key was revoked"),
+        ApiError::ApiKey(KeyAnswer::Expired) => Status::unauthenticated(
+            "the API key has expired (or its grace window after a rotation ended)",
+        ),
+        ApiError::ApiKey(KeyAnswer::Environment) => Status::permission_denied(
+            "the API key belongs to the other environment (live and test never mix)",
+        ),
+        ApiError::ApiKey(KeyAnswer::Scope) => {
+            Status::permission_denied("the API key lacks the scope this request needs")
+        }
+        ApiError::Limited {
+            scope,
+            window: "quota",
+            ..
+        } => Status::resource_exhausted(format!(
+            "the {} daily quota is spent; it resets at midnight UTC",
+            scope.replace('_', " ")
+        )),
+        ApiError::Limited { scope, window, .. } => Status::resource_exhausted(format!(
+            "the {} rate limit ({window} window) is reached; retry after the time in retry-after",
+            scope.replace('_', " ")
         )),
     }
 }

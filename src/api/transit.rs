@@ -65,6 +65,7 @@ impl Target {
             .grant(&call.caller, EncryptOp(self.tenant.clone(), self.env))
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
+        shared.custody.admit_grant(&grant)?;
         Ok(items
             .enumerate()
             .map(|(i, item)| {
@@ -98,6 +99,7 @@ impl Target {
             .grant(&call.caller, DecryptOp(self.tenant.clone(), self.env))
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
+        shared.custody.admit_grant(&grant)?;
         Ok(items
             .enumerate()
             .map(|(i, envelope)| {
@@ -134,6 +136,7 @@ pub(super) fn rewrap<'a>(
         .grant(&call.caller, RewrapOp(tenant, env))
         .map_err(ApiError::Denied)?;
     call.event.grant.clone_from(&grant.rule);
+    shared.custody.admit_grant(&grant)?;
     Ok(items
         .map(|envelope| {
             let rewrapped = shared.custody.transit_rewrap(&grant, envelope)?;

@@ -68,7 +68,9 @@ use crate::tls::{CrlExpiry, TlsFiles};
 
 mod raw;
 
-use raw::{DAY, RawConfig, SECOND, address, count, duration, node_name, required, seal, size};
+use raw::{
+    DAY, RawConfig, SECOND, address, apikeys, count, duration, node_name, required, seal, size,
+};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -95,6 +97,27 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Seal lifecycle tunables.
     pub seal: SealConfig,
+    /// Platform API keys: rate tiers, per-tenant limits, bounds.
+    pub apikeys: ApiKeysConfig,
+}
+
+/// Platform API keys: rate tiers, per-tenant limits, bounds.
+#[derive(Debug, Clone)]
+pub struct ApiKeysConfig {
+    /// Rate tiers by name: requests per 10 s, minute and day (0: unlimited).
+    pub tiers: std::collections::BTreeMap<String, [u32; 3]>,
+    /// The tier a key gets when issued with neither a tier nor limits.
+    pub default_tier: String,
+    /// Limits on every key of one tenant together (0: unlimited).
+    pub tenant: [u32; 3],
+    /// Keys one tenant may hold that are not revoked.
+    pub max_per_tenant: usize,
+    /// How long a rotated key keeps verifying by default.
+    pub default_grace: Duration,
+    /// How long a client may reuse a verification (revocations are pushed sooner).
+    pub cache: Duration,
+    /// Limiter scopes (keys, tenants, identities) kept in memory at once.
+    pub limiter_entries: usize,
 }
 
 /// How tenant keys are kept and rotated.
@@ -431,6 +454,7 @@ impl Config {
                 )?,
             },
             seal: seal(&raw.seal)?,
+            apikeys: apikeys(&raw.apikeys)?,
         })
     }
 }

@@ -32,6 +32,32 @@ pub(super) struct RawConfig {
     pub(super) keys: RawKeys,
     #[serde(default)]
     pub(super) seal: RawSeal,
+    #[serde(default)]
+    pub(super) apikeys: RawApiKeys,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApiKeys {
+    pub(super) default_tier: Option<String>,
+    #[serde(default)]
+    pub(super) tiers: std::collections::BTreeMap<String, RawRate>,
+    pub(super) tenant: Option<RawRate>,
+    pub(super) max_per_tenant: Option<usize>,
+    pub(super) default_grace: Option<String>,
+    pub(super) cache: Option<String>,
+    pub(super) limiter_entries: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRate {
+    #[serde(default)]
+    pub(super) burst: u32,
+    #[serde(default)]
+    pub(super) per_minute: u32,
+    #[serde(default)]
+    pub(super) per_day: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -262,5 +288,70 @@ pub(super) fn seal(raw: &RawSeal) -> Result<SealConfig, ConfigError> {
         )?,
         default_grace,
         max_grace,
+    })
+}
+
+/// The `[apikeys]` section: tiers (a `standard` one unless others are named), the
+/// default tier (which must exist), per-tenant limits, bounds.
+pub(super) fn apikeys(raw: &RawApiKeys) -> Result<super::ApiKeysConfig, ConfigError> {
+    let rate = |r: &RawRate| [r.burst, r.per_minute, r.per_day];
+    let mut tiers: std::collections::BTreeMap<String, [u32; 3]> = raw
+        .tiers
+        .iter()
+        .map(|(name, r)| (name.clone(), rate(r)))
+        .collect();
+    if tiers.is_empty() {
+        tiers.insert("standard".to_owned(), [100, 1_000, 0]);
+    }
+    if let Some(bad) = tiers.keys().find(|name| {
+        name.is_empty()
+            || name.len() > 32
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }) {
+        return Err(ConfigError::Invalid {
+            key: "apikeys.tiers",
+            reason: format!("{bad:?}: a tier name is 1-32 characters a-z, 0-9 or '-'"),
+        });
+    }
+    let default_tier = raw
+        .default_tier
+        .clone()
+        .unwrap_or_else(|| "standard".to_owned());
+    if !tiers.contains_key(&default_tier) {
+        return Err(ConfigError::Invalid {
+            key: "apikeys.default_tier",
+            reason: format!("{default_tier:?} is not one of the tiers in [apikeys.tiers]"),
+        });
+    }
+    Ok(super::ApiKeysConfig {
+        tiers,
+        default_tier,
+        tenant: raw.tenant.as_ref().map_or([0; 3], rate),
+        max_per_tenant: count(
+            "apikeys.max_per_tenant",
+            raw.max_per_tenant,
+            1_000,
+            (1, 1_000_000),
+        )?,
+        default_grace: duration(
+            "apikeys.default_grace",
+            raw.default_grace.as_deref(),
+            DAY,
+            (Duration::ZERO, 30 * DAY),
+        )?,
+        cache: duration(
+            "apikeys.cache",
+            raw.cache.as_deref(),
+            5 * SECOND,
+            (Duration::ZERO, 60 * SECOND),
+        )?,
+        limiter_entries: count(
+            "apikeys.limiter_entries",
+            raw.limiter_entries,
+            200_000,
+            (1, 10_000_000),
+        )?,
     })
 }

@@ -11,6 +11,7 @@
 //!
 //! The fields of both are private to this module.
 
+mod apikeys;
 mod leases;
 mod upkeep;
 
@@ -22,7 +23,7 @@ use tokio::sync::broadcast;
 use crate::authz::{
     Authorized, DecryptOp, DeleteSecret, EncryptOp, EraseTenant, LeaseOp, OwnLeasesOp,
     ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp, RewrapOp, RotateRootOp, SealOp,
-    SessionsOp, StatusOp, TenantKeysOp, UnsealOp, WriteSecret,
+    SessionsOp, StatusOp, TenantKeysOp, UnsealOp, VerifierOp, WriteSecret,
 };
 use crate::error::Result;
 use crate::identity::Identity;
@@ -38,6 +39,7 @@ use vault_crypto::clock::SharedClock;
 use vault_crypto::envelope::Envelope;
 use vault_crypto::shamir::Share;
 
+pub(crate) use apikeys::{ApiKeySettings, KeyRequest, VerifyError};
 pub(crate) use leases::LeaseError;
 pub(crate) use upkeep::{Disabled, Upkeep};
 
@@ -59,6 +61,7 @@ struct Held {
     /// Set when the daemon stops: every revocation watch ends, so no stream holds a
     /// connection open through the drain.
     stopping: tokio::sync::watch::Sender<bool>,
+    apikeys: apikeys::KeyLimits,
 }
 
 /// The custody the request handlers reach, one proof per operation.
@@ -80,7 +83,17 @@ pub(crate) struct Watch {
     _slot: Slot,
     identity: Identity,
     notices: broadcast::Receiver<Revoked>,
+    /// Revoked API keys, for a watcher that may verify keys.
+    api_keys: Option<broadcast::Receiver<String>>,
     stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a revocation watch tells.
+pub(crate) enum Notice {
+    /// One of the watcher's leases ended early.
+    Lease(Revoked),
+    /// An API key was revoked: drop any cached verification of it.
+    ApiKey(String),
 }
 
 impl Watch {
@@ -89,16 +102,25 @@ impl Watch {
     /// daemon is stopping).
     pub(crate) async fn next(
         &mut self,
-    ) -> std::result::Result<Revoked, broadcast::error::RecvError> {
+    ) -> std::result::Result<Notice, broadcast::error::RecvError> {
         loop {
-            let notice = tokio::select! {
-                notice = self.notices.recv() => notice?,
+            let api_key = async {
+                match self.api_keys.as_mut() {
+                    Some(keys) => keys.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                notice = self.notices.recv() => {
+                    let notice = notice?;
+                    if notice.identity == self.identity {
+                        return Ok(Notice::Lease(notice));
+                    }
+                }
+                key = api_key => return key.map(Notice::ApiKey),
                 _ = self.stopping.wait_for(|stopping| *stopping) => {
                     return Err(broadcast::error::RecvError::Closed);
                 }
-            };
-            if notice.identity == self.identity {
-                return Ok(notice);
             }
         }
     }
@@ -111,6 +133,7 @@ pub(crate) fn assemble(
     leases: Leases,
     watches_per_identity: usize,
     terms: Terms,
+    api_keys: ApiKeySettings,
     clock: SharedClock,
 ) -> (Custody, Upkeep) {
     let held = Arc::new(Held {
@@ -119,8 +142,9 @@ pub(crate) fn assemble(
         leases,
         watches: PerIdentity::new(watches_per_identity),
         terms,
-        clock,
         stopping: tokio::sync::watch::channel(false).0,
+        apikeys: apikeys::KeyLimits::new(api_keys, &clock),
+        clock,
     });
     (
         Custody {
@@ -133,6 +157,11 @@ pub(crate) fn assemble(
 impl Custody {
     fn vault(&self) -> &Vault {
         &self.held.vault
+    }
+
+    /// Unix seconds now, by the daemon's clock.
+    pub(crate) fn now_unix(&self) -> u64 {
+        vault_crypto::clock::unix_seconds(self.held.clock.now())
     }
 
     /// The vault's status and, while unsealed, the audit checkpoint public key.
@@ -253,6 +282,11 @@ impl Custody {
             &Selector::Tenant(tenant.clone()),
             RevocationReason::TenantErased,
         );
+        // Its API keys stop verifying too, and verifiers drop what they cached.
+        for (id, _) in self.vault().list_api_keys(tenant, None)? {
+            self.vault().revoke_api_key(&id)?;
+            self.held.apikeys.notify_revoked(&id);
+        }
         Ok(receipt)
     }
 
@@ -318,13 +352,19 @@ impl Custody {
         self.held.sessions.get(grant.identity(), id)
     }
 
-    /// Starts a revocation watch over the caller's own leases, if the identity holds
-    /// fewer than its bound. Subscribed now: nothing revoked after this is missed.
-    pub(crate) fn watch(&self, grant: &Authorized<OwnLeasesOp>) -> Option<Watch> {
+    /// Starts a revocation watch over the caller's own leases, and over revoked API
+    /// keys if the caller may verify keys, if the identity holds fewer watches than
+    /// its bound. Subscribed now: nothing revoked after this is missed.
+    pub(crate) fn watch(
+        &self,
+        grant: &Authorized<OwnLeasesOp>,
+        verifier: Option<&Authorized<VerifierOp>>,
+    ) -> Option<Watch> {
         let slot = self.held.watches.acquire(grant.identity())?;
         Some(Watch {
             _slot: slot,
             identity: grant.identity().clone(),
+            api_keys: verifier.map(|_| self.held.apikeys.subscribe()),
             notices: self.held.leases.subscribe(),
             stopping: self.held.stopping.subscribe(),
         })

@@ -14,7 +14,7 @@ use crate::vault::{SealState, SweepItem};
 
 /// Custody for the daemon's own tasks.
 pub(crate) struct Upkeep {
-    held: Arc<Held>,
+    pub(super) held: Arc<Held>,
 }
 
 /// Versions of one secret disabled by the grace sweep.

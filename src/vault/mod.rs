@@ -12,6 +12,7 @@
 //! the state's read lock for their duration, so sealing waits for in-flight operations
 //! and no key outlives a seal.
 
+pub(crate) mod apikeys;
 mod cache;
 mod keyring;
 mod secrets;

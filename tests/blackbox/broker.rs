@@ -489,22 +489,6 @@ async fn a_version_past_its_grace_window_is_disabled_and_its_leases_revoked() {
     assert_eq!(disabled, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_api_key_says_it_is_not_served() {
-    let (mut vault, _) = TestVault::unsealed().await;
-    let (mut broker, session) = vault.session(GATEWAY).await;
-    let status = expect_code(
-        broker
-            .verify_api_key(v1::VerifyApiKeyRequest {
-                session_id: session.id,
-                api_key: None,
-            })
-            .await,
-        Code::Unimplemented,
-    );
-    assert!(status.message().contains("API keys"), "{status:?}");
-}
-
 fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -678,6 +678,8 @@ fn grpc_seeds() {
             v1::VerifyApiKeyRequest {
                 session_id: s(),
                 api_key: sealed(b"vk_live_abc_def"),
+                environment: live as i32,
+                ..Default::default()
             }
             .encode_to_vec(),
         ),

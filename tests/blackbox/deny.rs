@@ -13,8 +13,8 @@ use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClie
 use vault_testkit::grpc::ClientSession;
 
 use crate::harness::{
-    ACME_WORKER, GATEWAY, OUTSIDER, TestVault, env_proto, lease_request, lease_value, put_request,
-    secret_ref, unseal_request,
+    ACME_WORKER, GATEWAY, OUTSIDER, TestVault, env_proto, key_request, lease_request, lease_value,
+    put_request, secret_ref, unseal_request,
 };
 
 /// Every `/package.Service/Method` of vaultd's own services.
@@ -44,6 +44,8 @@ struct Outsider {
     session: ClientSession,
     others_lease: String,
     others_envelope: Vec<u8>,
+    others_api_key: String,
+    others_api_key_id: String,
 }
 
 /// The status code of an answer (`Ok` on success).
@@ -183,6 +185,34 @@ impl Outsider {
             "/vault.v1.Admin/ReloadPolicies" => {
                 code(a.reload_policies(v1::ReloadPoliciesRequest {}).await)
             }
+            "/vault.v1.Admin/IssueApiKey" => code(
+                a.issue_api_key(v1::IssueApiKeyRequest {
+                    session_id,
+                    ..key_request("acme", "live", &["usage:read"])
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/RotateApiKey" => code(
+                a.rotate_api_key(v1::RotateApiKeyRequest {
+                    session_id,
+                    key_id: self.others_api_key_id.clone(),
+                    grace_seconds: None,
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/RevokeApiKey" => code(
+                a.revoke_api_key(v1::RevokeApiKeyRequest {
+                    key_id: self.others_api_key_id.clone(),
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/ListApiKeys" => code(
+                a.list_api_keys(v1::ListApiKeysRequest {
+                    tenant: "acme".into(),
+                    environment: 0,
+                })
+                .await,
+            ),
             "/vault.v1.Admin/CheckPolicy" => code(
                 a.check_policy(v1::CheckPolicyRequest {
                     identity: GATEWAY.into(),
@@ -275,9 +305,12 @@ impl Outsider {
                     session_id,
                     api_key: sealed(
                         s,
-                        &SessionAad::transit(Direction::ToDaemon, "acme", "live", 0),
-                        b"vk_live_0123456789abcdef_0123456789abcdef",
+                        &SessionAad::api_key_to_verify("live"),
+                        self.others_api_key.as_bytes(),
                     ),
+                    environment: env_proto("live"),
+                    scope: String::new(),
+                    cost: 1,
                 })
                 .await,
             ),
@@ -296,8 +329,6 @@ fn expected(rpc: &str) -> Code {
         "/vault.v1.Broker/OpenSession" | "/vault.v1.Broker/WatchRevocations" => Code::Ok,
         // Its own leases only: another identity's lease is not found.
         "/vault.v1.Broker/Renew" | "/vault.v1.Broker/Revoke" => Code::NotFound,
-        // Platform API keys are not issued by this version.
-        "/vault.v1.Broker/VerifyApiKey" => Code::Unimplemented,
         _ => Code::PermissionDenied,
     }
 }
@@ -336,8 +367,14 @@ async fn an_identity_without_grants_is_refused_by_every_rpc() {
         .into_inner()
         .envelope;
 
+    let (api_key, api_key_info) = vault
+        .issue_api_key(key_request("acme", "live", &["usage:read"]))
+        .await;
+
     let (broker, session) = vault.session(OUTSIDER).await;
     let mut outsider = Outsider {
+        others_api_key: api_key.clone(),
+        others_api_key_id: api_key_info.key_id.clone(),
         admin: vault.admin_as(OUTSIDER),
         broker,
         session,
@@ -355,7 +392,22 @@ async fn an_identity_without_grants_is_refused_by_every_rpc() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 
-    // Nothing changed: still unsealed, the secret and the other identity's lease live.
+    // Nothing changed: still unsealed, the secret and the other identity's lease live,
+    // the API key still verifies for the gateway.
+    let (mut gw, gw_session) = vault.session(GATEWAY).await;
+    gw.verify_api_key(v1::VerifyApiKeyRequest {
+        session_id: gw_session.id.clone(),
+        api_key: sealed(
+            &gw_session,
+            &SessionAad::api_key_to_verify("live"),
+            api_key.as_bytes(),
+        ),
+        environment: env_proto("live"),
+        scope: "usage:read".into(),
+        cost: 1,
+    })
+    .await
+    .unwrap();
     let status = vault.admin().status(v1::StatusRequest {}).await.unwrap();
     assert_eq!(status.into_inner().state, v1::SealState::Unsealed as i32);
     gateway

@@ -238,6 +238,29 @@ impl TestVault {
             .into_inner()
     }
 
+    /// Issues an API key as the operator; returns its text (opened from the session)
+    /// and what vaultd keeps of it.
+    pub(crate) async fn issue_api_key(
+        &mut self,
+        request: v1::IssueApiKeyRequest,
+    ) -> (String, v1::ApiKeyInfo) {
+        let (_, session) = self.session(OPERATOR).await;
+        let response = self
+            .admin()
+            .issue_api_key(v1::IssueApiKeyRequest {
+                session_id: session.id.clone(),
+                ..request
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info = response.info.unwrap();
+        (
+            open_api_key(&session, &info, &response.api_key.unwrap()),
+            info,
+        )
+    }
+
     pub(crate) async fn seal(&mut self) {
         self.admin().seal(v1::SealRequest {}).await.unwrap();
     }
@@ -356,6 +379,32 @@ pub(crate) fn open_lease(
         .unwrap()
         .expose_secret()
         .to_vec()
+}
+
+/// Opens an issued API key with the session it was sealed to.
+pub(crate) fn open_api_key(
+    session: &ClientSession,
+    info: &v1::ApiKeyInfo,
+    sealed: &v1::SealedPayload,
+) -> String {
+    let env = if info.environment == v1::Environment::Live as i32 {
+        "live"
+    } else {
+        "test"
+    };
+    let aad = SessionAad::issued_api_key(&info.tenant, env, &info.key_id);
+    let key = session.key.open(&aad, &sealed.envelope).unwrap();
+    String::from_utf8(key.expose_secret().to_vec()).unwrap()
+}
+
+/// A request for a key of `tenant` in `env` with `scopes`, the default tier.
+pub(crate) fn key_request(tenant: &str, env: &str, scopes: &[&str]) -> v1::IssueApiKeyRequest {
+    v1::IssueApiKeyRequest {
+        tenant: tenant.to_owned(),
+        environment: env_proto(env),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
 }
 
 /// Leases and opens in one go.

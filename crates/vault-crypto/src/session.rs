@@ -194,6 +194,8 @@ pub mod op {
     pub const TRANSIT_DECRYPT: &str = "transit.decrypt";
     /// VerifyApiKey: the key, to the daemon.
     pub const VERIFY_API_KEY: &str = "apikeys.verify";
+    /// IssueApiKey and RotateApiKey: the new key, to the client.
+    pub const ISSUE_API_KEY: &str = "apikeys.issue";
 }
 
 impl<'a> SessionAad<'a> {
@@ -236,6 +238,24 @@ impl<'a> SessionAad<'a> {
             version,
             context: lease_id,
             ..Self::new(op::LEASE, Direction::ToClient)
+        }
+    }
+
+    /// An API key sent for verification in `environment`, the one the request is for.
+    pub const fn api_key_to_verify(environment: &'a str) -> Self {
+        Self {
+            environment,
+            ..Self::new(op::VERIFY_API_KEY, Direction::ToDaemon)
+        }
+    }
+
+    /// A newly issued API key, to the client: bound to its tenant, environment and id.
+    pub const fn issued_api_key(tenant: &'a str, environment: &'a str, key_id: &'a str) -> Self {
+        Self {
+            tenant,
+            environment,
+            context: key_id,
+            ..Self::new(op::ISSUE_API_KEY, Direction::ToClient)
         }
     }
 

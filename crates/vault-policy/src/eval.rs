@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::pattern::{Captures, Pattern};
-use crate::{Action, Deny, Operation, Permission, PolicySet, RuleRef, TenantRule};
+use crate::{Action, Deny, Operation, Permission, PolicySet, Rate, RuleRef, TenantRule};
 
 /// A service's request for a broker operation.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +85,8 @@ pub struct Decision {
     pub max_active_leases: Option<u32>,
     /// Whether the deciding grant lets transit create a tenant's key on first use.
     pub create_tenant_keys: bool,
+    /// The deciding grant's request rates, if it sets them.
+    pub rate: Option<Rate>,
     /// Every rule considered, in order, and why it did or did not apply.
     pub trace: Vec<Trace>,
 }
@@ -183,11 +185,30 @@ impl PolicySet {
                     max_ttl: None,
                     max_active_leases: None,
                     create_tenant_keys: false,
+                    rate: None,
                     trace: std::mem::take(trace),
                 });
             }
         }
         None
+    }
+
+    /// Whether `identity` may make `operation` for some tenant and environment: a
+    /// grant names it and no deny covers it everywhere. Tells a caller that may verify
+    /// API keys at all from one that may not, before the key's tenant is known.
+    pub fn grants_somewhere(&self, identity: &str, operation: Operation) -> bool {
+        let action = Action::Operation(operation);
+        let denied_everywhere = self.denies.iter().any(|d| {
+            d.tenants.is_none()
+                && d.environments.is_none()
+                && d.secrets.is_none()
+                && d.check(identity, action, None, None, None) == Outcome::Matched
+        });
+        !denied_everywhere
+            && self.grants.iter().any(|g| {
+                g.operations.contains(&operation)
+                    && identity_captures(&g.identities, identity).is_some()
+            })
     }
 
     /// Decides a broker request.
@@ -225,6 +246,7 @@ impl PolicySet {
                     max_ttl: grant.max_ttl,
                     max_active_leases: grant.max_active_leases,
                     create_tenant_keys: grant.create_tenant_keys,
+                    rate: grant.rate,
                     trace,
                 };
             }
@@ -259,6 +281,7 @@ impl PolicySet {
                     max_ttl: None,
                     max_active_leases: None,
                     create_tenant_keys: false,
+                    rate: None,
                     trace,
                 };
             }
@@ -274,6 +297,7 @@ fn denied_by_default(trace: Vec<Trace>) -> Decision {
         max_ttl: None,
         max_active_leases: None,
         create_tenant_keys: false,
+        rate: None,
         trace,
     }
 }

@@ -92,6 +92,24 @@ struct Grant {
     max_ttl: Option<Duration>,
     max_active_leases: Option<u32>,
     create_tenant_keys: bool,
+    rate: Option<Rate>,
+}
+
+/// Request rates a grant allows its identity, in three windows; a zero leaves that
+/// window unlimited. Counted per identity and grant over every request the grant
+/// decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests in any 10 seconds.
+    #[serde(default)]
+    pub burst: u32,
+    /// Requests in any minute.
+    #[serde(default)]
+    pub per_minute: u32,
+    /// Requests in any 24 hours.
+    #[serde(default)]
+    pub per_day: u32,
 }
 
 #[derive(Debug, Clone)]

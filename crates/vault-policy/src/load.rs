@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::action::{Action, Operation, Permission, operation_names};
 use crate::pattern::{Pattern, PatternError};
-use crate::{Deny, Grant, PolicySet, Role, RuleKind, RuleRef, TenantRule};
+use crate::{Deny, Grant, PolicySet, Rate, Role, RuleKind, RuleRef, TenantRule};
 
 /// Why a policy file was rejected. The whole set is rejected with it.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,7 @@ struct GrantDoc {
     max_active_leases: Option<u32>,
     #[serde(default)]
     create_tenant_keys: bool,
+    rate: Option<Rate>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +313,7 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
         max_ttl,
         max_active_leases: doc.max_active_leases,
         create_tenant_keys: doc.create_tenant_keys,
+        rate: doc.rate,
     })
 }
 

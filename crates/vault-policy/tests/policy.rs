@@ -218,3 +218,60 @@ proptest! {
         let _ = PolicySet::parse(Path::new("fuzz.toml"), &text);
     }
 }
+
+#[test]
+fn a_grant_carries_its_rates_and_verification_anywhere_is_known() {
+    let text = r#"
+        [[grant]]
+        id = "gw"
+        identities = ["spiffe://x/gw"]
+        operations = ["apikeys.verify"]
+        tenants = ["acme"]
+        environments = ["live"]
+        rate = { burst = 50, per_minute = 600 }
+
+        [[grant]]
+        id = "lessee"
+        identities = ["spiffe://x/svc/*"]
+        operations = ["lease"]
+        tenants = ["*"]
+        environments = ["live"]
+        secrets = ["*"]
+
+        [[deny]]
+        id = "never"
+        identities = ["spiffe://x/svc/banned"]
+        actions = ["lease"]
+    "#;
+    let set = PolicySet::parse(Path::new("p.toml"), text).unwrap();
+    let d = set.evaluate(&Request {
+        identity: "spiffe://x/gw",
+        operation: Operation::ApiKeysVerify,
+        tenant: "acme",
+        environment: "live",
+        secret: None,
+    });
+    assert!(d.allowed);
+    assert_eq!(
+        d.rate,
+        Some(vault_policy::Rate {
+            burst: 50,
+            per_minute: 600,
+            per_day: 0
+        })
+    );
+    assert_eq!(
+        set.evaluate(&lease("spiffe://x/svc/a", "t", "live", "s"))
+            .rate,
+        None
+    );
+
+    assert!(set.grants_somewhere("spiffe://x/gw", Operation::ApiKeysVerify));
+    assert!(!set.grants_somewhere("spiffe://x/gw", Operation::Lease));
+    assert!(!set.grants_somewhere("spiffe://x/other", Operation::ApiKeysVerify));
+    assert!(set.grants_somewhere("spiffe://x/svc/a", Operation::Lease));
+    assert!(!set.grants_somewhere("spiffe://x/svc/banned", Operation::Lease));
+
+    let bad = text.replace("per_minute = 600", "per_hour = 600");
+    assert!(PolicySet::parse(Path::new("p.toml"), &bad).is_err());
+}

@@ -32,6 +32,28 @@ pub mod reason {
     pub const UNINITIALISED: &str = "uninitialised";
     /// The audit log cannot be written, so nothing is answered.
     pub const AUDIT: &str = "audit";
+    /// The API key is malformed, unknown or wrong (`UNAUTHENTICATED`).
+    pub const API_KEY_INVALID: &str = "api-key-invalid";
+    /// The API key was revoked (`UNAUTHENTICATED`).
+    pub const API_KEY_REVOKED: &str = "api-key-revoked";
+    /// The API key expired, or its grace window after a rotation ended
+    /// (`UNAUTHENTICATED`).
+    pub const API_KEY_EXPIRED: &str = "api-key-expired";
+    /// The API key belongs to the other environment (`PERMISSION_DENIED`).
+    pub const API_KEY_ENVIRONMENT: &str = "api-key-environment";
+    /// The API key lacks the scope the request needs (`PERMISSION_DENIED`).
+    pub const API_KEY_SCOPE: &str = "api-key-scope";
+    /// A rate limit was reached (`RESOURCE_EXHAUSTED`); see [`RETRY_AFTER`],
+    /// [`LIMIT_SCOPE`] and [`LIMIT_WINDOW`].
+    pub const RATE_LIMITED: &str = "rate-limited";
+    /// The API key's daily quota is spent (`RESOURCE_EXHAUSTED`); see [`RETRY_AFTER`].
+    pub const QUOTA_EXCEEDED: &str = "quota-exceeded";
+    /// Metadata: whole seconds after which the request may pass.
+    pub const RETRY_AFTER: &str = "retry-after";
+    /// Metadata: which limit refused: `api_key`, `tenant` or `identity`.
+    pub const LIMIT_SCOPE: &str = "vault-limit-scope";
+    /// Metadata: which window refused: `burst` (10 s), `minute`, `day` or `quota`.
+    pub const LIMIT_WINDOW: &str = "vault-limit-window";
 }
 
 impl v1::Environment {
@@ -64,6 +86,7 @@ pub const TEST: &str = "test";
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));
 
+pub mod apikey;
 pub mod identity;
 pub mod spiffe;
 

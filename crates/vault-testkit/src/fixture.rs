@@ -31,6 +31,8 @@ pub struct FixtureOptions {
     pub policies: Vec<(String, String)>,
     /// Listen for gRPC here instead of on a free port (so restarts keep the address).
     pub grpc: Option<std::net::SocketAddr>,
+    /// More TOML appended to the configuration: whole tables, such as `[apikeys]`.
+    pub extra: String,
 }
 
 /// A loopback address with a port that was free a moment ago.
@@ -136,11 +138,12 @@ impl Fixture {
                  [policy]\ndir = \"policies\"\n\
                  [audit]\npath = \"{}\"\n{}\n\
                  [leases]\n{}\n\
-                 [limits]\n{}\n",
+                 [limits]\n{}\n{}\n",
                 audit_path.display(),
                 options.audit,
                 options.leases,
                 options.limits,
+                options.extra,
                 tls = options.tls,
                 grpc = options.grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string()),
             ),

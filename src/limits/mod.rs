@@ -2,6 +2,10 @@
 //! (connections, revocation watches). Each held unit is a [`Held`] guard, given back
 //! when dropped, so nothing can leak a count.
 
+pub(crate) mod quota;
+pub(crate) mod rate;
+pub(crate) mod refusals;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
