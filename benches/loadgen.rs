@@ -1,8 +1,10 @@
 //! Load generator: N mutual-TLS connections × M requests in flight against a vaultd,
-//! measuring `Lease` and, in the same run and over the same listener, TLS
-//! configuration and connections, a bare tonic echo (`grpc.health.v1.Health/Check`,
-//! which does no authorisation, crypto or audit). Prints requests/s, p50 and p99 of
-//! both and the ratio, so the figure survives a noisy, shared machine.
+//! measuring `Lease` and `VerifyApiKey` and, in the same run and over the same
+//! listener, TLS configuration and connections, a bare tonic echo
+//! (`grpc.health.v1.Health/Check`, which does no authorisation, crypto or audit).
+//! Prints requests/s, p50 and p99 of each and the ratios to the echo, so the figures
+//! survive a noisy, shared machine. Every `VerifyApiKey` reaches the daemon (no client
+//! cache) and is audited; the key has no rate limits or quota.
 //!
 //! ```sh
 //! cargo bench --bench loadgen -- [--connections 4] [--inflight 16] [--seconds 10] [--fsync always|group]
@@ -171,8 +173,10 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::
             "[[grant]]\nid = \"loadgen\"\nidentities = [\"{SERVICE}\"]\noperations = [\"lease\"]\n\
              tenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"**\"]\nmax_ttl = \"1m\"\n\
              max_active_leases = 10000000\n\n\
+             [[grant]]\nid = \"verifier\"\nidentities = [\"{SERVICE}\"]\n\
+             operations = [\"apikeys.verify\"]\ntenants = [\"*\"]\nenvironments = [\"live\"]\n\n\
              [[role]]\nid = \"operator\"\nidentities = [\"{OPERATOR}\"]\n\
-             permissions = [\"status\", \"unseal\", \"secrets.write\", \"keys.rotate\"]\n"
+             permissions = [\"status\", \"unseal\", \"secrets.write\", \"keys.rotate\", \"apikeys.issue\"]\n"
         ),
     )
     .unwrap();
@@ -242,6 +246,34 @@ async fn prepare(admin: &mut AdminClient<Channel>, broker: &mut BrokerClient<Cha
         .await
         .unwrap();
     share.expose_secret().to_vec()
+}
+
+/// Issues an API key without rate limits or quota; returns its text.
+async fn issue_key(channel: &Channel) -> String {
+    let session = open_session(&mut BrokerClient::new(channel.clone()), OPERATOR)
+        .await
+        .unwrap();
+    let issued = AdminClient::new(channel.clone())
+        .issue_api_key(v1::IssueApiKeyRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: v1::Environment::Live as i32,
+            scopes: vec!["proxy:*".into()],
+            limits: Some(v1::RateLimits::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = issued.info.unwrap();
+    let key = session
+        .key
+        .open(
+            &SessionAad::issued_api_key("acme", "live", &info.key_id),
+            &issued.api_key.unwrap().envelope,
+        )
+        .unwrap();
+    String::from_utf8(key.expose_secret().to_vec()).unwrap()
 }
 
 /// Stores one secret for each of `count` tenants, 64 at a time.
@@ -390,13 +422,45 @@ fn main() {
         };
         let leases = drive(&targets, args.inflight, duration, lease).await;
 
+        // The key sealed to each session once, as a client seals it per request.
+        let key = issue_key(&operator_channel).await;
+        let verify_targets: Vec<(Channel, String, Vec<u8>)> = channels
+            .iter()
+            .cloned()
+            .zip(sessions.iter())
+            .map(|(channel, session)| {
+                let envelope = session
+                    .key
+                    .seal(&SessionAad::api_key_to_verify("live"), key.as_bytes())
+                    .unwrap();
+                (channel, session.id.clone(), envelope)
+            })
+            .collect();
+        let verify = |(channel, session_id, envelope): (Channel, String, Vec<u8>)| async move {
+            BrokerClient::new(channel)
+                .verify_api_key(v1::VerifyApiKeyRequest {
+                    session_id,
+                    api_key: Some(v1::SealedPayload { envelope }),
+                    environment: v1::Environment::Live as i32,
+                    scope: "proxy:*".into(),
+                    cost: 1,
+                })
+                .await
+                .map_err(|status| report_first_error(&status))
+                .is_ok()
+        };
+        let verifies = drive(&verify_targets, args.inflight, duration, verify).await;
+
         println!("{}", echo.line("echo"));
         println!("{}", leases.line("lease"));
-        println!(
-            "lease/echo throughput ratio: {:.3}   p50 latency ratio: {:.2}x",
-            leases.rate() / echo.rate(),
-            leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
-        );
+        println!("{}", verifies.line("verify"));
+        for (name, outcome) in [("lease", &leases), ("verify", &verifies)] {
+            println!(
+                "{name}/echo throughput ratio: {:.3}   p50 latency ratio: {:.2}x",
+                outcome.rate() / echo.rate(),
+                outcome.percentile(0.5) / echo.percentile(0.5).max(0.001)
+            );
+        }
         if args.rotate_tenants > 0 {
             add_tenants(&operator_channel, args.rotate_tenants).await;
             let before = drive(&targets, args.inflight, duration, lease).await;

@@ -15,11 +15,15 @@ use crate::error::Error;
 /// The longest scope, in bytes.
 const MAX_SCOPE: usize = 64;
 
-/// Whether `scope` is a scope name: 1-64 characters of `a-z 0-9 . - _ :`.
+/// Whether `scope` is a scope name: 1-64 characters of `a-z 0-9 . - _ : *` (`*` is
+/// only a character here; vaultd matches scopes exactly, a client may treat it as a
+/// wildcard among the scopes it is given).
 pub(crate) fn valid_scope(scope: &str) -> bool {
     (1..=MAX_SCOPE).contains(&scope.len())
         && scope.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b':')
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'.' | b'-' | b'_' | b':' | b'*')
         })
 }
 
@@ -36,7 +40,7 @@ pub(super) fn verify(
         s if valid_scope(s) => Some(s),
         _ => {
             return Err(ApiError::Invalid(
-                "scope must be 1-64 characters a-z, 0-9, '.', '-', '_' or ':'",
+                "scope must be 1-64 characters a-z, 0-9, '.', '-', '_', ':' or '*'",
             ));
         }
     };
@@ -104,7 +108,7 @@ mod tests {
 
     #[test]
     fn scopes_are_short_lower_case_words() {
-        for good in ["usage:read", "billing.write", "a", "x-y_z"] {
+        for good in ["usage:read", "billing.write", "a", "x-y_z", "proxy:*"] {
             assert!(valid_scope(good), "{good}");
         }
         for bad in ["", "Usage", "a b", "a/b", &"x".repeat(65), "é"] {

@@ -37,7 +37,7 @@ pub(super) fn issue_request(
     }
     if !r.scopes.iter().all(|s| valid_scope(s)) {
         return Err(ApiError::Invalid(
-            "scopes are 1-64 characters a-z, 0-9, '.', '-', '_' or ':'",
+            "scopes are 1-64 characters a-z, 0-9, '.', '-', '_', ':' or '*'",
         ));
     }
     let mut scopes = r.scopes.clone();
