@@ -148,7 +148,8 @@ fn shares(ctx: &Ctx<'_>, operation: &str, shares: &mut [v1::SealedPayload]) -> b
     changed
 }
 
-/// Every RPC of both services, in the order the input's first byte picks them.
+/// Every RPC of both services, in the order the input's first byte picks them (the
+/// proto files' order, with RPCs added later appended, so saved inputs keep theirs).
 ///
 /// Skipped after decoding (so the daemon stays useful for later inputs): RotateSecret
 /// and DeleteSecret of the canary secret and EraseTenant of its tenant, which would
@@ -192,7 +193,7 @@ pub(super) const RPCS: &[Rpc] = &[
     }),
     rpc!("Broker", "VerifyApiKey", v1::VerifyApiKeyRequest => v1::VerifyApiKeyResponse,
     |m, ctx| {
-        let aad = SessionAad::new(op::VERIFY_API_KEY, Direction::ToDaemon);
+        let aad = SessionAad::api_key_to_verify(env_name(m.environment));
         let sealed = ctx.seal(m.api_key.as_mut(), &aad);
         Some(ctx.session(&mut m.session_id) | sealed)
     }),
@@ -253,6 +254,12 @@ pub(super) const RPCS: &[Rpc] = &[
     rpc!("Admin", "ReloadPolicies", v1::ReloadPoliciesRequest => v1::ReloadPoliciesResponse,
         keep),
     rpc!("Admin", "CheckPolicy", v1::CheckPolicyRequest => v1::CheckPolicyResponse, keep),
+    rpc!("Admin", "IssueApiKey", v1::IssueApiKeyRequest => v1::IssueApiKeyResponse,
+        |m, ctx| Some(ctx.session(&mut m.session_id))),
+    rpc!("Admin", "RotateApiKey", v1::RotateApiKeyRequest => v1::IssueApiKeyResponse,
+        |m, ctx| Some(ctx.session(&mut m.session_id))),
+    rpc!("Admin", "RevokeApiKey", v1::RevokeApiKeyRequest => v1::ApiKeyInfo, keep),
+    rpc!("Admin", "ListApiKeys", v1::ListApiKeysRequest => v1::ListApiKeysResponse, keep),
 ];
 
 fn value(
@@ -268,4 +275,27 @@ fn value(
         payload,
         &SessionAad::secret_value(operation, tenant, env, name),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::RPCS;
+
+    #[test]
+    fn every_rpc_of_the_descriptor_set_is_fuzzed() {
+        let set = prost_types::FileDescriptorSet::decode(vault_proto::FILE_DESCRIPTOR_SET).unwrap();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    assert!(
+                        RPCS.iter().any(|r| r.path == path),
+                        "{path} is not in the grpc fuzz target's list"
+                    );
+                }
+            }
+        }
+    }
 }
