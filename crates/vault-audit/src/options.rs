@@ -20,7 +20,7 @@ pub struct AuditOptions {
     /// When records are synced to disk.
     pub fsync: FsyncPolicy,
     /// How long an append may take before the request fails with
-    /// [`AuditError::Unavailable`].
+    /// [`AuditError::Unavailable`](crate::AuditError::Unavailable).
     pub write_deadline: Duration,
     /// Records between automatic signed checkpoints (0: only on request and at shutdown).
     pub checkpoint_every: u64,
