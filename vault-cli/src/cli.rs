@@ -9,8 +9,8 @@ use vault_client::Environment;
 
 /// vaultctl: operate vaultd — lifecycle, secrets, leases, transit, policy, audit, PKI.
 ///
-/// Secret values, shares and passphrases are never taken from arguments: they come
-/// from stdin, a file, or a prompt that does not echo.
+/// Secret values, shares, passphrases and API keys are never taken from arguments:
+/// they come from stdin, a file, or a prompt that does not echo.
 #[derive(Parser, Debug)]
 #[command(name = "vaultctl", version, about, long_about = None, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
@@ -26,11 +26,12 @@ Exit codes:
   1  an unexpected error
   2  bad usage
   3  cannot connect: vaultd unreachable, TLS failed, or certificate files unusable
-  4  refused: permission denied or certificate not accepted
+  4  refused: permission denied, certificate not accepted, or API key refused
   5  vaultd is sealed, uninitialised, or not in a state to do this
   6  not found
   7  invalid input: a bad value, name, share or file
-  8  a check failed: audit verify, policy lint, or policy check denied";
+  8  a check failed: audit verify, policy lint, or policy check denied
+  9  limited: a rate limit or daily quota refused; retry after the time shown";
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
@@ -80,6 +81,9 @@ pub(crate) enum Command {
     /// Leases.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Platform API keys: issue, verify, rotate, revoke, list.
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
     /// Transit encryption: data on stdin, result on stdout.
     Transit(TransitArgs),
     /// Policies: check and lint offline, or reload the daemon's.
@@ -345,6 +349,97 @@ pub(crate) struct RevokeArgs {
     /// The environment of --secret.
     #[arg(long, value_enum, default_value_t = Env::LIVE, requires = "secret")]
     pub(crate) secret_env: Env,
+}
+
+/// Where a new API key goes: stdout (alone) or a new file.
+#[derive(Args, Debug)]
+pub(crate) struct KeyOutput {
+    /// Write the key to this new file (mode 0600; refused if it exists) instead of
+    /// printing it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ApiKeyCommand {
+    /// Issues a key. The key is shown once: alone on stdout, or in --out; what is
+    /// kept of it (metadata, hint) goes to stderr, as JSON with --json.
+    Issue(IssueKeyArgs),
+    /// Verifies a key read from stdin, or typed at a hidden prompt: never from an
+    /// argument, which other users could read in the process list.
+    Verify {
+        /// The environment the request is for (default: the key's own).
+        #[arg(long, value_enum)]
+        env: Option<Env>,
+        /// A scope the request needs.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Quota units the request costs.
+        #[arg(long, default_value_t = 1)]
+        cost: u32,
+    },
+    /// Issues a successor with the same tenant, scopes, limits and quota; the old key
+    /// keeps verifying for the grace window. The new key is shown as by `issue`.
+    Rotate {
+        /// The key id (as `apikey list` shows it).
+        key_id: String,
+        /// How long the old key keeps verifying, e.g. 24h (the default), 0s.
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+        #[command(flatten)]
+        output: KeyOutput,
+    },
+    /// Revokes a key at once; verifiers are told.
+    Revoke {
+        /// The key id.
+        key_id: String,
+    },
+    /// Lists a tenant's keys: metadata and hints, never a key.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only this environment.
+        #[arg(long, value_enum)]
+        env: Option<Env>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IssueKeyArgs {
+    /// The tenant the key belongs to.
+    #[arg(long)]
+    pub(crate) tenant: String,
+    /// The one environment the key verifies in.
+    #[arg(long, value_enum, default_value_t = Env::LIVE)]
+    pub(crate) env: Env,
+    /// A scope the key grants, e.g. usage:read (repeat for more).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<String>,
+    /// A rate tier of vaultd's configuration (default: its default tier).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["burst", "per_minute", "per_day"])]
+    pub(crate) tier: Option<String>,
+    /// Explicit limits instead of a tier: requests in any 10 s (0: unlimited); needs
+    /// --per-minute and --per-day.
+    #[arg(long, value_name = "N", requires_all = ["per_minute", "per_day"])]
+    pub(crate) burst: Option<u32>,
+    /// Requests in any minute (0: unlimited).
+    #[arg(long, value_name = "N", requires_all = ["burst", "per_day"])]
+    pub(crate) per_minute: Option<u32>,
+    /// Requests in any 24 hours (0: unlimited).
+    #[arg(long, value_name = "N", requires_all = ["burst", "per_minute"])]
+    pub(crate) per_day: Option<u32>,
+    /// Quota units per UTC day (default: no quota).
+    #[arg(long, value_name = "N")]
+    pub(crate) daily_quota: Option<u64>,
+    /// The key stops verifying after this long, e.g. 90d (default: never).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) expires_in: Option<String>,
+    /// A label for people, at most 64 characters.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) label: Option<String>,
+    #[command(flatten)]
+    pub(crate) output: KeyOutput,
 }
 
 #[derive(Args, Debug)]

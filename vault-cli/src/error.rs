@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use vault_client::Error as ClientError;
+use vault_client::{ApiKeyRefusal, Error as ClientError};
 
 /// Exit codes; documented in `vaultctl --help` and README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,7 @@ pub(crate) enum Exit {
     NotFound = 6,
     Invalid = 7,
     CheckFailed = 8,
+    Limited = 9,
 }
 
 /// A failed command: a message, a hint for what to do next, an exit code.
@@ -52,6 +53,7 @@ impl CliError {
             Exit::NotFound => "not_found",
             Exit::Invalid => "invalid",
             Exit::CheckFailed => "check_failed",
+            Exit::Limited => "limited",
         }
     }
 }
@@ -85,6 +87,11 @@ impl From<ClientError> for CliError {
                 .hint("vaultd needs a certificate with exactly one spiffe:// URI SAN, from its client CA"),
             ClientError::PermissionDenied { .. } => CliError::new(Exit::Refused, message)
                 .hint("ask an administrator for a role or grant that allows it; `vaultctl policy check` explains decisions"),
+            ClientError::ApiKeyRefused { refusal, .. } => {
+                CliError::new(Exit::Refused, message).hint(refusal_hint(*refusal))
+            }
+            ClientError::Limited { retry_after, .. } => CliError::new(Exit::Limited, message)
+                .hint(format!("retry after {} s", retry_after.as_secs().max(1))),
             ClientError::NotFound { .. } => CliError::new(Exit::NotFound, message),
             ClientError::InvalidArgument { .. } => CliError::new(Exit::Invalid, message),
             ClientError::Uninitialised { .. } => {
@@ -104,6 +111,28 @@ impl From<ClientError> for CliError {
             // Variants added to vault-client later.
             _ => CliError::new(Exit::Failure, message),
         }
+    }
+}
+
+/// What to do about a refused API key.
+fn refusal_hint(refusal: ApiKeyRefusal) -> &'static str {
+    match refusal {
+        ApiKeyRefusal::Invalid => {
+            "check that the whole key was copied (vk_live_… or vk_test_…, 51 characters)"
+        }
+        ApiKeyRefusal::Revoked => {
+            "the key was revoked; its owner needs a new one (`vaultctl apikey issue`)"
+        }
+        ApiKeyRefusal::Expired => {
+            "the key expired, or its grace window after a rotation ended; use its successor (`vaultctl apikey list`)"
+        }
+        ApiKeyRefusal::Environment => {
+            "pass --env for the key's own environment; live and test keys never mix"
+        }
+        ApiKeyRefusal::Scope => {
+            "the key does not grant --scope; issue one that does (`vaultctl apikey issue --scope …`)"
+        }
+        _ => "`vaultctl apikey list` shows where the tenant's keys stand",
     }
 }
 

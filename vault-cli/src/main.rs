@@ -15,7 +15,7 @@ use clap::{CommandFactory, Parser};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, LeaseCommand, RootKeyCommand};
-use crate::commands::{audit, lease, operator, pki, policy, secret, transit};
+use crate::commands::{apikey, audit, lease, operator, pki, policy, secret, transit};
 use crate::connect::Via;
 use crate::error::CliError;
 use crate::output::Output;
@@ -73,6 +73,10 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
                 _ => None,
             };
             lease::run(&connect::client(global, Via::Tls, ttl)?, command, out).await
+        }
+        Command::ApiKey(command) => {
+            apikey::refuse_key_as_argument(global)?;
+            apikey::run(&connect(Via::Tls)?, command, out).await
         }
         Command::Transit(args) => transit::run(&connect(Via::Tls)?, args).await,
         Command::Policy(command) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use vault_crypto::clock::SharedClock;
 
+use crate::apikey_cache::KeyCache;
 use crate::cache::Cache;
 use crate::client::{self, Client, Inner};
 use crate::endpoints::Endpoints;
@@ -96,6 +97,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The most API-key verifications [`Client::verify_api_key`] keeps for reuse
+    /// (default 10,000; 0 turns the cache off). Nothing is cached without the
+    /// revocation watch.
+    pub fn api_key_cache(mut self, capacity: usize) -> Self {
+        self.options.api_key_cache = capacity;
+        self
+    }
+
     /// How often the certificate files are checked for changes (default 5 s).
     pub fn reload_interval(mut self, every: Duration) -> Self {
         self.options.reload_interval = every;
@@ -148,8 +157,19 @@ impl ClientBuilder {
             }
         };
         let clock = Arc::clone(&self.options.clock);
+        // Without a watch a revocation could not be noticed: nothing is cached, so no
+        // key is generated for the cache either.
+        let capacity = match self.options.watch {
+            true => self.options.api_key_cache,
+            false => 0,
+        };
+        let api_keys =
+            KeyCache::new(Arc::clone(&clock), capacity).map_err(|source| Error::LocalCrypto {
+                doing: "generate the key that names its cached API-key verifications",
+                source,
+            })?;
         let endpoints = Endpoints::new(self.endpoints, targets, tls, self.options)?;
-        let inner = Arc::new(Inner::new(endpoints, Cache::new(clock)));
+        let inner = Arc::new(Inner::new(endpoints, Cache::new(clock), api_keys));
         start_background(&inner);
         Ok(Client { inner })
     }

@@ -140,17 +140,23 @@ pub(crate) struct Cache {
     tombstones: Mutex<Tombstones>,
 }
 
-/// Lease ids remembered as revoked.
+/// Ids remembered as revoked.
 const TOMBSTONES: usize = 4096;
 
+/// The most recently revoked ids (leases here; API keys in `apikey_cache`), the
+/// oldest forgotten first.
 #[derive(Default)]
-struct Tombstones {
+pub(crate) struct Tombstones {
     order: VecDeque<String>,
     ids: HashSet<String>,
 }
 
 impl Tombstones {
-    fn add(&mut self, id: &str) {
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    pub(crate) fn add(&mut self, id: &str) {
         if self.ids.insert(id.to_owned()) {
             self.order.push_back(id.to_owned());
         }

@@ -5,11 +5,12 @@ use std::sync::{Arc, Weak};
 
 use tokio::task::JoinHandle;
 
+use crate::apikey_cache::KeyCache;
 use crate::cache::Cache;
 use crate::endpoints::Endpoints;
 
 /// A connection to vaultd, shared by every task of a service: clone it freely (clones
-/// share connections, sessions and the lease cache).
+/// share connections, sessions, the lease cache and the API-key cache).
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
@@ -19,16 +20,18 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) endpoints: Endpoints,
     pub(crate) cache: Cache,
+    pub(crate) api_keys: KeyCache,
     /// Background work (revocation watches, certificate reloads, renewals), stopped
     /// when the last clone goes.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Inner {
-    pub(crate) fn new(endpoints: Endpoints, cache: Cache) -> Self {
+    pub(crate) fn new(endpoints: Endpoints, cache: Cache, api_keys: KeyCache) -> Self {
         Self {
             endpoints,
             cache,
+            api_keys,
             tasks: std::sync::Mutex::new(Vec::new()),
         }
     }

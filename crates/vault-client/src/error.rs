@@ -6,12 +6,14 @@
 //! that this client could not use. Local failures are never dressed up as statuses.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tonic::Code;
 use vault_crypto::CryptoError;
 use vault_proto::identity::IdentityError;
 use vault_proto::reason;
+
+use crate::apikey::ApiKeyRefusal;
 
 /// Why a call failed. Messages from vaultd say what went wrong and what to do; they
 /// never contain secrets, and neither does anything here.
@@ -155,6 +157,31 @@ pub enum Error {
     /// used (a revocation notice for each arrived first): this client gave up.
     #[error("every lease was revoked as soon as it was issued; try again later")]
     RevokedOnIssue,
+    /// An API key does not verify. vaultd's answer, or this client's own where it needs
+    /// no lookup: a malformed key ([`ApiKeyRefusal::Invalid`], never sent), and the
+    /// environment and scope of a cached verification. The message never holds the key.
+    #[error("{message}")]
+    ApiKeyRefused {
+        /// Why.
+        refusal: ApiKeyRefusal,
+        /// What vaultd (or this client) said.
+        message: String,
+    },
+    /// A rate limit or a daily quota refused the request (`RESOURCE_EXHAUSTED` with the
+    /// reason [`reason::RATE_LIMITED`] or [`reason::QUOTA_EXCEEDED`]). Never retried by
+    /// the client: the caller decides whether to wait `retry_after`.
+    #[error("{message}")]
+    Limited {
+        /// Whose limit: `api_key`, `tenant` or `identity` (empty if vaultd did not say).
+        scope: String,
+        /// Which window: `burst` (10 s), `minute`, `day`, or `quota` for the daily quota
+        /// (empty if vaultd did not say).
+        window: String,
+        /// How long until the request may pass (1 s if vaultd did not say).
+        retry_after: Duration,
+        /// vaultd's message.
+        message: String,
+    },
 }
 
 /// Why a certificate, key or CA file that was read cannot be used.
@@ -207,9 +234,12 @@ fn asn1_time(at: SystemTime) -> String {
 
 impl Error {
     /// The gRPC code of an error vaultd answered with; `None` for this client's own
-    /// failures and for answers it could not use.
+    /// failures and for answers it could not use. An API-key refusal this client made
+    /// itself has the code vaultd would have answered with.
     pub fn code(&self) -> Option<Code> {
         Some(match self {
+            Error::ApiKeyRefused { refusal, .. } => refusal.code(),
+            Error::Limited { .. } => Code::ResourceExhausted,
             Error::Unavailable { .. } => Code::Unavailable,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
@@ -334,6 +364,24 @@ pub(crate) fn classify(status: tonic::Status) -> Disposition {
             message,
             sealed: false,
         }),
+        (Code::Unauthenticated, Some(reason::API_KEY_INVALID)) => {
+            refused(ApiKeyRefusal::Invalid, message)
+        }
+        (Code::Unauthenticated, Some(reason::API_KEY_REVOKED)) => {
+            refused(ApiKeyRefusal::Revoked, message)
+        }
+        (Code::Unauthenticated, Some(reason::API_KEY_EXPIRED)) => {
+            refused(ApiKeyRefusal::Expired, message)
+        }
+        (Code::PermissionDenied, Some(reason::API_KEY_ENVIRONMENT)) => {
+            refused(ApiKeyRefusal::Environment, message)
+        }
+        (Code::PermissionDenied, Some(reason::API_KEY_SCOPE)) => {
+            refused(ApiKeyRefusal::Scope, message)
+        }
+        (Code::ResourceExhausted, Some(reason::RATE_LIMITED | reason::QUOTA_EXCEEDED)) => {
+            Disposition::Final(limited(status.metadata(), message))
+        }
         (Code::Aborted, _) => Disposition::Retry(Error::Other {
             code: Code::Aborted,
             message,
@@ -349,6 +397,29 @@ pub(crate) fn classify(status: tonic::Status) -> Disposition {
         (Code::ResourceExhausted, _) => Disposition::Final(Error::ResourceExhausted { message }),
         (Code::Unimplemented, _) => Disposition::Final(Error::Unimplemented { message }),
         (code, _) => Disposition::Final(Error::Other { code, message }),
+    }
+}
+
+fn refused(refusal: ApiKeyRefusal, message: String) -> Disposition {
+    Disposition::Final(Error::ApiKeyRefused { refusal, message })
+}
+
+/// A limit's refusal, read from the metadata vaultd sends with it.
+fn limited(metadata: &tonic::metadata::MetadataMap, message: String) -> Error {
+    let text = |key| {
+        metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let retry_after = text(reason::RETRY_AFTER)
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs);
+    Error::Limited {
+        scope: text(reason::LIMIT_SCOPE).unwrap_or_default(),
+        window: text(reason::LIMIT_WINDOW).unwrap_or_default(),
+        retry_after,
+        message,
     }
 }
 
@@ -418,5 +489,105 @@ mod tests {
         assert!(local.to_string().starts_with("this client could not"));
         assert!(std::error::Error::source(&local).is_some());
         assert_eq!(Error::RevokedOnIssue.code(), None);
+    }
+
+    #[test]
+    fn api_key_refusals_are_typed_by_their_reason() {
+        use ApiKeyRefusal as R;
+        let (unauthenticated, denied) = (Code::Unauthenticated, Code::PermissionDenied);
+        for (code, why, expected) in [
+            (unauthenticated, reason::API_KEY_INVALID, R::Invalid),
+            (unauthenticated, reason::API_KEY_REVOKED, R::Revoked),
+            (unauthenticated, reason::API_KEY_EXPIRED, R::Expired),
+            (denied, reason::API_KEY_ENVIRONMENT, R::Environment),
+            (denied, reason::API_KEY_SCOPE, R::Scope),
+        ] {
+            let status = || with_message_and_reason(code, "said", why);
+            assert!(matches!(classify(status()), Disposition::Final(_)), "{why}");
+            let error = Error::from(status());
+            assert!(
+                matches!(&error, Error::ApiKeyRefused { refusal, message }
+                    if *refusal == expected && message == "said"),
+                "{why}: {error:?}"
+            );
+            assert_eq!(error.code(), Some(code), "{why}");
+        }
+        // Without a reason the code keeps its meaning: the certificate, or the
+        // identity's permission, not the key. Nor is a reason under another code.
+        for (status, denied) in [
+            (tonic::Status::unauthenticated("no"), false),
+            (tonic::Status::permission_denied("no"), true),
+            (
+                with_reason(Code::PermissionDenied, reason::API_KEY_REVOKED),
+                true,
+            ),
+        ] {
+            let error = Error::from(status);
+            assert!(
+                matches!(&error, Error::Unauthenticated { .. } if !denied)
+                    || matches!(&error, Error::PermissionDenied { .. } if denied),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_carry_their_scope_window_and_wait() {
+        let limited = |why, metadata: &[(&'static str, &'static str)]| {
+            let mut status = with_message_and_reason(Code::ResourceExhausted, "slow down", why);
+            for (key, value) in metadata {
+                let value = tonic::metadata::MetadataValue::from_static(value);
+                status.metadata_mut().insert(*key, value);
+            }
+            status
+        };
+        let (after, scope, window) = (
+            reason::RETRY_AFTER,
+            reason::LIMIT_SCOPE,
+            reason::LIMIT_WINDOW,
+        );
+        let rate = [(after, "7"), (scope, "identity"), (window, "burst")];
+        let quota = [(after, "3600"), (scope, "api_key"), (window, "quota")];
+        for (status, expected) in [
+            (
+                limited(reason::RATE_LIMITED, &rate),
+                ("identity", "burst", 7),
+            ),
+            (
+                limited(reason::QUOTA_EXCEEDED, &quota),
+                ("api_key", "quota", 3600),
+            ),
+            // Metadata missing or unreadable: still typed, with a wait of a second.
+            (
+                limited(reason::RATE_LIMITED, &[(after, "soon")]),
+                ("", "", 1),
+            ),
+        ] {
+            assert!(
+                matches!(classify(status.clone()), Disposition::Final(_)),
+                "never retried"
+            );
+            let error = Error::from(status);
+            let Error::Limited {
+                scope,
+                window,
+                retry_after,
+                message,
+            } = &error
+            else {
+                panic!("{error:?}");
+            };
+            assert_eq!(
+                (scope.as_str(), window.as_str(), retry_after.as_secs()),
+                expected
+            );
+            assert_eq!(message, "slow down");
+            assert_eq!(error.code(), Some(Code::ResourceExhausted));
+        }
+        // RESOURCE_EXHAUSTED without a limit's reason stays what it was.
+        assert!(matches!(
+            Error::from(tonic::Status::resource_exhausted("too many leases")),
+            Error::ResourceExhausted { .. }
+        ));
     }
 }

@@ -140,9 +140,10 @@ impl Client {
             .await
     }
 
-    /// Drops every cached value (they are wiped once no handle holds them).
+    /// Drops every cached value (they are wiped once no handle holds them) and every
+    /// cached API-key verification; returns how many entries went.
     pub fn clear_cache(&self) -> usize {
-        self.inner.cache.clear()
+        self.inner.cache.clear() + self.inner.api_keys.clear()
     }
 
     /// Values in the cache, fresh or not.
@@ -186,7 +187,7 @@ pub(crate) async fn watch_revocations(inner: Weak<Inner>, node: usize) {
             }
             while let Some(Ok(revocation)) = stream.next().await {
                 let Some(inner) = inner.upgrade() else { return };
-                inner.cache.evict_lease(&revocation.lease_id);
+                handle(&inner, &revocation);
             }
         }
         let Some(strong) = inner.upgrade() else {
@@ -195,11 +196,29 @@ pub(crate) async fn watch_revocations(inner: Weak<Inner>, node: usize) {
         if let Some(n) = strong.endpoints.nodes.get(node) {
             n.watch_epoch.store(0, Ordering::Release);
         }
-        // Revocations may have been missed while the watch was down.
+        // Revocations may have been missed while the watch was down (or vaultd said
+        // it missed some). An API key's revocation is not bound to an endpoint: every
+        // cached verification goes.
         strong.cache.evict_node(node);
+        strong.api_keys.clear();
         drop(strong);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Acts on one revocation notice: a lease's evicts the lease; an API key's evicts
+/// the key's cached verifications. A seal also drops every cached verification: the
+/// vault stopped answering, and a cache should not answer for it.
+fn handle(inner: &Inner, revocation: &v1::Revocation) {
+    if !revocation.api_key_id.is_empty() {
+        inner.api_keys.evict_key(&revocation.api_key_id);
+    }
+    if !revocation.lease_id.is_empty() {
+        inner.cache.evict_lease(&revocation.lease_id);
+    }
+    if revocation.reason == v1::RevocationReason::Sealed as i32 {
+        inner.api_keys.clear();
     }
 }
 

@@ -10,8 +10,13 @@
 //!   concurrent requests for one secret are coalesced into one RPC, a revocation from
 //!   `WatchRevocations` evicts the value at once, optional auto-renew, and values are
 //!   wiped when the last handle and the cache let go.
+//! - **Platform API keys**: [`Client::verify_api_key`] refuses a malformed key without
+//!   a call, sends the rest sealed, types vaultd's refusals ([`Error::ApiKeyRefused`],
+//!   [`Error::Limited`]), and reuses a verification for as long as vaultd allows
+//!   (seconds) until a revocation evicts it. Keys are [`ApiKeyText`], zeroised, with no
+//!   `Debug` of their secret.
 //! - **Transit** ([`Client::encrypt`], [`Client::decrypt`] and batch forms), and every
-//!   admin call (for `vaultctl`).
+//!   admin call (for `vaultctl`), API keys' included ([`Client::issue_api_key`], …).
 //! - **Retries** with backoff on `UNAVAILABLE`, never on `PERMISSION_DENIED` or any
 //!   other refusal, and never for calls that change state.
 //! - **Errors** ([`Error`]) say which side failed: vaultd's answer (its code, and its
@@ -42,12 +47,17 @@
 #![forbid(unsafe_code)]
 
 // Modules depend on one another one way only (checked by listing each module's
-// `crate::` paths): environment, error and options on nothing here; transport and
-// session on error; endpoints on error, options, session and transport; cache on
-// environment; client on cache and endpoints; lease, transit and admin on client and
-// what is below it; builder on all but transit and admin, as it starts the background
-// tasks. This root only declares and re-exports.
+// `crate::` paths): environment and options on nothing here; apikey on environment;
+// error on apikey; transport and session on error; endpoints on error, options, session
+// and transport; cache on environment; apikey_cache on apikey, cache, environment and
+// error; client on cache, apikey_cache and endpoints; lease, transit, admin, verify and
+// apikey_admin on client and what is below it; builder on all but transit, admin,
+// verify and apikey_admin, as it starts the background tasks. This root only declares
+// and re-exports.
 mod admin;
+mod apikey;
+mod apikey_admin;
+mod apikey_cache;
 mod builder;
 mod cache;
 mod client;
@@ -59,8 +69,10 @@ mod options;
 mod session;
 mod transit;
 mod transport;
+mod verify;
 
 pub use admin::{SecretPath, UnsealProgress};
+pub use apikey::{ApiKeyRate, ApiKeyRefusal, ApiKeySpec, ApiKeyText, VerifiedKey};
 pub use builder::ClientBuilder;
 pub use cache::Lease;
 pub use client::Client;

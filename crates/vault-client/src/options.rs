@@ -16,6 +16,8 @@ pub(crate) struct Options {
     pub(crate) auto_renew: bool,
     pub(crate) reload_interval: Duration,
     pub(crate) watch: bool,
+    /// The most API-key verifications cached (0: none).
+    pub(crate) api_key_cache: usize,
     /// What lease, cache and session expiries are read on: the system's clock but in
     /// tests and simulations.
     pub(crate) clock: SharedClock,
@@ -31,6 +33,7 @@ impl Default for Options {
             auto_renew: false,
             reload_interval: Duration::from_secs(5),
             watch: true,
+            api_key_cache: 10_000,
             clock: clock::system(),
         }
     }
@@ -54,6 +57,7 @@ impl fmt::Debug for Options {
             .field("auto_renew", &self.auto_renew)
             .field("reload_interval", &self.reload_interval)
             .field("watch", &self.watch)
+            .field("api_key_cache", &self.api_key_cache)
             .finish_non_exhaustive()
     }
 }

@@ -3,14 +3,15 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! usage_log = "usage.jsonl"            # one JSON line per counted request
-//! api_keys = "api-keys.toml"           # temporary: until vaultd verifies API keys
 //!
 //! [vault]
 //! endpoints = ["https://vault-1.internal:8200", "https://vault-2.internal:8200"]
 //! ca = "vault-ca.pem"
 //! cert = "gateway.pem"                 # its SPIFFE ID must be granted `lease` of byok/*
+//!                                      # and `apikeys.verify`, for every tenant
 //! key = "gateway.key"
 //! lease_ttl = "60s"
+//! api_key_cache = 10000                # API-key verifications reused, see below
 //!
 //! [providers.openai]
 //! upstream = "https://api.openai.com"  # http:// or https://
@@ -18,6 +19,17 @@
 //! prefix = "Bearer "                   # before the key (default)
 //! ca = "/etc/ssl/certs/ca-certificates.crt"   # trust for https upstreams
 //! ```
+//!
+//! Platform API keys are issued, verified, limited and revoked by vaultd; the gateway
+//! holds no key table. (The `api_keys` table of earlier versions is refused, by name.)
+//!
+//! `vault.api_key_cache` is how many verifications the vault client reuses, each for
+//! as long as vaultd allows (its `[apikeys] cache`, 5 s by default), until a
+//! revocation evicts it. A reused verification reaches no rate limit: with the cache,
+//! a key's burst, minute and day limits count the verifications that reach vaultd,
+//! not every request. Daily quotas count every request either way (a key with a quota
+//! is never answered from the cache). `0` asks vaultd on every request, so every
+//! request counts against the key's limits.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +37,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+/// API-key verifications reused by default.
+const DEFAULT_API_KEY_CACHE: usize = 10_000;
+/// The most API-key verifications reused (a few hundred bytes each).
+const MAX_API_KEY_CACHE: usize = 1_000_000;
+/// The longest provider name: `proxy:` and the name make a scope of at most 64.
+const MAX_PROVIDER_NAME: usize = 58;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +83,6 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The usage ledger.
     pub usage_log: PathBuf,
-    /// The temporary API-key table.
-    pub api_keys: PathBuf,
     /// How to reach vaultd.
     pub vault: VaultConfig,
     /// Providers by name (the `{provider}` of `/v1/proxy/{provider}/…`).
@@ -85,6 +102,8 @@ pub struct VaultConfig {
     pub key: PathBuf,
     /// Lease lifetime to ask for.
     pub lease_ttl: Duration,
+    /// API-key verifications the client reuses (0: none).
+    pub api_key_cache: usize,
 }
 
 /// One upstream provider.
@@ -105,7 +124,8 @@ pub struct Provider {
 struct Raw {
     listen: Option<String>,
     usage_log: PathBuf,
-    api_keys: PathBuf,
+    /// Gone: read only to say so.
+    api_keys: Option<toml::Value>,
     vault: RawVault,
     #[serde(default)]
     providers: BTreeMap<String, RawProvider>,
@@ -119,6 +139,7 @@ struct RawVault {
     cert: PathBuf,
     key: PathBuf,
     lease_ttl: Option<String>,
+    api_key_cache: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +180,13 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        if raw.api_keys.is_some() {
+            return Err(invalid(
+                "api_keys",
+                "vaultd verifies platform API keys now: remove this key, issue keys from \
+                 vaultd (IssueApiKey), and delete the table it names",
+            ));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
@@ -171,17 +199,26 @@ impl Config {
                 "name at least one vaultd endpoint",
             ));
         }
+        let api_key_cache = raw.vault.api_key_cache.unwrap_or(DEFAULT_API_KEY_CACHE);
+        if api_key_cache > MAX_API_KEY_CACHE {
+            return Err(invalid(
+                "vault.api_key_cache",
+                format!("at most {MAX_API_KEY_CACHE} verifications; 0 turns the cache off"),
+            ));
+        }
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {
             let key = |field: &str| format!("providers.{name}.{field}");
-            if name.is_empty()
+            // A key for this provider carries `proxy:{name}`: a scope vaultd can issue
+            // has at most 64 characters.
+            if !(1..=MAX_PROVIDER_NAME).contains(&name.len())
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             {
                 return Err(invalid(
                     format!("providers.{name}"),
-                    "provider names are a-z, 0-9 and -",
+                    "provider names are 1-58 characters a-z, 0-9 and -",
                 ));
             }
             let upstream: http::Uri = p
@@ -219,7 +256,6 @@ impl Config {
         Ok(Self {
             listen,
             usage_log: at(raw.usage_log),
-            api_keys: at(raw.api_keys),
             vault: VaultConfig {
                 endpoints: raw.vault.endpoints,
                 ca: at(raw.vault.ca),
@@ -229,8 +265,74 @@ impl Config {
                     "vault.lease_ttl",
                     raw.vault.lease_ttl.as_deref().unwrap_or("60s"),
                 )?,
+                api_key_cache,
             },
             providers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VAULT: &str = "[vault]\nendpoints = [\"https://vault:8200\"]\nca = \"ca.pem\"\n\
+                         cert = \"gw.pem\"\nkey = \"gw.key\"\n";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn a_minimal_configuration_loads_with_its_defaults() {
+        let config = load(&format!(
+            "usage_log = \"usage.jsonl\"\n{VAULT}\n[providers.openai]\nupstream = \"http://127.0.0.1:9000\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.vault.lease_ttl, Duration::from_secs(60));
+        assert_eq!(config.vault.api_key_cache, DEFAULT_API_KEY_CACHE);
+        let openai = &config.providers["openai"];
+        assert_eq!(openai.header, "authorization");
+        assert_eq!(openai.prefix, "Bearer ");
+        assert!(config.usage_log.is_absolute());
+    }
+
+    #[test]
+    fn the_old_key_table_is_refused_by_name() {
+        let refused = load(&format!(
+            "usage_log = \"usage.jsonl\"\napi_keys = \"api-keys.toml\"\n{VAULT}"
+        ))
+        .unwrap_err();
+        let ConfigError::Invalid { key, reason } = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(key, "api_keys");
+        assert!(reason.contains("vaultd verifies"), "{reason}");
+    }
+
+    #[test]
+    fn a_provider_name_must_make_a_scope_vaultd_can_issue() {
+        let longest = "a".repeat(MAX_PROVIDER_NAME);
+        let provider = |name: &str| {
+            load(&format!(
+                "usage_log = \"u.jsonl\"\n{VAULT}\n[providers.{name}]\nupstream = \"http://127.0.0.1:9000\"\n"
+            ))
+        };
+        assert!(provider(&longest).is_ok());
+        assert_eq!(format!("proxy:{longest}").len(), 64);
+        for bad in [
+            format!("{longest}a"),
+            "Open_AI".to_owned(),
+            "\"\"".to_owned(),
+        ] {
+            assert!(
+                matches!(provider(&bad), Err(ConfigError::Invalid { .. })),
+                "{bad}"
+            );
+        }
     }
 }

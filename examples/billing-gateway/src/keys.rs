@@ -1,176 +1,142 @@
-//! Platform API keys: `vk_live_<id>_<secret>` or `vk_test_<id>_<secret>`.
+//! The platform API key a request presents: `Authorization: Bearer vk_<env>_…`.
 //!
-//! **Temporary.** Until vaultd verifies API keys (`VerifyApiKey`), the gateway reads
-//! a table of keys from a file: for each key id, the SHA-256 of the whole key, its
-//! tenant, environment and scopes. Keys are random and long, so a fast hash is
-//! enough; the comparison is constant time. The file holds no usable key. When
-//! vaultd serves `VerifyApiKey`, this module is replaced by one call to it.
-//!
-//! ```toml
-//! [[key]]
-//! id = "k7Qe2"
-//! sha256 = "…64 hex digits…"
-//! tenant = "acme"
-//! environment = "live"
-//! scopes = ["proxy:openai"]      # or "proxy:*"
-//! ```
+//! The key is taken from its header and checked for form and checksum here
+//! (`vault_proto::apikey::parse`, through [`ApiKeyText::environment`]), so a typo, a
+//! truncated copy or a random string is refused without a call to vaultd; vaultd
+//! judges the rest (`VerifyApiKey`: the key's MAC, state, expiry, limits and quota),
+//! and the gateway the key's scopes ([`may_proxy`]). The key's own prefix names the
+//! environment the request is for: a `vk_test_` key spends the tenant's test BYOK
+//! keys, a `vk_live_` key its live ones, and vaultd refuses a key asked for in the
+//! other environment.
 
-use std::collections::HashMap;
-use std::path::Path;
+use http::{HeaderMap, header};
+use vault_client::{ApiKeyText, Environment};
 
-use serde::Deserialize;
-use vault_client::Environment;
-
-use crate::config::ConfigError;
-
-/// Who a verified key belongs to and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyOwner {
-    /// The key's public id.
-    pub id: String,
-    /// The tenant.
-    pub tenant: String,
-    /// The environment the key works in.
-    pub environment: Environment,
-    /// Granted scopes, e.g. `proxy:openai`.
-    pub scopes: Vec<String>,
+/// A well-formed key, on its way to vaultd.
+pub(crate) struct PresentedKey {
+    /// The whole key, zeroised when dropped.
+    pub(crate) text: ApiKeyText,
+    /// The environment the key says it belongs to.
+    pub(crate) environment: Environment,
 }
 
-impl KeyOwner {
-    /// Whether the key may call `provider` through the proxy.
-    pub fn may_proxy(&self, provider: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| s == "proxy:*" || s.strip_prefix("proxy:") == Some(provider))
-    }
+/// Why a request presents no key worth asking vaultd about. Holds nothing of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyProblem {
+    /// No `Authorization: Bearer …` header.
+    Missing,
+    /// Not a platform API key, or one with a typo: its checksum does not match.
+    Malformed,
 }
 
-struct Entry {
-    digest: [u8; 32],
-    owner: KeyOwner,
-}
-
-/// The table of API keys.
-pub struct ApiKeys {
-    by_id: HashMap<String, Entry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Doc {
-    #[serde(default)]
-    key: Vec<RawKey>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    id: String,
-    sha256: String,
-    tenant: String,
-    environment: String,
-    scopes: Vec<String>,
-}
-
-/// SHA-256 of a whole API key, as the table stores it (hex).
-pub fn digest_hex(key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    vault_crypto::hex::encode(digest.as_ref()).to_string()
-}
-
-impl ApiKeys {
-    /// Reads the table.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let doc: Doc = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let mut by_id = HashMap::new();
-        for (i, k) in doc.key.into_iter().enumerate() {
-            let invalid = |reason: String| ConfigError::Invalid {
-                key: format!("key[{i}]"),
-                reason,
-            };
-            let digest: [u8; 32] = vault_crypto::hex::decode(&k.sha256)
-                .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
-                .ok_or_else(|| invalid("sha256 must be 64 hex digits".into()))?;
-            let environment = k
-                .environment
-                .parse()
-                .map_err(|e: vault_client::UnknownEnvironment| invalid(e.to_string()))?;
-            let owner = KeyOwner {
-                id: k.id.clone(),
-                tenant: k.tenant,
-                environment,
-                scopes: k.scopes,
-            };
-            if by_id
-                .insert(k.id.clone(), Entry { digest, owner })
-                .is_some()
-            {
-                return Err(invalid(format!("key id {:?} appears twice", k.id)));
+impl KeyProblem {
+    /// What the customer is told: what to send, never what they sent.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            KeyProblem::Missing => {
+                "a platform API key is required: Authorization: Bearer vk_live_… or vk_test_…"
+            }
+            KeyProblem::Malformed => {
+                "the API key is not valid: it is not a vk_live_… or vk_test_… key, or it was \
+                 not copied whole (its checksum does not match)"
             }
         }
-        Ok(Self { by_id })
     }
+}
 
-    /// The owner of `key`, if it is a known, well-formed key of its environment.
-    pub fn verify(&self, key: &str) -> Option<KeyOwner> {
-        let (environment, rest) = match key.strip_prefix("vk_live_") {
-            Some(rest) => (Environment::Live, rest),
-            None => (Environment::Test, key.strip_prefix("vk_test_")?),
-        };
-        let (id, secret) = rest.split_once('_')?;
-        if secret.is_empty() {
-            return None;
-        }
-        let entry = self.by_id.get(id)?;
-        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-        // Every byte is compared, whatever the first difference.
-        let difference = digest
-            .as_ref()
-            .iter()
-            .zip(entry.digest)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        let matches = std::hint::black_box(difference) == 0;
-        (matches && entry.owner.environment == environment).then(|| entry.owner.clone())
-    }
+/// The key in `headers`' `Authorization: Bearer` header, checked for form.
+pub(crate) fn presented(headers: &HeaderMap) -> Result<PresentedKey, KeyProblem> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(KeyProblem::Missing)?;
+    // A header that is not visible ASCII holds no key (keys are base62 and `_`).
+    let text = value.to_str().map_err(|_| KeyProblem::Malformed)?;
+    let text = text
+        .strip_prefix("Bearer ")
+        .ok_or(KeyProblem::Missing)?
+        .trim();
+    let text = ApiKeyText::from(text.to_owned());
+    let environment = text.environment().ok_or(KeyProblem::Malformed)?;
+    Ok(PresentedKey { text, environment })
+}
+
+/// Whether `scopes` let a key call `provider` through the proxy: `proxy:{provider}`
+/// or `proxy:*`. (`*` is the gateway's wildcard: to vaultd it is only a character.)
+pub(crate) fn may_proxy(scopes: &[String], provider: &str) -> bool {
+    scopes
+        .iter()
+        .any(|s| s == "proxy:*" || s.strip_prefix("proxy:") == Some(provider))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+
+    // Well-formed keys (`vault_proto::apikey::compose`), CRC-32 checksum included.
+    const LIVE: &str = "vk_live_4f9XbQ2mT0aZ_hV3kP9sQ2wE5rT7yU1iO3pAs1cljRS";
+    const TEST: &str = "vk_test_4f9XbQ2mT0aZ_hV3kP9sQ2wE5rT7yU1iO3pAs2G1c2A";
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
 
     #[test]
-    fn keys_verify_only_whole_and_in_their_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.toml");
-        let live = "vk_live_k1_s3cr3t";
-        std::fs::write(
-            &path,
-            format!(
-                "[[key]]\nid = \"k1\"\nsha256 = \"{}\"\ntenant = \"acme\"\nenvironment = \"live\"\nscopes = [\"proxy:openai\"]\n",
-                digest_hex(live)
-            ),
-        )
-        .unwrap();
-        let keys = ApiKeys::load(&path).unwrap();
-        let owner = keys.verify(live).unwrap();
-        assert_eq!(owner.tenant, "acme");
-        assert!(owner.may_proxy("openai") && !owner.may_proxy("anthropic"));
+    fn a_well_formed_key_names_its_environment() {
+        for (key, expected) in [(LIVE, Environment::Live), (TEST, Environment::Test)] {
+            let presented = presented(&with_auth(&format!("Bearer {key} "))).unwrap();
+            assert_eq!(presented.environment, expected);
+            assert_eq!(presented.text.key_id(), Some("4f9XbQ2mT0aZ"));
+        }
+    }
+
+    #[test]
+    fn typos_and_strangers_are_refused_without_asking_vaultd() {
+        assert_eq!(
+            presented(&HeaderMap::new()).err(),
+            Some(KeyProblem::Missing)
+        );
+        assert_eq!(
+            presented(&with_auth(&format!("Basic {LIVE}"))).err(),
+            Some(KeyProblem::Missing)
+        );
+        let typo = LIVE.replace("hV3k", "hV3K");
+        let relabelled = LIVE.replacen("vk_live_", "vk_test_", 1);
         for bad in [
-            "vk_live_k1_s3cr3",
-            "vk_test_k1_s3cr3t",
-            "vk_live_k2_s3cr3t",
-            "vk_live_k1_",
-            "k1_s3cr3t",
+            typo.as_str(),
+            relabelled.as_str(),
+            &LIVE[..LIVE.len() - 1],
+            "vk_live_acme1_4f9c2a7e1b3d5f6081a2c3d4e5f60718",
+            "sk-anything",
             "",
         ] {
-            assert!(keys.verify(bad).is_none(), "{bad}");
+            let problem = presented(&with_auth(&format!("Bearer {bad}"))).err();
+            assert_eq!(problem, Some(KeyProblem::Malformed), "{bad}");
+        }
+        let mut latin1 = HeaderMap::new();
+        latin1.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer vk_live_\xe9").unwrap(),
+        );
+        assert_eq!(presented(&latin1).err(), Some(KeyProblem::Malformed));
+    }
+
+    #[test]
+    fn scopes_name_a_provider_or_all_of_them() {
+        let scopes = |s: &[&str]| s.iter().map(|&s| s.to_owned()).collect::<Vec<_>>();
+        assert!(may_proxy(&scopes(&["proxy:openai"]), "openai"));
+        assert!(!may_proxy(&scopes(&["proxy:openai"]), "anthropic"));
+        assert!(may_proxy(&scopes(&["usage:read", "proxy:*"]), "anthropic"));
+        for none in [
+            &[][..],
+            &["proxy:"],
+            &["openai"],
+            &["proxy:openai-2"],
+            &["usage:read"],
+        ] {
+            assert!(!may_proxy(&scopes(none), "openai"), "{none:?}");
         }
     }
 }

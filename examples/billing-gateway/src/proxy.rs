@@ -8,16 +8,16 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::net::TcpListener;
-use vault_client::{Client, Error as VaultError, ExposeSecret};
+use vault_client::{Client, Error as VaultError, ExposeSecret, VerifiedKey};
 
+use crate::answer::{self, Answer, error};
 use crate::config::{Config, ConfigError, Provider};
-use crate::keys::{ApiKeys, KeyOwner};
+use crate::keys::{self, may_proxy};
 use crate::upstream;
-use crate::usage::{Refusal, UsageEvent, UsageLedger};
+use crate::usage::{UsageEvent, UsageLedger};
 
 /// Customer connections served at once.
 const MAX_CONNECTIONS: usize = 4096;
@@ -32,7 +32,7 @@ const MAX_BODY: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GatewayError {
-    /// The configuration or the key table is invalid.
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The vault client could not be built (certificates, endpoints).
@@ -66,64 +66,19 @@ struct Route {
 /// A configured gateway.
 pub struct Gateway {
     vault: Client,
-    keys: ApiKeys,
     usage: UsageLedger,
     routes: BTreeMap<String, Route>,
 }
 
-/// A JSON error answer. Never contains a key or a body.
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = json!({ "error": { "status": status.as_u16(), "message": message } });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The answer for a request the usage ledger refused.
-fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
-    match refusal {
-        Refusal::Duplicate => error(
-            StatusCode::CONFLICT,
-            "this Idempotency-Key was already used for a request; it was forwarded once",
-        ),
-        Refusal::AtCapacity => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the gateway cannot take more Idempotency-Keys at the moment; retry later",
-        ),
-        Refusal::LedgerDown => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "usage cannot be recorded; retry later",
-        ),
-    }
-}
-
-/// The answer for a lease that failed: fail closed, never forward without a key.
-fn lease_failure(e: &VaultError, provider: &str, env: &str) -> Response<Full<Bytes>> {
-    match e {
-        VaultError::NotFound { .. } => error(
-            StatusCode::NOT_FOUND,
-            &format!("no {provider} key is configured for this tenant in {env}"),
-        ),
-        VaultError::Unavailable { .. } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the key vault is unavailable; retry later",
-        ),
-        _ => error(StatusCode::BAD_GATEWAY, "the key vault refused the request"),
-    }
-}
-
 impl Gateway {
-    /// Builds the gateway from `config`: the vault client, the key table, the ledger.
+    /// Builds the gateway from `config`: the vault client, the routes, the ledger.
     /// Must be called within a Tokio runtime.
     pub fn new(config: &Config) -> Result<Self, GatewayError> {
         let mut builder = Client::builder()
             .ca_cert(&config.vault.ca)
             .client_cert(&config.vault.cert, &config.vault.key)
             .lease_ttl(config.vault.lease_ttl)
+            .api_key_cache(config.vault.api_key_cache)
             .max_attempts(2);
         for endpoint in &config.vault.endpoints {
             builder = builder.endpoint(endpoint.clone());
@@ -144,7 +99,6 @@ impl Gateway {
         }
         Ok(Self {
             vault: builder.build()?,
-            keys: ApiKeys::load(&config.api_keys)?,
             usage: UsageLedger::open(&config.usage_log).map_err(|source| GatewayError::Io {
                 what: format!("opening the usage log {}", config.usage_log.display()),
                 source,
@@ -200,7 +154,7 @@ impl Gateway {
         Ok((bound, tokio::spawn(Arc::new(self).serve(listener))))
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>) -> Answer {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let Some(rest) = path.strip_prefix("/v1/proxy/") else {
@@ -216,18 +170,39 @@ impl Gateway {
         if request.method() != Method::POST {
             return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is proxied");
         }
-        let Some(owner) = self.authenticate(&request) else {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "a valid platform API key is required: Authorization: Bearer vk_…",
-            );
+        let mut owner = None;
+        let response = self
+            .admit(request, provider, route, upstream_path, &mut owner)
+            .await;
+        // Provider, the verified key's public id and owner, status and time only:
+        // never a key or a body.
+        tracing::info!(
+            provider,
+            tenant = owner.as_ref().map(|o| display(&o.tenant)),
+            env = owner.as_ref().map(|o| o.environment.as_str()),
+            key_id = owner.as_ref().map(|o| display(&o.key_id)),
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
+        response
+    }
+
+    /// Authenticates and authorises the request, then forwards it. `owner` is set
+    /// once vaultd has verified the request's key.
+    async fn admit(
+        &self,
+        request: Request<Incoming>,
+        provider: &str,
+        route: &Route,
+        upstream_path: &str,
+        owner: &mut Option<VerifiedKey>,
+    ) -> Answer {
+        // Checked here first: a malformed key costs vaultd nothing.
+        let key = match keys::presented(request.headers()) {
+            Ok(key) => key,
+            Err(problem) => return error(StatusCode::UNAUTHORIZED, problem.message()),
         };
-        if !owner.may_proxy(provider) {
-            return error(
-                StatusCode::FORBIDDEN,
-                "this API key's scopes do not include this provider",
-            );
-        }
         let idempotency_key = match request
             .headers()
             .get("idempotency-key")
@@ -242,48 +217,45 @@ impl Gateway {
                 );
             }
         };
-        let env = owner.environment.as_str();
-        let response = self
-            .forward(
-                request,
-                &owner,
-                provider,
-                route,
-                upstream_path,
-                idempotency_key.as_deref(),
-            )
-            .await;
-        // Provider, tenant, status and time only: never a key or a body.
-        tracing::info!(
+        // vaultd judges the key and charges its limits and quota one unit; the scope
+        // is judged here, on the scopes vaultd returns, because `proxy:*` is the
+        // gateway's wildcard and vaultd matches scopes exactly. (So a request refused
+        // for its scope has been counted against the key's limits.)
+        let verified = match self
+            .vault
+            .verify_api_key(&key.text, key.environment, None, 1)
+            .await
+        {
+            Ok(verified) => owner.insert(verified),
+            Err(e) => return answer::key_refused(&e),
+        };
+        drop(key);
+        if !may_proxy(&verified.scopes, provider) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this API key's scopes do not include this provider",
+            );
+        }
+        self.forward(
+            request,
+            verified,
             provider,
-            tenant = %owner.tenant,
-            env,
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "proxied"
-        );
-        response
-    }
-
-    /// The owner of the request's bearer API key, if it is a valid one.
-    fn authenticate(&self, request: &Request<Incoming>) -> Option<KeyOwner> {
-        let value = request
-            .headers()
-            .get(header::AUTHORIZATION)?
-            .to_str()
-            .ok()?;
-        self.keys.verify(value.strip_prefix("Bearer ")?.trim())
+            route,
+            upstream_path,
+            idempotency_key.as_deref(),
+        )
+        .await
     }
 
     async fn forward(
         &self,
         request: Request<Incoming>,
-        owner: &KeyOwner,
+        owner: &VerifiedKey,
         provider: &str,
         route: &Route,
         upstream_path: &str,
         idempotency_key: Option<&str>,
-    ) -> Response<Full<Bytes>> {
+    ) -> Answer {
         let env = owner.environment.as_str();
         let (parts, body) = request.into_parts();
         // A slow sender must not hold a connection slot indefinitely.
@@ -311,7 +283,7 @@ impl Gateway {
             .await
         {
             Ok(lease) => lease,
-            Err(e) => return lease_failure(&e, provider, env),
+            Err(e) => return answer::lease_failure(&e, provider, env),
         };
         let Some(uri) = upstream_uri(&route.provider.upstream, upstream_path, parts.uri.query())
         else {
@@ -356,7 +328,7 @@ impl Gateway {
         drop(lease);
         let reservation = match self.usage.reserve(&owner.tenant, idempotency_key) {
             Ok(reservation) => reservation,
-            Err(refusal) => return refused(&refusal),
+            Err(refusal) => return answer::ledger_refused(&refusal),
         };
         // Connect first: a request that never reaches the provider is neither counted
         // nor keeps its idempotency key. Returning here, or the client going away (hyper
@@ -369,11 +341,11 @@ impl Gateway {
             tenant: &owner.tenant,
             environment: env,
             provider,
-            key_id: &owner.id,
+            key_id: &owner.key_id,
             idempotency_key,
         };
         if let Err(refusal) = reservation.record(&event) {
-            return refused(&refusal);
+            return answer::ledger_refused(&refusal);
         }
         let answer = match connection.send(upstream_request).await {
             Ok(answer) => answer,

@@ -1,5 +1,6 @@
 //! One file per command group.
 
+pub(crate) mod apikey;
 pub(crate) mod audit;
 pub(crate) mod lease;
 pub(crate) mod operator;

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod apikeys;
 mod failures;
 mod offline;
 mod prompt;

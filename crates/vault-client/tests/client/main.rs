@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod apikeys;
 mod leases;
 mod memory;
 mod resilience;
