@@ -79,6 +79,7 @@ lifecycle_ops! {
     ReadLeasesOp => LeasesRead,
     RevokeLeasesOp => LeasesRevoke,
     PoliciesOp => PolicyReload,
+    SnapshotOp => SnapshotSave,
 }
 
 /// Store or rotate a secret's value.
@@ -261,14 +262,15 @@ impl<O> Authorized<O> {
 
 /// The loaded policy set; replaced whole on reload.
 pub(crate) struct Policies {
-    dir: PathBuf,
+    /// The directory: the configuration's `policy.dir`, which a reload may change.
+    dir: RwLock<PathBuf>,
     set: RwLock<Arc<PolicySet>>,
 }
 
 impl Policies {
     pub(crate) fn load(dir: &Path) -> Result<Self, PolicyError> {
         Ok(Self {
-            dir: dir.to_path_buf(),
+            dir: RwLock::new(dir.to_path_buf()),
             set: RwLock::new(Arc::new(PolicySet::load_dir(dir)?)),
         })
     }
@@ -279,12 +281,20 @@ impl Policies {
         &self,
         _: &Authorized<PoliciesOp>,
     ) -> Result<(usize, usize, usize), PolicyError> {
-        self.reload_on_signal()
+        let dir = self.dir.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.load_from(&dir)
     }
 
-    /// Loads the directory again because the operator sent `SIGHUP`.
-    pub(crate) fn reload_on_signal(&self) -> Result<(usize, usize, usize), PolicyError> {
-        let set = PolicySet::load_dir(&self.dir)?;
+    /// Loads `dir` (the configuration's `policy.dir`, re-read) because the daemon
+    /// reloads; from then on it is the directory. On any error nothing changes.
+    pub(crate) fn reload_from(&self, dir: &Path) -> Result<(usize, usize, usize), PolicyError> {
+        let counts = self.load_from(dir)?;
+        *self.dir.write().unwrap_or_else(|p| p.into_inner()) = dir.to_path_buf();
+        Ok(counts)
+    }
+
+    fn load_from(&self, dir: &Path) -> Result<(usize, usize, usize), PolicyError> {
+        let set = PolicySet::load_dir(dir)?;
         let counts = set.counts();
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(counts)

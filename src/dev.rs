@@ -230,9 +230,10 @@ impl DevFiles {
         Ok(path)
     }
 
+    /// A directory only this user can enter (0700).
     fn mkdir(&self, name: &str) -> Result<(), DevError> {
         let path = self.path(name);
-        std::fs::create_dir(&path).map_err(write_error(&path))
+        crate::storage::files::create_private_dirs(&path).map_err(write_error(&path))
     }
 }
 
@@ -353,7 +354,7 @@ pub async fn start(options: DevOptions) -> Result<DevDaemon, DevError> {
     let files = DevFiles { dir };
     let started = async {
         let config = write_files(&files, &options)?;
-        let daemon = Daemon::open(config)?;
+        let daemon = Daemon::open(config)?.reload_from(files.dir.join("vaultd.toml"));
         bootstrap(&daemon, &files).await?;
         let running = daemon.serve().await?;
         let admin = env_file(&files, "admin", &running)?;

@@ -107,6 +107,7 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
         }
         upkeep.sweep();
         audit_state = audit_state.report(&shared.audit);
+        shared.metrics.audit_state.set(audit_state as i64);
         for summary in shared
             .refusals
             .drain()
@@ -160,12 +161,13 @@ async fn flush_quotas(upkeep: &Arc<Upkeep>) {
     }
 }
 
-/// What the operator was last told about the audit log.
+/// What the operator was last told about the audit log; its number is the
+/// `vaultd_audit_state` gauge.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AuditState {
-    Healthy,
-    LowSpace,
-    Failed,
+    Healthy = 0,
+    LowSpace = 1,
+    Failed = 2,
 }
 
 impl AuditState {
@@ -182,9 +184,14 @@ impl AuditState {
             (before, after) if before == after => {}
             (_, AuditState::Failed) => tracing::error!(
                 "the audit log failed ({}); every request that must be audited is refused \
-                 until vaultd is restarted with a writable log",
+                 until the log can be written again: a FIFO is opened again every second \
+                 until it has a reader; a file must be moved aside, then reload (SIGHUP) \
+                 continues the chain in a new one",
                 audit.failure().unwrap_or_default()
             ),
+            (AuditState::Failed, AuditState::Healthy) => {
+                tracing::info!("the audit log can be written again; requests are served")
+            }
             (_, AuditState::LowSpace) => tracing::warn!(
                 "the audit log's disk is short of space ({} bytes free); requests are refused \
                  until space is freed (audit.min_free)",

@@ -64,7 +64,10 @@ pub(crate) async fn serve(
 
 fn answer(shared: &Observed, request: &http::Request<Incoming>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/v1/health") => health(shared),
+        (&Method::GET, "/v1/health") => match ProbeCodes::parse(request.uri().query()) {
+            Ok(codes) => health(shared, &codes),
+            Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        },
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -83,10 +86,57 @@ fn answer(shared: &Observed, request: &http::Request<Incoming>) -> Response<Full
     }
 }
 
+/// The status codes a probe asked for instead of the defaults: `sealedcode`,
+/// `uninitcode` and `auditcode` (unsealed, but the audit log is failing or short of
+/// space), each 100-599. A liveness probe can ask for 200 for every state, so a
+/// sealed node is not restarted (which would need the quorum again); a readiness probe
+/// keeps the defaults.
+#[derive(Debug, PartialEq, Eq)]
+struct ProbeCodes {
+    sealed: StatusCode,
+    uninitialised: StatusCode,
+    audit: StatusCode,
+}
+
+impl ProbeCodes {
+    fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut codes = Self {
+            sealed: StatusCode::SERVICE_UNAVAILABLE,
+            uninitialised: StatusCode::NOT_IMPLEMENTED,
+            audit: StatusCode::SERVICE_UNAVAILABLE,
+        };
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match name {
+                "sealedcode" => &mut codes.sealed,
+                "uninitcode" => &mut codes.uninitialised,
+                "auditcode" => &mut codes.audit,
+                _ => {
+                    return Err(
+                        "unknown query parameter: /v1/health takes sealedcode, uninitcode and auditcode"
+                            .to_owned(),
+                    );
+                }
+            };
+            *slot = value
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| format!("{name} must be an HTTP status code, 100-599"))?;
+        }
+        Ok(codes)
+    }
+}
+
 /// 200 unsealed and able to audit; 503 sealed, or unsealed with an audit sink that
-/// failed or is short of space (every request would fail); 501 uninitialised. Reads no storage: checkers may
-/// call it often.
-fn health(shared: &Observed) -> Response<Full<Bytes>> {
+/// failed or is short of space (every request would fail); 501 uninitialised; each
+/// changeable by [`ProbeCodes`]. Reads no storage: checkers may call it often.
+fn health(shared: &Observed, codes: &ProbeCodes) -> Response<Full<Bytes>> {
     let audit_ok = shared.audit.is_healthy();
     let audit = if audit_ok {
         "ok"
@@ -97,9 +147,9 @@ fn health(shared: &Observed) -> Response<Full<Bytes>> {
     };
     let (code, state, initialized, sealed) = match shared.upkeep.seal_state() {
         SealState::Unsealed if audit_ok => (StatusCode::OK, "unsealed", true, false),
-        SealState::Unsealed => (StatusCode::SERVICE_UNAVAILABLE, "unsealed", true, false),
-        SealState::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed", true, true),
-        SealState::Uninitialised => (StatusCode::NOT_IMPLEMENTED, "uninitialised", false, true),
+        SealState::Unsealed => (codes.audit, "unsealed", true, false),
+        SealState::Sealed => (codes.sealed, "sealed", true, true),
+        SealState::Uninitialised => (codes.uninitialised, "uninitialised", false, true),
     };
     let body = serde_json::json!({
         "state": state,
@@ -124,4 +174,29 @@ fn reply(code: StatusCode, content_type: &'static str, body: String) -> Response
         header::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_choose_their_codes_and_bad_ones_are_refused() {
+        let defaults = ProbeCodes::parse(None).unwrap();
+        assert_eq!(defaults.sealed, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(defaults.uninitialised, StatusCode::NOT_IMPLEMENTED);
+        let live = ProbeCodes::parse(Some("sealedcode=200&uninitcode=204&auditcode=299")).unwrap();
+        assert_eq!(live.sealed, StatusCode::OK);
+        assert_eq!(live.uninitialised, StatusCode::NO_CONTENT);
+        assert_eq!(live.audit.as_u16(), 299);
+        for bad in [
+            "sealedcode=99",
+            "sealedcode=600",
+            "sealedcode=x",
+            "sealedcode",
+            "standbyok=true",
+        ] {
+            assert!(ProbeCodes::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -10,8 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
-use vaultd::config::Config;
-use vaultd::daemon::{Daemon, Running};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{Registry, reload};
+use vaultd::config::{Config, LogLevel};
+use vaultd::daemon::{Daemon, LogLevelHook, Running};
 use vaultd::dev::DevOptions;
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
@@ -32,6 +35,11 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(long, short, value_name = "FILE", env = "VAULTD_CONFIG")]
         config: PathBuf,
+        /// The least severe log lines written (error, warn, info, debug, trace),
+        /// instead of the configuration's `log_level` at start. A reload applies
+        /// `log_level` when it changes in the file.
+        #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+        log_level: Option<LogLevel>,
     },
     /// Validates a configuration file and the files it names, without serving.
     CheckConfig {
@@ -56,14 +64,35 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8201")]
         http: SocketAddr,
     },
+    /// Snapshots, offline: verify one, or restore one into a stopped or new node (take
+    /// one with `vaultctl snapshot save`).
+    #[command(subcommand)]
+    Snapshot(vaultd::storage::snapshot::SnapshotCommand),
+}
+
+fn parse_level(text: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(text).ok_or_else(|| format!("{text:?}: use error, warn, info, debug or trace"))
+}
+
+/// Changes the level of the daemon's log.
+type LevelHandle = reload::Handle<LevelFilter, Registry>;
+
+fn level_hook(handle: LevelHandle) -> LogLevelHook {
+    Box::new(move |level: LogLevel| handle.reload(level.filter()).map_err(|e| e.to_string()))
 }
 
 fn main() -> ExitCode {
-    // The daemon's log: stderr, for journald or whatever runs it.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
+    // The daemon's log: stderr, for journald or whatever runs it, at a level the
+    // configuration (and a reload) sets.
+    let (level, handle) = reload::Layer::new(LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(level)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false),
+        )
         .init();
     if let Err(e) = vaultd::hardening::harden_process() {
         tracing::error!("refusing to start: {e}");
@@ -81,7 +110,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Serve { config, log_level } => runtime.block_on(serve(config, log_level, handle)),
         Command::CheckConfig { config } => check_config(&config),
         Command::Dev {
             dir,
@@ -94,6 +123,7 @@ fn main() -> ExitCode {
             grpc,
             http,
         })),
+        Command::Snapshot(command) => command.run(),
     }
 }
 
@@ -109,46 +139,11 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let checks = [
-        (
-            "tls",
-            vaultd::tls::server_config(&config.tls)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        ),
-        (
-            "policy.dir",
-            vault_policy::PolicySet::load_dir(&config.policy_dir)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        ),
-        (
-            "audit.path",
-            config
-                .audit
-                .path
-                .parent()
-                .filter(|p| p.as_os_str().is_empty() || p.is_dir())
-                .map(|_| ())
-                .ok_or_else(|| "its directory does not exist".to_owned()),
-        ),
-        (
-            "storage.path",
-            config
-                .storage_path
-                .parent()
-                .filter(|p| p.as_os_str().is_empty() || p.is_dir())
-                .map(|_| ())
-                .ok_or_else(|| "its directory does not exist".to_owned()),
-        ),
-    ];
-    let mut ok = true;
-    for (key, result) in checks {
-        if let Err(e) = result {
-            eprintln!("vaultd: {key}: {e}");
-            ok = false;
-        }
+    let problems = vaultd::daemon::check(&config);
+    for problem in &problems {
+        eprintln!("vaultd: {}: {}", problem.key, problem.message);
     }
+    let ok = problems.is_empty();
     if ok {
         println!("{}: ok", path.display());
         ExitCode::SUCCESS
@@ -157,13 +152,23 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
+async fn serve(path: PathBuf, log_level: Option<LogLevel>, handle: LevelHandle) -> ExitCode {
     let config = match load(&path) {
         Ok(config) => config,
         Err(code) => return code,
     };
+    let level = log_level.unwrap_or(config.log_level);
+    if let Err(e) = handle.reload(level.filter()) {
+        tracing::warn!("the log level could not be set: {e}");
+    }
     let running = match Daemon::open(config) {
-        Ok(daemon) => daemon.serve().await,
+        Ok(daemon) => {
+            daemon
+                .reload_from(path)
+                .on_log_level(level_hook(handle))
+                .serve()
+                .await
+        }
         Err(e) => Err(e),
     };
     match running {

@@ -1,6 +1,6 @@
 //! Prometheus metrics: requests by RPC and code, latency histograms, lease and
-//! session counts, seal state. Labels carry RPC names and codes only, never
-//! tenants, identities or secret names.
+//! session counts, seal state, refused TLS handshakes by cause. Labels carry RPC
+//! names, codes and causes only, never tenants, identities, addresses or secret names.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -32,6 +32,28 @@ struct PoolLabel {
     pool: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Refused TLS handshakes by cause: the mutual-TLS listener's handle on them.
+#[derive(Clone, Default)]
+pub(crate) struct RefusedHandshakes(Family<ReasonLabel, Counter>);
+
+impl RefusedHandshakes {
+    /// Counts one refused TLS handshake; `reason` is one of a fixed set of causes.
+    pub(crate) fn count(&self, reason: &'static str) {
+        self.0.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Shows `reason` at 0 before any handshake is refused for it, so rates over it
+    /// work from the start.
+    pub(crate) fn declare(&self, reason: &'static str) {
+        let _zero = self.0.get_or_create(&ReasonLabel { reason });
+    }
+}
+
 /// A gRPC code, rendered by its name (`Ok`, `PermissionDenied`, …).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 struct CodeName(tonic::Code);
@@ -52,10 +74,12 @@ pub(crate) struct Metrics {
     pub(crate) sealed: Gauge,
     pub(crate) audit_records: Gauge,
     pub(crate) audit_free_bytes: Gauge,
+    pub(crate) audit_state: Gauge,
     pub(crate) refusals_suppressed: Counter,
     pub(crate) sweep_failures: Counter,
     pub(crate) corrupt_records: Gauge,
     pub(crate) tenant_keys_cached: Gauge,
+    pub(crate) handshakes_refused: RefusedHandshakes,
     locked_bytes: Family<PoolLabel, Gauge>,
 }
 
@@ -101,6 +125,12 @@ impl Metrics {
             "Free bytes on the audit log's filesystem when the writer last looked (-1: unknown)",
             audit_free_bytes.clone(),
         );
+        let audit_state = Gauge::default();
+        registry.register(
+            "audit_state",
+            "Audit log health: 0 writable, 1 short of space (requests refused until freed), 2 failed",
+            audit_state.clone(),
+        );
         let sweep_failures = Counter::default();
         registry.register(
             "grace_sweep_failures",
@@ -125,6 +155,12 @@ impl Metrics {
             "Locked key memory mapped, by pool (vault, sessions, tenants)",
             locked_bytes.clone(),
         );
+        let handshakes_refused = RefusedHandshakes::default();
+        registry.register(
+            "tls_handshakes_refused",
+            "TLS handshakes on the gRPC port that did not complete, by cause (no_certificate, unknown_ca, revoked, expired, crl_expired, revocation_unknown, wrong_usage, bad_certificate, server_certificate_refused, protocol, timeout, evicted, other)",
+            handshakes_refused.0.clone(),
+        );
         let refusals_suppressed = Counter::default();
         registry.register(
             "audit_refusals_suppressed",
@@ -140,10 +176,12 @@ impl Metrics {
             sealed,
             audit_records,
             audit_free_bytes,
+            audit_state,
             refusals_suppressed,
             sweep_failures,
             corrupt_records,
             tenant_keys_cached,
+            handshakes_refused,
             locked_bytes,
         }
     }

@@ -60,7 +60,7 @@ pub enum TlsError {
     )]
     MissingClientCa,
     /// A file could not be read or parsed.
-    #[error("cannot read {what} from {}", path.display())]
+    #[error("cannot read {what} from {}: {source}", path.display())]
     Read {
         /// What the file should hold.
         what: &'static str,
@@ -71,7 +71,7 @@ pub enum TlsError {
         source: rustls::pki_types::pem::Error,
     },
     /// A file held no usable item.
-    #[error("{} holds no {what}", path.display())]
+    #[error("{} does not hold {what}", path.display())]
     Empty {
         /// What was expected.
         what: &'static str,
@@ -79,10 +79,40 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// The client CA or a CRL was rejected.
-    #[error("client CA or CRL rejected")]
+    #[error("the client CA or a CRL was rejected: {0}")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
-    /// rustls rejected the certificate, key or protocol settings.
-    #[error("TLS configuration rejected")]
+    /// A client CA certificate was rejected.
+    #[error("the client CA certificate in {} was rejected: {source}", path.display())]
+    ClientCa {
+        /// The client CA file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The server certificate and key were rejected (a key that is not the
+    /// certificate's, say).
+    #[error(
+        "the server certificate {} and key {} were rejected: {}",
+        cert.display(),
+        key.display(),
+        match source {
+            rustls::Error::InconsistentKeys(_) => "the key is not the certificate's key; \
+                check that tls.key is the key tls.cert was issued for".to_owned(),
+            other => other.to_string(),
+        }
+    )]
+    ServerCert {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the protocol settings.
+    #[error("the TLS protocol settings were rejected: {0}")]
     Config(#[source] rustls::Error),
 }
 
@@ -141,7 +171,10 @@ pub(crate) fn server_tls(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in certs(client_ca, "a client CA certificate")? {
-        roots.add(ca).map_err(TlsError::Config)?;
+        roots.add(ca).map_err(|source| TlsError::ClientCa {
+            path: client_ca.to_path_buf(),
+            source,
+        })?;
     }
     let crls = files
         .crls
@@ -166,7 +199,11 @@ pub(crate) fn server_tls(
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(Arc::clone(&verifier))
         .with_single_cert(chain, key)
-        .map_err(TlsError::Config)?;
+        .map_err(|source| TlsError::ServerCert {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            source,
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     // No resumption: a resumed session skips the client certificate, so it could
     // outlive the certificate's expiry or revocation. Every connection does a full

@@ -73,10 +73,12 @@ use raw::{
 };
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// This node's name in audit records.
     pub node: String,
+    /// The least severe log lines written.
+    pub log_level: LogLevel,
     /// Listener addresses.
     pub listen: Listen,
     /// The mutual-TLS listener's files.
@@ -102,7 +104,7 @@ pub struct Config {
 }
 
 /// Platform API keys: rate tiers, per-tenant limits, bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeysConfig {
     /// Rate tiers by name: requests per 10 s, minute and day (0: unlimited).
     pub tiers: std::collections::BTreeMap<String, [u32; 3]>,
@@ -120,8 +122,49 @@ pub struct ApiKeysConfig {
     pub limiter_entries: usize,
 }
 
+/// The least severe log lines written. vaultd never logs a secret at any level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// And what the daemon does (the default).
+    Info,
+    /// And detail for debugging.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "error" => Self::Error,
+            "warn" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+
+    /// The level as `tracing` filters it.
+    pub fn filter(self) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        match self {
+            Self::Error => LevelFilter::ERROR,
+            Self::Warn => LevelFilter::WARN,
+            Self::Info => LevelFilter::INFO,
+            Self::Debug => LevelFilter::DEBUG,
+            Self::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
 /// How tenant keys are kept and rotated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeysConfig {
     /// Unwrapped tenant keys kept in locked memory at once; the least recently used
     /// go (and are unwrapped again when next used).
@@ -132,7 +175,7 @@ pub struct KeysConfig {
 
 /// Bounds per caller and per connection, so that one certificate holder (or anyone
 /// who can reach the port) cannot exhaust what everyone needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// TLS connections one identity may hold at once; more are closed at once.
     pub connections_per_identity: usize,
@@ -149,7 +192,7 @@ pub struct Limits {
 }
 
 /// Where the daemon listens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listen {
     /// gRPC over mutual TLS.
     pub grpc: SocketAddr,
@@ -160,7 +203,7 @@ pub struct Listen {
 }
 
 /// The audit sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
     /// The JSON-lines file (or FIFO).
     pub path: PathBuf,
@@ -179,7 +222,7 @@ pub struct AuditConfig {
 }
 
 /// Lease and session limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeaseConfig {
     /// Lease lifetime when the caller asks for none (capped by the grant's `max_ttl`).
     pub default_ttl: Duration,
@@ -196,7 +239,7 @@ pub struct LeaseConfig {
 }
 
 /// Seal lifecycle tunables.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SealConfig {
     /// How long unseal progress survives.
     pub unseal_timeout: Duration,
@@ -319,6 +362,13 @@ impl Config {
         };
         Ok(Self {
             node: node_name(raw.node)?,
+            log_level: match raw.log_level.as_deref() {
+                None => LogLevel::Info,
+                Some(text) => LogLevel::parse(text).ok_or_else(|| ConfigError::Invalid {
+                    key: "log_level",
+                    reason: format!("{text:?}: use error, warn, info, debug or trace"),
+                })?,
+            },
             listen: Listen {
                 grpc: address("listen.grpc", raw.listen.grpc.as_deref(), "127.0.0.1:8200")?,
                 http: address("listen.http", raw.listen.http.as_deref(), "127.0.0.1:8201")?,

@@ -14,6 +14,7 @@ use super::{ConfigError, SealConfig};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) node: Option<String>,
+    pub(super) log_level: Option<String>,
     #[serde(default)]
     pub(super) listen: RawListen,
     #[serde(default)]

@@ -4,6 +4,7 @@
 //! quota it counts against.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -23,6 +24,7 @@ use crate::records::{ApiKeyRecord, QuotaRecord, RateWindows};
 use crate::vault::apikeys::{ApiKeySpec, IssuedKey, KeyRefusal};
 
 /// How API keys are limited and kept: from the `[apikeys]` configuration.
+#[derive(PartialEq)]
 pub(crate) struct ApiKeySettings {
     pub(crate) tiers: BTreeMap<String, RateWindows>,
     pub(crate) default_tier: String,
@@ -35,7 +37,8 @@ pub(crate) struct ApiKeySettings {
 
 /// Limits, quotas and revocation notices of API keys (and the rates of grants).
 pub(super) struct KeyLimits {
-    settings: ApiKeySettings,
+    /// Replaced whole when the daemon reloads its configuration.
+    settings: RwLock<Arc<ApiKeySettings>>,
     rates: Rates,
     quotas: Quotas,
     refusals: LimitRefusals,
@@ -49,8 +52,19 @@ impl KeyLimits {
             quotas: Quotas::new(settings.limiter_entries, clock.clone()),
             refusals: LimitRefusals::default(),
             revoked: broadcast::channel(1024).0,
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
         }
+    }
+
+    /// The settings in force.
+    fn settings(&self) -> Arc<ApiKeySettings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `settings` in force for the requests that follow. The limiter's size
+    /// (`limiter_entries`) stays as it was made: it takes a restart.
+    pub(super) fn replace_settings(&self, settings: ApiKeySettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 
     /// Tells every verifier's revocation watch that key `id` was revoked.
@@ -127,7 +141,7 @@ impl Custody {
         request: KeyRequest,
     ) -> Result<IssuedKey> {
         let tenant = grant.op().0.clone().ok_or(Error::NotFound)?;
-        let settings = &self.limits().settings;
+        let settings = self.limits().settings();
         let (tier, limits) = match (request.tier, request.limits) {
             (_, Some(limits)) => (String::new(), limits),
             (tier, None) => {
@@ -171,7 +185,7 @@ impl Custody {
         id: &str,
         grace: Option<Duration>,
     ) -> Result<(IssuedKey, ApiKeyRecord)> {
-        let settings = &self.limits().settings;
+        let settings = self.limits().settings();
         self.check_tenant(grant.op().0.as_ref(), id)?;
         self.held.vault.rotate_api_key(
             id,
@@ -244,6 +258,7 @@ impl Custody {
             .judge(now_unix, *environment, scope)
             .map_err(VerifyError::Refused)?;
         let limits = self.limits();
+        let settings = limits.settings();
         let cost = cost.max(1);
         let quota_remaining = if record.daily_quota > 0 {
             let charged = limits
@@ -263,7 +278,7 @@ impl Custody {
         };
         let mut scopes = vec![
             (Scope::ApiKey(id.to_owned()), record.limits),
-            (Scope::Tenant(tenant.to_string()), limits.settings.tenant),
+            (Scope::Tenant(tenant.to_string()), settings.tenant),
         ];
         scopes.extend(grant_scope(grant));
         if let Err(exceeded) = limits.rates.admit(&scopes, cost) {
@@ -277,7 +292,7 @@ impl Custody {
             );
             return Err(VerifyError::Rate(exceeded));
         }
-        let mut cache_until = now + limits.settings.cache;
+        let mut cache_until = now + settings.cache;
         if let Some(until) = record.valid_until() {
             cache_until = cache_until.min(std::time::UNIX_EPOCH + Duration::from_secs(until));
         }

@@ -13,6 +13,7 @@
 
 mod apikeys;
 mod leases;
+mod snapshot;
 mod upkeep;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use vault_crypto::shamir::Share;
 
 pub(crate) use apikeys::{ApiKeySettings, KeyRequest, VerifyError};
 pub(crate) use leases::LeaseError;
+pub(crate) use snapshot::SnapshotJob;
 pub(crate) use upkeep::{Disabled, Upkeep};
 
 /// How leases and sessions are bounded and how long they live.
@@ -62,6 +64,8 @@ struct Held {
     /// connection open through the drain.
     stopping: tokio::sync::watch::Sender<bool>,
     apikeys: apikeys::KeyLimits,
+    /// Snapshots under way on this node.
+    snapshots: snapshot::SnapshotSlots,
 }
 
 /// The custody the request handlers reach, one proof per operation.
@@ -144,6 +148,7 @@ pub(crate) fn assemble(
         terms,
         stopping: tokio::sync::watch::channel(false).0,
         apikeys: apikeys::KeyLimits::new(api_keys, &clock),
+        snapshots: snapshot::SnapshotSlots::default(),
         clock,
     });
     (

@@ -50,6 +50,12 @@ impl Upkeep {
         self.held.vault.watch_seal_state()
     }
 
+    /// Puts reloaded `[apikeys]` settings in force (tiers, the tenant limit, the
+    /// default tier and grace, the cache, the per-tenant maximum).
+    pub(crate) fn replace_api_key_settings(&self, settings: super::ApiKeySettings) {
+        self.held.apikeys.replace_settings(settings);
+    }
+
     /// Ends every revocation watch: the daemon is stopping, and a stream left open
     /// would hold its connection through the whole drain.
     pub(crate) fn end_watches(&self) {

@@ -260,6 +260,7 @@ pub(super) const RPCS: &[Rpc] = &[
         |m, ctx| Some(ctx.session(&mut m.session_id))),
     rpc!("Admin", "RevokeApiKey", v1::RevokeApiKeyRequest => v1::ApiKeyInfo, keep),
     rpc!("Admin", "ListApiKeys", v1::ListApiKeysRequest => v1::ListApiKeysResponse, keep),
+    rpc!("Admin", "Snapshot", v1::SnapshotRequest => v1::SnapshotChunk, keep),
 ];
 
 fn value(

@@ -42,6 +42,22 @@ pub enum StoreError {
     /// The committer thread is gone, so writes can no longer be made.
     #[error("the storage committer has stopped")]
     Closed,
+    /// The data file could not be created (with mode 0600) or opened.
+    #[error("creating or opening the data file failed")]
+    File(#[source] Arc<std::io::Error>),
+    /// The data file's own metadata (the vault's identity) is damaged.
+    #[error("the data file's own metadata is damaged: {0}")]
+    Meta(&'static str),
+    /// The system's random generator failed (drawing a new vault's identity).
+    #[error("the system random generator failed")]
+    Random,
+    /// This engine cannot do what was asked (a consistent view for a snapshot).
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
+    /// The store holds something a snapshot cannot carry (a table this vaultd does not
+    /// know, a record larger than the format allows).
+    #[error("the store cannot be snapshotted: {0}")]
+    Snapshot(&'static str),
 }
 
 impl From<::redb::DatabaseError> for StoreError {

@@ -7,14 +7,21 @@
 //! Every method blocks. The async layer calls them through `spawn_blocking`.
 //!
 //! Engines:
-//! - [`redb::RedbStore`], the embedded default: one file, every acknowledged write fsynced, and
-//!   concurrent writers grouped into one durable commit.
+//! - [`redb::RedbStore`], the embedded default: one file (created 0600), every acknowledged
+//!   write fsynced, and concurrent writers grouped into one durable commit.
+//!
+//! A store also gives a consistent read-only [`StoreView`] of everything it holds, which
+//! [`snapshot`] streams as a self-checking file and restores into a new data file.
 
 mod error;
+pub(crate) mod files;
+mod identity;
 pub mod redb;
+pub mod snapshot;
 mod transaction;
 
 pub use error::StoreError;
+pub use identity::VaultId;
 pub use transaction::{Condition, Transaction, Write};
 
 /// Bytes a store may hold: a ciphertext envelope or non-secret metadata, never plaintext.
@@ -79,7 +86,44 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
         self.transact(Transaction::new().delete(key))
     }
+
+    /// A consistent, read-only view of every table, taken now: writes acknowledged
+    /// before this call are in it, later ones are not, and it does not change while it
+    /// is read. Engines that cannot give one answer [`StoreError::Unsupported`].
+    fn view(&self) -> Result<Box<dyn StoreView>, StoreError> {
+        Err(StoreError::Unsupported("consistent views for snapshots"))
+    }
 }
+
+/// One table of a [`StoreView`] and how many entries it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The table's name, one of [`snapshot::TABLES`].
+    pub name: &'static str,
+    /// Its entries.
+    pub entries: u64,
+}
+
+/// A consistent, read-only view of everything a store holds (one read transaction):
+/// what a snapshot is read from. It holds only what the store holds, ciphertext and
+/// non-secret metadata.
+pub trait StoreView: Send {
+    /// The vault the store belongs to.
+    fn vault_id(&self) -> VaultId;
+
+    /// The record stored under `key` as of the view.
+    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StoreError>;
+
+    /// Every table, in ascending order of name.
+    fn tables(&self) -> Result<Vec<TableInfo>, StoreError>;
+
+    /// Calls `visit` with each entry of `table` (key, value) in ascending order of key,
+    /// stopping at the first error.
+    fn visit(&self, table: &str, visit: &mut EntryVisitor<'_>) -> Result<(), snapshot::WriteError>;
+}
+
+/// What [`StoreView::visit`] calls with each entry: its key and value.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), snapshot::WriteError> + 'a;
 
 #[cfg(test)]
 mod tests {

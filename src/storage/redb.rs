@@ -23,21 +23,43 @@
 //!
 //! Reads do not queue: they open a read transaction on the caller's thread and see the last
 //! committed snapshot.
+//!
+//! # The file
+//!
+//! A new data file is created with mode 0600 before redb writes its first byte (redb
+//! initialises an empty file as a new database), so no other user can ever read it. It
+//! holds two tables: `vaultd_records` (the records) and `vaultd_meta` (the vault's
+//! identity, drawn when the file is created). [`Store::view`] is one read transaction
+//! over both: what a snapshot streams.
 
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use ::redb::backends::FileBackend;
 use ::redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, TableHandle, WriteTransaction,
 };
 
-use super::{Condition, Store, StoreError, StoredValue, Transaction, Write};
+use super::snapshot::{META_TABLE, RECORDS_TABLE, TABLES, WriteError};
+use super::{
+    Condition, EntryVisitor, Store, StoreError, StoreView, StoredValue, TableInfo, Transaction,
+    VaultId, Write, files,
+};
 
-/// The one table: key bytes to stored-value bytes.
-const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vaultd_records");
+/// The records: key bytes to stored-value bytes.
+pub(crate) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(RECORDS_TABLE);
+
+/// Facts about the file itself (its vault's identity), never a record.
+pub(crate) const META: TableDefinition<&[u8], &[u8]> = TableDefinition::new(META_TABLE);
+
+/// The key of the vault's identity in [`META`].
+pub(crate) const VAULT_ID_KEY: &[u8] = b"vault-id";
 
 /// The most transactions one durable commit covers.
 pub const MAX_GROUP: usize = 256;
@@ -49,6 +71,7 @@ pub const MAX_GROUP: usize = 256;
 /// and closes the file.
 pub struct RedbStore {
     db: Arc<Database>,
+    vault_id: VaultId,
     stats: Arc<Counters>,
     /// `None` only while dropping.
     committer: Option<Committer>,
@@ -90,16 +113,49 @@ impl CommitRequest {
 }
 
 impl RedbStore {
-    /// Opens the database file at `path`, creating it if it does not exist, and starts the
-    /// committer thread.
+    /// Opens the database file at `path`, creating it (mode 0600) if it does not exist, and
+    /// starts the committer thread. A new file gets a new vault identity.
     ///
     /// A file that is not a redb database is refused with [`StoreError::Open`]. A file another
-    /// process (or another `RedbStore`) has open is refused too.
+    /// process (or another `RedbStore`) has open is refused too. An existing file that other
+    /// users may read or write is opened, with a warning in the log.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder().create(path)?;
-        // Create the table up front, so a read never meets a missing table.
+        let file = match files::create_private(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| StoreError::File(Arc::new(e)))?,
+            Err(e) => return Err(StoreError::File(Arc::new(e))),
+        };
+        if files::is_shared(&file).unwrap_or(false) {
+            tracing::warn!(
+                "the data file {} can be read or written by other users; \
+                 make it private with `chmod 600`",
+                path.display()
+            );
+        }
+        let db = Database::builder().create_with_backend(FileBackend::new(file)?)?;
+        // Create the tables up front, so a read never meets a missing table, and give a
+        // new file its identity.
         let init = begin_durable_write(&db)?;
         init.open_table(RECORDS)?;
+        let vault_id = {
+            let mut meta = init.open_table(META)?;
+            let stored = meta
+                .get(VAULT_ID_KEY)?
+                .map(|guard| VaultId::from_bytes(guard.value()));
+            match stored {
+                Some(Some(id)) => id,
+                Some(None) => return Err(StoreError::Meta("the vault id is not 16 bytes")),
+                None => {
+                    let id = VaultId::generate()?;
+                    meta.insert(VAULT_ID_KEY, id.as_bytes().as_slice())?;
+                    id
+                }
+            }
+        };
         init.commit()?;
 
         let db = Arc::new(db);
@@ -115,9 +171,15 @@ impl RedbStore {
             .map_err(|source| StoreError::SpawnCommitter(Arc::new(source)))?;
         Ok(Self {
             db,
+            vault_id,
             stats,
             committer: Some(Committer { requests, thread }),
         })
+    }
+
+    /// The vault this file belongs to.
+    pub fn vault_id(&self) -> VaultId {
+        self.vault_id
     }
 
     /// How many durable commits the committer made, and how many transactions they answered.
@@ -165,6 +227,66 @@ impl Store for RedbStore {
             .map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
+
+    fn view(&self) -> Result<Box<dyn StoreView>, StoreError> {
+        Ok(Box::new(RedbView {
+            read: self.db.begin_read()?,
+            vault_id: self.vault_id,
+        }))
+    }
+}
+
+/// One read transaction over every table: a consistent view while writes go on.
+struct RedbView {
+    read: ReadTransaction,
+    vault_id: VaultId,
+}
+
+impl StoreView for RedbView {
+    fn vault_id(&self) -> VaultId {
+        self.vault_id
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<StoredValue>, StoreError> {
+        let table = self.read.open_table(RECORDS)?;
+        let value = table.get(key)?;
+        Ok(value.map(|guard| StoredValue::from_encoded_record(guard.value().to_vec())))
+    }
+
+    fn tables(&self) -> Result<Vec<TableInfo>, StoreError> {
+        if self.read.list_multimap_tables()?.next().is_some() {
+            return Err(StoreError::Snapshot(
+                "the data file holds a multimap table, which this vaultd never writes",
+            ));
+        }
+        let mut tables = Vec::with_capacity(TABLES.len());
+        for handle in self.read.list_tables()? {
+            let name = TABLES.iter().find(|known| **known == handle.name()).ok_or(
+                StoreError::Snapshot("the data file holds a table this vaultd does not know"),
+            )?;
+            let entries = self.read.open_table(table(name))?.len()?;
+            tables.push(TableInfo { name, entries });
+        }
+        tables.sort_by_key(|t| t.name);
+        Ok(tables)
+    }
+
+    fn visit(&self, table_name: &str, visit: &mut EntryVisitor<'_>) -> Result<(), WriteError> {
+        let table = self
+            .read
+            .open_table(table(table_name))
+            .map_err(StoreError::from)?;
+        for entry in table.iter().map_err(StoreError::from)? {
+            let (key, value) = entry.map_err(StoreError::from)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+}
+
+/// The definition of table `name`: every table maps key bytes to value bytes.
+pub(crate) fn table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
 }
 
 impl Drop for RedbStore {
@@ -713,6 +835,19 @@ mod tests {
             Some(value(b"envelope"))
         );
         assert_eq!(store.get(b"meta/acme").unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_data_file_is_private_from_its_first_byte_and_keeps_its_vault_id() {
+        use std::os::unix::fs::MetadataExt;
+        let (_dir, path, store) = open_temp();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let id = store.vault_id();
+        drop(store);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.vault_id(), id, "the identity is kept in the file");
+        let (_other_dir, _, other) = open_temp();
+        assert_ne!(other.vault_id(), id, "each new file is a new vault");
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //!
 //! Bounded for anyone who can reach the port ([`handshakes`]: the oldest stalled
 //! handshake gives way, silent connections are dropped after a short deadline) and for
-//! each identity (connections held at once; unary requests time out).
+//! each identity (connections held at once; unary requests time out). Handshakes that
+//! fail are counted by cause and logged in aggregate ([`refusals`]), never one line
+//! per attempt.
 
 mod handshakes;
+mod refusals;
 mod unix;
 
 pub(crate) use unix::{bind_socket, serve_unix};
@@ -42,8 +45,10 @@ use crate::authz::Peer;
 use crate::config::Limits;
 use crate::identity::{Identity, IdentityError, IdentitySource, identity_of};
 use crate::limits::PerIdentity;
+use crate::metrics::RefusedHandshakes;
 use crate::tls::{TlsError, TlsFiles, server_tls};
 use handshakes::Handshakes;
+use refusals::{LOG_INTERVAL, Refusal, RefusalLog};
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +59,6 @@ const RECHECK: Duration = Duration::from_secs(60);
 
 /// The server TLS configuration, reloadable.
 pub(crate) struct ReloadableTls {
-    files: TlsFiles,
     current: RwLock<Current>,
     /// Bumped by every successful reload, for connections to re-check their client.
     reloads: watch::Sender<u64>,
@@ -66,20 +70,20 @@ struct Current {
 }
 
 impl ReloadableTls {
-    pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let (config, verifier) = server_tls(&files)?;
+    pub(crate) fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        let (config, verifier) = server_tls(files)?;
         Ok(Self {
-            files,
             current: RwLock::new(Current { config, verifier }),
             reloads: watch::channel(0).0,
         })
     }
 
-    /// Re-reads the certificates, key, client CA and CRLs. On error the old
-    /// configuration stays in force. Connections made before stay open unless their
-    /// client certificate no longer verifies (revoked by a new CRL, say).
-    pub(crate) fn reload(&self) -> Result<(), TlsError> {
-        let (config, verifier) = server_tls(&self.files)?;
+    /// Reads `files` (the certificates, key, client CA and CRLs the configuration
+    /// names now). On error the old configuration stays in force. Connections made
+    /// before stay open unless their client certificate no longer verifies (revoked
+    /// by a new CRL, say).
+    pub(crate) fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
+        let (config, verifier) = server_tls(files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Current { config, verifier };
         self.reloads.send_modify(|n| *n += 1);
         Ok(())
@@ -307,19 +311,22 @@ fn peer_of(conn: &rustls::ServerConnection, identities: IdentitySource) -> Peer 
     Peer(identity.map(Caller::Remote))
 }
 
-/// What bounds the mutual-TLS listener.
+/// What bounds the mutual-TLS listener, and what it tells of the handshakes it refuses.
 pub(crate) struct TlsLimits {
     handshakes: Arc<Handshakes>,
     first_byte: Duration,
     connections: Arc<PerIdentity>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl TlsLimits {
-    pub(crate) fn new(limits: &Limits) -> Self {
+    /// The bounds `limits` sets; refused handshakes are counted in `refused`.
+    pub(crate) fn new(limits: &Limits, refused: RefusedHandshakes) -> Self {
         Self {
             handshakes: Handshakes::new(limits.handshakes, limits.handshakes_per_source),
             first_byte: limits.first_byte_timeout,
             connections: PerIdentity::new(limits.connections_per_identity),
+            refusals: RefusalLog::new(LOG_INTERVAL, refused),
         }
     }
 }
@@ -345,27 +352,37 @@ pub(crate) async fn serve_tls(
         let (router, tls, limits) = (router.clone(), Arc::clone(&tls), Arc::clone(&limits));
         let task: ConnectionTask = Box::pin(async move {
             // Handshake failures (no certificate, wrong CA, revoked, expired, TLS 1.2)
-            // end here: rustls has sent the alert that tells the client why. So do
-            // connections that stay silent, and handshakes a newer one evicted.
+            // end here: rustls has sent the alert that tells the client why, and the
+            // cause is counted and logged in aggregate. So do connections that stay
+            // silent, and handshakes a newer one evicted.
             let handshake = async {
                 let mut first = [0u8; 1];
-                tokio::time::timeout(limits.first_byte, tcp.peek(&mut first))
-                    .await
-                    .ok()?
-                    .ok()
-                    .filter(|&n| n > 0)?;
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                    .await
-                    .ok()?
-                    .ok()
+                match tokio::time::timeout(limits.first_byte, tcp.peek(&mut first)).await {
+                    Err(_) => return Err(Some(Refusal::Timeout)),
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed before saying anything: a port probe or a load balancer's
+                    // health check, not a refusal.
+                    Ok(_) => return Err(None),
+                }
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Err(_) => Err(Some(Refusal::Timeout)),
+                    Ok(Err(error)) => Err(Some(Refusal::of(&error))),
+                    Ok(Ok(stream)) => Ok(stream),
+                }
             };
             let stream = tokio::select! {
                 stream = handshake => stream,
-                _ = &mut slot.evicted => None,
+                _ = &mut slot.evicted => Err(Some(Refusal::Evicted)),
             };
             drop(slot);
-            let Some(stream) = stream else {
-                return;
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(refusal) => {
+                    if let Some(refusal) = refusal {
+                        limits.refusals.record(refusal, source);
+                    }
+                    return;
+                }
             };
             let connection = stream.get_ref().1;
             let peer = peer_of(connection, identities);

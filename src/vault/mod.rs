@@ -16,6 +16,7 @@ pub(crate) mod apikeys;
 mod cache;
 mod keyring;
 mod secrets;
+mod snapshot;
 mod tenants;
 mod transit;
 mod unseal;

@@ -213,6 +213,7 @@ impl Outsider {
                 })
                 .await,
             ),
+            "/vault.v1.Admin/Snapshot" => code(a.snapshot(v1::SnapshotRequest {}).await),
             "/vault.v1.Admin/CheckPolicy" => code(
                 a.check_policy(v1::CheckPolicyRequest {
                     identity: GATEWAY.into(),

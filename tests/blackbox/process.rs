@@ -158,8 +158,26 @@ fn vaultd_dev_refuses_a_directory_that_is_not_temporary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_and_serve_fail_closed_with_the_reason() {
-    let vault = TestVault::start().await;
+    let mut vault = TestVault::start().await;
     let config = vault.path("vaultd.toml");
+    // While a vaultd runs on them, the data file and the audit log are in use:
+    // `serve` would refuse, so check-config does too.
+    let busy = Command::new(VAULTD)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("storage.path"), "{stderr}");
+    assert!(
+        stderr.contains("audit.path") && stderr.contains("in use by another process"),
+        "{stderr}"
+    );
+    let other_key = vault.cert(OPERATOR).key_pem;
+    std::fs::write(vault.path("other.key"), other_key).unwrap();
+    vault.stop().await;
+
     let ok = Command::new(VAULTD)
         .arg("check-config")
         .arg(&config)
@@ -192,7 +210,24 @@ async fn check_config_and_serve_fail_closed_with_the_reason() {
             78,
             "policy.dir",
         ),
-        (("key = \"server.key\"", "key = \"ca.pem\""), 78, "tls"),
+        (
+            ("key = \"server.key\"", "key = \"ca.pem\""),
+            78,
+            "cannot read a private key from",
+        ),
+        (
+            ("key = \"server.key\"", "key = \"other.key\""),
+            78,
+            "the key is not the certificate's key",
+        ),
+        (
+            (
+                "socket = \"vaultd.sock\"",
+                "socket = \"no-such-dir/vaultd.sock\"",
+            ),
+            78,
+            "listen.socket: its directory",
+        ),
     ] {
         let broken = vault.path("broken.toml");
         std::fs::write(&broken, text.replace(change.0, change.1)).unwrap();
@@ -259,6 +294,18 @@ async fn sessions_that_would_not_fit_in_locked_memory_stop_the_start() {
             && stderr.contains("RLIMIT_MEMLOCK is 4096 KiB"),
         "{stderr}"
     );
+    // check-config sees it too.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 4096 && exec {VAULTD} check-config {}",
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("RLIMIT_MEMLOCK is 4096 KiB"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +329,7 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     std::fs::write(vault.path("policies/zz-bad.toml"), "[[grant]]\nid = 3\n").unwrap();
     signal(&child, rustix::process::Signal::HUP);
     let mut reload = String::new();
-    while !reload.contains("policy") {
+    while !reload.contains("reload: policies") {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0);
         reload.push_str(&line);

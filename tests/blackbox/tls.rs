@@ -17,7 +17,16 @@ use crate::harness::{OPERATOR, Options, TestVault, expect_code};
 /// server's alert on that read (TLS 1.3 checks the client's certificate after the
 /// client considers the handshake done).
 async fn handshake(vault: &TestVault, config: rustls::ClientConfig) -> Result<(), rustls::Error> {
-    let tcp = TcpStream::connect(vault.grpc).await.unwrap();
+    handshake_at(vault.grpc, config).await
+}
+
+/// A TLS handshake with the listener at `addr`, then the HTTP/2 preface: a refused
+/// client certificate shows as the alert the server sent.
+pub(crate) async fn handshake_at(
+    addr: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+) -> Result<(), rustls::Error> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from("localhost").unwrap();
     let mut tls = connector.connect(name, tcp).await.map_err(rustls_error)?;

@@ -26,7 +26,7 @@ Exit codes:
   1  an unexpected error
   2  bad usage
   3  cannot connect: vaultd unreachable, TLS failed, or certificate files unusable
-  4  refused: permission denied, certificate not accepted, or API key refused
+  4  refused: permission denied, client certificate refused or expired, API key refused
   5  vaultd is sealed, uninitialised, or not in a state to do this
   6  not found
   7  invalid input: a bad value, name, share or file
@@ -95,6 +95,9 @@ pub(crate) enum Command {
     /// Certificates for a real deployment.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Snapshots of the whole store, for backup (restore with `vaultd snapshot restore`).
+    #[command(subcommand)]
+    Snapshot(crate::commands::snapshot::SnapshotCommand),
     /// Prints a shell completion script.
     Completions {
         /// The shell.
@@ -117,8 +120,21 @@ pub(crate) struct ShareOutput {
     pub(crate) share_dir: Option<PathBuf>,
     /// Encrypt each share file under its own passphrase (Argon2id); asked for once
     /// per share. Needs --share-dir.
-    #[arg(long, requires = "share_dir")]
+    #[arg(long, requires = "share_dir", conflicts_with_all = ["recipient", "recipients_file"])]
     pub(crate) passphrase_protect: bool,
+    /// Encrypt share n to the n-th custodian's age public key (age1…), one flag per
+    /// share, into share-n.age: only that custodian's identity file opens it. Needs
+    /// --share-dir.
+    #[arg(
+        long,
+        value_name = "AGE1…",
+        requires = "share_dir",
+        conflicts_with = "recipients_file"
+    )]
+    pub(crate) recipient: Vec<String>,
+    /// As --recipient, from a file of `name age1…` lines (`share-<name>.age`).
+    #[arg(long, value_name = "FILE", requires = "share_dir")]
+    pub(crate) recipients_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -135,10 +151,15 @@ pub(crate) struct InitArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct UnsealArgs {
-    /// A share file (plain `vs1-…`, or passphrase-protected `vsf1-…`). Without it,
-    /// the share is read at a hidden prompt (or from stdin when not a terminal).
+    /// A share file (plain `vs1-…`, passphrase-protected `vsf1-…`, or encrypted to
+    /// a custodian's age key). Without it, the share is read at a hidden prompt (or
+    /// from stdin when not a terminal).
     #[arg(long, value_name = "FILE")]
     pub(crate) share_file: Option<PathBuf>,
+    /// The custodian's age identity file (AGE-SECRET-KEY-1…), for a share file
+    /// encrypted to their key.
+    #[arg(long, value_name = "FILE", requires = "share_file")]
+    pub(crate) identity: Vec<PathBuf>,
     /// Discard the unseal attempt in progress instead.
     #[arg(long, conflicts_with = "share_file")]
     pub(crate) reset: bool,
@@ -149,6 +170,9 @@ pub(crate) struct QuorumArgs {
     /// Current share files, one per flag; missing ones are asked for at a prompt.
     #[arg(long = "share-file", value_name = "FILE")]
     pub(crate) share_files: Vec<PathBuf>,
+    /// Age identity files for share files encrypted to custodians' keys.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) identity: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -502,9 +526,12 @@ pub(crate) enum PolicyCommand {
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCommand {
     /// Verifies an audit log (a copy is fine) offline and names the first bad record.
+    /// Several files are verified in order as one chain: the files log rotation left,
+    /// oldest first (`audit.jsonl.1 audit.jsonl`).
     Verify {
-        /// The log.
-        file: PathBuf,
+        /// The log, or its files oldest first.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
         /// The checkpoint public key (hex; `vaultctl status --json` shows it), so that
         /// signatures are checked too.
         #[arg(long, value_name = "FILE")]
@@ -512,12 +539,34 @@ pub(crate) enum AuditCommand {
     },
 }
 
-/// Validity of new certificates.
+/// Where `pki revoke` and `pki crl` write the CRL, and for how long it is valid.
 #[derive(Args, Debug)]
-pub(crate) struct Validity {
-    /// Days the certificate is valid.
-    #[arg(long, default_value_t = 365)]
-    pub(crate) days: u32,
+pub(crate) struct CrlArgs {
+    /// Write the CRL here instead of crl.pem in --ca-dir (replaced whole, atomically).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) crl_out: Option<PathBuf>,
+    /// How long the CRL is valid, e.g. 7d, 36h (1h to 366d). Publish again before
+    /// then (`vaultctl pki crl`, from cron say): vaultd refuses every certificate of
+    /// this CA once the CRL in its tls.crls has passed its next update.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub(crate) next_update: String,
+}
+
+/// Why a certificate is revoked, as its CRL entry says.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RevokeReason {
+    /// No reason given.
+    Unspecified,
+    /// Its private key was, or may have been, exposed.
+    KeyCompromise,
+    /// The CA's key was exposed.
+    CaCompromise,
+    /// The subject's name or role changed.
+    AffiliationChanged,
+    /// Replaced by a newer certificate.
+    Superseded,
+    /// No longer needed: the service or person is gone.
+    CessationOfOperation,
 }
 
 #[derive(Subcommand, Debug)]
@@ -530,8 +579,10 @@ pub(crate) enum PkiCommand {
         /// The CA's common name.
         #[arg(long, default_value = "vaultd CA")]
         name: String,
-        #[command(flatten)]
-        validity: Validity,
+        /// Days the CA is valid [default: 1825, at most 3650]. It lives long because
+        /// replacing it means reissuing every certificate; keep ca.key offline.
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
     },
     /// Issues vaultd's server certificate: PREFIX.pem and PREFIX.key.
     IssueServer {
@@ -547,8 +598,10 @@ pub(crate) enum PkiCommand {
         /// Output path prefix.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
-        #[command(flatten)]
-        validity: Validity,
+        /// Days the certificate is valid [default: 90, at most 397]. vaultd re-reads
+        /// its certificate on SIGHUP, so renewing costs no downtime.
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
     },
     /// Issues a client certificate for one SPIFFE ID: PREFIX.pem and PREFIX.key.
     IssueClient {
@@ -561,7 +614,51 @@ pub(crate) enum PkiCommand {
         /// Output path prefix.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// Days the certificate is valid [default: 30, at most 365]. A short life
+        /// bounds what a stolen key is worth; vault-client re-reads renewed files
+        /// without a restart (`vaultctl pki renew`).
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
+    },
+    /// Issues a fresh certificate, with a new key, for what CERT names (the same
+    /// SPIFFE ID, or the same DNS and IP names): PREFIX.pem and PREFIX.key. CERT stays
+    /// valid until it expires; revoke it if it must stop sooner. CERT may come from
+    /// another CA: that is how certificates move to a new CA.
+    Renew {
+        /// The CA directory (ca.pem, ca.key) of the CA to issue from.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The certificate to renew (PEM).
+        cert: PathBuf,
+        /// Output path prefix.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Days the new certificate is valid [default: 30 for a client, 90 for a
+        /// server].
+        #[arg(long, value_name = "N")]
+        days: Option<u32>,
+    },
+    /// Revokes a certificate this CA issued: records its serial in revoked.toml in
+    /// --ca-dir (0600, entries never removed) and writes a new CRL. Give the CRL to
+    /// vaultd (tls.crls) and reload it (SIGHUP).
+    Revoke {
+        /// The CA directory (ca.pem, ca.key).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The certificate to revoke (PEM).
+        cert: PathBuf,
+        /// Why.
+        #[arg(long, value_enum, default_value_t = RevokeReason::Unspecified)]
+        reason: RevokeReason,
         #[command(flatten)]
-        validity: Validity,
+        crl: CrlArgs,
+    },
+    /// Publishes the CRL again, with a fresh next update, revoking nothing new.
+    Crl {
+        /// The CA directory (ca.pem, ca.key).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        #[command(flatten)]
+        crl: CrlArgs,
     },
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use vault_client::{ApiKeyRefusal, Error as ClientError};
+use vault_client::{ApiKeyRefusal, CertificateRefusal, Error as ClientError, FileError};
 
 /// Exit codes; documented in `vaultctl --help` and README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,12 @@ impl CliError {
         self
     }
 
+    /// The same failure, told with `message` (which says more, e.g. names the file).
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(Exit::Invalid, message)
     }
@@ -70,6 +76,20 @@ impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let message = error.to_string();
         match &error {
+            // Checked before connecting: vaultd would refuse it.
+            ClientError::BadFile {
+                reason: FileError::Expired { .. },
+                ..
+            } => CliError::new(Exit::Refused, message).hint(RENEW),
+            ClientError::BadFile {
+                reason: FileError::NotYetValid { .. },
+                ..
+            } => CliError::new(Exit::Refused, message).hint(
+                "check this machine's clock; if it is right, wait, or renew it (`vaultctl pki renew`)",
+            ),
+            ClientError::CertificateRefused { refusal, .. } => {
+                CliError::new(Exit::Refused, message).hint(certificate_hint(*refusal))
+            }
             ClientError::Read { .. } | ClientError::BadFile { .. } => CliError::new(Exit::Connect, message)
                 .hint("check --cacert/--cert/--key (VAULTD_CACERT, VAULTD_CLIENT_CERT, VAULTD_CLIENT_KEY)"),
             ClientError::Config(_) | ClientError::Endpoint(_) => CliError::new(Exit::Connect, message)
@@ -111,6 +131,29 @@ impl From<ClientError> for CliError {
             // Variants added to vault-client later.
             _ => CliError::new(Exit::Failure, message),
         }
+    }
+}
+
+/// How to renew a client certificate.
+const RENEW: &str = "renew it: `vaultctl pki renew --ca-dir CA_DIR \"$VAULTD_CLIENT_CERT\" --out NEW_PREFIX` (with the CA's directory), then point VAULTD_CLIENT_CERT and VAULTD_CLIENT_KEY at the new files";
+
+/// What to do about a client certificate vaultd refused.
+fn certificate_hint(refusal: CertificateRefusal) -> &'static str {
+    match refusal {
+        CertificateRefusal::UnknownCa => {
+            "use a certificate from the CA vaultd trusts (its tls.client_ca): `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX`; if it is from that CA, vaultd's CRL is out of date: `vaultctl pki crl --ca-dir CA_DIR`, then reload vaultd (SIGHUP)"
+        }
+        CertificateRefusal::Revoked => {
+            "ask for a new certificate from the CA vaultd trusts: `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX` (or `vaultctl pki renew` if this identity keeps its access)"
+        }
+        CertificateRefusal::Expired => RENEW,
+        CertificateRefusal::Missing => {
+            "set VAULTD_CLIENT_CERT and VAULTD_CLIENT_KEY (or --cert and --key) to your certificate and key"
+        }
+        CertificateRefusal::Unusable => {
+            "use a client certificate (extended key usage clientAuth, one spiffe:// URI SAN) from `vaultctl pki issue-client`, not a server certificate"
+        }
+        _ => "vaultd's log says why it refused the certificate",
     }
 }
 

@@ -106,7 +106,7 @@ pub(crate) fn passphrase(prompt: &str) -> Result<Passphrase, CliError> {
     Ok(Passphrase::new(std::mem::take(&mut *line)))
 }
 
-fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {
+pub(crate) fn parse_share(text: &str, origin: &str) -> Result<Share, CliError> {
     Share::parse(text).map_err(|e| match e {
         CryptoError::Shares(e) => CliError::invalid(format!("{origin} is not a valid share: {e}"))
             .hint("a share looks like vs1-… (or vsf1-… for a passphrase-protected file)"),
@@ -134,11 +134,18 @@ pub(crate) fn new_passphrase(what: &str) -> Result<Passphrase, CliError> {
 
 /// A share from a file: plain (`vs1-`), or protected (`vsf1-`), then asking for its
 /// passphrase.
-pub(crate) fn share_file(path: &Path) -> Result<Share, CliError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+pub(crate) fn share_file(
+    path: &Path,
+    identities: &[std::path::PathBuf],
+) -> Result<Share, CliError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         CliError::invalid(format!("cannot read share file {}: {e}", path.display()))
     })?);
     let origin = format!("share file {}", path.display());
+    if crate::custodians::is_age(&bytes) {
+        return crate::custodians::open(&bytes, &origin, identities);
+    }
+    let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
     if text.trim_start().starts_with("vsf1-") {
         let passphrase = passphrase(&format!("passphrase for {}: ", path.display()))?;
         return vault_crypto::sharefile::open(&text, &passphrase).map_err(|_| {
@@ -157,10 +164,14 @@ pub(crate) fn share_prompt(prompt: &str) -> Result<Share, CliError> {
 }
 
 /// `count` shares: from `files` first, then from prompts.
-pub(crate) fn quorum(files: &[std::path::PathBuf], count: usize) -> Result<Vec<Share>, CliError> {
+pub(crate) fn quorum(
+    files: &[std::path::PathBuf],
+    identities: &[std::path::PathBuf],
+    count: usize,
+) -> Result<Vec<Share>, CliError> {
     let mut shares = files
         .iter()
-        .map(|f| share_file(f))
+        .map(|f| share_file(f, identities))
         .collect::<Result<Vec<_>, _>>()?;
     while shares.len() < count {
         let prompt = format!("share {} of {count} (input hidden): ", shares.len() + 1);

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod custodians;
 mod error;
 mod input;
 mod output;
@@ -15,7 +16,7 @@ use clap::{CommandFactory, Parser};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, LeaseCommand, RootKeyCommand};
-use crate::commands::{apikey, audit, lease, operator, pki, policy, secret, transit};
+use crate::commands::{apikey, audit, lease, operator, pki, policy, secret, snapshot, transit};
 use crate::connect::Via;
 use crate::error::CliError;
 use crate::output::Output;
@@ -86,10 +87,11 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
             };
             policy::run(client.as_ref(), command, out).await
         }
-        Command::Audit(cli::AuditCommand::Verify { file, public_key }) => {
-            audit::verify(file, public_key.as_deref(), out)
+        Command::Audit(cli::AuditCommand::Verify { files, public_key }) => {
+            audit::verify(files, public_key.as_deref(), out)
         }
         Command::Pki(command) => pki::run(command, out),
+        Command::Snapshot(command) => snapshot::run(&connect(Via::Tls)?, command, out).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -66,6 +66,17 @@ impl Chain {
         record.to_line()
     }
 
+    /// The `continuation` record that begins a reopened log, and its seq.
+    pub(crate) fn continuation(
+        &mut self,
+        detail: BTreeMap<String, String>,
+        keys: &dyn ChainKeys,
+    ) -> (u64, String) {
+        let record = self.seal(Payload::Continuation { detail }, keys);
+        self.advance(&record);
+        (record.body.seq, record.to_line())
+    }
+
     /// The line for `event`, and its seq.
     pub(crate) fn event(
         &mut self,

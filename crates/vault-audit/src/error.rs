@@ -33,6 +33,14 @@ pub enum AuditError {
         /// The 1-based line number of the bad record.
         line: u64,
     },
+    /// A reload could not reopen the log; the log in use before stays in use.
+    #[error("cannot reopen audit log {path}: {reason}; the log in use stays in use", path = path.display())]
+    Reopen {
+        /// The log's path.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// Another process holds the log's lock.
     #[error("audit log {path} is locked by another process; stop the other vaultd or give this one its own log", path = path.display())]
     Locked {

@@ -108,4 +108,8 @@ pub use event::{Decision, Event, MAX_DETAIL, MAX_FIELD};
 pub use keys::ChainKeys;
 pub use options::{AuditOptions, FsyncPolicy};
 pub use sink::AuditLog;
-pub use verify::{Recovered, Report, VerifyError, VerifyErrorKind, parse_public_key, verify};
+pub use verify::{
+    Continued, Recovered, Report, VerifyError, VerifyErrorKind, parse_public_key, verify,
+    verify_all,
+};
+pub use writer::Reopened;

@@ -57,6 +57,10 @@ pub(crate) enum Payload {
     /// write short) was moved aside; `detail` says how many bytes, from which line,
     /// and where they went. The chain continues from the last intact record.
     Recovery { detail: BTreeMap<String, String> },
+    /// Begins a file (or a FIFO reader's stream) in the middle of the chain: the log
+    /// was reopened — rotated on reload, or a failed sink could be written again.
+    /// Its `prev` is the last record written before; `detail` says why (`reason`).
+    Continuation { detail: BTreeMap<String, String> },
 }
 
 /// Everything the chain value covers.

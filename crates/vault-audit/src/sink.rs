@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ use crate::keys::ChainKeys;
 use crate::options::AuditOptions;
 use crate::record::{MOVED_TO, TORN_BYTES};
 use crate::tail::{self, Tail};
-use crate::writer::{Health, Request, Writer};
+use crate::writer::{Health, Reopened, Request, Writer, open_file};
 
 const QUEUE_FULL: &str = "the audit queue is full";
 const TOO_SLOW: &str = "the audit write did not complete within the deadline";
@@ -38,6 +37,7 @@ pub struct AuditLog {
 }
 
 struct Inner {
+    path: std::path::PathBuf,
     requests: SyncSender<Request>,
     health: Arc<Health>,
     deadline: Duration,
@@ -82,7 +82,8 @@ impl AuditLog {
         keys: Arc<dyn ChainKeys>,
     ) -> Result<Self, AuditError> {
         let io_error = AuditError::open(path);
-        let (mut file, regular) = open_file(path)?;
+        let (mut file, regular) = open_file(path, true)?;
+        let meta = file.metadata().map_err(&io_error)?;
         let tail = if regular {
             tail::read(&mut file, path)?
         } else {
@@ -125,7 +126,9 @@ impl AuditLog {
         let (exit_signal, exited) = mpsc::channel::<()>();
         let health = Arc::new(Health::new());
         let writer = Writer {
+            path: path.to_owned(),
             file,
+            file_id: (meta.dev(), meta.ino()),
             durable: regular,
             len,
             batch_start: len,
@@ -137,6 +140,7 @@ impl AuditLog {
             batch_limit: queue,
             health: Arc::clone(&health),
             unsynced: None,
+            reopens: Vec::new(),
         };
         std::thread::Builder::new()
             .name("vault-audit".to_owned())
@@ -148,6 +152,7 @@ impl AuditLog {
 
         Ok(Self {
             inner: Arc::new(Inner {
+                path: path.to_owned(),
                 requests,
                 health,
                 deadline: options.write_deadline,
@@ -182,9 +187,9 @@ impl AuditLog {
         self.submit(Request::Checkpoint(reply), answer).await
     }
 
-    /// Whether the sink can write: false after a write or sync error (for good: the
-    /// sink fails closed), while a write has been stuck for longer than the deadline,
-    /// and while appends are refused for lack of space.
+    /// Whether the sink can write: false after a write or sync error (until the log
+    /// is reopened: the sink fails closed), while a write has been stuck for longer
+    /// than the deadline, and while appends are refused for lack of space.
     pub fn is_healthy(&self) -> bool {
         self.inner.health.is_healthy(self.inner.deadline)
     }
@@ -194,8 +199,8 @@ impl AuditLog {
         self.inner.health.appended()
     }
 
-    /// Why the sink failed for good, with the underlying cause, for the operator's
-    /// log; `None` while it works.
+    /// Why the sink failed, with the underlying cause, for the operator's log;
+    /// `None` while it works.
     pub fn failure(&self) -> Option<String> {
         self.inner.health.failure_detail()
     }
@@ -210,6 +215,33 @@ impl AuditLog {
     /// disk). Clears by itself once a batch finds enough space again.
     pub fn low_space(&self) -> bool {
         self.inner.health.low_space()
+    }
+
+    /// Opens the log's path again (on reload), and continues the chain there when it
+    /// names a new file — the old one was moved away, as log rotation does — or a
+    /// FIFO whose reader went away: the file written until now is closed with a
+    /// signed checkpoint (if the key is available), and the new one begins with a
+    /// `continuation` record whose `prev` is the last record of the old one, so
+    /// `verify` follows the chain across both. A log that failed is written again
+    /// only this way (a FIFO is also tried every second by itself), and the
+    /// `continuation` record names the gap. Works while the sink has failed; on
+    /// error, the log in use stays in use.
+    pub async fn reopen(&self) -> Result<Reopened, AuditError> {
+        let refused = |reason: String| AuditError::Reopen {
+            path: self.inner.path.clone(),
+            reason,
+        };
+        let (reply, answer) = oneshot::channel();
+        match self.inner.requests.try_send(Request::Reopen(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(refused(QUEUE_FULL.to_owned())),
+            Err(TrySendError::Disconnected(_)) => return Err(refused(STOPPED.to_owned())),
+        }
+        match tokio::time::timeout(self.inner.deadline, answer).await {
+            Ok(Ok(outcome)) => outcome.map_err(refused),
+            Ok(Err(_)) => Err(refused(STOPPED.to_owned())),
+            Err(_) => Err(refused(TOO_SLOW.to_owned())),
+        }
     }
 
     async fn submit<T>(
@@ -241,40 +273,4 @@ impl fmt::Debug for AuditLog {
             .field("appended", &self.appended())
             .finish_non_exhaustive()
     }
-}
-
-/// Opens the log for appending; reports whether it is a regular file (which is then
-/// also readable, for its tail, and locked).
-fn open_file(path: &Path) -> Result<(File, bool), AuditError> {
-    let io_error = AuditError::open(path);
-    let regular = match std::fs::metadata(path) {
-        Ok(meta) => meta.is_file(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-        Err(e) => return Err(io_error(e)),
-    };
-    // Reading a FIFO would make us its reader, so only a regular file is opened for both.
-    let file = OpenOptions::new()
-        .append(true)
-        .read(regular)
-        .create(regular)
-        .mode(0o600)
-        .open(path)
-        .map_err(&io_error)?;
-    if file.metadata().map_err(&io_error)?.is_file() != regular {
-        return Err(io_error(io::Error::other(
-            "the path changed type while it was being opened",
-        )));
-    }
-    if regular {
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(AuditError::Locked {
-                    path: path.to_owned(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(e)),
-        }
-    }
-    Ok((file, regular))
 }

@@ -31,6 +31,10 @@ pub struct Report {
     /// Torn tails vaultd moved aside when it reopened the log, in order: where the
     /// chain continued, and where the torn bytes went.
     pub recoveries: Vec<Recovered>,
+    /// Where the log was reopened (rotation, or a failed sink written again), in
+    /// order. The first input may begin with one: the files before it were not given,
+    /// and the chain is checked from there.
+    pub continuations: Vec<Continued>,
     /// The first bad record; `None` if every record passed.
     pub first_error: Option<VerifyError>,
 }
@@ -67,9 +71,37 @@ impl fmt::Display for Recovered {
     }
 }
 
+/// A `continuation` record: vaultd reopened the log (rotation on reload, or a sink
+/// that had failed could be written again) and the chain continued there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continued {
+    /// Which input (0-based) it begins.
+    pub input: usize,
+    /// Its 1-based line.
+    pub line: u64,
+    /// Its seq.
+    pub seq: u64,
+    /// Why the log was reopened.
+    pub reason: String,
+    /// The failure it ends, if the sink had failed: requests were refused meanwhile.
+    pub gap: Option<String>,
+}
+
+impl fmt::Display for Continued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {} (seq {}): {}", self.line, self.seq, self.reason)?;
+        match &self.gap {
+            Some(gap) => write!(f, "; {gap}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The first bad record: where it is and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
+    /// Which input (0-based) it is in.
+    pub input: usize,
     /// The 1-based line number.
     pub line: u64,
     /// The record's seq, if the line parsed far enough to have one.
@@ -125,8 +157,10 @@ pub enum VerifyErrorKind {
     /// A `start` record that does not begin a chain (seq 0, all-zero prev).
     #[error("bad start record: a segment must begin at seq 0 with an all-zero prev")]
     BadStart,
-    /// The first record is not a `start` record.
-    #[error("missing start: the log does not begin with a start record (its head was cut)")]
+    /// The first record is not a `start` or `continuation` record.
+    #[error(
+        "missing start: the log does not begin with a start or continuation record (its head was cut)"
+    )]
     MissingStart,
     /// There are no records at all.
     #[error("no records: the log is empty (it was truncated, or is not an audit log)")]
@@ -146,54 +180,89 @@ pub enum VerifyErrorKind {
 /// are checked too; without it, only the chain is (and the report says so).
 ///
 /// Stops at the first bad record. Never panics, whatever the input.
-pub fn verify(mut input: impl BufRead, public_key: Option<&[u8; 32]>) -> Report {
+pub fn verify(input: impl BufRead, public_key: Option<&[u8; 32]>) -> Report {
+    verify_all([input], public_key)
+}
+
+/// Verifies logs that follow one another as one chain, oldest first: a log and the
+/// files its rotations left (`audit.jsonl.1`, then `audit.jsonl`), or what two
+/// readers of a FIFO captured. A file after the first begins with the
+/// `continuation` record whose `prev` is the previous file's last record, so a
+/// file missing, reordered or cut at either end is found.
+pub fn verify_all<R: BufRead>(
+    inputs: impl IntoIterator<Item = R>,
+    public_key: Option<&[u8; 32]>,
+) -> Report {
     let mut verifier = Verifier {
         public_key,
         last: None,
+        input: 0,
         report: Report {
             signatures_checked: public_key.is_some(),
             ..Report::default()
         },
     };
-    let mut buf = Vec::new();
-    let mut line = 0u64;
-    let failure = loop {
-        line += 1;
-        buf.clear();
-        match (&mut input)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) if verifier.report.records == 0 => break Some((None, VerifyErrorKind::Empty)),
-            Ok(0) => break None,
-            Ok(_) => {}
-            Err(e) => break Some((None, VerifyErrorKind::Read(e.kind()))),
+    let mut failure = None;
+    for (index, input) in inputs.into_iter().enumerate() {
+        verifier.input = index;
+        if let Some((line, found)) = verifier.read(input) {
+            failure = Some(VerifyError {
+                input: index,
+                line,
+                seq: found.0,
+                kind: found.1,
+            });
+            break;
         }
-        let Some(text) = buf.strip_suffix(b"\n") else {
-            let kind = if buf.len() >= MAX_LINE {
-                VerifyErrorKind::LineTooLong
-            } else {
-                VerifyErrorKind::PartialLine
-            };
-            break Some((None, kind));
-        };
-        if let Err(failure) = verifier.check(text, line) {
-            break Some(failure);
-        }
-    };
+    }
     let mut report = verifier.report;
-    report.first_error = failure.map(|(seq, kind)| VerifyError { line, seq, kind });
+    report.first_error = failure;
     report
 }
+
+/// Where a record failed, and how.
+type Failure = (u64, (Option<u64>, VerifyErrorKind));
 
 struct Verifier<'k> {
     public_key: Option<&'k [u8; 32]>,
     /// The previous record's seq and chain value.
     last: Option<(u64, [u8; 32])>,
+    /// The input being read.
+    input: usize,
     report: Report,
 }
 
 impl Verifier<'_> {
+    /// Checks every line of one input; the first failure, with its line.
+    fn read(&mut self, mut input: impl BufRead) -> Option<Failure> {
+        let mut buf = Vec::new();
+        let mut line = 0u64;
+        loop {
+            line += 1;
+            buf.clear();
+            match (&mut input)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut buf)
+            {
+                Ok(0) if line == 1 => return Some((line, (None, VerifyErrorKind::Empty))),
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some((line, (None, VerifyErrorKind::Read(e.kind())))),
+            }
+            let Some(text) = buf.strip_suffix(b"\n") else {
+                let kind = if buf.len() >= MAX_LINE {
+                    VerifyErrorKind::LineTooLong
+                } else {
+                    VerifyErrorKind::PartialLine
+                };
+                return Some((line, (None, kind)));
+            };
+            if let Err(failure) = self.check(text, line) {
+                return Some((line, failure));
+            }
+        }
+    }
+
     fn check(&mut self, text: &[u8], line: u64) -> Result<(), (Option<u64>, VerifyErrorKind)> {
         let record =
             Record::parse(text).map_err(|e| (None, VerifyErrorKind::Malformed(e.to_string())))?;
@@ -206,6 +275,8 @@ impl Verifier<'_> {
                 return Err(fail(VerifyErrorKind::BadStart));
             }
             (Payload::Start { .. }, _) => {}
+            // The files before this one were not given: the chain is checked from here.
+            (Payload::Continuation { .. }, None) => {}
             (_, None) => return Err(fail(VerifyErrorKind::MissingStart)),
             (_, Some((last_seq, last_chain))) => {
                 let expected = last_seq.saturating_add(1);
@@ -253,6 +324,16 @@ impl Verifier<'_> {
                 report.unsigned_tail = 1;
             }
             Payload::Event(_) => report.unsigned_tail += 1,
+            Payload::Continuation { detail } => {
+                report.unsigned_tail += 1;
+                report.continuations.push(Continued {
+                    input: self.input,
+                    line,
+                    seq,
+                    reason: detail.get("reason").cloned().unwrap_or_default(),
+                    gap: detail.get("gap").cloned(),
+                });
+            }
             Payload::Recovery { detail } => {
                 report.unsigned_tail += 1;
                 let field = |name: &str| detail.get(name).map(String::as_str).unwrap_or("");

@@ -9,22 +9,35 @@
 //!   half-written; the sink recovers by itself once space is freed;
 //! - a write that still hits a full disk is undone (the file is cut back to where the
 //!   batch began and the chain rewound), its requests refused, and the sink goes on;
-//! - any other write error, and any sync error, fails the sink for good: after a
-//!   failed `fsync` nothing is known about what reached the disk.
+//! - any other write error, and any sync error, fails the sink: its requests are
+//!   refused (after a failed `fsync` nothing is known about what reached the disk).
+//!   A failed sink comes back only by being reopened, into a new file or a FIFO with
+//!   a reader: a FIFO whose reader went away is tried again every [`RETRY`] by
+//!   itself; a regular file when the operator has moved it aside and reloads. The
+//!   reopened log begins with a `continuation` record that names the gap.
+//!
+//! Reopening (on reload) is also how logs rotate: the file being written is closed
+//! with a signed checkpoint, and the chain continues in a new file at the same path.
 
-use std::fs::File;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
 use crate::chain::Chain;
+use crate::error::AuditError;
 use crate::event::Event;
 use crate::keys::ChainKeys;
 use crate::options::FsyncPolicy;
+use crate::tail::sync_parent;
 
 /// Where a request's outcome goes: a value, or why the sink could not take it.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, &'static str>>;
@@ -35,22 +48,54 @@ pub(crate) const MAX_WRITE: usize = 1 << 20;
 const LOW_SPACE: &str = "the audit log's disk has less free space than audit.min_free";
 const DISK_FULL: &str = "the audit log's disk is full (the partial write was undone)";
 
+/// How often a failed FIFO sink is opened again, to see whether a reader is back.
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
+
 /// What callers ask of the writer.
 pub(crate) enum Request {
     // Boxed: the bounded queue preallocates a slot per request.
     Append(Box<Event>, Reply<u64>),
     Checkpoint(Reply<bool>),
+    /// Reopen the log's path (reload): answered even while the sink has failed.
+    Reopen(oneshot::Sender<Result<Reopened, String>>),
 }
 
-/// Why the sink failed for good: a reason for callers, and the cause for the operator.
+/// What reopening the audit log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reopened {
+    /// The path still names the log being written, which works: nothing changed.
+    Unchanged,
+    /// The log continues at the path, in a new file (the old one was moved away, as
+    /// rotation does) or a FIFO that has a reader again, from the `continuation`
+    /// record with this seq.
+    Continued {
+        /// The seq of the `continuation` record that begins it.
+        seq: u64,
+    },
+}
+
+impl fmt::Display for Reopened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unchanged => f.write_str("the log in use is still at its path"),
+            Self::Continued { seq } => write!(f, "the chain continues at its path from seq {seq}"),
+        }
+    }
+}
+
+/// Why the sink failed: a reason for callers, the cause for the operator, and when.
 struct Failure {
     reason: &'static str,
     cause: String,
+    since_unix_ms: u64,
 }
 
 /// State the writer shares with the handles.
 pub(crate) struct Health {
-    failure: OnceLock<Failure>,
+    /// Whether `failure` holds one: read on every append without the lock.
+    failed: AtomicBool,
+    failure: Mutex<Option<Failure>>,
     appended: AtomicU64,
     /// Milliseconds since `epoch` (plus one) at which the current write began; 0 when idle.
     busy_since: AtomicU64,
@@ -65,7 +110,8 @@ pub(crate) struct Health {
 impl Health {
     pub(crate) fn new() -> Self {
         Self {
-            failure: OnceLock::new(),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
             appended: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -74,16 +120,23 @@ impl Health {
         }
     }
 
-    /// Why the sink failed, if it has; a failed sink stays failed.
+    /// Why the sink failed, if it has; it stays failed until it is reopened.
     pub(crate) fn failure(&self) -> Option<&'static str> {
-        self.failure.get().map(|f| f.reason)
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().as_ref().map(|f| f.reason)
     }
 
     /// The failure with its cause, for the operator's log.
     pub(crate) fn failure_detail(&self) -> Option<String> {
-        self.failure
-            .get()
+        self.lock()
+            .as_ref()
             .map(|f| format!("{}: {}", f.reason, f.cause))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Failure>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Events written since open.
@@ -109,10 +162,23 @@ impl Health {
 
     fn fail(&self, reason: &'static str, cause: &io::Error) {
         // The first failure is the one worth reporting.
-        let _ = self.failure.set(Failure {
-            reason,
-            cause: cause.to_string(),
-        });
+        let mut failure = self.lock();
+        if failure.is_none() {
+            *failure = Some(Failure {
+                reason,
+                cause: cause.to_string(),
+                since_unix_ms: unix_ms(),
+            });
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Clears the failure (the log was reopened); returns it.
+    fn recover(&self) -> Option<Failure> {
+        let mut failure = self.lock();
+        self.failed.store(false, Ordering::Release);
+        self.low_space.store(false, Ordering::Relaxed);
+        failure.take()
     }
 
     fn set_busy(&self, busy: bool) {
@@ -129,9 +195,19 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
 /// The writer and everything it owns.
 pub(crate) struct Writer {
+    /// The log's path, which a reopen opens again.
+    pub(crate) path: PathBuf,
     pub(crate) file: File,
+    /// The file's device and inode: whether the path still names it.
+    pub(crate) file_id: (u64, u64),
     /// Whether syncing applies: a regular file (a pipe or device cannot be synced).
     pub(crate) durable: bool,
     /// The file's length (regular files), to undo a write cut short by a full disk.
@@ -148,6 +224,8 @@ pub(crate) struct Writer {
     pub(crate) health: Arc<Health>,
     /// Under group commit, when the oldest write not yet synced was made.
     pub(crate) unsynced: Option<Instant>,
+    /// Reopens asked for in the batch being committed, done after it.
+    pub(crate) reopens: Vec<oneshot::Sender<Result<Reopened, String>>>,
 }
 
 /// A request whose line is in the batch, waiting for the batch's outcome.
@@ -176,9 +254,19 @@ impl Writer {
         while let Some(first) = self.next(&requests) {
             let batch = std::iter::once(first).chain(requests.try_iter().take(self.batch_limit));
             self.commit(batch);
+            for reply in std::mem::take(&mut self.reopens) {
+                let _ = reply.send(self.reopen(REOPENED));
+            }
         }
-        if self.health.failure().is_none()
-            && self.chain.unsigned() > 0
+        if self.health.failure().is_none() {
+            self.close_out();
+        }
+    }
+
+    /// Signs what the file holds with a final checkpoint (if the key is available)
+    /// and syncs it: the file will be written no more.
+    fn close_out(&mut self) {
+        if self.chain.unsigned() > 0
             && self.check_space().is_ok()
             && let Some(line) = self.chain.checkpoint(&*self.keys)
         {
@@ -186,25 +274,109 @@ impl Writer {
             let _ = self.write(&line);
         }
         if self.health.failure().is_none() && self.durable {
+            self.unsynced = None;
             let _ = self.sync();
         }
     }
 
-    /// The next request; under group commit, syncs when the interval runs out first.
+    /// The next request. Under group commit, syncs when the interval runs out
+    /// first; while a FIFO sink has failed, opens it again every [`RETRY`].
     fn next(&mut self, requests: &Receiver<Request>) -> Option<Request> {
         loop {
-            let (FsyncPolicy::Group(interval), Some(since)) = (self.fsync, self.unsynced) else {
+            let sync_in = match (self.fsync, self.unsynced) {
+                (FsyncPolicy::Group(interval), Some(since)) => {
+                    Some(interval.saturating_sub(since.elapsed()))
+                }
+                _ => None,
+            };
+            let retry_in = (!self.durable && self.health.failure().is_some()).then_some(RETRY);
+            let Some(wait) = sync_in.into_iter().chain(retry_in).min() else {
                 return requests.recv().ok();
             };
-            match requests.recv_timeout(interval.saturating_sub(since.elapsed())) {
+            match requests.recv_timeout(wait) {
                 Ok(request) => return Some(request),
                 Err(RecvTimeoutError::Timeout) => {
-                    self.unsynced = None;
-                    let _ = self.sync();
+                    if sync_in.is_some_and(|left| left <= wait) {
+                        self.unsynced = None;
+                        let _ = self.sync();
+                    }
+                    if retry_in.is_some() {
+                        // No reader yet is the usual answer: try again later.
+                        let _ = self.reopen(READER_BACK);
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// Opens the log's path again, and continues the chain there if it names a new
+    /// file or a FIFO to be opened again; see [`Reopened`]. On error the log in use
+    /// stays in use.
+    pub(crate) fn reopen(&mut self, why: &str) -> Result<Reopened, String> {
+        let failure = self.health.failure_detail();
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.file_id => match &failure {
+                None => return Ok(Reopened::Unchanged),
+                Some(failure) if self.durable => {
+                    return Err(format!(
+                        "it failed ({failure}) and cannot be written again in place: move \
+                         it aside (keep it for audit verify), then reload; the chain \
+                         continues in a new file"
+                    ));
+                }
+                Some(_) => {} // a FIFO whose reader went away: open it again
+            },
+            Ok(meta) if meta.is_file() && meta.len() > 0 => {
+                return Err("the path names another file that is not empty: move that \
+                            file away (or back), then reload"
+                    .to_owned());
+            }
+            _ => {}
+        }
+        let (mut file, regular) = open_file(&self.path, false).map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if regular && meta.len() > 0 {
+            return Err("the path names another file that is not empty".to_owned());
+        }
+        if failure.is_none() {
+            self.close_out();
+        }
+        let mut detail = BTreeMap::from([("reason".to_owned(), why.to_owned())]);
+        if let Some(gap) = self.gap() {
+            detail.insert("gap".to_owned(), gap);
+        }
+        let undo = self.chain.clone();
+        let (seq, line) = self.chain.continuation(detail, &*self.keys);
+        let written = file
+            .write_all(line.as_bytes())
+            .and_then(|()| match regular {
+                true => file.sync_data().and_then(|()| sync_parent(&self.path)),
+                false => Ok(()),
+            });
+        if let Err(e) = written {
+            self.chain = undo;
+            return Err(format!("the new log could not be written: {e}"));
+        }
+        self.file = file;
+        self.file_id = (meta.dev(), meta.ino());
+        self.durable = regular;
+        self.len = if regular { line.len() as u64 } else { 0 };
+        self.batch_start = self.len;
+        self.unsynced = None;
+        self.health.recover();
+        Ok(Reopened::Continued { seq })
+    }
+
+    /// What the `continuation` record says of a failure it ends, if any.
+    fn gap(&self) -> Option<String> {
+        let failure = self.health.lock();
+        let failure = failure.as_ref()?;
+        Some(format!(
+            "the sink had failed ({}: {}); from unix ms {} until this record every \
+             request was refused, none answered unaudited",
+            failure.reason, failure.cause, failure.since_unix_ms
+        ))
     }
 
     fn commit(&mut self, batch: impl Iterator<Item = Request>) {
@@ -214,7 +386,7 @@ impl Writer {
             .failure()
             .map_or_else(|| self.check_space(), Err)
         {
-            return batch.for_each(|request| refuse(request, reason));
+            return batch.for_each(|request| self.refuse(request, reason));
         }
         let undo = (self.chain.clone(), self.len);
         self.batch_start = self.len;
@@ -242,6 +414,7 @@ impl Writer {
                     pending.push(Pending::Flag(reply, line.is_some()));
                     lines.extend(line);
                 }
+                Request::Reopen(reply) => self.reopens.push(reply),
             }
             if lines.len() >= MAX_WRITE {
                 outcome = self.write(&lines);
@@ -273,11 +446,11 @@ impl Writer {
                 pending.into_iter().for_each(|p| p.answer(None));
             }
             Err(reason) => {
-                if reason == DISK_FULL {
-                    self.chain = undo.0;
-                }
+                // Every record of the batch was refused: the chain goes on from the
+                // last one answered.
+                self.chain = undo.0;
                 pending.into_iter().for_each(|p| p.answer(Some(reason)));
-                batch.for_each(|request| refuse(request, reason));
+                batch.for_each(|request| self.refuse(request, reason));
             }
         }
     }
@@ -331,7 +504,16 @@ impl Writer {
         result.map_err(|e| self.failed(&e, "syncing the audit log to disk failed"))
     }
 
-    /// Marks the sink failed for good and says why in words an operator can act on.
+    /// Refuses `request` because the sink cannot take it; a reopen still happens.
+    fn refuse(&mut self, request: Request, reason: &'static str) {
+        match request {
+            Request::Append(_, reply) => send(reply, Err(reason)),
+            Request::Checkpoint(reply) => send(reply, Err(reason)),
+            Request::Reopen(reply) => self.reopens.push(reply),
+        }
+    }
+
+    /// Marks the sink failed and says why in words an operator can act on.
     fn failed(&self, error: &io::Error, otherwise: &'static str) -> &'static str {
         let reason = match error.kind() {
             _ if is_space(error) => "the audit log's disk is full",
@@ -351,9 +533,56 @@ fn is_space(error: &io::Error) -> bool {
     )
 }
 
-fn refuse(request: Request, reason: &'static str) {
-    match request {
-        Request::Append(_, reply) => send(reply, Err(reason)),
-        Request::Checkpoint(reply) => send(reply, Err(reason)),
+/// Why a reload reopens the log, as its `continuation` record says.
+const REOPENED: &str = "reopened on reload (log rotation)";
+/// Why a failed FIFO sink is opened again.
+const READER_BACK: &str = "the audit FIFO has a reader again";
+
+/// Opens the log for appending; reports whether it is a regular file (which is then
+/// also readable, for its tail, and locked). With `wait_for_reader`, opening a FIFO
+/// waits for its reader; without, it fails at once when there is none.
+pub(crate) fn open_file(path: &Path, wait_for_reader: bool) -> Result<(File, bool), AuditError> {
+    let io_error = AuditError::open(path);
+    let regular = match std::fs::metadata(path) {
+        Ok(meta) => meta.is_file(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io_error(e)),
+    };
+    let nonblocking = if regular || wait_for_reader {
+        0
+    } else {
+        rustix::fs::OFlags::NONBLOCK.bits() as i32
+    };
+    // Reading a FIFO would make us its reader, so only a regular file is opened for both.
+    let file = OpenOptions::new()
+        .append(true)
+        .read(regular)
+        .create(regular)
+        .mode(0o600)
+        .custom_flags(nonblocking)
+        .open(path)
+        .map_err(&io_error)?;
+    if nonblocking != 0 {
+        // Writes wait for the reader, like a FIFO opened at start.
+        let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| io_error(e.into()))?;
+        rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| io_error(e.into()))?;
     }
+    if file.metadata().map_err(&io_error)?.is_file() != regular {
+        return Err(io_error(io::Error::other(
+            "the path changed type while it was being opened",
+        )));
+    }
+    if regular {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+    }
+    Ok((file, regular))
 }

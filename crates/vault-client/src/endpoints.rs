@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-use crate::error::{Disposition, Error, Failure, classify};
+use crate::error::{Disposition, Error, Failure, classify, handshake_failure};
 use crate::options::Options;
 use crate::session::{self, Session};
 use crate::transport::{Target, TlsSource, channel, local_identity};
@@ -231,6 +231,9 @@ impl Endpoints {
                 Err(Failure::Local(error)) => return Err(error),
                 Err(Failure::Status(status)) => status,
             };
+            if let Some(refused) = self.diagnose(node, &status).await {
+                return Err(refused);
+            }
             match classify(status) {
                 Disposition::Final(error) => return Err(error),
                 Disposition::NewSession(error) if !renewed_session => {
@@ -259,6 +262,32 @@ impl Endpoints {
             }
         }
         Err(last)
+    }
+
+    /// Why a call on `node` broke below gRPC, if it was a TLS refusal.
+    ///
+    /// vaultd refuses a client certificate with a TLS alert that, in TLS 1.3, arrives
+    /// after this side considers the handshake done. The HTTP/2 connection then fails
+    /// with a bare "connection closed" or "broken pipe", and the alert is lost. So when
+    /// a call on a TLS endpoint fails that way, one more handshake, which only reads,
+    /// learns what vaultd says. It costs a connection only when a call has already
+    /// failed; a refusal it finds is final (retrying would be refused again).
+    async fn diagnose(&self, node: usize, status: &tonic::Status) -> Option<Error> {
+        let broke_below_grpc = std::error::Error::source(status)
+            .is_some_and(|cause| cause.is::<tonic::transport::Error>());
+        if !broke_below_grpc {
+            return None;
+        }
+        let (Some(Target::Tls { host, port }), Some(tls)) =
+            (self.nodes.get(node).map(|n| &n.target), &self.tls)
+        else {
+            return None;
+        };
+        let probe = probe_handshake(host, *port, tls.config());
+        tokio::time::timeout(self.options.connect_timeout, probe)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Moves on from `node` to the next endpoint, if nobody already has.
@@ -291,6 +320,34 @@ impl Endpoints {
         }
         true
     }
+}
+
+/// Handshakes with `host:port` and reads once: vaultd either speaks first (its HTTP/2
+/// settings: the certificate was accepted) or sends the alert that refuses it.
+async fn probe_handshake(
+    host: &str,
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> Option<Error> {
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncRead, ReadBuf};
+    let tcp = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+    let name = ServerName::try_from(host.to_owned()).ok()?;
+    let mut stream = match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(error) => return handshake_failure(&error, true),
+    };
+    let mut byte = [0u8; 1];
+    let read = std::future::poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut byte);
+        std::pin::Pin::new(&mut stream).poll_read(cx, &mut buf)
+    })
+    .await;
+    read.err()
+        .and_then(|error| handshake_failure(&error, false))
 }
 
 /// What an attempt without a session needs beyond its channel: nothing.

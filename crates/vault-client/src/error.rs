@@ -64,7 +64,18 @@ pub enum Error {
         #[source]
         source: rustls::Error,
     },
-    /// The caller's certificate was refused or names no identity.
+    /// vaultd refused this client's certificate at the TLS handshake, with the alert
+    /// that names the likely cause. (In TLS 1.3 the alert comes after this side
+    /// considers the handshake done, and the HTTP/2 connection loses it; the client
+    /// then asks once more with a handshake of its own that only reads, to learn it.)
+    #[error("vaultd refused the client certificate: {refusal} (TLS alert {})", alert_name(*alert))]
+    CertificateRefused {
+        /// The likely cause.
+        refusal: CertificateRefusal,
+        /// The alert vaultd sent.
+        alert: rustls::AlertDescription,
+    },
+    /// The caller's certificate was accepted but names no identity vaultd accepts.
     #[error("vaultd refused the client certificate: {message}")]
     Unauthenticated {
         /// vaultd's reason.
@@ -205,7 +216,7 @@ pub enum FileError {
     #[error("the certificate does not parse: {0}")]
     Unparsable(#[source] x509_parser::error::X509Error),
     /// The certificate has expired.
-    #[error("it expired on {}; issue a new one (vaultctl pki issue-client)", asn1_time(*not_after))]
+    #[error("it expired on {}", asn1_time(*not_after))]
     Expired {
         /// When.
         not_after: SystemTime,
@@ -220,6 +231,103 @@ pub enum FileError {
     /// [`vault_proto::identity::identity_of`]'s).
     #[error("{0}")]
     Identity(#[source] IdentityError),
+}
+
+/// Why vaultd refused a client certificate, read from the TLS alert it sent. An alert
+/// names a class of failure, not the exact one (vaultd's log and its
+/// `vaultd_tls_handshakes_refused_total` metric do), so each variant is the likely cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateRefusal {
+    /// `unknown_ca`: not issued by a CA vaultd trusts (`tls.client_ca`); or vaultd
+    /// cannot tell whether it is revoked, because its CRL for that CA has passed its
+    /// next update (or no CRL covers that CA).
+    UnknownCa,
+    /// `certificate_revoked`: a CRL vaultd holds lists it.
+    Revoked,
+    /// `certificate_expired`: expired, or not valid yet, by vaultd's clock.
+    Expired,
+    /// `certificate_required`: no certificate reached vaultd.
+    Missing,
+    /// `bad_certificate`, `unsupported_certificate`, `certificate_unknown` or
+    /// `decrypt_error`: vaultd cannot use it (the wrong extended key usage, such as a
+    /// server certificate; a signature that does not verify; a malformed certificate).
+    Unusable,
+    /// `access_denied`: vaultd's certificate check refused it for its own reasons.
+    AccessDenied,
+}
+
+impl CertificateRefusal {
+    /// The refusal a TLS alert from vaultd means; `None` for alerts that are not
+    /// about this side's certificate.
+    pub fn from_alert(alert: rustls::AlertDescription) -> Option<Self> {
+        use rustls::AlertDescription as A;
+        Some(match alert {
+            A::UnknownCA => Self::UnknownCa,
+            A::CertificateRevoked => Self::Revoked,
+            A::CertificateExpired => Self::Expired,
+            A::CertificateRequired => Self::Missing,
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateUnknown
+            | A::DecryptError => Self::Unusable,
+            A::AccessDenied => Self::AccessDenied,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for CertificateRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UnknownCa => {
+                "it is not from a CA vaultd trusts, or vaultd's CRL for its CA is out of date"
+            }
+            Self::Revoked => "it has been revoked",
+            Self::Expired => "it has expired, or is not valid yet, by vaultd's clock",
+            Self::Missing => "no client certificate reached vaultd",
+            Self::Unusable => {
+                "it is not usable as a client certificate: the wrong extended key usage (a server certificate?), a signature that does not verify, or a malformed certificate"
+            }
+            Self::AccessDenied => "vaultd's certificate check denied it",
+        })
+    }
+}
+
+/// An alert's name as TLS spells it, for the ones a refusal is read from.
+fn alert_name(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::UnknownCA => "unknown_ca".into(),
+        A::CertificateRevoked => "certificate_revoked".into(),
+        A::CertificateExpired => "certificate_expired".into(),
+        A::CertificateRequired => "certificate_required".into(),
+        A::BadCertificate => "bad_certificate".into(),
+        A::UnsupportedCertificate => "unsupported_certificate".into(),
+        A::CertificateUnknown => "certificate_unknown".into(),
+        A::DecryptError => "decrypt_error".into(),
+        A::AccessDenied => "access_denied".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What a failed TLS stream's I/O error says about the handshake: vaultd's refusal of
+/// this side's certificate (an alert), or, during the handshake, this side's own
+/// refusal of vaultd's ([`Error::Tls`]). `None` for anything else.
+pub(crate) fn handshake_failure(error: &std::io::Error, during_handshake: bool) -> Option<Error> {
+    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match tls {
+        rustls::Error::AlertReceived(alert) => {
+            CertificateRefusal::from_alert(*alert).map(|refusal| Error::CertificateRefused {
+                refusal,
+                alert: *alert,
+            })
+        }
+        other if during_handshake => Some(Error::Tls {
+            source: other.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// A certificate time as certificates print it.
@@ -338,7 +446,8 @@ fn tls_failure(status: &tonic::Status) -> Option<rustls::Error> {
 pub(crate) fn classify(status: tonic::Status) -> Disposition {
     // A handshake this side refused will be refused again: final, and named for
     // what it is. (vaultd's refusal of our certificate arrives only after the client
-    // considers the TLS 1.3 handshake done, as a closed connection.)
+    // considers the TLS 1.3 handshake done, and reaches here as a closed connection:
+    // the endpoints' retry loop asks again to learn why, see `Endpoints::diagnose`.)
     if let Some(source) = tls_failure(&status) {
         return Disposition::Final(Error::Tls { source });
     }
@@ -529,6 +638,85 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    #[test]
+    fn vaultds_certificate_alerts_name_the_likely_cause() {
+        use rustls::AlertDescription as A;
+        let refused = |alert| {
+            let io = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::AlertReceived(alert),
+            );
+            handshake_failure(&io, false)
+        };
+        for (alert, expected, name) in [
+            (A::UnknownCA, CertificateRefusal::UnknownCa, "unknown_ca"),
+            (
+                A::CertificateRevoked,
+                CertificateRefusal::Revoked,
+                "certificate_revoked",
+            ),
+            (
+                A::CertificateExpired,
+                CertificateRefusal::Expired,
+                "certificate_expired",
+            ),
+            (
+                A::CertificateRequired,
+                CertificateRefusal::Missing,
+                "certificate_required",
+            ),
+            (
+                A::BadCertificate,
+                CertificateRefusal::Unusable,
+                "bad_certificate",
+            ),
+            (
+                A::UnsupportedCertificate,
+                CertificateRefusal::Unusable,
+                "unsupported_certificate",
+            ),
+            (
+                A::AccessDenied,
+                CertificateRefusal::AccessDenied,
+                "access_denied",
+            ),
+        ] {
+            let error = refused(alert).unwrap();
+            assert!(
+                matches!(&error, Error::CertificateRefused { refusal, .. } if *refusal == expected),
+                "{alert:?}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.starts_with("vaultd refused the client certificate: ")
+                    && message.ends_with(&format!("(TLS alert {name})")),
+                "{message}"
+            );
+            assert_eq!(error.code(), None, "not a gRPC answer");
+        }
+        assert!(
+            refused(A::CertificateRevoked)
+                .unwrap()
+                .to_string()
+                .contains("revoked")
+        );
+        // Alerts about something else, and errors that are not TLS, are not refusals.
+        assert!(refused(A::CloseNotify).is_none());
+        assert!(refused(A::ProtocolVersion).is_none());
+        let plain = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stream closed");
+        assert!(handshake_failure(&plain, true).is_none());
+        // This side's own refusal of vaultd's certificate, during the handshake.
+        let untrusted = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(matches!(
+            handshake_failure(&untrusted, true),
+            Some(Error::Tls { .. })
+        ));
+        assert!(handshake_failure(&untrusted, false).is_none());
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   (seconds) until a revocation evicts it. Keys are [`ApiKeyText`], zeroised, with no
 //!   `Debug` of their secret.
 //! - **Transit** ([`Client::encrypt`], [`Client::decrypt`] and batch forms), and every
-//!   admin call (for `vaultctl`), API keys' included ([`Client::issue_api_key`], …).
+//!   admin call (for `vaultctl`), API keys' included ([`Client::issue_api_key`], …), and
+//!   backups ([`Client::save_snapshot`]: a verified snapshot in a new 0600 file).
 //! - **Retries** with backoff on `UNAVAILABLE`, never on `PERMISSION_DENIED` or any
 //!   other refusal, and never for calls that change state.
 //! - **Errors** ([`Error`]) say which side failed: vaultd's answer (its code, and its
@@ -50,10 +51,10 @@
 // `crate::` paths): environment and options on nothing here; apikey on environment;
 // error on apikey; transport and session on error; endpoints on error, options, session
 // and transport; cache on environment; apikey_cache on apikey, cache, environment and
-// error; client on cache, apikey_cache and endpoints; lease, transit, admin, verify and
-// apikey_admin on client and what is below it; builder on all but transit, admin,
-// verify and apikey_admin, as it starts the background tasks. This root only declares
-// and re-exports.
+// error; client on cache, apikey_cache and endpoints; lease, transit, admin, verify,
+// apikey_admin and snapshot on client and what is below it; builder on all but transit,
+// admin, verify, apikey_admin and snapshot, as it starts the background tasks. This root
+// only declares and re-exports.
 mod admin;
 mod apikey;
 mod apikey_admin;
@@ -67,6 +68,7 @@ mod error;
 mod lease;
 mod options;
 mod session;
+mod snapshot;
 mod transit;
 mod transport;
 mod verify;
@@ -77,8 +79,9 @@ pub use builder::ClientBuilder;
 pub use cache::Lease;
 pub use client::Client;
 pub use environment::{Environment, UnknownEnvironment};
-pub use error::{Error, FileError};
+pub use error::{CertificateRefusal, Error, FileError};
 pub use secrecy::ExposeSecret;
+pub use snapshot::{SavedSnapshot, SnapshotError};
 pub use transit::Plaintext;
 /// Why this client's half of the session cryptography failed ([`Error::LocalCrypto`]),
 /// or why what vaultd sealed did not open ([`Error::SealedAnswer`]).

@@ -189,7 +189,7 @@ impl TlsSource {
     }
 
     /// The configuration for a new connection.
-    fn config(&self) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn config(&self) -> Arc<rustls::ClientConfig> {
         Arc::clone(&self.lock().config)
     }
 

@@ -1,5 +1,7 @@
 //! Certificates for vaultd deployments: a certificate authority, server certificates
-//! and SPIFFE client certificates, with ECDSA P-256 keys (rcgen over ring).
+//! and SPIFFE client certificates, with ECDSA P-256 keys (rcgen over ring); and their
+//! lifecycle: renewal with a fresh key ([`Authority::renew`]), revocation recorded in
+//! the CA directory and published as a signed CRL ([`Revocations`]).
 //!
 //! `vaultd dev` uses it to make a throw-away PKI, and `vaultctl pki` to make one for a
 //! real deployment. Private keys are held in zeroising buffers and written with mode
@@ -7,21 +9,25 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+mod authority;
+mod certificate;
+mod files;
+mod revocation;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
-};
-use ring::rand::{SecureRandom, SystemRandom};
-use time::{Duration, OffsetDateTime};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
 use zeroize::Zeroizing;
 
-/// Why a certificate could not be made or loaded.
+pub use authority::Authority;
+pub use certificate::{BadSerial, Certificate, Serial, Subject};
+pub use files::{write_private, write_public};
+pub use revocation::{
+    CRL_FILE, Published, REVOKED_FILE, Reason, Revocation, Revocations, Revoked, UnknownReason,
+    check_next_update,
+};
+
+/// Why a certificate could not be made, read, renewed or revoked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
@@ -40,13 +46,133 @@ pub enum PkiError {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
-    /// A validity of zero days, or one too long to represent.
-    #[error("validity must be 1..=3650 days, not {0}")]
-    Validity(u32),
+    /// A validity outside what this kind of certificate may have.
+    #[error("{} must be valid for 1..={} days, not {days}", kind.name(), kind.max_days())]
+    Validity {
+        /// The days asked for.
+        days: u32,
+        /// The kind of certificate.
+        kind: Kind,
+    },
+    /// A CRL's validity outside 1 hour ..= 366 days.
+    #[error("a CRL's next update must be 1 hour to 366 days away, not {}", human(*.0))]
+    NextUpdate(Duration),
+    /// PEM text held no certificate, or one that does not parse as X.509.
+    #[error("{what} is not a PEM X.509 certificate")]
+    Unparsable {
+        /// What it should have been, e.g. "the CA certificate".
+        what: &'static str,
+    },
+    /// The CA certificate is not a CA (no basic constraints saying so).
+    #[error("the CA certificate is not a certificate authority (basic constraints)")]
+    NotAnAuthority,
+    /// The CA key does not belong to the CA certificate.
+    #[error("the CA key does not belong to the CA certificate")]
+    KeyMismatch,
+    /// The certificate was not issued by this CA, so its CRL cannot revoke it.
+    #[error("the certificate was issued by {issuer:?}, not by this CA ({authority:?})")]
+    OtherIssuer {
+        /// The certificate's issuer.
+        issuer: String,
+        /// This CA's name.
+        authority: String,
+    },
+    /// The certificate names neither one SPIFFE ID (a client) nor DNS or IP names for
+    /// server authentication (a server), so there is nothing to renew it as.
+    #[error(
+        "the certificate is neither a client certificate with one SPIFFE ID nor a server certificate with DNS or IP names"
+    )]
+    NothingToRenew,
+    /// A file in the CA directory could not be read or written.
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "write".
+        doing: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The revocation list in the CA directory does not parse.
+    #[error("{} is damaged: {source}", path.display())]
+    RevocationFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's reason (it names the line).
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An entry of the revocation list is not one vault-pki wrote.
+    #[error("{} is damaged: entry {entry} has {problem}", path.display())]
+    RevocationEntry {
+        /// The file.
+        path: PathBuf,
+        /// The entry, counting from 1.
+        entry: usize,
+        /// What is wrong, e.g. "a serial that is not hexadecimal".
+        problem: &'static str,
+    },
 }
 
 fn rcgen_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
     move |source| PkiError::Certificate { what, source }
+}
+
+/// What a certificate is for, and so how long it may live.
+///
+/// Leaf certificates are short-lived on purpose: a short life bounds what a stolen key
+/// is worth and keeps CRLs short, and renewing costs nothing at run time because
+/// vault-client re-reads its certificate files when they change and vaultd re-reads
+/// its own on `SIGHUP`. The CA lives long, since replacing it means reissuing every
+/// certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A certificate authority: 5 years by default, at most 10.
+    Authority,
+    /// vaultd's server certificate: 90 days by default, at most 397 (the longest
+    /// public CAs may issue).
+    Server,
+    /// A client's SPIFFE certificate: 30 days by default, at most 365.
+    Client,
+}
+
+impl Kind {
+    /// The validity used when none is asked for, in days.
+    pub const fn default_days(self) -> u32 {
+        match self {
+            Kind::Authority => 1825,
+            Kind::Server => 90,
+            Kind::Client => 30,
+        }
+    }
+
+    /// The longest validity accepted, in days.
+    pub const fn max_days(self) -> u32 {
+        match self {
+            Kind::Authority => 3650,
+            Kind::Server => 397,
+            Kind::Client => 365,
+        }
+    }
+
+    /// "a CA", "a server certificate", "a client certificate".
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Authority => "a CA",
+            Kind::Server => "a server certificate",
+            Kind::Client => "a client certificate",
+        }
+    }
+
+    /// `days`, if this kind may have it.
+    fn check(self, days: u32) -> Result<u32, PkiError> {
+        if days == 0 || days > self.max_days() {
+            return Err(PkiError::Validity { days, kind: self });
+        }
+        Ok(days)
+    }
 }
 
 /// A PEM private key, wiped from memory on drop.
@@ -65,134 +191,8 @@ pub struct Issued {
     pub cert_pem: String,
     /// The private key, PKCS#8 PEM.
     pub key: PrivateKeyPem,
-}
-
-/// A certificate authority that signs server and client certificates.
-pub struct Authority {
-    issuer: Issuer<'static, KeyPair>,
-    cert_pem: String,
-}
-
-/// The longest validity accepted, in days.
-const MAX_DAYS: u32 = 3650;
-
-fn validity(params: &mut CertificateParams, days: u32) -> Result<(), PkiError> {
-    if days == 0 || days > MAX_DAYS {
-        return Err(PkiError::Validity(days));
-    }
-    let now = OffsetDateTime::now_utc();
-    // A minute of slack for clocks that are slightly behind.
-    params.not_before = now - Duration::minutes(1);
-    params.not_after = now + Duration::days(i64::from(days));
-    Ok(())
-}
-
-/// A random 128-bit serial number, positive as RFC 5280 asks.
-fn random_serial() -> Result<SerialNumber, PkiError> {
-    let mut serial = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut serial)
-        .map_err(|_| PkiError::Random)?;
-    serial[0] = (serial[0] & 0x7f) | 0x01;
-    Ok(SerialNumber::from(serial.to_vec()))
-}
-
-impl Authority {
-    /// Generates a CA named `common_name`, valid for `days`.
-    pub fn generate(common_name: &str, days: u32) -> Result<Self, PkiError> {
-        let key = KeyPair::generate().map_err(rcgen_error("generating the CA key"))?;
-        let mut params =
-            CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error("CA parameters"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial()?);
-        validity(&mut params, days)?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(rcgen_error("self-signing the CA"))?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// Loads a CA from its certificate and private key, both PEM.
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(key_pem).map_err(rcgen_error("reading the CA key"))?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
-            .map_err(rcgen_error("reading the CA certificate"))?;
-        Ok(Self {
-            issuer,
-            cert_pem: cert_pem.to_owned(),
-        })
-    }
-
-    /// The CA certificate, PEM: what servers and clients trust.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// The CA private key, PEM.
-    pub fn key_pem(&self) -> PrivateKeyPem {
-        PrivateKeyPem(Zeroizing::new(self.issuer.key().serialize_pem()))
-    }
-
-    fn sign(&self, mut params: CertificateParams, days: u32) -> Result<Issued, PkiError> {
-        let key = KeyPair::generate().map_err(rcgen_error("generating a key"))?;
-        params.serial_number = Some(random_serial()?);
-        validity(&mut params, days)?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(rcgen_error("signing the certificate"))?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key: PrivateKeyPem(Zeroizing::new(key.serialize_pem())),
-        })
-    }
-
-    /// A server certificate for `dns_names` and `ips`, valid for `days`.
-    pub fn issue_server(
-        &self,
-        dns_names: &[String],
-        ips: &[IpAddr],
-        days: u32,
-    ) -> Result<Issued, PkiError> {
-        let mut params =
-            CertificateParams::new(dns_names.to_vec()).map_err(rcgen_error("server names"))?;
-        params
-            .subject_alt_names
-            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        if let Some(name) = dns_names.first() {
-            params.distinguished_name.push(DnType::CommonName, name);
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params, days)
-    }
-
-    /// A client certificate whose only URI SAN is `spiffe_id`, valid for `days`.
-    pub fn issue_client(&self, spiffe_id: &str, days: u32) -> Result<Issued, PkiError> {
-        check_spiffe_id(spiffe_id)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(rcgen_error("client parameters"))?;
-        let uri = spiffe_id
-            .try_into()
-            .map_err(|_| PkiError::SpiffeId(spiffe_id.to_owned()))?;
-        params.subject_alt_names.push(SanType::URI(uri));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, spiffe_id);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params, days)
-    }
+    /// When the certificate stops being valid.
+    pub not_after: SystemTime,
 }
 
 /// Checks `spiffe://<trust-domain>/<path>` with a non-empty trust domain and path.
@@ -218,87 +218,37 @@ pub fn check_spiffe_id(id: &str) -> Result<(), PkiError> {
     }
 }
 
-/// Writes `contents` to a new file at `path` with mode 0600. Refuses to overwrite.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+/// A time as RFC 3339 in UTC to the second, e.g. `2026-01-31T12:00:00Z`: how the
+/// revocation list stores times, and how `vaultctl` shows them.
+pub fn rfc3339(at: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
-/// Writes a public file (certificate, CA) with mode 0644. Refuses to overwrite.
-pub fn write_public(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+/// A duration in the largest whole unit that fits, for messages.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match () {
+        () if s >= 86_400 && s.is_multiple_of(86_400) => format!("{} days", s / 86_400),
+        () if s >= 3600 && s.is_multiple_of(3600) => format!("{} hours", s / 3600),
+        () => format!("{s} seconds"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use x509_parser::extensions::GeneralName;
-    use x509_parser::pem::parse_x509_pem;
-
-    fn uris(pem: &str) -> Vec<String> {
-        let (_, pem) = parse_x509_pem(pem.as_bytes()).unwrap();
-        let cert = pem.parse_x509().unwrap();
-        let san = cert.subject_alternative_name().unwrap().unwrap();
-        san.value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                GeneralName::URI(u) => Some((*u).to_owned()),
-                _ => None,
-            })
-            .collect()
-    }
 
     #[test]
-    fn client_certificates_carry_one_spiffe_id_and_a_bounded_validity() {
-        let ca = Authority::generate("test CA", 30).unwrap();
-        let client = ca
-            .issue_client("spiffe://billing.example/svc/gateway", 7)
-            .unwrap();
-        assert_eq!(
-            uris(&client.cert_pem),
-            ["spiffe://billing.example/svc/gateway"]
-        );
-        let (_, pem) = parse_x509_pem(client.cert_pem.as_bytes()).unwrap();
-        let cert = pem.parse_x509().unwrap();
-        let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
-            / 86_400;
-        assert_eq!(days, 7);
-        assert!(client.key.expose_secret().contains("PRIVATE KEY"));
-    }
-
-    #[test]
-    fn a_loaded_ca_issues_certificates_that_chain_to_it() {
-        let ca = Authority::generate("CA", 30).unwrap();
-        let loaded = Authority::load(ca.cert_pem(), ca.key_pem().expose_secret()).unwrap();
-        let leaf = loaded.issue_server(&["localhost".into()], &[], 1).unwrap();
-        let (_, ca_pem) = parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
-        let ca_cert = ca_pem.parse_x509().unwrap();
-        let (_, leaf_pem) = parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();
-        let leaf_cert = leaf_pem.parse_x509().unwrap();
-        assert_eq!(leaf_cert.issuer(), ca_cert.subject());
-        assert!(
-            leaf_cert
-                .verify_signature(Some(ca_cert.public_key()))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn bad_input_is_refused() {
-        let ca = Authority::generate("CA", 1).unwrap();
+    fn spiffe_ids_are_checked() {
         for id in [
             "https://a/b",
             "spiffe://",
@@ -308,23 +258,35 @@ mod tests {
             "spiffe://d/a//b",
             "spiffe://d/../x",
         ] {
-            assert!(ca.issue_client(id, 1).is_err(), "{id}");
+            assert!(check_spiffe_id(id).is_err(), "{id}");
         }
-        assert!(matches!(
-            Authority::generate("CA", 0),
-            Err(PkiError::Validity(0))
-        ));
-        assert!(Authority::load("not pem", "not pem").is_err());
+        check_spiffe_id("spiffe://billing.example/svc/gateway").unwrap();
     }
 
     #[test]
-    fn private_files_are_0600_and_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.pem");
-        write_private(&path, b"k").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert!(write_private(&path, b"other").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"k");
+    fn validity_bounds_depend_on_the_kind() {
+        assert_eq!(Kind::Client.check(30).unwrap(), 30);
+        assert!(Kind::Client.check(366).is_err());
+        assert!(Kind::Server.check(397).is_ok());
+        assert!(Kind::Server.check(398).is_err());
+        assert!(Kind::Authority.check(3650).is_ok());
+        for kind in [Kind::Authority, Kind::Server, Kind::Client] {
+            assert!(kind.check(0).is_err());
+            assert!(kind.check(kind.default_days()).is_ok());
+        }
+        let message = Kind::Client.check(400).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "a client certificate must be valid for 1..=365 days, not 400"
+        );
+    }
+
+    #[test]
+    fn times_print_as_rfc3339_utc() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 3_723);
+        assert_eq!(rfc3339(at), "2026-01-01T01:02:03Z");
+        assert_eq!(human(Duration::from_secs(7 * 86_400)), "7 days");
+        assert_eq!(human(Duration::from_secs(7200)), "2 hours");
+        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
     }
 }

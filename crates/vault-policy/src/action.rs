@@ -38,6 +38,7 @@ pub enum Permission {
     PolicyReload,
     AuditRead,
     BreakglassApprove,
+    SnapshotSave,
 }
 
 const OPERATIONS: [(Operation, &str); 5] = [
@@ -48,7 +49,7 @@ const OPERATIONS: [(Operation, &str); 5] = [
     (Operation::ApiKeysVerify, "apikeys.verify"),
 ];
 
-const PERMISSIONS: [(Permission, &str); 17] = [
+const PERMISSIONS: [(Permission, &str); 18] = [
     (Permission::Status, "status"),
     (Permission::Unseal, "unseal"),
     (Permission::Seal, "seal"),
@@ -66,6 +67,7 @@ const PERMISSIONS: [(Permission, &str); 17] = [
     (Permission::PolicyReload, "policy.reload"),
     (Permission::AuditRead, "audit.read"),
     (Permission::BreakglassApprove, "breakglass.approve"),
+    (Permission::SnapshotSave, "snapshot.save"),
 ];
 
 /// An operation or a permission: what a `[[deny]]` can name.

@@ -15,7 +15,11 @@ use crate::{Deny, Grant, PolicySet, Rate, Role, RuleKind, RuleRef, TenantRule};
 
 /// Why a policy file was rejected. The whole set is rejected with it.
 #[derive(Debug, thiserror::Error)]
-#[error("{}:{line}: {kind}", file.display())]
+#[error(
+    "{}{}: {kind}",
+    file.display(),
+    match line { 0 => String::new(), n => format!(":{n}") }
+)]
 pub struct PolicyError {
     /// The file (or directory) at fault.
     pub file: PathBuf,

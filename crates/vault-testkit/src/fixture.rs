@@ -64,7 +64,7 @@ pub struct Fixture {
 }
 
 fn operator_policy() -> String {
-    const PERMISSIONS: [&str; 17] = [
+    const PERMISSIONS: [&str; 18] = [
         "status",
         "unseal",
         "seal",
@@ -81,6 +81,7 @@ fn operator_policy() -> String {
         "apikeys.revoke",
         "policy.reload",
         "audit.read",
+        "snapshot.save",
         "breakglass.approve",
     ];
     let permissions: Vec<String> = PERMISSIONS.iter().map(|p| format!("\"{p}\"")).collect();

@@ -12,6 +12,7 @@ mod apikeys;
 mod leases;
 mod payload;
 mod policy;
+mod snapshot;
 
 use payload::{
     metadata, open_shares, open_value, seal_shares, share_params, status_response, tenant_keys,
@@ -657,5 +658,14 @@ impl Admin for AdminService {
         let result = permit!(self, call, PoliciesOp)
             .and_then(|grant| policy::check(&self.shared.policies, &grant, request.get_ref()));
         self.shared.finish(call, result).await
+    }
+
+    type SnapshotStream = snapshot::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        snapshot::serve(&self.shared, request).await
     }
 }

@@ -1,7 +1,7 @@
 //! Offline verification of an audit log.
 
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use vault_audit::VerifyErrorKind;
@@ -13,7 +13,11 @@ fn plural(n: u64, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
-pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Result<(), CliError> {
+pub(crate) fn verify(
+    files: &[PathBuf],
+    public_key: Option<&Path>,
+    out: Output,
+) -> Result<(), CliError> {
     let key = public_key
         .map(|path| {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -31,15 +35,26 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
             })
         })
         .transpose()?;
-    let log = std::fs::File::open(file)
-        .map_err(|e| CliError::invalid(format!("cannot open {}: {e}", file.display())))?;
-    let report = vault_audit::verify(BufReader::new(log), key.as_ref());
+    let logs = files
+        .iter()
+        .map(|file| {
+            std::fs::File::open(file)
+                .map(BufReader::new)
+                .map_err(|e| CliError::invalid(format!("cannot open {}: {e}", file.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = vault_audit::verify_all(logs, key.as_ref());
     let error = report.first_error.as_ref();
+    let name = |input: usize| {
+        files
+            .get(input)
+            .map_or_else(String::new, |f| f.display().to_string())
+    };
     out.emit(
         || {
             let mut lines = Vec::new();
             match error {
-                Some(e) => lines.push(format!("FAILED: {}: {e}", file.display())),
+                Some(e) => lines.push(format!("FAILED: {}: {e}", name(e.input))),
                 None => lines.push(format!(
                     "ok: {}, {}, {}",
                     plural(report.records, "record"),
@@ -63,6 +78,9 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
             }
             for recovery in &report.recoveries {
                 lines.push(format!("recovered: {recovery}"));
+            }
+            for continued in &report.continuations {
+                lines.push(format!("continued in {}: {continued}", name(continued.input)));
             }
             if let Some(VerifyErrorKind::PartialLine) = error.map(|e| &e.kind) {
                 lines.push(
@@ -92,7 +110,19 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
                     "torn_bytes": r.torn_bytes,
                     "moved_to": r.moved_to,
                 })).collect::<Vec<_>>(),
-                "error": error.map(|e| json!({ "line": e.line, "seq": e.seq, "message": e.to_string() })),
+                "continuations": report.continuations.iter().map(|c| json!({
+                    "file": name(c.input),
+                    "line": c.line,
+                    "seq": c.seq,
+                    "reason": c.reason,
+                    "gap": c.gap,
+                })).collect::<Vec<_>>(),
+                "error": error.map(|e| json!({
+                    "file": name(e.input),
+                    "line": e.line,
+                    "seq": e.seq,
+                    "message": e.to_string(),
+                })),
             })
         },
     );
@@ -100,7 +130,11 @@ pub(crate) fn verify(file: &Path, public_key: Option<&Path>, out: Output) -> Res
         None => Ok(()),
         Some(e) => Err(CliError::new(
             Exit::CheckFailed,
-            format!("the audit log failed verification at line {}", e.line),
+            format!(
+                "the audit log failed verification in {} at line {}",
+                name(e.input),
+                e.line
+            ),
         )
         .hint("compare with a trusted copy; everything before that line verified")),
     }

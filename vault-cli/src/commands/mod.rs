@@ -7,4 +7,5 @@ pub(crate) mod operator;
 pub(crate) mod pki;
 pub(crate) mod policy;
 pub(crate) mod secret;
+pub(crate) mod snapshot;
 pub(crate) mod transit;

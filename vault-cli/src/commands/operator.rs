@@ -11,6 +11,7 @@ use vault_crypto::Passphrase;
 use zeroize::Zeroizing;
 
 use crate::cli::{InitArgs, QuorumArgs, RekeyArgs, ShareOutput, UnsealArgs};
+use crate::custodians;
 use crate::error::{CliError, Exit};
 use crate::input;
 use crate::output::Output;
@@ -73,8 +74,18 @@ enum ShareSink {
     /// One 0600 file per custodian, each optionally under its own passphrase.
     Files {
         dir: PathBuf,
-        passphrases: Option<Vec<Passphrase>>,
+        protection: Protection,
     },
+}
+
+/// How each share file is protected.
+enum Protection {
+    /// Written as `vs1-…` (mode 0600): the custodian takes the file away.
+    None,
+    /// Each under its own passphrase.
+    Passphrases(Vec<Passphrase>),
+    /// Each encrypted to its custodian's age key.
+    Custodians(Vec<custodians::Custodian>),
 }
 
 impl ShareSink {
@@ -93,24 +104,32 @@ impl ShareSink {
         vault_pki::write_private(&probe, b"")
             .map_err(|e| CliError::invalid(format!("cannot write in {}: {e}", dir.display())))?;
         std::fs::remove_file(&probe)?;
-        let passphrases = match output.passphrase_protect {
-            false => None,
-            true => Some(
+        let listed = custodians::custodians(&output.recipient, output.recipients_file.as_deref())?;
+        let protection = match (listed, output.passphrase_protect) {
+            (Some(listed), _) if listed.len() != count as usize => {
+                return Err(CliError::invalid(format!(
+                    "{} custodians named for {count} shares: name one per share",
+                    listed.len()
+                )));
+            }
+            (Some(listed), _) => Protection::Custodians(listed),
+            (None, true) => Protection::Passphrases(
                 (1..=count)
                     .map(|i| input::new_passphrase(&format!("share {i}")))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
+            (None, false) => Protection::None,
         };
         Ok(ShareSink::Files {
             dir: dir.clone(),
-            passphrases,
+            protection,
         })
     }
 
     /// Hands the shares out. If a file cannot be written, the shares not yet written
     /// are printed rather than lost.
     fn deliver(self, shares: &[Share], out: Output, threshold: u32) -> Result<(), CliError> {
-        let ShareSink::Files { dir, passphrases } = self else {
+        let ShareSink::Files { dir, protection } = self else {
             eprintln!(
                 "These {} shares are shown once and stored nowhere. Give one to each custodian; any {threshold} unseal vaultd.",
                 shares.len()
@@ -120,14 +139,36 @@ impl ShareSink {
         };
         let mut files = Vec::new();
         for (i, share) in shares.iter().enumerate() {
-            let path = dir.join(format!("share-{}.txt", i + 1));
-            let text = match passphrases.as_ref().and_then(|p| p.get(i)) {
-                Some(passphrase) => vault_crypto::sharefile::protect(share, passphrase)
-                    .map(Zeroizing::new)
-                    .map_err(|e| std::io::Error::other(e.to_string())),
-                None => Ok(Zeroizing::new(format!("{}\n", share.encode().as_str()))),
+            let (path, contents) = match &protection {
+                Protection::None => (
+                    dir.join(format!("share-{}.txt", i + 1)),
+                    Ok(Zeroizing::new(
+                        format!("{}\n", share.encode().as_str()).into_bytes(),
+                    )),
+                ),
+                Protection::Passphrases(passphrases) => (
+                    dir.join(format!("share-{}.txt", i + 1)),
+                    passphrases
+                        .get(i)
+                        .ok_or_else(|| std::io::Error::other("no passphrase for this share"))
+                        .and_then(|passphrase| {
+                            vault_crypto::sharefile::protect(share, passphrase)
+                                .map(|text| Zeroizing::new(text.into_bytes()))
+                                .map_err(|e| std::io::Error::other(e.to_string()))
+                        }),
+                ),
+                Protection::Custodians(listed) => match listed.get(i) {
+                    Some(custodian) => (
+                        dir.join(format!("share-{}.age", custodian.name)),
+                        custodian.seal(share).map(Zeroizing::new),
+                    ),
+                    None => (
+                        dir.join(format!("share-{}.age", i + 1)),
+                        Err(std::io::Error::other("no custodian for this share")),
+                    ),
+                },
             };
-            if let Err(e) = text.and_then(|text| vault_pki::write_private(&path, text.as_bytes())) {
+            if let Err(e) = contents.and_then(|bytes| vault_pki::write_private(&path, &bytes)) {
                 eprintln!(
                     "vaultctl: cannot write {}: {e}\nThe shares from number {} on exist only below: copy them now.",
                     path.display(),
@@ -144,7 +185,11 @@ impl ShareSink {
                 format!(
                     "wrote {} share files (mode 0600{}) in {}: give one to each custodian; any {threshold} unseal vaultd",
                     files.len(),
-                    if passphrases.is_some() { ", passphrase-protected" } else { "" },
+                    match protection {
+                        Protection::None => "",
+                        Protection::Passphrases(_) => ", passphrase-protected",
+                        Protection::Custodians(_) => ", each encrypted to its custodian's age key",
+                    },
                     dir.display()
                 )
             },
@@ -220,7 +265,7 @@ pub(crate) async fn unseal(
         _ => {}
     }
     let share = match &args.share_file {
-        Some(path) => input::share_file(path)?,
+        Some(path) => input::share_file(path, &args.identity)?,
         None => input::share_prompt("unseal share (input hidden): ")?,
     };
     let nonce = (!status.unseal_nonce.is_empty()).then_some(status.unseal_nonce.as_str());
@@ -286,7 +331,7 @@ pub(crate) async fn rekey(client: &Client, args: &RekeyArgs, out: Output) -> Res
         ));
     }
     let threshold = current_threshold(client).await?;
-    let current = input::quorum(&args.quorum.share_files, threshold)?;
+    let current = input::quorum(&args.quorum.share_files, &args.quorum.identity, threshold)?;
     let sink = ShareSink::prepare(&args.output, args.shares)?;
     let shares = client.rekey(&current, args.threshold, args.shares).await?;
     eprintln!("the share set was replaced: the old shares no longer unseal vaultd");
@@ -299,7 +344,7 @@ pub(crate) async fn rotate_root_key(
     out: Output,
 ) -> Result<(), CliError> {
     let threshold = current_threshold(client).await?;
-    let shares = input::quorum(&args.share_files, threshold)?;
+    let shares = input::quorum(&args.share_files, &args.identity, threshold)?;
     let version = client.rotate_root_key(&shares).await?;
     out.emit(
         || {

@@ -9,8 +9,10 @@
 )]
 
 mod apikeys;
+mod custodians;
 mod failures;
 mod offline;
+mod pki;
 mod prompt;
 mod story;
 

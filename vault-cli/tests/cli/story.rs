@@ -203,7 +203,7 @@ fn operator_story() {
     snapshot(
         &tampered.stderr,
         &format!(
-            "vaultctl: the audit log failed verification at line {line}
+            "vaultctl: the audit log failed verification in [..]audit-copy.jsonl at line {line}
              compare with a trusted copy; everything before that line verified"
         ),
     );

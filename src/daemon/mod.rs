@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vault_audit::{AuditLog, AuditOptions, Decision, Event};
+use vault_audit::{AuditLog, AuditOptions, Event};
 use vault_crypto::arena::Pool;
 use vault_crypto::clock::SharedClock;
 use vault_proto::v1::admin_server::AdminServer;
@@ -35,6 +35,13 @@ use crate::transport::{
     DRAIN, ReloadableTls, Router, TlsLimits, bind_socket, route, serve_tls, serve_unix,
 };
 use crate::vault::{Vault, VaultOptions};
+
+mod check;
+mod reload;
+
+pub use check::{Problem, check};
+
+pub use reload::{LogLevelHook, ReloadReport, Restart};
 
 /// Why the daemon did not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +102,7 @@ pub struct Daemon {
     shared: Arc<Shared>,
     upkeep: Arc<Upkeep>,
     tls: Arc<ReloadableTls>,
+    reload: reload::Source,
 }
 
 /// Locked memory one lease session holds: its key and ring's expanded key, a 1 KiB
@@ -135,23 +143,27 @@ impl LockedMemory {
             .saturating_add(VAULT_LOCKED_BYTES)
     }
 
+    /// Whether the pools can all be locked under `RLIMIT_MEMLOCK`.
+    fn fits(&self, config: &Config) -> Result<(), StartError> {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+        let needed = self.total() as u64;
+        match limit {
+            Some(limit) if limit < needed => Err(StartError::LockedMemory {
+                sessions: config.leases.max_sessions,
+                tenant_keys: config.keys.tenant_key_cache,
+                needed_kib: needed / 1024,
+                limit_kib: limit / 1024,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a configuration whose pools could not all be locked under
     /// `RLIMIT_MEMLOCK`, then gives each pool its budget, so that no pool can take
     /// what another needs: sessions need no permission, and a wildcard transit grant
     /// can touch any number of tenants.
     fn apply(&self, config: &Config) -> Result<(), StartError> {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
-        let needed = self.total() as u64;
-        if let Some(limit) = limit
-            && limit < needed
-        {
-            return Err(StartError::LockedMemory {
-                sessions: config.leases.max_sessions,
-                tenant_keys: config.keys.tenant_key_cache,
-                needed_kib: needed / 1024,
-                limit_kib: limit / 1024,
-            });
-        }
+        self.fits(config)?;
         vault_crypto::arena::set_budget(Pool::Sessions, self.sessions);
         vault_crypto::arena::set_budget(Pool::Tenants, self.tenants);
         vault_crypto::arena::set_budget(Pool::Vault, VAULT_LOCKED_BYTES);
@@ -170,7 +182,7 @@ impl Daemon {
     /// [`ManualClock`](vault_crypto::clock::ManualClock) instead of sleeping).
     pub fn open_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         LockedMemory::of(&config).apply(&config)?;
-        let tls = Arc::new(ReloadableTls::load(config.tls.clone())?);
+        let tls = Arc::new(ReloadableTls::load(&config.tls)?);
         let policies = Policies::load(&config.policy_dir)?;
         let store_error = |source| StartError::Store {
             path: config.storage_path.clone(),
@@ -228,12 +240,26 @@ impl Daemon {
             metrics: Arc::new(Metrics::new()),
         });
         Ok(Self {
+            reload: reload::Source::new(config.clone()),
             config,
             vault,
             shared,
             upkeep: Arc::new(upkeep),
             tls,
         })
+    }
+
+    /// Re-reads `path` on every reload (SIGHUP): the file this configuration came
+    /// from. Without it a reload re-reads the files the configuration names.
+    pub fn reload_from(mut self, path: PathBuf) -> Self {
+        self.reload.path = Some(path);
+        self
+    }
+
+    /// Applies a changed `log_level` on reload through `apply`.
+    pub fn on_log_level(mut self, apply: reload::LogLevelHook) -> Self {
+        self.reload.log_level = Some(apply);
+        self
     }
 
     /// The vault, for the console bootstrap of `vaultd dev` (before serving).
@@ -309,7 +335,10 @@ impl Daemon {
                 grpc,
                 Arc::clone(&self.tls),
                 self.config.identities,
-                TlsLimits::new(&self.config.limits),
+                TlsLimits::new(
+                    &self.config.limits,
+                    self.shared.metrics.handshakes_refused.clone(),
+                ),
                 Router::new(tls_routes, self.config.limits.request_timeout),
                 stopped.clone(),
             )),
@@ -345,6 +374,7 @@ impl Daemon {
             tls: self.tls,
             stop,
             tasks,
+            reload: self.reload,
         })
     }
 }
@@ -373,60 +403,10 @@ pub struct Running {
     tls: Arc<ReloadableTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-/// What a reload changed; each part fails on its own and keeps the old state.
-#[derive(Debug)]
-pub struct ReloadReport {
-    /// The TLS certificates, key, client CA and CRLs.
-    pub tls: Result<(), crate::tls::TlsError>,
-    /// The policies: grants, denies and roles loaded.
-    pub policies: Result<(usize, usize, usize), vault_policy::PolicyError>,
+    reload: reload::Source,
 }
 
 impl Running {
-    /// Reloads the TLS files and the policies (SIGHUP). New connections get the new
-    /// certificates; established ones stay, unless their client certificate no longer
-    /// verifies (then they are closed). Audited.
-    pub async fn reload(&self) -> ReloadReport {
-        let report = ReloadReport {
-            tls: self.tls.reload(),
-            policies: self.shared.policies.reload_on_signal(),
-        };
-        let mut event = Event {
-            decision: match (&report.tls, &report.policies) {
-                (Ok(()), Ok(_)) => Decision::Allow,
-                _ => Decision::Error,
-            },
-            ..Event::default()
-        };
-        event
-            .detail
-            .insert("tls".into(), outcome_text(report.tls.as_ref().map(|_| ())));
-        event.detail.insert(
-            "policies".into(),
-            outcome_text(report.policies.as_ref().map(|_| ())),
-        );
-        match &report.tls {
-            Ok(()) => tracing::info!("reloaded TLS certificates, key, client CA and CRLs"),
-            Err(e) => {
-                tracing::warn!("TLS reload failed, the previous files stay in force: {e}")
-            }
-        }
-        match &report.policies {
-            Ok((grants, denies, roles)) => {
-                tracing::info!("reloaded policies: {grants} grants, {denies} denies, {roles} roles")
-            }
-            Err(e) => {
-                tracing::warn!("policy reload failed, the previous policies stay in force: {e}")
-            }
-        }
-        if let Err(e) = system_event(&self.shared.audit, "system.reload", event).await {
-            tracing::error!("the reload could not be audited: {e}");
-        }
-        report
-    }
-
     /// Stops accepting, lets requests in flight finish (for a bounded time), writes
     /// a final signed checkpoint if unsealed, and releases the store and audit log.
     /// Says whether the audit log had stopped the daemon serving.
@@ -471,15 +451,8 @@ pub struct Stopped {
     pub audit_failure: Option<String>,
 }
 
-fn outcome_text(result: Result<(), &impl std::fmt::Display>) -> String {
-    match result {
-        Ok(()) => "reloaded".to_owned(),
-        Err(e) => format!("kept the previous set: {e}"),
-    }
-}
-
 /// The `[apikeys]` settings as custody keeps them.
-fn api_key_settings(config: &crate::config::ApiKeysConfig) -> ApiKeySettings {
+pub(crate) fn api_key_settings(config: &crate::config::ApiKeysConfig) -> ApiKeySettings {
     let windows = |[burst, per_minute, per_day]: [u32; 3]| RateWindows {
         burst,
         per_minute,
