@@ -41,6 +41,18 @@ pub(crate) struct Shared {
     pub(crate) audit: AuditLog,
     pub(crate) refusals: RefusalBudget,
     pub(crate) metrics: Arc<Metrics>,
+    /// What `Admin.Reload` runs: installed by the daemon when it serves.
+    pub(crate) reloader: std::sync::OnceLock<std::sync::Weak<dyn Reload>>,
+}
+
+/// Reloads the daemon as SIGHUP does (the daemon implements it).
+pub(crate) trait Reload: Send + Sync {
+    /// Reloads; the report as the API answers it.
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = vault_proto::v1::ReloadResponse> + Send + '_>,
+    >;
 }
 
 /// The largest decoded request: generous for batches, small enough to bound memory.

@@ -44,6 +44,8 @@ pub(crate) enum ApiError {
     Policy(vault_policy::PolicyError),
     /// The work panicked on the blocking pool (a bug; the cause is in the log).
     Panicked,
+    /// The daemon is starting or stopping: what was asked needs it serving.
+    NotServing,
     /// An API key did not verify.
     ApiKey(KeyAnswer),
     /// A rate limit or quota refused; counted for a summary record, not recorded alone.
@@ -286,6 +288,9 @@ fn status(e: &ApiError) -> Status {
         ),
         ApiError::UnknownLease => Status::not_found("unknown or expired lease"),
         ApiError::Exhausted(what) => Status::resource_exhausted(*what),
+        ApiError::NotServing => {
+            Status::unavailable("vaultd is starting or stopping; try again in a moment")
+        }
         ApiError::Audit(inner) => Status::unavailable(format!(
             "the audit log cannot be written, so the request was refused: {inner}"
         )),

@@ -238,6 +238,7 @@ impl Daemon {
             audit,
             refusals: RefusalBudget::new(config.audit.refusals_per_second, clock),
             metrics: Arc::new(Metrics::new()),
+            reloader: std::sync::OnceLock::new(),
         });
         Ok(Self {
             reload: reload::Source::new(config.clone()),
@@ -365,16 +366,23 @@ impl Daemon {
                 stopped,
             )));
         }
+        let reloader = Arc::new(reload::Reloader {
+            source: self.reload,
+            tls: Arc::clone(&self.tls),
+            shared: Arc::clone(&self.shared),
+            upkeep: Arc::clone(&self.upkeep),
+        });
+        let installed: Arc<dyn crate::api::Reload> = reloader.clone();
+        let _ = self.shared.reloader.set(Arc::downgrade(&installed));
         Ok(Running {
             grpc_addr: addrs.0,
             http_addr: addrs.1,
             socket: listen.socket.clone(),
             shared: self.shared,
             upkeep: self.upkeep,
-            tls: self.tls,
             stop,
             tasks,
-            reload: self.reload,
+            reloader,
         })
     }
 }
@@ -400,10 +408,9 @@ pub struct Running {
     socket: Option<PathBuf>,
     shared: Arc<Shared>,
     upkeep: Arc<Upkeep>,
-    tls: Arc<ReloadableTls>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    reload: reload::Source,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Running {

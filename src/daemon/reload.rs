@@ -12,13 +12,17 @@
 //! CRL at the same path) and the audit log is still reopened.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use vault_audit::{Decision, Event, Reopened};
+use vault_proto::v1;
 
 use super::{Running, api_key_settings};
+use crate::api::Shared;
 use crate::audit::system_event;
 use crate::config::{ApiKeysConfig, Config, ConfigError, LogLevel};
+use crate::custody::Upkeep;
+use crate::transport::ReloadableTls;
 
 /// Puts a new log level in force (the daemon's log subscriber).
 pub type LogLevelHook = Box<dyn Fn(LogLevel) -> Result<(), String> + Send + Sync>;
@@ -66,6 +70,63 @@ pub struct ReloadReport {
 }
 
 impl ReloadReport {
+    /// Each part's outcome in words: config (if read from a file), tls, policies,
+    /// audit, and what was applied.
+    fn parts(&self, from_file: bool) -> Vec<(&'static str, Result<String, String>)> {
+        let mut parts = Vec::new();
+        if from_file {
+            parts.push((
+                "config",
+                self.config
+                    .as_ref()
+                    .map(|()| "read again".to_owned())
+                    .map_err(|e| format!("nothing in it was applied: {e}")),
+            ));
+        }
+        parts.push((
+            "tls",
+            self.tls
+                .as_ref()
+                .map(|()| "certificates, key, client CA and CRLs read again".to_owned())
+                .map_err(|e| format!("the previous files stay in force: {e}")),
+        ));
+        parts.push((
+            "policies",
+            self.policies
+                .as_ref()
+                .map(|(g, d, r)| format!("{g} grants, {d} denies, {r} roles"))
+                .map_err(|e| format!("the previous policies stay in force: {e}")),
+        ));
+        parts.push((
+            "audit",
+            self.audit
+                .as_ref()
+                .map(ToString::to_string)
+                .map_err(|e| format!("the log was not reopened: {e}")),
+        ));
+        if !self.applied.is_empty() {
+            parts.push(("applied", Ok(self.applied.join(", "))));
+        }
+        parts
+    }
+
+    /// The report as `Admin.Reload` answers it.
+    fn to_proto(&self) -> v1::ReloadResponse {
+        v1::ReloadResponse {
+            complete: self.is_complete(),
+            parts: self
+                .parts(true)
+                .into_iter()
+                .map(|(part, outcome)| v1::ReloadPart {
+                    part: part.to_owned(),
+                    ok: outcome.is_ok(),
+                    outcome: outcome.unwrap_or_else(|e| e),
+                })
+                .collect(),
+            needs_restart: self.needs_restart.iter().map(|r| r.0.to_owned()).collect(),
+        }
+    }
+
     /// Everything reloaded, and nothing waits for a restart.
     pub fn is_complete(&self) -> bool {
         self.config.is_ok()
@@ -77,10 +138,33 @@ impl ReloadReport {
 }
 
 impl Running {
-    /// Reloads (SIGHUP): see the module documentation. New connections get the new
-    /// certificates; established ones stay, unless their client certificate no
-    /// longer verifies (then they are closed). Logged and audited.
+    /// Reloads (SIGHUP, and `Admin.Reload`): see the module documentation. New
+    /// connections get the new certificates; established ones stay, unless their
+    /// client certificate no longer verifies (then they are closed). Logged and
+    /// audited.
     pub async fn reload(&self) -> ReloadReport {
+        self.reloader.reload().await
+    }
+}
+
+/// What a reload works on: shared by the daemon's signal handling and `Admin.Reload`.
+pub(super) struct Reloader {
+    pub(super) source: Source,
+    pub(super) tls: Arc<ReloadableTls>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) upkeep: Arc<Upkeep>,
+}
+
+impl crate::api::Reload for Reloader {
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = v1::ReloadResponse> + Send + '_>> {
+        Box::pin(async move { Reloader::reload(self).await.to_proto() })
+    }
+}
+
+impl Reloader {
+    async fn reload(&self) -> ReloadReport {
         let mut report = self.apply_file();
         report.audit = self.shared.audit.reopen().await;
         self.record(&report).await;
@@ -90,7 +174,7 @@ impl Running {
     /// Reads the configuration file and puts its live settings in force; the audit
     /// log is left to the caller.
     fn apply_file(&self) -> ReloadReport {
-        let source = &self.reload;
+        let source = &self.source;
         let mut in_force = source.in_force.lock().unwrap_or_else(|p| p.into_inner());
         let (config, file) = match &source.path {
             None => (Ok(()), in_force.clone()),
@@ -150,60 +234,25 @@ impl Running {
             },
             ..Event::default()
         };
-        let mut note = |part: &str, outcome: Result<String, String>| {
-            match &outcome {
-                Ok(done) => tracing::info!("reload: {part}: {done}"),
-                Err(e) => tracing::warn!("reload: {part}: {e}"),
-            }
-            let text = outcome.unwrap_or_else(|e| e);
-            event.detail.insert(part.to_owned(), text);
-        };
-        if self.reload.path.is_some() {
-            note(
-                "config",
-                report
-                    .config
-                    .as_ref()
-                    .map(|()| "read again".to_owned())
-                    .map_err(|e| format!("nothing in it was applied: {e}")),
-            );
-        }
-        note(
-            "tls",
-            report
-                .tls
-                .as_ref()
-                .map(|()| "certificates, key, client CA and CRLs read again".to_owned())
-                .map_err(|e| format!("the previous files stay in force: {e}")),
-        );
-        note(
-            "policies",
-            report
-                .policies
-                .as_ref()
-                .map(|(g, d, r)| format!("{g} grants, {d} denies, {r} roles"))
-                .map_err(|e| format!("the previous policies stay in force: {e}")),
-        );
-        note(
-            "audit",
-            report
-                .audit
-                .as_ref()
-                .map(ToString::to_string)
-                .map_err(|e| format!("the log was not reopened: {e}")),
-        );
-        if !report.applied.is_empty() {
-            note("applied", Ok(report.applied.join(", ")));
-        }
+        let mut parts = report.parts(self.source.path.is_some());
         if !report.needs_restart.is_empty() {
             let keys: Vec<_> = report.needs_restart.iter().map(|r| r.0).collect();
-            note(
+            parts.push((
                 "needs_restart",
                 Err(format!(
                     "changed but in force only after a restart: {}",
                     keys.join(", ")
                 )),
-            );
+            ));
+        }
+        for (part, outcome) in parts {
+            match &outcome {
+                Ok(done) => tracing::info!("reload: {part}: {done}"),
+                Err(e) => tracing::warn!("reload: {part}: {e}"),
+            }
+            event
+                .detail
+                .insert(part.to_owned(), outcome.unwrap_or_else(|e| e));
         }
         if let Err(e) = system_event(&self.shared.audit, "system.reload", event).await {
             tracing::error!("the reload could not be audited: {e}");

@@ -251,6 +251,7 @@ pub(super) const RPCS: &[Rpc] = &[
         Some(v1::revoke_leases_request::Selector::LeaseId(id)) => ctx.lease(id),
         _ => false,
     })),
+    rpc!("Admin", "Reload", v1::ReloadRequest => v1::ReloadResponse, keep),
     rpc!("Admin", "ReloadPolicies", v1::ReloadPoliciesRequest => v1::ReloadPoliciesResponse,
         keep),
     rpc!("Admin", "CheckPolicy", v1::CheckPolicyRequest => v1::CheckPolicyResponse, keep),

@@ -182,6 +182,7 @@ impl Outsider {
                 })
                 .await,
             ),
+            "/vault.v1.Admin/Reload" => code(a.reload(v1::ReloadRequest {}).await),
             "/vault.v1.Admin/ReloadPolicies" => {
                 code(a.reload_policies(v1::ReloadPoliciesRequest {}).await)
             }

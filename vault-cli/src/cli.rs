@@ -67,6 +67,10 @@ pub(crate) enum Command {
     Unseal(UnsealArgs),
     /// Seals vaultd: every key, session and lease is wiped.
     Seal,
+    /// Reloads vaultd as SIGHUP does (vaultd.toml, TLS files and CRLs, policies, log
+    /// level, API-key limits; the audit log reopened) and says what each part did;
+    /// exits 8 if a part failed or a changed setting waits for a restart.
+    Reload,
     /// Replaces the share set, given a quorum of current shares.
     Rekey(RekeyArgs),
     /// Root-key operations.

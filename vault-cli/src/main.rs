@@ -62,6 +62,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         Command::Init(args) => operator::init(&connect(Via::SocketOrTls)?, args, out).await,
         Command::Unseal(args) => operator::unseal(&connect(Via::SocketOrTls)?, args, out).await,
         Command::Seal => operator::seal(&connect(Via::SocketOrTls)?, out).await,
+        Command::Reload => operator::reload(&connect(Via::Tls)?, out).await,
         Command::Rekey(args) => operator::rekey(&connect(Via::Tls)?, args, out).await,
         Command::RootKey(RootKeyCommand::Rotate(args)) => {
             operator::rotate_root_key(&connect(Via::Tls)?, args, out).await

@@ -451,6 +451,17 @@ impl Client {
             .await
     }
 
+    /// Reloads the daemon as SIGHUP does, and says what each part did. Not retried:
+    /// a reload that reached vaultd has taken effect.
+    pub async fn reload(&self) -> Result<v1::ReloadResponse, Error> {
+        self.inner
+            .endpoints
+            .call(Retry::Once, |a| async move {
+                Ok(admin(&a).reload(v1::ReloadRequest {}).await?.into_inner())
+            })
+            .await
+    }
+
     /// Explains how the daemon's loaded policies decide a request.
     pub async fn check_policy(
         &self,

@@ -1,7 +1,7 @@
 //! `vault.v1.Admin`: lifecycle, write-only secrets, tenants, leases and policy.
 //! No handler returns a secret's plaintext; shares and values travel sealed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
@@ -540,6 +540,24 @@ impl Admin for AdminService {
                 })
             })
             .await
+    }
+
+    async fn reload(
+        &self,
+        request: Request<v1::ReloadRequest>,
+    ) -> Result<Response<v1::ReloadResponse>, Status> {
+        let mut call = self.shared.call("admin.reload", &request)?;
+        let result = match permit!(self, call, PoliciesOp) {
+            Ok(_) => match self.shared.reloader.get().and_then(Weak::upgrade) {
+                Some(reloader) => {
+                    self.shared.intent(&call).await?;
+                    Ok(reloader.reload().await)
+                }
+                None => Err(ApiError::NotServing),
+            },
+            Err(e) => Err(e),
+        };
+        self.shared.finish(call, result).await
     }
 
     async fn issue_api_key(

@@ -302,6 +302,46 @@ pub(crate) async fn unseal(
     Ok(())
 }
 
+pub(crate) async fn reload(client: &Client, out: Output) -> Result<(), CliError> {
+    let report = client.reload().await?;
+    out.emit(
+        || {
+            let mut lines: Vec<String> = report
+                .parts
+                .iter()
+                .map(|p| {
+                    let mark = if p.ok { "ok" } else { "FAILED" };
+                    format!("{}: {mark}: {}", p.part, p.outcome)
+                })
+                .collect();
+            if !report.needs_restart.is_empty() {
+                lines.push(format!(
+                    "needs a restart: {}",
+                    report.needs_restart.join(", ")
+                ));
+            }
+            lines.join("\n")
+        },
+        || {
+            json!({
+                "complete": report.complete,
+                "parts": report.parts.iter().map(|p| json!({
+                    "part": p.part, "ok": p.ok, "outcome": p.outcome,
+                })).collect::<Vec<_>>(),
+                "needs_restart": report.needs_restart,
+            })
+        },
+    );
+    match report.complete {
+        true => Ok(()),
+        false => Err(CliError::new(
+            Exit::CheckFailed,
+            "the reload was not complete: what failed keeps its previous version",
+        )
+        .hint("fix what the lines above name and reload again; settings that need a restart take effect when vaultd restarts")),
+    }
+}
+
 pub(crate) async fn seal(client: &Client, out: Output) -> Result<(), CliError> {
     client.seal().await?;
     out.emit(

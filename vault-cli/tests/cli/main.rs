@@ -14,6 +14,7 @@ mod failures;
 mod offline;
 mod pki;
 mod prompt;
+mod reload;
 mod story;
 
 use std::io::Write;
