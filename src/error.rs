@@ -55,6 +55,13 @@ pub enum Error {
         /// The vault's generation.
         current: u32,
     },
+    /// VerifyRekey found no rekey waiting to be verified.
+    #[error("no rekey is waiting to be verified; rekey first")]
+    NoPendingRekey,
+    /// The pending rekey was made against a share set or root keys that have changed
+    /// since (another rekey was verified, or the root key rotated).
+    #[error("the pending rekey was made before the share set or root key changed; rekey again")]
+    StaleRekey,
     /// The share's index was already submitted in this attempt.
     #[error("share {0} was already submitted in this attempt")]
     DuplicateShare(u8),

@@ -8,6 +8,7 @@
 //! | key                               | record                |
 //! |-----------------------------------|-----------------------|
 //! | `seal`                            | `SealRecord`          |
+//! | `seal-pending`                    | `PendingRekey`        |
 //! | `system/<name>`                   | `SystemKeyRecord`     |
 //! | `tenant/<tenant>`                 | `TenantRecord`        |
 //! | `secret/<tenant>/<env>/<name>`    | `SecretRecord`        |
@@ -26,6 +27,8 @@ use crate::storage::StoredValue;
 
 /// Key of the seal record.
 pub(crate) const SEAL_KEY: &[u8] = b"seal";
+/// Key of a rekey's share set until a quorum of it is verified.
+pub(crate) const PENDING_REKEY_KEY: &[u8] = b"seal-pending";
 
 pub(crate) fn system_key(name: &str) -> Vec<u8> {
     format!("system/{name}").into_bytes()
@@ -131,6 +134,23 @@ pub(crate) struct SealRecord {
     pub current_root: u32,
     /// Set while a root-key rotation is rewrapping records; cleared when it completes.
     pub rotation: Option<RootRotation>,
+    pub created_unix: u64,
+}
+
+/// A new share set made by a rekey, not yet in force: the root keys wrapped under
+/// its unseal key. It replaces the seal record's set only once a quorum of its shares
+/// has been shown to open it, so a rekey whose shares never reached the custodians
+/// leaves the current set valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PendingRekey {
+    /// The seal record's generation when the rekey was made: the set is stale once
+    /// that changes.
+    pub base_generation: u32,
+    pub generation: u32,
+    pub threshold: u8,
+    pub shares: u8,
+    /// The same root versions as the seal record's, wrapped under the new unseal key.
+    pub roots: Vec<WrappedRoot>,
     pub created_unix: u64,
 }
 
@@ -269,6 +289,7 @@ macro_rules! records {
 }
 records!(
     SealRecord,
+    PendingRekey,
     SystemKeyRecord,
     TenantRecord,
     SecretRecord,

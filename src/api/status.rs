@@ -217,7 +217,9 @@ impl From<ApiError> for Status {
 
 fn vault_status(e: &Error) -> Status {
     match e {
-        Error::Uninitialised => Status::failed_precondition(e.to_string()),
+        Error::Uninitialised | Error::NoPendingRekey | Error::StaleRekey => {
+            Status::failed_precondition(e.to_string())
+        }
         Error::Sealed => Status::unavailable(e.to_string()),
         Error::AlreadyInitialised | Error::AlreadyUnsealed | Error::UnsealNonceMismatch => {
             Status::failed_precondition(e.to_string())

@@ -222,6 +222,14 @@ impl Custody {
         self.vault().rekey(current, threshold, shares)
     }
 
+    pub(crate) fn verify_rekey(
+        &self,
+        _: &Authorized<RekeyOp>,
+        new: Vec<Share>,
+    ) -> Result<(u32, u8, u8)> {
+        self.vault().verify_rekey(new)
+    }
+
     pub(crate) fn rotate_root_key(
         &self,
         _: &Authorized<RotateRootOp>,

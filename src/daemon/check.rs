@@ -75,14 +75,14 @@ fn directory_of(path: &Path) -> Result<(), String> {
     }
 }
 
-/// The data file's directory exists; an existing data file opens (a redb file, not
-/// held by another vaultd).
+/// The data file's directory exists; an existing data file opens read-only (a redb
+/// file, not held by another vaultd, not in need of repair). Nothing is written.
 fn data_file(path: &Path) -> Result<(), String> {
     directory_of(path)?;
     if !path.exists() {
         return Ok(());
     }
-    RedbStore::open(path).map(drop).map_err(|e| {
+    RedbStore::check_existing(path).map_err(|e| {
         StartError::Store {
             path: path.to_owned(),
             source: e.into(),

@@ -220,6 +220,10 @@ pub(super) const RPCS: &[Rpc] = &[
         let sealed = shares(ctx, op::REKEY, &mut m.current_shares);
         Some(ctx.session(&mut m.session_id) | sealed)
     }),
+    rpc!("Admin", "VerifyRekey", v1::VerifyRekeyRequest => v1::VerifyRekeyResponse, |m, ctx| {
+        let sealed = shares(ctx, op::VERIFY_REKEY, &mut m.new_shares);
+        Some(ctx.session(&mut m.session_id) | sealed)
+    }),
     rpc!("Admin", "RotateRootKey", v1::RotateRootKeyRequest => v1::RotateRootKeyResponse,
     |m, ctx| {
         let sealed = shares(ctx, op::ROTATE_ROOT_KEY, &mut m.shares);

@@ -120,6 +120,20 @@ impl RedbStore {
     /// process (or another `RedbStore`) has open is refused too. An existing file that other
     /// users may read or write is opened, with a warning in the log.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_writable(path)
+    }
+
+    /// Checks that the existing data file at `path` would open, without changing it:
+    /// a redb file, not held by another process, and not in need of the repair that
+    /// opening it for writing would do (start vaultd once to let it recover).
+    pub fn check_existing(path: &Path) -> Result<(), StoreError> {
+        Database::builder()
+            .open_read_only(path)
+            .map(drop)
+            .map_err(StoreError::from)
+    }
+
+    fn open_writable(path: &Path) -> Result<Self, StoreError> {
         let file = match files::create_private(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => OpenOptions::new()

@@ -224,6 +224,23 @@ fn rekey_replaces_the_share_set() {
         (new.len(), new[0].threshold(), new[0].generation()),
         (3, 2, 2)
     );
+    // Pending: the current shares still unseal, as if the new ones had been lost.
+    f.vault.seal().unwrap();
+    unseal_with(&f.vault, &shares[2..5]).unwrap();
+    assert!(matches!(
+        f.vault.verify_rekey(shares[..3].iter().map(copy).collect()),
+        Err(Error::StaleShare { .. })
+    ));
+    assert_eq!(
+        f.vault
+            .verify_rekey(new[..2].iter().map(copy).collect())
+            .unwrap(),
+        (2, 2, 3)
+    );
+    assert!(matches!(
+        f.vault.verify_rekey(new[..2].iter().map(copy).collect()),
+        Err(Error::NoPendingRekey)
+    ));
     f.vault.seal().unwrap();
     assert!(matches!(
         f.vault.unseal(copy(&shares[0]), None),
@@ -241,6 +258,30 @@ fn rekey_replaces_the_share_set() {
             .expose_secret(),
         b"rekey-survives"
     );
+}
+
+#[test]
+fn a_pending_rekey_is_replaced_by_the_next_and_made_stale_by_a_root_rotation() {
+    let (f, shares) = fresh(VaultOptions::default());
+    unseal_with(&f.vault, &shares[..3]).unwrap();
+    let quorum = || shares[..3].iter().map(copy).collect::<Vec<_>>();
+    let first = f.vault.rekey(quorum(), 2, 3).unwrap();
+    let second = f.vault.rekey(quorum(), 2, 3).unwrap();
+    assert!(second[0].generation() > first[0].generation());
+    // Only the latest pending set verifies.
+    assert!(
+        f.vault
+            .verify_rekey(first[..2].iter().map(copy).collect())
+            .is_err()
+    );
+    f.vault.rotate_root_key(quorum()).unwrap();
+    assert!(matches!(
+        f.vault.verify_rekey(second[..2].iter().map(copy).collect()),
+        Err(Error::StaleRekey)
+    ));
+    // The current set still works.
+    f.vault.seal().unwrap();
+    unseal_with(&f.vault, &shares[..3]).unwrap();
 }
 
 #[test]

@@ -11,7 +11,8 @@ use super::keyring::{Keyring, SYSTEM_KEYS};
 use super::{SealState, State, Vault};
 use crate::error::{Error, Result};
 use crate::records::{
-    self, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord, WrappedRoot, system_key,
+    self, PENDING_REKEY_KEY, PendingRekey, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord,
+    WrappedRoot, system_key,
 };
 use crate::storage::{StoreError, Transaction};
 
@@ -214,48 +215,103 @@ impl Vault {
         }
     }
 
-    /// Replaces the share set (new threshold and count) given a quorum of current
-    /// shares. The root key is unchanged; the old shares stop working.
+    /// Makes a new share set (new threshold and count) given a quorum of current
+    /// shares, and returns it. The set is **pending**: the current shares keep
+    /// working until [`Vault::verify_rekey`] is given a quorum of the new ones, so new
+    /// shares lost on their way to the custodians strand nothing. A rekey replaces an
+    /// earlier pending set. The root key is unchanged.
     pub fn rekey(
         &self,
         current: Vec<Share>,
         threshold: usize,
         shares: usize,
     ) -> Result<Vec<Share>> {
-        let mut state = self.write_state();
+        let state = self.write_state();
         if matches!(*state, State::Uninitialised) {
             return Err(Error::Uninitialised);
         }
         let record = self.seal_record()?;
         let (old_key, roots) = open_quorum(&current, &record)?;
         drop((old_key, current));
+        // Past any earlier pending set too, so shares of two pending sets never mix.
+        let earlier = self.pending_rekey()?.map_or(0, |p| p.generation);
         let generation = record
             .generation
+            .max(earlier)
             .checked_add(1)
             .ok_or(Error::CounterExhausted("share-set generation"))?;
         let new_key = UnsealKey::generate(generation)?;
         let split = shamir::split(&new_key, threshold, shares).map_err(sharing)?;
-        let mut next = record.clone();
-        next.generation = generation;
-        next.threshold = split.first().map_or(0, Share::threshold);
-        next.shares = u8::try_from(split.len()).unwrap_or(u8::MAX);
-        next.roots = roots
-            .iter()
-            .map(|root| {
-                Ok(WrappedRoot {
-                    version: root.version(),
-                    wrapped: new_key.wrap_root_key(root)?,
+        let pending = PendingRekey {
+            base_generation: record.generation,
+            generation,
+            threshold: split.first().map_or(0, Share::threshold),
+            shares: u8::try_from(split.len()).unwrap_or(u8::MAX),
+            roots: roots
+                .iter()
+                .map(|root| {
+                    Ok(WrappedRoot {
+                        version: root.version(),
+                        wrapped: new_key.wrap_root_key(root)?,
+                    })
                 })
-            })
-            .collect::<Result<_>>()?;
-        self.replace_seal_record(&record, &next)?;
+                .collect::<Result<_>>()?,
+            created_unix: self.now_unix(),
+        };
         drop((roots, new_key));
         scrub_stack();
+        let txn = Transaction::new()
+            .require_eq(SEAL_KEY, records::encode(&record))
+            .put(PENDING_REKEY_KEY, records::encode(&pending));
+        self.store.transact(txn)?;
+        drop(state);
+        Ok(split)
+    }
+
+    /// Puts the pending share set in force, given a quorum of its shares: they are
+    /// shown to open its wrapped root keys first. From then on the old shares are
+    /// refused. Returns the set's generation, threshold and size.
+    pub fn verify_rekey(&self, new: Vec<Share>) -> Result<(u32, u8, u8)> {
+        let mut state = self.write_state();
+        if matches!(*state, State::Uninitialised) {
+            return Err(Error::Uninitialised);
+        }
+        let record = self.seal_record()?;
+        let pending = self.pending_rekey()?.ok_or(Error::NoPendingRekey)?;
+        let versions = |roots: &[WrappedRoot]| roots.iter().map(|r| r.version).collect::<Vec<_>>();
+        if pending.base_generation != record.generation
+            || versions(&pending.roots) != versions(&record.roots)
+        {
+            return Err(Error::StaleRekey);
+        }
+        let next = SealRecord {
+            generation: pending.generation,
+            threshold: pending.threshold,
+            shares: pending.shares,
+            roots: pending.roots.clone(),
+            ..record.clone()
+        };
+        let (new_key, roots) = open_quorum(&new, &next)?;
+        drop((new_key, roots, new));
+        let txn = Transaction::new()
+            .require_eq(SEAL_KEY, records::encode(&record))
+            .require_eq(PENDING_REKEY_KEY, records::encode(&pending))
+            .put(SEAL_KEY, records::encode(&next))
+            .delete(PENDING_REKEY_KEY);
+        self.store.transact(txn)?;
         // Progress towards unsealing with the old share set is now meaningless.
         if let State::Sealed(progress) = &mut *state {
             *progress = None;
         }
-        Ok(split)
+        Ok((next.generation, next.threshold, next.shares))
+    }
+
+    /// The rekey waiting to be verified, if any.
+    fn pending_rekey(&self) -> Result<Option<PendingRekey>> {
+        match self.store.get(PENDING_REKEY_KEY)? {
+            Some(value) => Ok(Some(records::decode(PENDING_REKEY_KEY, &value)?)),
+            None => Ok(None),
+        }
     }
 
     /// Rotates the root key: creates version n+1, rewraps every tenant and system key

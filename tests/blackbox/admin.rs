@@ -131,32 +131,60 @@ async fn lifecycle_init_unseal_restart_rekey_rotate() {
         .put_secret("acme", "live", "byok/openai", b"sk-before-rekey")
         .await;
 
-    // Rekey: 3 current shares → a new 2-of-3 set; the old set stops working.
+    // Rekey: 3 current shares → a new 2-of-3 set, pending until verified.
     let (_, session) = vault.session(OPERATOR).await;
-    let new_shares: Vec<Vec<u8>> = admin
-        .rekey(v1::RekeyRequest {
-            session_id: session.id.clone(),
-            current_shares: sealed_shares(&session, op::REKEY, &shares[..3]),
-            threshold: 2,
-            share_count: 3,
-        })
+    let rekey = |session: &ClientSession| v1::RekeyRequest {
+        session_id: session.id.clone(),
+        current_shares: sealed_shares(session, op::REKEY, &shares[..3]),
+        threshold: 2,
+        share_count: 3,
+    };
+    let opened = |session: &ClientSession, answer: v1::RekeyResponse| {
+        answer
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let aad = SessionAad::share(op::REKEY_NEW, Direction::ToClient, i);
+                session
+                    .key
+                    .open(&aad, &s.envelope)
+                    .unwrap()
+                    .expose_secret()
+                    .to_vec()
+            })
+            .collect::<Vec<Vec<u8>>>()
+    };
+    // A rekey whose answer is lost on its way: nothing changed for the custodians.
+    let lost = admin.rekey(rekey(&session)).await.unwrap().into_inner();
+    drop(lost);
+    vault.restart().await;
+    let mut admin = vault.admin();
+    vault.unseal(&shares[2..5]).await;
+    let (_, session) = vault.session(OPERATOR).await;
+    let answer = admin.rekey(rekey(&session)).await.unwrap().into_inner();
+    let new_shares = opened(&session, answer);
+    assert_eq!(new_shares.len(), 3);
+    // Too few of the new shares, or the old ones, do not verify it.
+    let verify = |session: &ClientSession, quorum: &[Vec<u8>]| v1::VerifyRekeyRequest {
+        session_id: session.id.clone(),
+        new_shares: sealed_shares(session, op::VERIFY_REKEY, quorum),
+    };
+    expect_code(
+        admin.verify_rekey(verify(&session, &shares[..3])).await,
+        Code::InvalidArgument,
+    );
+    let set = admin
+        .verify_rekey(verify(&session, &new_shares[1..]))
         .await
         .unwrap()
-        .into_inner()
-        .shares
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let aad = SessionAad::share(op::REKEY_NEW, Direction::ToClient, i);
-            session
-                .key
-                .open(&aad, &s.envelope)
-                .unwrap()
-                .expose_secret()
-                .to_vec()
-        })
-        .collect();
-    assert_eq!(new_shares.len(), 3);
+        .into_inner();
+    assert_eq!((set.threshold, set.share_count), (2, 3));
+    // Nothing left to verify.
+    expect_code(
+        admin.verify_rekey(verify(&session, &new_shares[1..])).await,
+        Code::FailedPrecondition,
+    );
 
     // Root-key rotation with a quorum of the new set.
     let rotated = admin

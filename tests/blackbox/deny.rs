@@ -100,6 +100,13 @@ impl Outsider {
                 })
                 .await,
             ),
+            "/vault.v1.Admin/VerifyRekey" => code(
+                a.verify_rekey(v1::VerifyRekeyRequest {
+                    session_id,
+                    new_shares: vec![share().unwrap(), share().unwrap()],
+                })
+                .await,
+            ),
             "/vault.v1.Admin/RotateRootKey" => code(
                 a.rotate_root_key(v1::RotateRootKeyRequest {
                     session_id,

@@ -337,6 +337,14 @@ async fn restore_refuses_a_running_node_another_vault_and_a_damaged_snapshot_and
         out.contains("rolled back") && out.contains("erase them again"),
         "{out}"
     );
+    // Not only tenants: what was revoked, rotated or disabled since is back too.
+    assert!(
+        out.contains("API keys revoked since work again")
+            && out.contains("revoke them again")
+            && out.contains("secret versions disabled since hold their values again")
+            && out.contains("rotate those secrets again"),
+        "{out}"
+    );
     a.restart().await;
     a.unseal(&a_shares[..2]).await;
     let (mut gateway, session) = a.session(GATEWAY).await;
@@ -386,7 +394,21 @@ async fn snapshots_need_the_permission_are_one_at_a_time_and_are_served_sealed()
         stalled_bytes.extend_from_slice(&chunk.data);
     }
     assert!(stalled_bytes.len() > 12 * 1024 * 1024);
-    digest_hex(&stalled_bytes);
+    // Read late, it is still whole: it verifies, and its outcome record has its digest.
+    let stalled_digest = digest_hex(&stalled_bytes);
+    let stalled_dir = tempfile::tempdir().unwrap();
+    let stalled_file = write(stalled_dir.path(), "stalled.vsnap", &stalled_bytes);
+    let (code, out, err) = vaultd_snapshot(&[OsStr::new("verify"), stalled_file.as_os_str()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&stalled_digest), "{out}");
+    assert!(
+        a.audit_lines()
+            .iter()
+            .any(|l| l.contains("\"admin.snapshot\"")
+                && l.contains(BACKUP)
+                && l.contains(&stalled_digest)),
+        "the stalled snapshot's outcome is recorded"
+    );
     // Once one is done, the next is served; sealed too (it needs no key).
     a.seal().await;
     let (bytes, info) = take(&mut a, BACKUP).await.unwrap();

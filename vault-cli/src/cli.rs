@@ -71,8 +71,13 @@ pub(crate) enum Command {
     /// level, API-key limits; the audit log reopened) and says what each part did;
     /// exits 8 if a part failed or a changed setting waits for a restart.
     Reload,
-    /// Replaces the share set, given a quorum of current shares.
+    /// Makes a new share set, given a quorum of current shares. It is pending: the
+    /// current shares keep working until `rekey-verify` is given a quorum of the new.
     Rekey(RekeyArgs),
+    /// Puts the pending share set in force, given a quorum of its shares (one
+    /// --share-file per share); the old shares stop working.
+    #[command(name = "rekey-verify")]
+    RekeyVerify(QuorumArgs),
     /// Root-key operations.
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
@@ -625,15 +630,22 @@ pub(crate) enum PkiCommand {
         days: Option<u32>,
     },
     /// Issues a fresh certificate, with a new key, for what CERT names (the same
-    /// SPIFFE ID, or the same DNS and IP names): PREFIX.pem and PREFIX.key. CERT stays
-    /// valid until it expires; revoke it if it must stop sooner. CERT may come from
-    /// another CA: that is how certificates move to a new CA.
+    /// SPIFFE ID, or the same DNS and IP names): PREFIX.pem and PREFIX.key. CERT must
+    /// have been issued by this CA and not revoked (revoked.toml in --ca-dir); a
+    /// revoked identity needs `pki issue-client` or `pki issue-server` again. CERT
+    /// stays valid until it expires; revoke it if it must stop sooner.
     Renew {
         /// The CA directory (ca.pem, ca.key) of the CA to issue from.
         #[arg(long, value_name = "DIR")]
         ca_dir: PathBuf,
         /// The certificate to renew (PEM).
         cert: PathBuf,
+        /// Renew CERT even if another CA issued it (or it is self-signed): how
+        /// certificates move to a new CA when the old one is replaced. Nothing about
+        /// CERT is then verified, so pass only certificates you know came from the old
+        /// CA.
+        #[arg(long)]
+        allow_foreign: bool,
         /// Output path prefix.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,

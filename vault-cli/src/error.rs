@@ -144,7 +144,7 @@ fn certificate_hint(refusal: CertificateRefusal) -> &'static str {
             "use a certificate from the CA vaultd trusts (its tls.client_ca): `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX`; if it is from that CA, vaultd's CRL is out of date: `vaultctl pki crl --ca-dir CA_DIR`, then reload vaultd (SIGHUP)"
         }
         CertificateRefusal::Revoked => {
-            "ask for a new certificate from the CA vaultd trusts: `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX` (or `vaultctl pki renew` if this identity keeps its access)"
+            "ask for a new certificate from the CA vaultd trusts: `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX` (a revoked certificate is never renewed)"
         }
         CertificateRefusal::Expired => RENEW,
         CertificateRefusal::Missing => {

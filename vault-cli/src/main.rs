@@ -64,6 +64,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         Command::Seal => operator::seal(&connect(Via::SocketOrTls)?, out).await,
         Command::Reload => operator::reload(&connect(Via::Tls)?, out).await,
         Command::Rekey(args) => operator::rekey(&connect(Via::Tls)?, args, out).await,
+        Command::RekeyVerify(args) => operator::verify_rekey(&connect(Via::Tls)?, args, out).await,
         Command::RootKey(RootKeyCommand::Rotate(args)) => {
             operator::rotate_root_key(&connect(Via::Tls)?, args, out).await
         }

@@ -141,6 +141,7 @@ impl AuditLog {
             health: Arc::clone(&health),
             unsynced: None,
             reopens: Vec::new(),
+            sent: 0,
         };
         std::thread::Builder::new()
             .name("vault-audit".to_owned())

@@ -35,6 +35,9 @@ pub struct Report {
     /// order. The first input may begin with one: the files before it were not given,
     /// and the chain is checked from there.
     pub continuations: Vec<Continued>,
+    /// The first record is a `continuation`: the files before it were not given (or
+    /// were given after it), so the records before it are not checked.
+    pub begins_mid_chain: bool,
     /// The first bad record; `None` if every record passed.
     pub first_error: Option<VerifyError>,
 }
@@ -276,7 +279,7 @@ impl Verifier<'_> {
             }
             (Payload::Start { .. }, _) => {}
             // The files before this one were not given: the chain is checked from here.
-            (Payload::Continuation { .. }, None) => {}
+            (Payload::Continuation { .. }, None) => self.report.begins_mid_chain = true,
             (_, None) => return Err(fail(VerifyErrorKind::MissingStart)),
             (_, Some((last_seq, last_chain))) => {
                 let expected = last_seq.saturating_add(1);

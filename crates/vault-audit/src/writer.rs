@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -226,6 +226,9 @@ pub(crate) struct Writer {
     pub(crate) unsynced: Option<Instant>,
     /// Reopens asked for in the batch being committed, done after it.
     pub(crate) reopens: Vec<oneshot::Sender<Result<Reopened, String>>>,
+    /// Bytes of the batch being committed that went out (to a pipe: they cannot be
+    /// taken back).
+    pub(crate) sent: u64,
 }
 
 /// A request whose line is in the batch, waiting for the batch's outcome.
@@ -372,9 +375,17 @@ impl Writer {
     fn gap(&self) -> Option<String> {
         let failure = self.health.lock();
         let failure = failure.as_ref()?;
+        let synced = match self.fsync {
+            FsyncPolicy::Always => "none answered unaudited",
+            // Answered once written: a failed sync may have lost them from the old file.
+            FsyncPolicy::Group(_) => {
+                "none answered unaudited, but under fsync = group the records answered \
+                 since the last sync may be missing from the failed file"
+            }
+        };
         Some(format!(
             "the sink had failed ({}: {}); from unix ms {} until this record every \
-             request was refused, none answered unaudited",
+             request was refused, {synced}",
             failure.reason, failure.cause, failure.since_unix_ms
         ))
     }
@@ -390,6 +401,7 @@ impl Writer {
         }
         let undo = (self.chain.clone(), self.len);
         self.batch_start = self.len;
+        self.sent = 0;
         let mut lines = String::new();
         let mut pending = Vec::new();
         let mut events = 0u64;
@@ -446,9 +458,14 @@ impl Writer {
                 pending.into_iter().for_each(|p| p.answer(None));
             }
             Err(reason) => {
-                // Every record of the batch was refused: the chain goes on from the
-                // last one answered.
-                self.chain = undo.0;
+                // Every record of the batch was refused. The chain goes on from the
+                // last one answered if the sink holds nothing of the batch (a full
+                // disk's write was cut back; other errors are cut back here if the
+                // file allows it); otherwise from what the sink may hold, so that a
+                // continuation follows the failed file's last line.
+                if self.cut_back(undo.1) {
+                    self.chain = undo.0;
+                }
                 pending.into_iter().for_each(|p| p.answer(Some(reason)));
                 batch.for_each(|request| self.refuse(request, reason));
             }
@@ -477,6 +494,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.len += lines.len() as u64;
+                self.sent += lines.len() as u64;
                 Ok(())
             }
             Err(e) if self.durable && is_space(&e) => self.undo_partial(&e),
@@ -502,6 +520,24 @@ impl Writer {
         let result = self.file.sync_data();
         self.health.set_busy(false);
         result.map_err(|e| self.failed(&e, "syncing the audit log to disk failed"))
+    }
+
+    /// Whether the sink holds nothing written since it was `len` long: a file is cut
+    /// back to that length (best effort); a pipe or device holds whatever went out.
+    fn cut_back(&mut self, len: u64) -> bool {
+        if !self.durable {
+            return self.sent == 0;
+        }
+        if self.len == len {
+            return true;
+        }
+        match self.file.set_len(len) {
+            Ok(()) => {
+                self.len = len;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Refuses `request` because the sink cannot take it; a reopen still happens.
@@ -574,6 +610,13 @@ pub(crate) fn open_file(path: &Path, wait_for_reader: bool) -> Result<(File, boo
         )));
     }
     if regular {
+        // A file made by someone else (logrotate's `create 0644`, say) is made private
+        // before vaultd writes a record to it.
+        let mode = file.metadata().map_err(&io_error)?.mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(&io_error)?;
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -184,7 +184,9 @@ impl Client {
             .await
     }
 
-    /// Replaces the share set, given a quorum of current shares. Returns the new shares.
+    /// Makes a new share set, given a quorum of current shares, and returns it. The
+    /// set is pending until [`Client::verify_rekey`] is given a quorum of it; until
+    /// then the current shares keep working.
     pub async fn rekey(
         &self,
         current: &[Share],
@@ -204,6 +206,23 @@ impl Client {
                     .await?
                     .into_inner();
                 Ok(open_shares(&a, op::REKEY_NEW, &answer.shares)?)
+            })
+            .await
+    }
+
+    /// Puts the pending share set in force, given a quorum of its shares; returns its
+    /// generation. From then on the old shares are refused.
+    pub async fn verify_rekey(&self, new: &[Share]) -> Result<v1::VerifyRekeyResponse, Error> {
+        self.inner
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
+                Ok(admin(&a)
+                    .verify_rekey(v1::VerifyRekeyRequest {
+                        session_id: session_id(&a),
+                        new_shares: seal_shares(&a, op::VERIFY_REKEY, new)?,
+                    })
+                    .await?
+                    .into_inner())
             })
             .await
     }

@@ -180,6 +180,8 @@ pub mod op {
     pub const REKEY: &str = "rekey";
     /// Rekey: the new shares, to the client.
     pub const REKEY_NEW: &str = "rekey-new";
+    /// VerifyRekey: a quorum of the pending set's shares, to the daemon.
+    pub const VERIFY_REKEY: &str = "verify-rekey";
     /// RotateRootKey: the quorum, to the daemon.
     pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
     /// PutSecret: the value, to the daemon.

@@ -14,7 +14,9 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::certificate::{first_certificate, parse};
-use crate::{Certificate, Issued, Kind, PkiError, PrivateKeyPem, Subject, rcgen_error};
+use crate::{
+    Certificate, Issued, Kind, PkiError, PrivateKeyPem, Revocations, Subject, rcgen_error,
+};
 
 /// A certificate authority that signs server and client certificates and CRLs.
 pub struct Authority {
@@ -188,10 +190,46 @@ impl Authority {
 
     /// A fresh certificate for what `cert` names — the same SPIFFE ID for a client, the
     /// same DNS and IP names for a server — with a new key and serial, valid for `days`
-    /// (by default, its kind's [`Kind::default_days`]). `cert` may come from another
-    /// CA: reissuing under a new CA is how a CA is replaced. `cert` itself is left
-    /// alone; it stays valid until it expires or is revoked.
-    pub fn renew(&self, cert: &Certificate, days: Option<u32>) -> Result<Issued, PkiError> {
+    /// (by default, its kind's [`Kind::default_days`]). `cert` itself is left alone; it
+    /// stays valid until it expires or is revoked.
+    ///
+    /// Renewal extends an identity this CA already vouched for, so `cert` must be one
+    /// this CA issued ([`Authority::issued`]: its signature verifies with this CA's
+    /// key) and not on `revoked`, this CA's revocation list: a revoked identity gets a
+    /// fresh certificate only by being issued one again, deliberately.
+    pub fn renew(
+        &self,
+        cert: &Certificate,
+        revoked: &Revocations,
+        days: Option<u32>,
+    ) -> Result<Issued, PkiError> {
+        if !self.issued(cert) {
+            return Err(PkiError::OtherIssuer {
+                issuer: cert.issuer().to_owned(),
+                authority: self.name.clone(),
+            });
+        }
+        self.renew_foreign(cert, revoked, days)
+    }
+
+    /// As [`Authority::renew`], for a `cert` from any issuer, even a self-signed one:
+    /// how certificates move to a new CA when the old one is replaced. Nothing about
+    /// `cert` is verified, so whoever can hand this CA a certificate naming an identity
+    /// gets a certificate for that identity: use it only for certificates whose origin
+    /// is known. A serial on `revoked` is still refused.
+    pub fn renew_foreign(
+        &self,
+        cert: &Certificate,
+        revoked: &Revocations,
+        days: Option<u32>,
+    ) -> Result<Issued, PkiError> {
+        if let Some(entry) = revoked.find(cert.serial()) {
+            return Err(PkiError::Revoked {
+                serial: entry.serial.clone(),
+                revoked_at: entry.revoked_at,
+                reason: entry.reason,
+            });
+        }
         match cert.subject() {
             Subject::Client { spiffe_id } => {
                 self.issue_client(spiffe_id, days.unwrap_or(Kind::Client.default_days()))
@@ -301,14 +339,22 @@ mod tests {
         ));
     }
 
+    /// An empty revocation list in a temporary CA directory.
+    fn no_revocations() -> (tempfile::TempDir, Revocations) {
+        let dir = tempfile::tempdir().unwrap();
+        let list = Revocations::open(dir.path()).unwrap();
+        (dir, list)
+    }
+
     #[test]
     fn renewal_keeps_the_names_and_changes_key_and_serial() {
+        let (_dir, none) = no_revocations();
         let ca = Authority::generate("CA", 30).unwrap();
         let client = ca
             .issue_client("spiffe://billing.example/svc/gateway", 7)
             .unwrap();
         let old = Certificate::from_pem(&client.cert_pem).unwrap();
-        let renewed = ca.renew(&old, None).unwrap();
+        let renewed = ca.renew(&old, &none, None).unwrap();
         let new = Certificate::from_pem(&renewed.cert_pem).unwrap();
         assert_eq!(new.subject(), old.subject());
         assert_ne!(new.serial(), old.serial());
@@ -332,25 +378,91 @@ mod tests {
                 ips: vec![ip]
             }
         );
-        let renewed = ca.renew(&old, Some(5)).unwrap();
+        let renewed = ca.renew(&old, &none, Some(5)).unwrap();
         let new = Certificate::from_pem(&renewed.cert_pem).unwrap();
         assert_eq!(new.subject(), old.subject());
         assert_eq!(days_valid(&renewed.cert_pem), 5);
-        assert!(ca.renew(&old, Some(398)).is_err());
-
-        // Reissued under a new CA: how a CA is replaced.
-        let next = Authority::generate("CA 2", 30).unwrap();
-        let moved = next.renew(&old, None).unwrap();
-        let moved = Certificate::from_pem(&moved.cert_pem).unwrap();
-        assert!(next.issued(&moved) && !ca.issued(&moved));
-        assert_eq!(moved.subject(), old.subject());
+        assert!(ca.renew(&old, &none, Some(398)).is_err());
 
         // A CA certificate names no one to renew.
         let itself = Certificate::from_pem(ca.cert_pem()).unwrap();
         assert!(matches!(
-            ca.renew(&itself, None),
+            ca.renew(&itself, &none, None),
             Err(PkiError::NothingToRenew)
         ));
+    }
+
+    #[test]
+    fn only_this_cas_certificates_renew_unless_foreign_ones_are_allowed() {
+        let (_dir, none) = no_revocations();
+        let ca = Authority::generate("CA", 30).unwrap();
+        let spiffe_id = "spiffe://billing.example/svc/gateway";
+        // From another CA, from a namesake CA with another key, and self-signed.
+        let other = Authority::generate("CA 2", 30).unwrap();
+        let namesake = Authority::generate("CA", 30).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::URI(spiffe_id.try_into().unwrap()));
+        params.distinguished_name.push(DnType::CommonName, "CA");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let forged = params.self_signed(&key).unwrap().pem();
+        for pem in [
+            other.issue_client(spiffe_id, 7).unwrap().cert_pem,
+            namesake.issue_client(spiffe_id, 7).unwrap().cert_pem,
+            forged,
+        ] {
+            let cert = Certificate::from_pem(&pem).unwrap();
+            assert!(
+                matches!(
+                    ca.renew(&cert, &none, None),
+                    Err(PkiError::OtherIssuer { ref authority, .. }) if authority == "CN=CA"
+                ),
+                "{}",
+                cert.issuer()
+            );
+            // Reissued under this CA on purpose: how a CA is replaced.
+            let moved = ca.renew_foreign(&cert, &none, None).unwrap();
+            let moved = Certificate::from_pem(&moved.cert_pem).unwrap();
+            assert!(ca.issued(&moved));
+            assert_eq!(moved.subject(), cert.subject());
+        }
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_not_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::generate("CA", 30).unwrap();
+        let victim = ca.issue_client("spiffe://d/victim", 7).unwrap();
+        let victim = Certificate::from_pem(&victim.cert_pem).unwrap();
+        let other = ca.issue_client("spiffe://d/other", 7).unwrap();
+        let other = Certificate::from_pem(&other.cert_pem).unwrap();
+        let mut list = Revocations::open(dir.path()).unwrap();
+        list.revoke(&ca, &victim, crate::Reason::KeyCompromise)
+            .unwrap();
+        drop(list);
+        let list = Revocations::open(dir.path()).unwrap();
+        for renewal in [
+            ca.renew(&victim, &list, None),
+            ca.renew_foreign(&victim, &list, None),
+        ] {
+            let Err(error) = renewal else {
+                panic!("a revoked certificate was renewed")
+            };
+            assert!(
+                matches!(&error, PkiError::Revoked { serial, reason, .. }
+                    if serial == victim.serial() && *reason == crate::Reason::KeyCompromise),
+                "{error:?}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("certificate {} was revoked on ", victim.serial())),
+                "{error}"
+            );
+        }
+        ca.renew(&other, &list, None).unwrap();
     }
 
     #[test]

@@ -69,13 +69,27 @@ pub enum PkiError {
     /// The CA key does not belong to the CA certificate.
     #[error("the CA key does not belong to the CA certificate")]
     KeyMismatch,
-    /// The certificate was not issued by this CA, so its CRL cannot revoke it.
-    #[error("the certificate was issued by {issuer:?}, not by this CA ({authority:?})")]
+    /// The certificate was not issued by this CA (its signature does not verify with
+    /// this CA's key), so this CA's CRL cannot revoke it, nor this CA renew it.
+    #[error("the certificate was not signed by this CA ({authority:?}); its issuer is {issuer:?}")]
     OtherIssuer {
         /// The certificate's issuer.
         issuer: String,
         /// This CA's name.
         authority: String,
+    },
+    /// The certificate is on this CA's revocation list, so it is not renewed.
+    #[error(
+        "certificate {serial} was revoked on {} (reason {reason}), so it cannot be renewed",
+        rfc3339(*revoked_at)
+    )]
+    Revoked {
+        /// Its serial number.
+        serial: Serial,
+        /// When it was revoked.
+        revoked_at: SystemTime,
+        /// Why.
+        reason: Reason,
     },
     /// The certificate names neither one SPIFFE ID (a client) nor DNS or IP names for
     /// server authentication (a server), so there is nothing to renew it as.

@@ -306,6 +306,11 @@ impl Revocations {
         &self.entries
     }
 
+    /// The entry for `serial`, if it is revoked.
+    pub fn find(&self, serial: &Serial) -> Option<&Revoked> {
+        self.entries.iter().find(|e| &e.serial == serial)
+    }
+
     /// The number of the last CRL published (0: none yet).
     pub fn crl_number(&self) -> u64 {
         self.crl_number
@@ -325,7 +330,7 @@ impl Revocations {
                 authority: ca.name().to_owned(),
             });
         }
-        if let Some(entry) = self.entries.iter().find(|e| &e.serial == cert.serial()) {
+        if let Some(entry) = self.find(cert.serial()) {
             return Ok(Revocation::AlreadyRevoked(entry.clone()));
         }
         let entry = Revoked {

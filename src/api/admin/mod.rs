@@ -220,6 +220,40 @@ impl Admin for AdminService {
             .await
     }
 
+    async fn verify_rekey(
+        &self,
+        request: Request<v1::VerifyRekeyRequest>,
+    ) -> Result<Response<v1::VerifyRekeyResponse>, Status> {
+        let mut call = self.shared.call("admin.verify_rekey", &request)?;
+        let r = request.get_ref();
+        let prepared = permit!(self, call, RekeyOp).and_then(|grant| {
+            let session = self.shared.session(&call, &r.session_id)?;
+            Ok((
+                grant,
+                open_shares(&session, op::VERIFY_REKEY, &r.new_shares)?,
+            ))
+        });
+        self.shared
+            .apply(
+                Unrecorded::Refuse,
+                call,
+                prepared,
+                |shared, (grant, new), event| {
+                    let (generation, threshold, count) =
+                        shared.custody.verify_rekey(&grant, new)?;
+                    event
+                        .detail
+                        .insert("generation".into(), generation.to_string());
+                    Ok(v1::VerifyRekeyResponse {
+                        generation,
+                        threshold: threshold.into(),
+                        share_count: count.into(),
+                    })
+                },
+            )
+            .await
+    }
+
     async fn rotate_root_key(
         &self,
         request: Request<v1::RotateRootKeyRequest>,

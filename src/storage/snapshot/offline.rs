@@ -53,7 +53,8 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         target: Target,
         /// Roll back a data file that already holds this vault, initialised. Writes
-        /// made since the snapshot are lost; tenants erased since come back.
+        /// made since the snapshot are lost; tenants erased, API keys revoked and
+        /// secret versions rotated out or disabled since come back.
         #[arg(long)]
         replace: bool,
     },
@@ -122,6 +123,15 @@ fn run_verify(file: &Path) -> ExitCode {
     }
 }
 
+/// What a restore brings back, and what to do about it before serving: everything
+/// undone since the snapshot was taken is in force again.
+const ROLLED_BACK: &str = "\
+Everything undone after the snapshot was taken is back; before serving:
+  - tenants erased since are back: erase them again (the audit log's erasure receipts list them);
+  - API keys revoked since work again: revoke them again (`vaultctl apikey revoke`);
+  - secrets rotated since are back at the version that was current then, and secret versions \
+disabled since hold their values again: rotate those secrets again.";
+
 fn run_restore(file: &Path, data: &Path, replace: bool) -> ExitCode {
     match restore(file, data, RestoreOptions { replace }) {
         Ok(restored) => {
@@ -138,8 +148,7 @@ fn run_restore(file: &Path, data: &Path, replace: bool) -> ExitCode {
             println!("{}", describe(&restored.snapshot));
             println!(
                 "start vaultd on it: it starts sealed, and custodians unseal it with shares of \
-                 share-set generation {}.\nTenants erased after the snapshot was taken are back: \
-                 erase them again before serving.",
+                 share-set generation {}.\n{ROLLED_BACK}",
                 restored.snapshot.header.seal.generation
             );
             ExitCode::SUCCESS

@@ -5,7 +5,7 @@ use std::io::{BufReader, ErrorKind};
 use std::path::{Path, PathBuf};
 
 use ::redb::backends::FileBackend;
-use ::redb::{Database, DatabaseError, Durability, ReadableDatabase, TableError};
+use ::redb::{Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, TableError};
 
 use super::{Item, META_TABLE, RECORDS_TABLE, Reader, SnapshotError, Verified};
 use crate::records::SEAL_KEY;
@@ -112,7 +112,8 @@ pub enum RestoreError {
     /// The target holds the snapshot's vault, initialised, and replacing was not asked.
     #[error(
         "{} already holds vault {vault}, initialised: pass --replace to roll it back to the \
-         snapshot (writes since the snapshot are lost, and tenants erased since come back)",
+         snapshot (writes since the snapshot are lost, and tenants erased, API keys revoked \
+         and secret versions rotated out or disabled since come back)",
         path.display()
     )]
     Initialised {
@@ -288,7 +289,7 @@ enum Existing {
 
 /// Opens the target if there is one (holding it, so no vaultd starts on it during the
 /// restore) and says what it holds.
-fn inspect(target: &Path) -> Result<Option<(Database, Existing)>, RestoreError> {
+fn inspect(target: &Path) -> Result<Option<(ReadOnlyDatabase, Existing)>, RestoreError> {
     let not_data = |reason: String| RestoreError::NotADataFile {
         path: target.to_path_buf(),
         reason,
@@ -305,7 +306,9 @@ fn inspect(target: &Path) -> Result<Option<(Database, Existing)>, RestoreError> 
         Ok(meta) if meta.len() == 0 => return Ok(None),
         Ok(_) => {}
     }
-    let db = match Database::builder().open(target) {
+    // Read-only: a file that needs repair is refused rather than repaired, and
+    // nothing is written to a target the restore may still refuse.
+    let db = match Database::builder().open_read_only(target) {
         Ok(db) => db,
         Err(DatabaseError::DatabaseAlreadyOpen) => {
             return Err(RestoreError::InUse {

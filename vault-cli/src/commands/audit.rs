@@ -79,6 +79,13 @@ pub(crate) fn verify(
             for recovery in &report.recoveries {
                 lines.push(format!("recovered: {recovery}"));
             }
+            if report.begins_mid_chain {
+                lines.push(
+                    "warning: the first file begins mid-chain (a continuation): the files before it \
+                     were not given first, so what came before is not checked"
+                        .to_owned(),
+                );
+            }
             for continued in &report.continuations {
                 lines.push(format!("continued in {}: {continued}", name(continued.input)));
             }
@@ -110,6 +117,7 @@ pub(crate) fn verify(
                     "torn_bytes": r.torn_bytes,
                     "moved_to": r.moved_to,
                 })).collect::<Vec<_>>(),
+                "begins_mid_chain": report.begins_mid_chain,
                 "continuations": report.continuations.iter().map(|c| json!({
                     "file": name(c.input),
                     "line": c.line,

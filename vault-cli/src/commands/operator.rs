@@ -174,7 +174,11 @@ impl ShareSink {
                     path.display(),
                     i + 1
                 );
-                print_shares(shares, i, out, threshold);
+                match &protection {
+                    // Sealed to their custodians, never shown in the clear.
+                    Protection::Custodians(listed) => print_sealed(shares, listed, i),
+                    _ => print_shares(shares, i, out, threshold),
+                }
                 return Err(CliError::new(Exit::Failure, "not every share file could be written")
                     .hint("the shares printed above are the only copies; hand them to their custodians"));
             }
@@ -196,6 +200,25 @@ impl ShareSink {
             || json!({ "threshold": threshold, "share_files": files }),
         );
         Ok(())
+    }
+}
+
+/// Prints the age files of shares from number `first` (0-based) on, in hex: each
+/// still opens only with its custodian's identity.
+fn print_sealed(shares: &[Share], custodians: &[custodians::Custodian], first: usize) {
+    for (share, custodian) in shares.iter().zip(custodians).skip(first) {
+        match custodian.seal(share) {
+            Ok(sealed) => println!(
+                "share-{}.age (save with: xxd -r -p > share-{}.age): {}",
+                custodian.name,
+                custodian.name,
+                vault_crypto::hex::encode(&sealed).as_str()
+            ),
+            Err(e) => eprintln!(
+                "vaultctl: share for {} could not be sealed: {e}",
+                custodian.name
+            ),
+        }
     }
 }
 
@@ -374,8 +397,39 @@ pub(crate) async fn rekey(client: &Client, args: &RekeyArgs, out: Output) -> Res
     let current = input::quorum(&args.quorum.share_files, &args.quorum.identity, threshold)?;
     let sink = ShareSink::prepare(&args.output, args.shares)?;
     let shares = client.rekey(&current, args.threshold, args.shares).await?;
-    eprintln!("the share set was replaced: the old shares no longer unseal vaultd");
+    eprintln!(
+        "a new share set is pending: the current shares keep unsealing vaultd until a quorum \
+         of the new ones is verified with `vaultctl rekey-verify --share-file …`"
+    );
     sink.deliver(&shares, out, args.threshold)
+}
+
+/// Puts a pending share set in force, given a quorum of its shares.
+pub(crate) async fn verify_rekey(
+    client: &Client,
+    args: &QuorumArgs,
+    out: Output,
+) -> Result<(), CliError> {
+    let pending = args.share_files.len().max(1);
+    let new = input::quorum(&args.share_files, &args.identity, pending)?;
+    let set = client.verify_rekey(&new).await?;
+    out.emit(
+        || {
+            format!(
+                "the new share set (generation {}, {} of {}) is in force: the old shares no \
+                 longer unseal vaultd",
+                set.generation, set.threshold, set.share_count
+            )
+        },
+        || {
+            json!({
+                "generation": set.generation,
+                "threshold": set.threshold,
+                "shares": set.share_count,
+            })
+        },
+    );
+    Ok(())
 }
 
 pub(crate) async fn rotate_root_key(

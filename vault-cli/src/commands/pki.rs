@@ -180,9 +180,10 @@ pub(crate) fn run(command: &PkiCommand, out: Output) -> Result<(), CliError> {
         PkiCommand::Renew {
             ca_dir,
             cert,
+            allow_foreign,
             out: prefix,
             days,
-        } => renew(ca_dir, cert, prefix, *days, out),
+        } => renew(ca_dir, cert, *allow_foreign, prefix, *days, out),
         PkiCommand::Revoke {
             ca_dir,
             cert,
@@ -223,15 +224,35 @@ fn crl_path(ca_dir: &Path, crl: &CrlArgs) -> PathBuf {
 fn renew(
     ca_dir: &Path,
     cert_path: &Path,
+    allow_foreign: bool,
     prefix: &Path,
     days: Option<u32>,
     out: Output,
 ) -> Result<(), CliError> {
     let old = read_cert(cert_path)?;
     let ca = load_ca(ca_dir)?;
-    let issued = ca.renew(&old, days).map_err(|e| {
+    // Held until the new files are written, so a revocation of CERT waits for them.
+    let revoked = Revocations::open(ca_dir).map_err(pki_error)?;
+    let renewal = match allow_foreign {
+        false => ca.renew(&old, &revoked, days),
+        true => ca.renew_foreign(&old, &revoked, days),
+    };
+    let issued = renewal.map_err(|e| {
         let message = format!("{}: {e}", cert_path.display());
-        pki_error(e).with_message(message)
+        let hint = match &e {
+            PkiError::OtherIssuer { .. } => Some(
+                "renew it with the --ca-dir of the CA that issued it; to move it to this CA because the old CA is being replaced, pass --allow-foreign",
+            ),
+            PkiError::Revoked { .. } => Some(
+                "a revoked certificate is never renewed: if this identity keeps its access, issue it a fresh one (`vaultctl pki issue-client` or `vaultctl pki issue-server`)",
+            ),
+            _ => None,
+        };
+        let error = pki_error(e).with_message(message);
+        match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        }
     })?;
     let (cert, key) = write_issued(&issued, prefix)?;
     let kind = match old.subject() {

@@ -273,6 +273,20 @@ fn rekey_settles_where_shares_go_before_changing_anything() {
             .unwrap()
             .starts_with("vsf1-")
     );
+    // The new set is pending until a quorum of it is verified.
+    let run = operator
+        .run_with_stdin(
+            &[
+                "rekey-verify",
+                "--share-file",
+                first.to_str().unwrap(),
+                "--share-file",
+                second.to_str().unwrap(),
+            ],
+            b"pw-one\npw-two\n",
+        )
+        .ok();
+    assert!(run.stdout.contains("is in force"), "{run:?}");
     operator.run(&["seal"]).ok();
     let run = operator
         .run_with_stdin(
@@ -347,6 +361,33 @@ fn shares_without_a_share_dir_are_printed_once_and_work() {
     assert_eq!(new.len(), 3);
     assert!(new.iter().all(|s| s.starts_with("vs1-")));
     assert_eq!(json["shares"][2]["number"], 3);
+    // Pending until a quorum of the new shares is verified.
+    let generation = || {
+        let status: serde_json::Value =
+            serde_json::from_str(&operator.run(&["status", "--json"]).ok().stdout).unwrap();
+        status["generation"].clone()
+    };
+    assert_eq!(generation(), 1);
+    let files: Vec<String> = new[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let path = fixture.path(&format!("new-share-{i}.txt"));
+            std::fs::write(&path, format!("{share}\n")).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let verified = operator
+        .run(&[
+            "rekey-verify",
+            "--share-file",
+            &files[0],
+            "--share-file",
+            &files[1],
+        ])
+        .ok();
+    assert!(verified.stdout.contains("is in force"), "{verified:?}");
+    assert_eq!(generation(), 2);
 }
 
 #[test]

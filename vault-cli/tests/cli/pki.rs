@@ -188,6 +188,64 @@ fn certificates_are_short_lived_by_default_and_renew_with_the_same_names() {
 }
 
 #[test]
+fn only_the_issuing_ca_renews_unless_a_foreign_certificate_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (ca, old) = (root.join("ca"), root.join("old"));
+    let ctl = Vaultctl::bare();
+    ctl.run(&["pki", "init-ca", "--dir", s(&ca)]).ok();
+    ctl.run(&["pki", "init-ca", "--dir", s(&old), "--name", "old CA"])
+        .ok();
+    ctl.run(&[
+        "pki",
+        "issue-client",
+        "--ca-dir",
+        s(&old),
+        "--spiffe-id",
+        OPERATOR,
+        "--out",
+        s(&root.join("foreign")),
+    ])
+    .ok();
+    let (foreign, moved) = (root.join("foreign.pem"), root.join("moved"));
+    let renew = |extra: &[&str]| {
+        let mut args = vec![
+            "pki",
+            "renew",
+            "--ca-dir",
+            s(&ca),
+            s(&foreign),
+            "--out",
+            s(&moved),
+        ];
+        args.extend_from_slice(extra);
+        ctl.run(&args)
+    };
+    let refused = renew(&[]).code(7);
+    snapshot(
+        &refused.stderr,
+        r#"vaultctl: [..]foreign.pem: the certificate was not signed by this CA ("CN=vaultd CA"); its issuer is "CN=old CA"
+           renew it with the --ca-dir of the CA that issued it; to move it to this CA because the old CA is being replaced, pass --allow-foreign"#,
+    );
+    assert!(!root.join("moved.key").exists() && !root.join("moved.pem").exists());
+
+    // The CA-replacement path: asked for by name, and said.
+    let moved = renew(&["--allow-foreign"]).ok();
+    snapshot(
+        &moved.stdout,
+        r#"wrote a renewed client certificate for [..]: [..]moved.pem and [..]moved.key (mode 0600), valid until [..]Z
+             reissued under CN=vaultd CA (the old one was issued by "CN=old CA"): vaultd and clients must trust this CA
+             the old certificate (serial [..]) stays valid until [..]Z; move the new files into place, and revoke the old one (`vaultctl pki revoke`) if it must stop sooner"#,
+    );
+    let (foreign, moved) = (
+        read_cert(&root.join("foreign.pem")),
+        read_cert(&root.join("moved.pem")),
+    );
+    assert_eq!(moved.subject(), foreign.subject());
+    assert_eq!(moved.issuer(), "CN=vaultd CA");
+}
+
+#[test]
 fn only_the_issuing_ca_revokes_and_bad_values_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -218,7 +276,7 @@ fn only_the_issuing_ca_revokes_and_bad_values_change_nothing() {
         .code(7);
     snapshot(
         &foreign.stderr,
-        r#"vaultctl: [..]foreign.pem: the certificate was issued by "CN=other CA", not by this CA ("CN=vaultd CA")
+        r#"vaultctl: [..]foreign.pem: the certificate was not signed by this CA ("CN=vaultd CA"); its issuer is "CN=other CA"
            a CRL revokes only its own CA's certificates: use the --ca-dir of "CN=other CA""#,
     );
     let short = ctl
@@ -386,7 +444,7 @@ fn a_certificate_revoked_by_vaultctl_is_refused_by_vaultd_and_says_what_to_do() 
     snapshot(
         &refused.stderr,
         "vaultctl: vaultd refused the client certificate: it has been revoked (TLS alert certificate_revoked)
-         ask for a new certificate from the CA vaultd trusts: `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX` (or `vaultctl pki renew` if this identity keeps its access)",
+         ask for a new certificate from the CA vaultd trusts: `vaultctl pki issue-client --ca-dir CA_DIR --spiffe-id ID --out PREFIX` (a revoked certificate is never renewed)",
     );
     assert!(refused.stdout.is_empty());
     let json = as_files("victim")
@@ -436,13 +494,39 @@ fn a_certificate_revoked_by_vaultctl_is_refused_by_vaultd_and_says_what_to_do() 
     }
     as_files("operator").run(&["status", "--addr", &addr]).ok();
 
-    // Renewal issues the identity a new serial, which the same CRL does not list.
+    // A revoked certificate is never renewed, not even with --allow-foreign: the
+    // identity is issued a fresh one on purpose, whose serial the CRL does not list.
+    let (victim_pem, renewed) = (fixture.path("victim.pem"), fixture.path("renewed"));
+    for flags in [&[][..], &["--allow-foreign"][..]] {
+        let mut args = vec![
+            "pki",
+            "renew",
+            "--ca-dir",
+            s(&ca),
+            s(&victim_pem),
+            "--out",
+            s(&renewed),
+        ];
+        args.extend_from_slice(flags);
+        let refused = ctl.run(&args).code(7);
+        snapshot(
+            &refused.stderr,
+            &format!(
+                "vaultctl: [..]victim.pem: certificate {} was revoked on [..]Z (reason key-compromise), so it cannot be renewed
+                 a revoked certificate is never renewed: if this identity keeps its access, issue it a fresh one (`vaultctl pki issue-client` or `vaultctl pki issue-server`)",
+                victim.serial()
+            ),
+        );
+        assert!(!fixture.path("renewed.key").exists());
+        assert!(!fixture.path("renewed.pem").exists());
+    }
     ctl.run(&[
         "pki",
-        "renew",
+        "issue-client",
         "--ca-dir",
         s(&ca),
-        s(&fixture.path("victim.pem")),
+        "--spiffe-id",
+        OPERATOR,
         "--out",
         s(&fixture.path("renewed")),
     ])

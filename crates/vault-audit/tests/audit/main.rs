@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)] // test code: a panic is a failure report
 
 mod garbage;
+mod rotation;
 mod sink;
 mod tamper;
 
