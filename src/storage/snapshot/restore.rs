@@ -222,6 +222,14 @@ pub fn restore(
             path: snapshot.to_path_buf(),
         });
     }
+    // The new file belongs to whoever owned the one it replaces (vaultd's user), not
+    // to whoever runs the restore: otherwise vaultd could not open it.
+    if let Ok(replaced) = std::fs::metadata(target) {
+        use std::os::unix::fs::MetadataExt;
+        let new = File::open(temp.path()).map_err(io("open", temp.path()))?;
+        std::os::unix::fs::fchown(&new, Some(replaced.uid()), Some(replaced.gid()))
+            .map_err(io("give the new data file the owner of", target))?;
+    }
     std::fs::rename(temp.path(), target).map_err(io("rename the new data file onto", target))?;
     temp.kept();
     files::sync_dir(&dir).map_err(io("fsync the directory", &dir))?;

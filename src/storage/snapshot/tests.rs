@@ -349,3 +349,22 @@ fn restore_refuses_a_target_that_is_no_data_file() {
     ));
     assert_eq!(std::fs::read(&junk).unwrap(), b"not redb ".repeat(500));
 }
+
+#[test]
+fn a_restored_file_keeps_the_owner_of_the_file_it_replaces() {
+    // Giving a file away takes privilege: as another user this checks nothing new.
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = store(dir.path(), "a.redb");
+    let (bytes, _) = snapshot_bytes(&store);
+    let file = write_file(dir.path(), "a.vsnap", &bytes);
+    drop(store);
+    // vaultd's data file, owned by its own user (here: nobody).
+    let target = dir.path().join("a.redb");
+    std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+    restore(&file, &target, RestoreOptions { replace: true }).unwrap();
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+}
