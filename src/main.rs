@@ -17,6 +17,8 @@ use vaultd::config::{Config, LogLevel};
 use vaultd::daemon::{Daemon, LogLevelHook, Running};
 use vaultd::dev::DevOptions;
 
+mod snapshot_command;
+
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -67,7 +69,7 @@ enum Command {
     /// Snapshots, offline: verify one, or restore one into a stopped or new node (take
     /// one with `vaultctl snapshot save`).
     #[command(subcommand)]
-    Snapshot(vaultd::storage::snapshot::SnapshotCommand),
+    Snapshot(snapshot_command::SnapshotCommand),
 }
 
 fn parse_level(text: &str) -> Result<LogLevel, String> {

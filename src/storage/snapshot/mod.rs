@@ -6,7 +6,7 @@
 //! them — ciphertext envelopes and non-secret metadata, never a key or a value in
 //! clear. It is written by the daemon ([`Snapshot::write_to`], streamed by the
 //! `Snapshot` RPC), checked by [`verify`] and put back into a new data file by
-//! [`restore()`], offline (`vaultd snapshot verify|restore`).
+//! [`restore()`], offline (`vaultd snapshot verify|restore`, in the binary).
 //!
 //! # Format, version 1
 //!
@@ -48,14 +48,12 @@
 //! Readers treat the file as hostile input: every length is checked against its bound
 //! before anything is allocated, and memory grows only as bytes actually arrive.
 
-mod offline;
 mod read;
 mod restore;
 mod write;
 
 use std::io;
 
-pub use offline::SnapshotCommand;
 pub use read::{Item, Reader, Verified, verify};
 pub use restore::{Previous, RestoreError, RestoreOptions, Restored, restore};
 pub use write::{SealFacts, Snapshot, Written};

@@ -1,5 +1,6 @@
-//! `vaultd snapshot verify|restore`: the offline half of backups, run on a node's host
-//! with vaultd stopped. Taking a snapshot is online (`vaultctl snapshot save`).
+//! `vaultd snapshot verify|restore` (part of the `vaultd` binary, not the library):
+//! the offline half of backups, run on a node's host with vaultd stopped. Taking a
+//! snapshot is online (`vaultctl snapshot save`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,13 +8,15 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
-use super::{Previous, RestoreError, RestoreOptions, Verified, restore, verify};
-use crate::config::Config;
+use vaultd::config::Config;
+use vaultd::storage::snapshot::{
+    Previous, RestoreError, RestoreOptions, Verified, restore, verify,
+};
+
+use crate::EXIT_CONFIG;
 
 /// Exit code for a snapshot that is not valid (sysexits' EX_DATAERR).
 const EXIT_INVALID: u8 = 65;
-/// Exit code for a configuration that does not load (sysexits' EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
 
 /// The last second RFC 3339 can show (9999-12-31T23:59:59Z).
 const LAST_RFC3339: u64 = 253_402_300_799;
@@ -31,7 +34,7 @@ Exit codes:
 /// Snapshots, offline. Take one with `vaultctl snapshot save FILE` (online, needs
 /// the `snapshot.save` permission).
 #[derive(Debug, Subcommand)]
-pub enum SnapshotCommand {
+pub(crate) enum SnapshotCommand {
     /// Reads a snapshot whole, checks its format and SHA-256, and prints what it
     /// holds. Writes nothing.
     #[command(after_help = EXIT_CODES)]
@@ -63,7 +66,7 @@ pub enum SnapshotCommand {
 /// Where the data file is: the node's configuration names it, or its path is given.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
-pub struct Target {
+pub(crate) struct Target {
     /// The node's configuration file: its `storage.path` is the data file.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -74,7 +77,7 @@ pub struct Target {
 
 impl SnapshotCommand {
     /// Runs the command, printing what it did (stdout) or why not (stderr).
-    pub fn run(&self) -> ExitCode {
+    pub(crate) fn run(&self) -> ExitCode {
         match self {
             SnapshotCommand::Verify { file } => run_verify(file),
             SnapshotCommand::Restore {
