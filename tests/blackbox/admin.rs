@@ -10,8 +10,8 @@ use vault_proto::v1::{self, admin_client::AdminClient, broker_client::BrokerClie
 use vault_testkit::grpc::{ClientSession, open_session};
 
 use crate::harness::{
-    ACME_WORKER, GATEWAY, OPERATOR, TestVault, env_proto, expect_code, lease_value, put_request,
-    secret_ref, unseal_request,
+    ACME_WORKER, GATEWAY, OPERATOR, TestVault, env_proto, expect_code, lease_value, opened_shares,
+    put_request, secret_ref, unseal_request,
 };
 
 const CUSTODIAN: &str = "spiffe://billing.example/human/custodian/carol";
@@ -139,22 +139,6 @@ async fn lifecycle_init_unseal_restart_rekey_rotate() {
         threshold: 2,
         share_count: 3,
     };
-    let opened = |session: &ClientSession, answer: v1::RekeyResponse| {
-        answer
-            .shares
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let aad = SessionAad::share(op::REKEY_NEW, Direction::ToClient, i);
-                session
-                    .key
-                    .open(&aad, &s.envelope)
-                    .unwrap()
-                    .expose_secret()
-                    .to_vec()
-            })
-            .collect::<Vec<Vec<u8>>>()
-    };
     // A rekey whose answer is lost on its way: nothing changed for the custodians.
     let lost = admin.rekey(rekey(&session)).await.unwrap().into_inner();
     drop(lost);
@@ -163,7 +147,7 @@ async fn lifecycle_init_unseal_restart_rekey_rotate() {
     vault.unseal(&shares[2..5]).await;
     let (_, session) = vault.session(OPERATOR).await;
     let answer = admin.rekey(rekey(&session)).await.unwrap().into_inner();
-    let new_shares = opened(&session, answer);
+    let new_shares = opened_shares(&session, op::REKEY_NEW, &answer.shares);
     assert_eq!(new_shares.len(), 3);
     // Too few of the new shares, or the old ones, do not verify it.
     let verify = |session: &ClientSession, quorum: &[Vec<u8>]| v1::VerifyRekeyRequest {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use vault_proto::v1;
 
-use crate::harness::{GATEWAY, OUTSIDER, Options, TestVault, lease_request, lease_value};
+use crate::harness::{
+    GATEWAY, OUTSIDER, Options, TestVault, audit_fifo, lease_request, lease_value,
+};
 
 fn verify(lines: &[String], key: &[u8; 32]) -> vault_audit::Report {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -124,15 +126,7 @@ fn fifo_reader(path: &Path, state: Arc<AtomicU8>, lines: Arc<Mutex<Vec<String>>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
-    let fifo_dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_dir.path().join("audit.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (_fifo_dir, fifo) = audit_fifo();
     let state = Arc::new(AtomicU8::new(READING));
     let lines = Arc::new(Mutex::new(Vec::new()));
     fifo_reader(&fifo, Arc::clone(&state), Arc::clone(&lines));
@@ -419,15 +413,7 @@ async fn a_torn_audit_tail_does_not_stop_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_outlives_the_server_deadline_fails_deadline_exceeded() {
-    let fifo_dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_dir.path().join("audit.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (_fifo_dir, fifo) = audit_fifo();
     let state = Arc::new(AtomicU8::new(READING));
     let lines = Arc::new(Mutex::new(Vec::new()));
     fifo_reader(&fifo, Arc::clone(&state), Arc::clone(&lines));

@@ -163,20 +163,7 @@ impl TestVault {
             .await
             .unwrap()
             .into_inner();
-        response
-            .shares
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let aad = SessionAad::share(op::INIT, Direction::ToClient, i);
-                session
-                    .key
-                    .open(&aad, &s.envelope)
-                    .unwrap()
-                    .expose_secret()
-                    .to_vec()
-            })
-            .collect()
+        opened_shares(&session, op::INIT, &response.shares)
     }
 
     /// Submits `shares` one by one as the operator; returns the last answer.
@@ -419,4 +406,45 @@ pub(crate) async fn lease_value(
     let response = broker.lease(request.clone()).await?.into_inner();
     let value = open_lease(session, &request, &response);
     Ok((response, value))
+}
+
+/// A FIFO named `audit.fifo` in a new temporary directory (kept alive by the guard).
+pub(crate) fn audit_fifo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    (dir, fifo)
+}
+
+/// Sends `signal` to a child process.
+pub(crate) fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// Shares vaultd sealed to `session` for `operation`, opened.
+pub(crate) fn opened_shares(
+    session: &ClientSession,
+    operation: &str,
+    shares: &[v1::SealedPayload],
+) -> Vec<Vec<u8>> {
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let aad = SessionAad::share(operation, Direction::ToClient, i);
+            session
+                .key
+                .open(&aad, &s.envelope)
+                .unwrap()
+                .expose_secret()
+                .to_vec()
+        })
+        .collect()
 }

@@ -10,14 +10,9 @@ use std::time::{Duration, Instant};
 use vault_proto::v1::{self, admin_client::AdminClient};
 use vault_testkit::grpc::{channel, client_config, client_config_pem, open_session};
 
-use crate::harness::{Fixture, OPERATOR, Options, TestVault, lease_value};
+use crate::harness::{Fixture, OPERATOR, Options, TestVault, audit_fifo, lease_value, signal};
 
 const VAULTD: &str = env!("CARGO_BIN_EXE_vaultd");
-
-fn signal(child: &Child, signal: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, signal).unwrap();
-}
 
 fn wait(child: &mut Child, within: Duration) -> ExitStatus {
     let deadline = Instant::now() + within;
@@ -347,15 +342,7 @@ async fn serve_reloads_on_sighup_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_sink_is_logged_once_and_ends_in_a_failing_exit() {
-    let fifo_dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_dir.path().join("audit.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (_fifo_dir, fifo) = audit_fifo();
     let grpc = vault_testkit::fixture::free_addr();
     let mut fixture = Fixture::new(&Options {
         audit_path: Some(fifo.clone()),

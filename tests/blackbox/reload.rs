@@ -15,7 +15,9 @@ use tonic::Code;
 use vault_proto::v1;
 use vault_testkit::grpc::{channel, client_config};
 
-use crate::harness::{Fixture, GATEWAY, OPERATOR, Options, TestVault, lease_request};
+use crate::harness::{
+    Fixture, GATEWAY, OPERATOR, Options, TestVault, audit_fifo, lease_request, signal,
+};
 
 const VAULTD: &str = env!("CARGO_BIN_EXE_vaultd");
 
@@ -72,15 +74,7 @@ struct Outcomes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_reader_killed_under_load_and_restarted_gets_the_chain_back() {
-    let fifo_dir = tempfile::tempdir().unwrap();
-    let fifo = fifo_dir.path().join("audit.fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (_fifo_dir, fifo) = audit_fifo();
     let first: Captured = Captured::default();
     let (mut cat1, collect1) = cat_reader(&fifo, &first);
     let (mut vault, _) = TestVault::unsealed_with(Options {
@@ -306,9 +300,4 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn signal(child: &Child, signal: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, signal).unwrap();
 }
