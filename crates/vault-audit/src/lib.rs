@@ -95,6 +95,7 @@ mod event;
 // For the fuzz targets in fuzz/ and the corpus replay tests only; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod keys;
 mod options;
 mod record;

@@ -15,11 +15,12 @@ use tokio::sync::oneshot;
 use crate::chain::Chain;
 use crate::error::AuditError;
 use crate::event::Event;
+use crate::health::Health;
 use crate::keys::ChainKeys;
 use crate::options::AuditOptions;
 use crate::record::{MOVED_TO, TORN_BYTES};
 use crate::tail::{self, Tail};
-use crate::writer::{Health, Reopened, Request, Writer, open_file};
+use crate::writer::{Reopened, Request, Writer, open_file};
 
 const QUEUE_FULL: &str = "the audit queue is full";
 const TOO_SLOW: &str = "the audit write did not complete within the deadline";
