@@ -14,18 +14,14 @@ mod payload;
 mod policy;
 mod snapshot;
 
-use payload::{
-    metadata, open_shares, open_value, seal_shares, share_params, status_response, tenant_keys,
-};
+use payload::{metadata, open_value, status_response, tenant_keys};
 
 use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id};
 use crate::authz::{
-    DeleteSecret, EraseTenant, IssueApiKeys, PoliciesOp, ReadLeasesOp, ReadMetadata, RekeyOp,
-    RevokeApiKeys, RevokeLeasesOp, RotateRootOp, SealOp, StatusOp, TenantKeysOp, UnsealOp,
-    WriteSecret,
+    DeleteSecret, EraseTenant, IssueApiKeys, PoliciesOp, ReadLeasesOp, ReadMetadata, RevokeApiKeys,
+    RevokeLeasesOp, StatusOp, TenantKeysOp, WriteSecret,
 };
 use crate::names::{SecretKind, TenantId};
-use crate::vault::{UnsealNonce, UnsealOutcome};
 
 /// The admin service.
 pub(crate) struct AdminService {
@@ -57,6 +53,9 @@ macro_rules! permit {
     };
 }
 
+// After the macro, which it uses.
+mod seal;
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(
@@ -79,205 +78,42 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
-        let mut call = self.shared.call("admin.init", &request)?;
-        let r = request.get_ref();
-        let prepared = permit!(self, call, UnsealOp).and_then(|grant| {
-            let session = self.shared.session(&call, &r.session_id)?;
-            let params = share_params(r.threshold, r.share_count)?;
-            Ok((grant, session, params))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Answer,
-                call,
-                prepared,
-                |shared, (grant, session, (threshold, count)), _| {
-                    let shares = shared.custody.init(&grant, threshold, count)?;
-                    let shares = seal_shares(&session, op::INIT, &shares)?;
-                    Ok(v1::InitResponse { shares })
-                },
-            )
-            .await
+        seal::init(self, request).await
     }
 
     async fn unseal(
         &self,
         request: Request<v1::UnsealRequest>,
     ) -> Result<Response<v1::UnsealResponse>, Status> {
-        let mut call = self.shared.call("admin.unseal", &request)?;
-        let r = request.get_ref();
-        // Everything is checked and the share opened before the intent record; the
-        // vault changes (progress counted, unsealed, or reset) only after it.
-        let prepared = permit!(self, call, UnsealOp).and_then(|grant| {
-            if r.reset {
-                return Ok((grant, None));
-            }
-            let session = self.shared.session(&call, &r.session_id)?;
-            let share = open_shares(&session, op::UNSEAL, r.share.as_slice())?
-                .pop()
-                .ok_or(ApiError::Invalid("share is required"))?;
-            let nonce = match r.nonce.as_str() {
-                "" => None,
-                text => Some(UnsealNonce::parse(text).ok_or(ApiError::Invalid(
-                    "nonce must be the 32 hex digits from the first share's answer",
-                ))?),
-            };
-            call.event
-                .detail
-                .insert("share_index".into(), share.index().to_string());
-            Ok((grant, Some((share, nonce))))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Refuse,
-                call,
-                prepared,
-                |shared, (grant, submitted), _| match submitted {
-                    None => {
-                        shared.custody.reset_unseal(&grant)?;
-                        Ok(v1::UnsealResponse {
-                            state: v1::SealState::Sealed as i32,
-                            ..Default::default()
-                        })
-                    }
-                    Some((share, nonce)) => Ok(
-                        match shared.custody.unseal(&grant, share, nonce.as_ref())? {
-                            UnsealOutcome::InProgress {
-                                nonce,
-                                submitted,
-                                threshold,
-                            } => v1::UnsealResponse {
-                                state: v1::SealState::Sealed as i32,
-                                submitted: u32::from(submitted),
-                                threshold: u32::from(threshold),
-                                nonce: nonce.to_string(),
-                            },
-                            UnsealOutcome::Unsealed => v1::UnsealResponse {
-                                state: v1::SealState::Unsealed as i32,
-                                ..Default::default()
-                            },
-                        },
-                    ),
-                },
-            )
-            .await
+        seal::unseal(self, request).await
     }
 
     async fn seal(
         &self,
         request: Request<v1::SealRequest>,
     ) -> Result<Response<v1::SealResponse>, Status> {
-        let mut call = self.shared.call("admin.seal", &request)?;
-        let result = match permit!(self, call, SealOp) {
-            Ok(grant) => {
-                // Sealing is the safe direction, so it goes ahead even when the audit log
-                // cannot be written (an attacker filling the disk must not keep keys in
-                // memory); the failure is reported, not the seal refused.
-                let recorded = self.shared.record_intent(&call).await.is_ok();
-                if recorded {
-                    // Sign what was written while the audit keys still exist.
-                    let _ = self.shared.audit.checkpoint().await;
-                } else {
-                    tracing::error!("sealing although the audit log cannot be written");
-                }
-                let sealed = self.shared.custody.seal(&grant);
-                call.event
-                    .detail
-                    .insert("leases_revoked".into(), sealed.leases_revoked.to_string());
-                sealed
-                    .vault
-                    .map(|()| v1::SealResponse {})
-                    .map_err(ApiError::from)
-            }
-            Err(e) => Err(e),
-        };
-        self.shared.finish_committed(call, result).await
+        seal::seal(self, request).await
     }
 
     async fn rekey(
         &self,
         request: Request<v1::RekeyRequest>,
     ) -> Result<Response<v1::RekeyResponse>, Status> {
-        let mut call = self.shared.call("admin.rekey", &request)?;
-        let r = request.get_ref();
-        let prepared = permit!(self, call, RekeyOp).and_then(|grant| {
-            let session = self.shared.session(&call, &r.session_id)?;
-            let params = share_params(r.threshold, r.share_count)?;
-            let current = open_shares(&session, op::REKEY, &r.current_shares)?;
-            Ok((grant, session, params, current))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Answer,
-                call,
-                prepared,
-                |shared, (grant, session, (threshold, count), current), _| {
-                    let shares = shared.custody.rekey(&grant, current, threshold, count)?;
-                    let shares = seal_shares(&session, op::REKEY_NEW, &shares)?;
-                    Ok(v1::RekeyResponse { shares })
-                },
-            )
-            .await
+        seal::rekey(self, request).await
     }
 
     async fn verify_rekey(
         &self,
         request: Request<v1::VerifyRekeyRequest>,
     ) -> Result<Response<v1::VerifyRekeyResponse>, Status> {
-        let mut call = self.shared.call("admin.verify_rekey", &request)?;
-        let r = request.get_ref();
-        let prepared = permit!(self, call, RekeyOp).and_then(|grant| {
-            let session = self.shared.session(&call, &r.session_id)?;
-            Ok((
-                grant,
-                open_shares(&session, op::VERIFY_REKEY, &r.new_shares)?,
-            ))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Refuse,
-                call,
-                prepared,
-                |shared, (grant, new), event| {
-                    let (generation, threshold, count) =
-                        shared.custody.verify_rekey(&grant, new)?;
-                    event
-                        .detail
-                        .insert("generation".into(), generation.to_string());
-                    Ok(v1::VerifyRekeyResponse {
-                        generation,
-                        threshold: threshold.into(),
-                        share_count: count.into(),
-                    })
-                },
-            )
-            .await
+        seal::verify_rekey(self, request).await
     }
 
     async fn rotate_root_key(
         &self,
         request: Request<v1::RotateRootKeyRequest>,
     ) -> Result<Response<v1::RotateRootKeyResponse>, Status> {
-        let mut call = self.shared.call("admin.rotate_root_key", &request)?;
-        let r = request.get_ref();
-        let prepared = permit!(self, call, RotateRootOp).and_then(|grant| {
-            let session = self.shared.session(&call, &r.session_id)?;
-            Ok((
-                grant,
-                open_shares(&session, op::ROTATE_ROOT_KEY, &r.shares)?,
-            ))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Refuse,
-                call,
-                prepared,
-                |shared, (grant, shares), _| {
-                    let root_version = shared.custody.rotate_root_key(&grant, shares)?;
-                    Ok(v1::RotateRootKeyResponse { root_version })
-                },
-            )
-            .await
+        seal::rotate_root_key(self, request).await
     }
 
     async fn put_secret(
