@@ -165,15 +165,15 @@ impl crate::api::Reload for Reloader {
 
 impl Reloader {
     async fn reload(&self) -> ReloadReport {
-        let mut report = self.apply_file();
-        report.audit = self.shared.audit.reopen().await;
+        let audit = self.shared.audit.reopen().await;
+        let report = self.apply_file(audit);
         self.record(&report).await;
         report
     }
 
-    /// Reads the configuration file and puts its live settings in force; the audit
-    /// log is left to the caller.
-    fn apply_file(&self) -> ReloadReport {
+    /// Reads the configuration file and puts its live settings in force; `audit` is
+    /// how reopening the audit log went.
+    fn apply_file(&self, audit: Result<Reopened, vault_audit::AuditError>) -> ReloadReport {
         let source = &self.source;
         let mut in_force = source.in_force.lock().unwrap_or_else(|p| p.into_inner());
         let (config, file) = match &source.path {
@@ -218,7 +218,7 @@ impl Reloader {
             config,
             tls,
             policies,
-            audit: Ok(Reopened::Unchanged),
+            audit,
             applied,
             needs_restart,
         }
