@@ -273,9 +273,7 @@ impl Endpoints {
     /// learns what vaultd says. It costs a connection only when a call has already
     /// failed; a refusal it finds is final (retrying would be refused again).
     async fn diagnose(&self, node: usize, status: &tonic::Status) -> Option<Error> {
-        let broke_below_grpc = std::error::Error::source(status)
-            .is_some_and(|cause| cause.is::<tonic::transport::Error>());
-        if !broke_below_grpc {
+        if !crate::error::broke_below_grpc(status) {
             return None;
         }
         let (Some(Target::Tls { host, port }), Some(tls)) =

@@ -443,6 +443,12 @@ fn tls_failure(status: &tonic::Status) -> Option<rustls::Error> {
     None
 }
 
+/// Whether `status` reports a failure of the connection under gRPC rather than an
+/// answer from vaultd.
+pub(crate) fn broke_below_grpc(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some_and(|cause| cause.is::<tonic::transport::Error>())
+}
+
 pub(crate) fn classify(status: tonic::Status) -> Disposition {
     // A handshake this side refused will be refused again: final, and named for
     // what it is. (vaultd's refusal of our certificate arrives only after the client
@@ -450,6 +456,14 @@ pub(crate) fn classify(status: tonic::Status) -> Disposition {
     // the endpoints' retry loop asks again to learn why, see `Endpoints::diagnose`.)
     if let Some(source) = tls_failure(&status) {
         return Disposition::Final(Error::Tls { source });
+    }
+    // The connection broke under the call (vaultd stopped, a reset) and no refusal
+    // explains it: vaultd is unreachable, whatever code tonic gave the break.
+    if broke_below_grpc(&status) && !matches!(status.code(), Code::Unavailable) {
+        return Disposition::Retry(Error::Unavailable {
+            message: status.message().to_owned(),
+            sealed: false,
+        });
     }
     let reason = status
         .metadata()
