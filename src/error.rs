@@ -47,6 +47,42 @@ pub enum Error {
     /// An unseal attempt is in progress and the caller did not present its nonce.
     #[error("another unseal attempt is in progress; present its nonce or reset it")]
     UnsealNonceMismatch,
+    /// A ceremony was started while another is in progress.
+    #[error(
+        "a {0} ceremony is in progress; let it finish, or cancel it (`vaultctl ceremony cancel`)"
+    )]
+    CeremonyInProgress(&'static str),
+    /// A share was submitted, or a ceremony cancelled, with none in progress.
+    #[error(
+        "no ceremony is in progress (it completed, expired or was cancelled); start one with `vaultctl ceremony start`"
+    )]
+    NoCeremony,
+    /// A ceremony share was submitted with a nonce that does not name the ceremony in progress.
+    #[error("the nonce does not name the ceremony in progress; check `vaultctl ceremony status`")]
+    CeremonyNonceMismatch,
+    /// A rekey ceremony's custodians are invalid.
+    #[error("{0}")]
+    Custodians(String),
+    /// The PKCS#11 token could not be used.
+    #[error("auto-unseal token: {0}")]
+    Token(#[source] crate::hsm::HsmError),
+    /// Auto-unseal was asked for but no `[seal.pkcs11]` token is configured.
+    #[error("no PKCS#11 token is configured ([seal.pkcs11] in vaultd.toml)")]
+    NoTokenConfigured,
+    /// Auto-unseal is not enabled, so there is nothing to disable.
+    #[error("auto-unseal is not enabled")]
+    AutoUnsealNotEnabled,
+    /// The token's copy of the unseal key is of another share-set generation.
+    #[error(
+        "the token's copy of the unseal key is of share-set generation {stored}, the vault is at \
+         {current}; custodians unseal, then re-enable auto-unseal"
+    )]
+    StaleTokenSeal {
+        /// The stored copy's generation.
+        stored: u32,
+        /// The vault's.
+        current: u32,
+    },
     /// The share belongs to an older or newer share set than the vault's.
     #[error("share is from share-set generation {share}, but the vault is at generation {current}")]
     StaleShare {

@@ -19,6 +19,7 @@ mod error;
 pub mod fuzzing;
 pub mod hardening;
 mod housekeeping;
+pub mod hsm;
 mod http;
 pub mod identity;
 mod ids;

@@ -9,6 +9,8 @@
 //! |-----------------------------------|-----------------------|
 //! | `seal`                            | `SealRecord`          |
 //! | `seal-pending`                    | `PendingRekey`        |
+//! | `seal-pending-shares`             | `PendingShares`       |
+//! | `seal-token`                      | `TokenSealRecord`     |
 //! | `system/<name>`                   | `SystemKeyRecord`     |
 //! | `tenant/<tenant>`                 | `TenantRecord`        |
 //! | `secret/<tenant>/<env>/<name>`    | `SecretRecord`        |
@@ -29,6 +31,11 @@ use crate::storage::StoredValue;
 pub(crate) const SEAL_KEY: &[u8] = b"seal";
 /// Key of a rekey's share set until a quorum of it is verified.
 pub(crate) const PENDING_REKEY_KEY: &[u8] = b"seal-pending";
+/// Key of a ceremony rekey's new shares, encrypted to their custodians, until the
+/// set is verified.
+pub(crate) const PENDING_SHARES_KEY: &[u8] = b"seal-pending-shares";
+/// Key of the unseal key wrapped by a PKCS#11 token (auto-unseal), while enabled.
+pub(crate) const TOKEN_SEAL_KEY: &[u8] = b"seal-token";
 
 pub(crate) fn system_key(name: &str) -> Vec<u8> {
     format!("system/{name}").into_bytes()
@@ -152,6 +159,42 @@ pub(crate) struct PendingRekey {
     /// The same root versions as the seal record's, wrapped under the new unseal key.
     pub roots: Vec<WrappedRoot>,
     pub created_unix: u64,
+}
+
+/// A ceremony rekey's new shares, each encrypted to its custodian's age key: not
+/// secret, kept so an answer lost on its way can be fetched again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PendingShares {
+    /// The pending set's generation these belong to.
+    pub generation: u32,
+    pub shares: Vec<CustodianShare>,
+}
+
+/// The unseal key of one share-set generation, wrapped by an AES-256-GCM key that
+/// stays in a PKCS#11 token. Opens only in that token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TokenSealRecord {
+    /// The share-set generation of the wrapped key: a rekey makes the record stale
+    /// unless it is rewrapped.
+    pub generation: u32,
+    /// The token's label and the key's, as configured when it was made.
+    pub token: String,
+    pub key_label: String,
+    pub iv: [u8; 12],
+    /// Ciphertext and tag.
+    pub wrapped: Vec<u8>,
+    pub created_unix: u64,
+}
+
+/// One custodian's share as an age file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodianShare {
+    /// The custodian's name, for the file name `share-<name>.age`.
+    pub name: String,
+    /// The custodian's age public key (`age1…`).
+    pub recipient: String,
+    /// The age file.
+    pub sealed: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +333,8 @@ macro_rules! records {
 records!(
     SealRecord,
     PendingRekey,
+    PendingShares,
+    TokenSealRecord,
     SystemKeyRecord,
     TenantRecord,
     SecretRecord,

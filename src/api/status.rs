@@ -221,9 +221,18 @@ fn vault_status(e: &Error) -> Status {
             Status::failed_precondition(e.to_string())
         }
         Error::Sealed => Status::unavailable(e.to_string()),
-        Error::AlreadyInitialised | Error::AlreadyUnsealed | Error::UnsealNonceMismatch => {
+        Error::AlreadyInitialised
+        | Error::AlreadyUnsealed
+        | Error::UnsealNonceMismatch
+        | Error::CeremonyInProgress(_)
+        | Error::NoCeremony
+        | Error::CeremonyNonceMismatch => Status::failed_precondition(e.to_string()),
+        Error::Custodians(_) => Status::invalid_argument(e.to_string()),
+        Error::NoTokenConfigured | Error::AutoUnsealNotEnabled | Error::StaleTokenSeal { .. } => {
             Status::failed_precondition(e.to_string())
         }
+        // The token's own failures name no secret (the PIN never enters them).
+        Error::Token(_) => Status::unavailable(e.to_string()),
         Error::InvalidName(n) => Status::invalid_argument(n.to_string()),
         Error::NotFound => Status::not_found(e.to_string()),
         Error::AlreadyExists => Status::already_exists(e.to_string()),

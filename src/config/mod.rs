@@ -57,6 +57,12 @@
 //! unseal_timeout = "10m"
 //! default_grace = "24h"
 //! max_grace = "30d"              # the longest grace window a rotation may ask for
+//!
+//! [seal.pkcs11]                   # optional: auto-unseal through a PKCS#11 token
+//! module = "/usr/lib/softhsm/libsofthsm2.so"
+//! token = "vaultd"               # the token's label
+//! key_label = "vaultd-unseal"    # the AES key's label; created in the token if missing
+//! pin_file = "/etc/vaultd/hsm.pin"   # the user PIN, mode 0600
 //! ```
 
 use std::net::SocketAddr;
@@ -247,6 +253,8 @@ pub struct SealConfig {
     pub default_grace: Duration,
     /// The longest grace window a rotation may ask for.
     pub max_grace: Duration,
+    /// The PKCS#11 token for auto-unseal, if any.
+    pub pkcs11: Option<std::sync::Arc<crate::hsm::Pkcs11Config>>,
 }
 
 /// Why a configuration was refused.
@@ -503,7 +511,7 @@ impl Config {
                     (1, vault_crypto::aead::ROTATE_AFTER),
                 )?,
             },
-            seal: seal(&raw.seal)?,
+            seal: seal(raw.seal, &at)?,
             apikeys: apikeys(&raw.apikeys)?,
         })
     }

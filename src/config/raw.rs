@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -140,6 +141,16 @@ pub(super) struct RawSeal {
     pub(super) unseal_timeout: Option<String>,
     pub(super) default_grace: Option<String>,
     pub(super) max_grace: Option<String>,
+    pub(super) pkcs11: Option<RawPkcs11>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPkcs11 {
+    pub(super) module: Option<PathBuf>,
+    pub(super) token: Option<String>,
+    pub(super) key_label: Option<String>,
+    pub(super) pin_file: Option<PathBuf>,
 }
 
 pub(super) fn duration(
@@ -231,11 +242,11 @@ pub(super) fn address(
     })
 }
 
-pub(super) fn required(
-    value: Option<PathBuf>,
+pub(super) fn required<T>(
+    value: Option<T>,
     key: &'static str,
     why: &'static str,
-) -> Result<PathBuf, ConfigError> {
+) -> Result<T, ConfigError> {
     value.ok_or(ConfigError::Missing { key, why })
 }
 
@@ -267,7 +278,11 @@ pub(super) fn valid_node(name: &str) -> bool {
 pub(super) const SECOND: Duration = Duration::from_secs(1);
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
-pub(super) fn seal(raw: &RawSeal) -> Result<SealConfig, ConfigError> {
+/// The `[seal]` section; `at` resolves paths against the configuration's directory.
+pub(super) fn seal(
+    raw: RawSeal,
+    at: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<SealConfig, ConfigError> {
     let max_grace = duration(
         "seal.max_grace",
         raw.max_grace.as_deref(),
@@ -289,6 +304,43 @@ pub(super) fn seal(raw: &RawSeal) -> Result<SealConfig, ConfigError> {
         )?,
         default_grace,
         max_grace,
+        pkcs11: raw.pkcs11.map(|p| pkcs11(p, at)).transpose()?.map(Arc::new),
+    })
+}
+
+/// `[seal.pkcs11]`: every key but `key_label` is required once the table is there.
+fn pkcs11(
+    raw: RawPkcs11,
+    at: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<crate::hsm::Pkcs11Config, ConfigError> {
+    let label = |key: &'static str, text: String| {
+        if text.is_empty() || text.len() > 32 {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "a PKCS#11 label is 1 to 32 bytes".into(),
+            });
+        }
+        Ok(text)
+    };
+    Ok(crate::hsm::Pkcs11Config {
+        module: at(required(
+            raw.module,
+            "seal.pkcs11.module",
+            "the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so",
+        )?),
+        token: label(
+            "seal.pkcs11.token",
+            required(raw.token, "seal.pkcs11.token", "the token's label")?,
+        )?,
+        key_label: label(
+            "seal.pkcs11.key_label",
+            raw.key_label.unwrap_or_else(|| "vaultd-unseal".to_owned()),
+        )?,
+        pin_file: at(required(
+            raw.pin_file,
+            "seal.pkcs11.pin_file",
+            "a file (mode 0600) holding the token's user PIN",
+        )?),
     })
 }
 

@@ -33,7 +33,8 @@ use crate::limits::{Held as Slot, PerIdentity};
 use crate::names::{Environment, SecretId, SecretKind};
 use crate::sessions::{Opened, Session, SessionError, Sessions};
 use crate::vault::{
-    ErasureReceipt, SecretMetadata, Status, TenantKeys, UnsealNonce, UnsealOutcome, Vault,
+    CeremonyKind, CeremonyOutcome, CeremonyView, ErasureReceipt, SealedShareSet, SecretMetadata,
+    Status, TenantKeys, UnsealNonce, UnsealOutcome, Vault,
 };
 use vault_crypto::SecretValue;
 use vault_crypto::clock::SharedClock;
@@ -236,6 +237,51 @@ impl Custody {
         shares: Vec<Share>,
     ) -> Result<u32> {
         self.vault().rotate_root_key(shares)
+    }
+
+    /// Starts a rekey or verify-rekey ceremony (`kind` must be one of them).
+    pub(crate) fn start_rekey_ceremony(
+        &self,
+        grant: &Authorized<RekeyOp>,
+        kind: CeremonyKind,
+    ) -> Result<CeremonyView> {
+        debug_assert!(!matches!(kind, CeremonyKind::RotateRootKey));
+        self.vault().start_ceremony(kind, grant.identity().as_str())
+    }
+
+    /// Starts a root-key rotation ceremony.
+    pub(crate) fn start_rotation_ceremony(
+        &self,
+        grant: &Authorized<RotateRootOp>,
+    ) -> Result<CeremonyView> {
+        self.vault()
+            .start_ceremony(CeremonyKind::RotateRootKey, grant.identity().as_str())
+    }
+
+    /// Submits one custodian's share to the ceremony named by `nonce`.
+    pub(crate) fn submit_ceremony_share(
+        &self,
+        _: &Authorized<UnsealOp>,
+        share: Share,
+        nonce: &UnsealNonce,
+    ) -> Result<CeremonyOutcome> {
+        self.vault().submit_ceremony_share(share, nonce)
+    }
+
+    /// The ceremony in progress and a ceremony rekey's pending files.
+    pub(crate) fn ceremony(
+        &self,
+        _: &Authorized<StatusOp>,
+    ) -> Result<(Option<CeremonyView>, Option<SealedShareSet>)> {
+        Ok((
+            self.vault().ceremony(),
+            self.vault().pending_custodian_shares()?,
+        ))
+    }
+
+    /// Discards the ceremony in progress.
+    pub(crate) fn cancel_ceremony(&self, _: &Authorized<UnsealOp>) -> Option<CeremonyView> {
+        self.vault().cancel_ceremony()
     }
 
     pub(crate) fn put_secret(

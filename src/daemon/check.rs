@@ -1,7 +1,7 @@
 //! `vaultd check-config`: every check that opening and serving make before vaultd
 //! answers anything — locked memory, TLS files, policies, the data file and the
-//! audit log (neither in use by another process), the socket's directory and the
-//! listen addresses — without changing anything. A configuration it calls ok does
+//! audit log (neither in use by another process), the socket's directory, the listen
+//! addresses and, if configured, the auto-unseal token — without changing anything. A configuration it calls ok does
 //! not fail `serve` for a reason it could have seen.
 
 use std::fs::{OpenOptions, TryLockError};
@@ -47,6 +47,16 @@ pub fn check(config: &Config) -> Vec<Problem> {
             .map_err(|e| e.to_string()),
     );
     note("storage.path", data_file(&config.storage_path));
+    if let Some(token) = &config.seal.pkcs11 {
+        // serve starts without it (sealed, for custodians' shares), but an operator
+        // who configured auto-unseal wants to know it would not work.
+        note(
+            "seal.pkcs11",
+            token.probe().map_err(|e| {
+                format!("{e}; vaultd would start sealed and wait for custodians' shares")
+            }),
+        );
+    }
     note("audit.path", audit_log(&config.audit.path));
     if let Some(socket) = &config.listen.socket {
         note("listen.socket", directory_of(socket));

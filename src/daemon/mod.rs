@@ -34,7 +34,7 @@ use crate::storage::redb::RedbStore;
 use crate::transport::{
     DRAIN, ReloadableTls, Router, TlsLimits, bind_socket, route, serve_tls, serve_unix,
 };
-use crate::vault::{Vault, VaultOptions};
+use crate::vault::{AutoUnseal, Vault, VaultOptions};
 
 mod check;
 mod reload;
@@ -199,6 +199,7 @@ impl Daemon {
                     tenant_key_cache: config.keys.tenant_key_cache,
                     tenant_rotate_after: config.keys.tenant_rotate_after,
                     clock: Arc::clone(&clock),
+                    token: config.seal.pkcs11.clone(),
                 },
             )
             .map_err(store_error)?,
@@ -283,8 +284,44 @@ impl Daemon {
         system_event(&self.shared.audit, operation, event).await
     }
 
-    /// Binds the listeners and starts serving.
+    /// Unseals through the PKCS#11 token if custodians enabled auto-unseal; if it is
+    /// not enabled, or the token fails, the vault stays sealed for custodians' shares.
+    async fn auto_unseal(&self) {
+        let vault = Arc::clone(&self.vault);
+        let reason = match tokio::task::spawn_blocking(move || vault.auto_unseal()).await {
+            Ok(Ok(AutoUnseal::Unsealed)) => {
+                tracing::info!("unsealed through the PKCS#11 token (auto-unseal)");
+                "unsealed through the PKCS#11 token".to_owned()
+            }
+            Ok(Ok(AutoUnseal::NotEnabled)) => {
+                tracing::info!(
+                    "a PKCS#11 token is configured but auto-unseal is not enabled: custodians \
+                     enable it with an enable-auto-unseal ceremony"
+                );
+                return;
+            }
+            Ok(Ok(AutoUnseal::NotConfigured | AutoUnseal::NotSealed)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!("auto-unseal failed; custodians unseal with their shares: {e}");
+                format!("auto-unseal failed: {e}")
+            }
+            Err(e) => {
+                tracing::error!("auto-unseal panicked; custodians unseal with their shares: {e}");
+                "auto-unseal panicked".to_owned()
+            }
+        };
+        let event = Event {
+            reason,
+            ..Event::default()
+        };
+        if let Err(e) = self.audit_system("system.auto_unseal", event).await {
+            tracing::error!("auto-unseal could not be audited: {e}");
+        }
+    }
+
+    /// Unseals through the token if enabled, binds the listeners and starts serving.
     pub async fn serve(self) -> Result<Running, StartError> {
+        self.auto_unseal().await;
         let bind_error = |what: &'static str, addr: String| {
             move |source| StartError::Bind { what, addr, source }
         };

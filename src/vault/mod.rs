@@ -14,10 +14,12 @@
 
 pub(crate) mod apikeys;
 mod cache;
+mod ceremony;
 mod keyring;
 mod secrets;
 mod snapshot;
 mod tenants;
+mod token_seal;
 mod transit;
 mod unseal;
 
@@ -27,8 +29,12 @@ use std::time::{Duration, Instant};
 use vault_crypto::arena::scrub_stack;
 use vault_crypto::clock::{SharedClock, unix_seconds};
 
+pub use ceremony::{
+    CeremonyKind, CeremonyOutcome, CeremonyView, Custodian, MAX_CUSTODIANS, SealedShareSet,
+};
 pub use secrets::{ErasureReceipt, SecretMetadata, SweepItem, VersionMetadata};
 pub use tenants::{TenantKeyVersion, TenantKeys};
+pub use token_seal::AutoUnseal;
 pub use unseal::{UnsealNonce, UnsealOutcome};
 
 use crate::error::{Error, Result};
@@ -52,6 +58,8 @@ pub struct VaultOptions {
     pub tenant_rotate_after: u64,
     /// What grace windows, unseal timeouts and record times are read from.
     pub clock: SharedClock,
+    /// The PKCS#11 token for auto-unseal (`[seal.pkcs11]`), if configured.
+    pub token: Option<Arc<crate::hsm::Pkcs11Config>>,
 }
 
 impl Default for VaultOptions {
@@ -63,6 +71,7 @@ impl Default for VaultOptions {
             tenant_key_cache: 1024,
             tenant_rotate_after: vault_crypto::aead::ROTATE_AFTER,
             clock: vault_crypto::clock::system(),
+            token: None,
         }
     }
 }
@@ -146,6 +155,9 @@ pub enum Status {
 pub struct Vault {
     store: Arc<dyn Store>,
     state: RwLock<State>,
+    /// The custodian ceremony in progress, if any (its own lock: a status query never
+    /// waits for a rotation it runs).
+    ceremony: std::sync::Mutex<Option<ceremony::Ceremony>>,
     options: VaultOptions,
     /// Tells watchers (health reporting) of every lifecycle change as it happens.
     changes: tokio::sync::watch::Sender<SealState>,
@@ -171,6 +183,7 @@ impl Vault {
         Ok(Self {
             store,
             state: RwLock::new(state),
+            ceremony: std::sync::Mutex::new(None),
             options,
             changes: tokio::sync::watch::channel(seal_state).0,
         })

@@ -11,8 +11,8 @@ use super::keyring::{Keyring, SYSTEM_KEYS};
 use super::{SealState, State, Vault};
 use crate::error::{Error, Result};
 use crate::records::{
-    self, PENDING_REKEY_KEY, PendingRekey, RootRotation, SEAL_KEY, SealRecord, SystemKeyRecord,
-    WrappedRoot, system_key,
+    self, PENDING_REKEY_KEY, PENDING_SHARES_KEY, PendingRekey, PendingShares, RootRotation,
+    SEAL_KEY, SealRecord, SystemKeyRecord, WrappedRoot, system_key,
 };
 use crate::storage::{StoreError, Transaction};
 
@@ -22,10 +22,14 @@ use crate::storage::{StoreError, Transaction};
 pub struct UnsealNonce([u8; 16]);
 
 impl UnsealNonce {
-    fn generate() -> Result<Self> {
+    pub(super) fn generate() -> Result<Self> {
         let mut bytes = [0u8; 16];
         vault_crypto::aead::random_bytes(&mut bytes)?;
         Ok(Self(bytes))
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// Parses the 32-hex-digit form.
@@ -187,6 +191,18 @@ impl Vault {
         let (unseal_key, roots) = quorum?;
         drop(unseal_key);
         scrub_stack();
+        self.finish_unseal(state, &record, roots)?;
+        Ok(UnsealOutcome::Unsealed)
+    }
+
+    /// Loads the keyring under `roots` (opened from `record`) and serves; an
+    /// interrupted root-key rotation then resumes, in batches, with the vault serving.
+    pub(super) fn finish_unseal(
+        &self,
+        mut state: std::sync::RwLockWriteGuard<'_, State>,
+        record: &SealRecord,
+        roots: Vec<RootKey>,
+    ) -> Result<()> {
         let keyring = Keyring::load(
             self.store.as_ref(),
             roots,
@@ -196,11 +212,10 @@ impl Vault {
         *state = State::Unsealed(Box::new(keyring));
         self.changed(SealState::Unsealed);
         drop(state);
-        // An interrupted root-key rotation resumes, in batches, with the vault serving.
         if let Some(rotation) = record.rotation {
             self.finish_rotation(rotation)?;
         }
-        Ok(UnsealOutcome::Unsealed)
+        Ok(())
     }
 
     /// Discards unseal progress, wiping the shares submitted so far.
@@ -226,6 +241,19 @@ impl Vault {
         threshold: usize,
         shares: usize,
     ) -> Result<Vec<Share>> {
+        Ok(self.rekey_with(current, threshold, shares, |_| Ok(None))?.0)
+    }
+
+    /// [`Vault::rekey`], storing beside the pending set what `files` makes of the new
+    /// shares (the custodians' encrypted copies), in the same transaction; without
+    /// files, an earlier set's are deleted.
+    pub(super) fn rekey_with(
+        &self,
+        current: Vec<Share>,
+        threshold: usize,
+        shares: usize,
+        files: impl FnOnce(&[Share]) -> Result<Option<PendingShares>>,
+    ) -> Result<(Vec<Share>, Option<PendingShares>)> {
         let state = self.write_state();
         if matches!(*state, State::Uninitialised) {
             return Err(Error::Uninitialised);
@@ -260,12 +288,17 @@ impl Vault {
         };
         drop((roots, new_key));
         scrub_stack();
+        let files = files(&split)?;
         let txn = Transaction::new()
             .require_eq(SEAL_KEY, records::encode(&record))
             .put(PENDING_REKEY_KEY, records::encode(&pending));
+        let txn = match &files {
+            Some(files) => txn.put(PENDING_SHARES_KEY, records::encode(files)),
+            None => txn.delete(PENDING_SHARES_KEY),
+        };
         self.store.transact(txn)?;
         drop(state);
-        Ok(split)
+        Ok((split, files))
     }
 
     /// Puts the pending share set in force, given a quorum of its shares: they are
@@ -292,13 +325,25 @@ impl Vault {
             ..record.clone()
         };
         let (new_key, roots) = open_quorum(&new, &next)?;
-        drop((new_key, roots, new));
+        drop((roots, new));
         let txn = Transaction::new()
             .require_eq(SEAL_KEY, records::encode(&record))
             .require_eq(PENDING_REKEY_KEY, records::encode(&pending))
             .put(SEAL_KEY, records::encode(&next))
-            .delete(PENDING_REKEY_KEY);
+            .delete(PENDING_REKEY_KEY)
+            .delete(PENDING_SHARES_KEY);
+        // Auto-unseal follows the new set, or is switched off if the token cannot.
+        let (txn, token_failure) = self.rekey_token_seal(&new_key, txn)?;
+        drop(new_key);
+        scrub_stack();
         self.store.transact(txn)?;
+        if let Some(reason) = token_failure {
+            tracing::warn!(
+                "auto-unseal is disabled: the new share set's unseal key could not be wrapped \
+                 by the token ({reason}); custodians re-enable it with an enable-auto-unseal \
+                 ceremony"
+            );
+        }
         // Progress towards unsealing with the old share set is now meaningless.
         if let State::Sealed(progress) = &mut *state {
             *progress = None;
@@ -307,7 +352,7 @@ impl Vault {
     }
 
     /// The rekey waiting to be verified, if any.
-    fn pending_rekey(&self) -> Result<Option<PendingRekey>> {
+    pub(super) fn pending_rekey(&self) -> Result<Option<PendingRekey>> {
         match self.store.get(PENDING_REKEY_KEY)? {
             Some(value) => Ok(Some(records::decode(PENDING_REKEY_KEY, &value)?)),
             None => Ok(None),
@@ -408,7 +453,10 @@ const ROTATION_BATCH: usize = 256;
 
 /// Reconstructs the unseal key from a quorum of `shares` and proves it by opening
 /// every root key in the seal record.
-fn open_quorum(shares: &[Share], record: &SealRecord) -> Result<(UnsealKey, Vec<RootKey>)> {
+pub(super) fn open_quorum(
+    shares: &[Share],
+    record: &SealRecord,
+) -> Result<(UnsealKey, Vec<RootKey>)> {
     if let Some(stale) = shares.iter().find(|s| s.generation() != record.generation) {
         return Err(Error::StaleShare {
             share: stale.generation(),
@@ -416,7 +464,14 @@ fn open_quorum(shares: &[Share], record: &SealRecord) -> Result<(UnsealKey, Vec<
         });
     }
     let unseal_key = shamir::combine(shares).map_err(sharing)?;
-    let roots = record
+    let roots = open_roots(&unseal_key, record);
+    scrub_stack();
+    Ok((unseal_key, roots?))
+}
+
+/// Every root key in the seal record, opened with `unseal_key`.
+pub(super) fn open_roots(unseal_key: &UnsealKey, record: &SealRecord) -> Result<Vec<RootKey>> {
+    record
         .roots
         .iter()
         .map(|r| {
@@ -424,9 +479,7 @@ fn open_quorum(shares: &[Share], record: &SealRecord) -> Result<(UnsealKey, Vec<
                 .unwrap_root_key(&r.wrapped, r.version)
                 .map_err(|_| Error::WrongShares)
         })
-        .collect::<Result<Vec<_>>>();
-    scrub_stack();
-    Ok((unseal_key, roots?))
+        .collect()
 }
 
 /// Keeps share errors precise instead of folding them into opaque crypto errors.

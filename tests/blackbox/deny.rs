@@ -114,6 +114,29 @@ impl Outsider {
                 })
                 .await,
             ),
+            "/vault.v1.Admin/StartCeremony" => code(
+                a.start_ceremony(v1::StartCeremonyRequest {
+                    kind: v1::CeremonyKind::RotateRootKey as i32,
+                    ..Default::default()
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/SubmitCeremonyShare" => code(
+                a.submit_ceremony_share(v1::SubmitCeremonyShareRequest {
+                    session_id,
+                    nonce: "00".repeat(16),
+                    share: sealed(
+                        s,
+                        &SessionAad::share(op::CEREMONY_SHARE, Direction::ToDaemon, 0),
+                        &[7; 33],
+                    ),
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/GetCeremony" => code(a.get_ceremony(v1::GetCeremonyRequest {}).await),
+            "/vault.v1.Admin/CancelCeremony" => {
+                code(a.cancel_ceremony(v1::CancelCeremonyRequest {}).await)
+            }
             "/vault.v1.Admin/PutSecret" => code(
                 a.put_secret(put_request(s, "acme", "live", "byok/new", b"v"))
                     .await,

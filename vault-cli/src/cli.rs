@@ -84,6 +84,10 @@ pub(crate) enum Command {
     /// Root-key operations.
     #[command(subcommand, name = "root-key")]
     RootKey(RootKeyCommand),
+    /// Custodian ceremonies: rekey, verify-rekey and root-key rotation with each
+    /// custodian submitting their own share from their own machine.
+    #[command(subcommand)]
+    Ceremony(crate::commands::ceremony::CeremonyCommand),
     /// Secrets: write-only values, readable metadata.
     #[command(subcommand)]
     Secret(SecretCommand),

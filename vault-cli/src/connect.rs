@@ -8,7 +8,8 @@ use crate::error::{CliError, Exit};
 /// Which listeners a command may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Via {
-    /// Status, init, unseal and seal: the local socket when no --addr is given.
+    /// Status, init, unseal, seal and a custodian's ceremony commands (status,
+    /// submit, cancel): the local socket when no --addr is given.
     SocketOrTls,
     /// Everything else: mutual TLS only.
     Tls,
@@ -37,7 +38,7 @@ pub(crate) fn client(
         (None, Some(_), Via::Tls) => {
             return Err(CliError::new(
                 Exit::Connect,
-                "this command needs mutual TLS; the local socket serves only status, init, unseal and seal",
+                "this command needs mutual TLS; the local socket serves only status, init, unseal, seal and ceremony status, submit and cancel",
             )
             .hint("set VAULTD_ADDR (or --addr) and VAULTD_CACERT, VAULTD_CLIENT_CERT, VAULTD_CLIENT_KEY"));
         }

@@ -98,6 +98,11 @@ pub(crate) fn custodians(
 }
 
 impl Custodian {
+    /// The custodian's public key, `age1…`.
+    pub(crate) fn recipient(&self) -> String {
+        self.recipient.to_string()
+    }
+
     /// `share` encrypted to this custodian: an age file only their identity opens.
     pub(crate) fn seal(&self, share: &Share) -> Result<Vec<u8>, std::io::Error> {
         let text = share.encode();

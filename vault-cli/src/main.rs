@@ -16,7 +16,9 @@ use clap::{CommandFactory, Parser};
 use serde_json::json;
 
 use crate::cli::{Cli, Command, LeaseCommand, RootKeyCommand};
-use crate::commands::{apikey, audit, lease, operator, pki, policy, secret, snapshot, transit};
+use crate::commands::{
+    apikey, audit, ceremony, lease, operator, pki, policy, secret, snapshot, transit,
+};
 use crate::connect::Via;
 use crate::error::CliError;
 use crate::output::Output;
@@ -67,6 +69,13 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         Command::RekeyVerify(args) => operator::verify_rekey(&connect(Via::Tls)?, args, out).await,
         Command::RootKey(RootKeyCommand::Rotate(args)) => {
             operator::rotate_root_key(&connect(Via::Tls)?, args, out).await
+        }
+        Command::Ceremony(command) => {
+            let via = match command {
+                ceremony::CeremonyCommand::Start(_) => Via::Tls,
+                _ => Via::SocketOrTls,
+            };
+            ceremony::run(&connect(via)?, command, out).await
         }
         Command::Secret(command) => secret::run(&connect(Via::Tls)?, command, out).await,
         Command::Tenant(command) => secret::tenant(&connect(Via::Tls)?, command, out).await,

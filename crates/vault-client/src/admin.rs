@@ -244,6 +244,93 @@ impl Client {
             .await
     }
 
+    /// Starts a ceremony in which custodians submit their shares one at a time
+    /// ([`Client::submit_ceremony_share`]). For a rekey, `custodians` are
+    /// `(name, age1… key)` pairs, one new share each, and `threshold` the new set's.
+    pub async fn start_ceremony(
+        &self,
+        kind: v1::CeremonyKind,
+        threshold: u32,
+        custodians: &[(String, String)],
+    ) -> Result<v1::Ceremony, Error> {
+        let custodians: Vec<v1::CustodianKey> = custodians
+            .iter()
+            .map(|(name, recipient)| v1::CustodianKey {
+                name: name.clone(),
+                recipient: recipient.clone(),
+            })
+            .collect();
+        self.inner
+            .endpoints
+            .call(Retry::Once, |a| {
+                let custodians = custodians.clone();
+                async move {
+                    Ok(admin(&a)
+                        .start_ceremony(v1::StartCeremonyRequest {
+                            kind: kind as i32,
+                            threshold,
+                            custodians,
+                        })
+                        .await?
+                        .into_inner())
+                }
+            })
+            .await
+    }
+
+    /// Submits one custodian's share to the ceremony named by `nonce` (from
+    /// [`Client::ceremony`]). The share that reaches the threshold runs the ceremony,
+    /// and the answer says what it did.
+    pub async fn submit_ceremony_share(
+        &self,
+        share: &Share,
+        nonce: &str,
+    ) -> Result<v1::CeremonyProgress, Error> {
+        self.inner
+            .endpoints
+            .call_with_session(Retry::Once, |a| async move {
+                let mut sealed = seal_shares(&a, op::CEREMONY_SHARE, std::slice::from_ref(share))?;
+                Ok(admin(&a)
+                    .submit_ceremony_share(v1::SubmitCeremonyShareRequest {
+                        session_id: session_id(&a),
+                        nonce: nonce.to_owned(),
+                        share: sealed.pop(),
+                    })
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// The ceremony in progress, and a ceremony rekey's pending files (encrypted to
+    /// their custodians) until the set is verified.
+    pub async fn ceremony(&self) -> Result<v1::CeremonyProgress, Error> {
+        self.inner
+            .endpoints
+            .call(Retry::Idempotent, |a| async move {
+                Ok(admin(&a)
+                    .get_ceremony(v1::GetCeremonyRequest {})
+                    .await?
+                    .into_inner())
+            })
+            .await
+    }
+
+    /// Discards the ceremony in progress, wiping the shares submitted to it.
+    pub async fn cancel_ceremony(&self) -> Result<v1::Ceremony, Error> {
+        self.inner
+            .endpoints
+            .call(Retry::Once, |a| async move {
+                Ok(admin(&a)
+                    .cancel_ceremony(v1::CancelCeremonyRequest {})
+                    .await?
+                    .into_inner()
+                    .cancelled
+                    .unwrap_or_default())
+            })
+            .await
+    }
+
     /// Stores a new secret (version 1).
     pub async fn put_secret(
         &self,

@@ -50,6 +50,26 @@ impl UnsealKey {
         self.key.version()
     }
 
+    /// The key's bytes, borrowed from locked memory, for a hardware token to wrap
+    /// (auto-unseal). The caller hands the slice to the token and keeps no copy.
+    pub fn bytes_for_token(&self) -> &[u8] {
+        self.raw()
+    }
+
+    /// The unseal key of `generation` that a hardware token unwrapped, copied into
+    /// locked memory. The caller wipes `bytes` afterwards. Fails with
+    /// [`CryptoError::KeySetup`] unless `bytes` is a key's length.
+    pub fn from_token(bytes: &[u8], generation: u32) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::KeySetup(
+                "the token returned a key of the wrong length",
+            ));
+        }
+        let mut raw = Locked::new([0u8; KEY_LEN])?;
+        raw.copy_from_slice(bytes);
+        Self::from_raw(raw, generation)
+    }
+
     /// Wraps the root key for the seal record.
     pub fn wrap_root_key(&self, root: &RootKey) -> Result<Envelope, CryptoError> {
         self.key.wrap(root.key.raw(), &root_aad(root.version()))

@@ -184,6 +184,8 @@ pub mod op {
     pub const VERIFY_REKEY: &str = "verify-rekey";
     /// RotateRootKey: the quorum, to the daemon.
     pub const ROTATE_ROOT_KEY: &str = "rotate-root-key";
+    /// SubmitCeremonyShare: one custodian's share, to the daemon.
+    pub const CEREMONY_SHARE: &str = "ceremony-share";
     /// PutSecret: the value, to the daemon.
     pub const PUT_SECRET: &str = "put-secret";
     /// RotateSecret: the new value, to the daemon.
@@ -202,7 +204,8 @@ pub mod op {
 
 impl<'a> SessionAad<'a> {
     /// Share number `index` (0-based, in message order) of `operation` ([`op::INIT`],
-    /// [`op::UNSEAL`], [`op::REKEY`], [`op::REKEY_NEW`], [`op::ROTATE_ROOT_KEY`]).
+    /// [`op::UNSEAL`], [`op::REKEY`], [`op::REKEY_NEW`], [`op::ROTATE_ROOT_KEY`],
+    /// [`op::CEREMONY_SHARE`]).
     pub const fn share(operation: &'a str, direction: Direction, index: usize) -> Self {
         Self {
             version: index as u64,

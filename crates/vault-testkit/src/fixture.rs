@@ -60,6 +60,8 @@ pub struct Fixture {
     pub pki: Pki,
     /// The configuration file.
     pub config: PathBuf,
+    /// Environment variables a started vaultd gets (e.g. `SOFTHSM2_CONF`).
+    pub env: Vec<(String, PathBuf)>,
     certs: HashMap<String, Issued>,
 }
 
@@ -154,6 +156,7 @@ impl Fixture {
             dir,
             pki,
             config,
+            env: Vec::new(),
             certs: HashMap::new(),
         }
     }

@@ -77,6 +77,7 @@ impl VaultProcess {
             .arg("serve")
             .arg("--config")
             .arg(&fixture.config)
+            .envs(fixture.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -53,7 +53,8 @@ macro_rules! permit {
     };
 }
 
-// After the macro, which it uses.
+// After the macro, which they use.
+mod ceremony;
 mod seal;
 
 #[tonic::async_trait]
@@ -114,6 +115,34 @@ impl Admin for AdminService {
         request: Request<v1::RotateRootKeyRequest>,
     ) -> Result<Response<v1::RotateRootKeyResponse>, Status> {
         seal::rotate_root_key(self, request).await
+    }
+
+    async fn start_ceremony(
+        &self,
+        request: Request<v1::StartCeremonyRequest>,
+    ) -> Result<Response<v1::Ceremony>, Status> {
+        ceremony::start(self, request).await
+    }
+
+    async fn submit_ceremony_share(
+        &self,
+        request: Request<v1::SubmitCeremonyShareRequest>,
+    ) -> Result<Response<v1::CeremonyProgress>, Status> {
+        ceremony::submit(self, request).await
+    }
+
+    async fn get_ceremony(
+        &self,
+        request: Request<v1::GetCeremonyRequest>,
+    ) -> Result<Response<v1::CeremonyProgress>, Status> {
+        ceremony::get(self, request).await
+    }
+
+    async fn cancel_ceremony(
+        &self,
+        request: Request<v1::CancelCeremonyRequest>,
+    ) -> Result<Response<v1::CancelCeremonyResponse>, Status> {
+        ceremony::cancel(self, request).await
     }
 
     async fn put_secret(

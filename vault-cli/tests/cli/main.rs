@@ -9,6 +9,7 @@
 )]
 
 mod apikeys;
+mod autounseal;
 mod custodians;
 mod failures;
 mod offline;
