@@ -99,6 +99,7 @@ mod health;
 mod keys;
 mod options;
 mod record;
+mod search;
 mod sink;
 mod tail;
 mod verify;
@@ -108,6 +109,7 @@ pub use error::AuditError;
 pub use event::{Decision, Event, MAX_DETAIL, MAX_FIELD};
 pub use keys::ChainKeys;
 pub use options::{AuditOptions, FsyncPolicy};
+pub use search::{Entry, Filter, Line, Reader, search};
 pub use sink::AuditLog;
 pub use verify::{
     Continued, Recovered, Report, VerifyError, VerifyErrorKind, parse_public_key, verify,

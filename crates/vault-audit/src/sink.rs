@@ -189,6 +189,11 @@ impl AuditLog {
         self.submit(Request::Checkpoint(reply), answer).await
     }
 
+    /// The log's path (read back by searches, never through the writer).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
     /// Whether the sink can write: false after a write or sync error (until the log
     /// is reopened: the sink fails closed), while a write has been stuck for longer
     /// than the deadline, and while appends are refused for lack of space.
