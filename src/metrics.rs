@@ -67,6 +67,8 @@ impl EncodeLabelValue for CodeName {
 /// The daemon's metrics.
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
+    /// The alert sinks' counters, appended to the exposition once the daemon has them.
+    pub(crate) alerts: std::sync::OnceLock<crate::alerts::Alerts>,
     requests: Family<RpcCode, Counter>,
     latency: Family<Rpc, Histogram>,
     pub(crate) leases: Gauge,
@@ -169,6 +171,7 @@ impl Metrics {
         );
         Self {
             registry: Mutex::new(registry),
+            alerts: std::sync::OnceLock::new(),
             requests,
             latency,
             leases,
@@ -220,6 +223,37 @@ impl Metrics {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        if let Some(alerts) = self.alerts.get() {
+            // Before the closing `# EOF`. Kinds are RPC and event names and sink names
+            // are validated at start: neither needs escaping.
+            let body_end = out.rfind("# EOF").unwrap_or(out.len());
+            out.truncate(body_end);
+            out.push_str("# HELP vaultd_alerts Security alerts raised, by kind.\n");
+            out.push_str("# TYPE vaultd_alerts counter\n");
+            for (kind, count) in alerts.raised_total() {
+                out.push_str(&format!("vaultd_alerts_total{{kind=\"{kind}\"}} {count}\n"));
+            }
+            let sinks: Vec<String> = alerts.sinks().map(str::to_owned).collect();
+            for (name, help, read) in [
+                (
+                    "vaultd_alert_drops",
+                    "Alerts a sink dropped (queue full or delivery failed).",
+                    crate::alerts::Alerts::dropped as fn(&crate::alerts::Alerts, &str) -> u64,
+                ),
+                (
+                    "vaultd_alert_deliveries",
+                    "Alerts a sink delivered.",
+                    crate::alerts::Alerts::delivered,
+                ),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+                for sink in &sinks {
+                    let count = read(alerts, sink);
+                    out.push_str(&format!("{name}_total{{sink=\"{sink}\"}} {count}\n"));
+                }
+            }
+            out.push_str("# EOF\n");
+        }
         out
     }
 }

@@ -116,7 +116,11 @@ pub enum TlsError {
     Config(#[source] rustls::Error),
 }
 
-fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file; a file with none is an error naming `what`.
+pub(crate) fn certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read = |source| TlsError::Read {
         what,
         path: path.to_path_buf(),

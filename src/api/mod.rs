@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) audit: AuditLog,
     pub(crate) refusals: RefusalBudget,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where security alerts go (besides the audit log, a counter and a log line).
+    pub(crate) alerts: crate::alerts::Alerts,
     /// What `Admin.Reload` runs: installed by the daemon when it serves.
     pub(crate) reloader: std::sync::OnceLock<std::sync::Weak<dyn Reload>>,
 }
@@ -256,7 +258,13 @@ impl Shared {
         let request_id = call.event.request_id.clone();
         call.event.decision = decision;
         call.event.reason = reason;
+        let alert = crate::alerts::critical(rpc, &call.event);
         let recorded = self.audit.append(call.event).await;
+        // Raised only once its audit record is written: an alert never tells of
+        // something the log does not hold.
+        if let (Some(alert), Ok(_)) = (alert, &recorded) {
+            self.alerts.raise(alert);
+        }
         let answer = match (recorded, result, unrecorded) {
             (Ok(_), result, _) => result
                 .map(tonic::Response::new)

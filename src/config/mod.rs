@@ -74,9 +74,9 @@ use crate::tls::{CrlExpiry, TlsFiles};
 
 mod raw;
 
-use raw::{
-    DAY, RawConfig, SECOND, address, apikeys, count, duration, node_name, required, seal, size,
-};
+use raw::{DAY, RawConfig, address, apikeys, node_name, seal, size};
+// Shared with the sections that parse themselves, such as `[alerts]`.
+pub(crate) use raw::{SECOND, count, duration, required};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +107,8 @@ pub struct Config {
     pub seal: SealConfig,
     /// Platform API keys: rate tiers, per-tenant limits, bounds.
     pub apikeys: ApiKeysConfig,
+    /// Where security alerts go (webhooks, syslog); none by default.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Platform API keys: rate tiers, per-tenant limits, bounds.
@@ -293,6 +295,18 @@ pub enum ConfigError {
         key: &'static str,
         /// What would be accepted.
         reason: String,
+    },
+    /// A value in one table of an array of tables, such as `[[alerts.webhook]]`, is
+    /// missing or invalid. Shown as one key: `alerts.webhook[0].url: …`.
+    #[error("{array}[{index}].{source}")]
+    InTable {
+        /// The array, e.g. `alerts.webhook`.
+        array: &'static str,
+        /// The table's position in the file, from 0.
+        index: usize,
+        /// What is wrong, its key relative to the table (e.g. `url`).
+        #[source]
+        source: Box<ConfigError>,
     },
 }
 
@@ -513,6 +527,7 @@ impl Config {
             },
             seal: seal(raw.seal, &at)?,
             apikeys: apikeys(&raw.apikeys)?,
+            alerts: crate::alerts::AlertsConfig::parse(raw.alerts, &at)?,
         })
     }
 }

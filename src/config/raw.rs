@@ -36,6 +36,8 @@ pub(super) struct RawConfig {
     pub(super) seal: RawSeal,
     #[serde(default)]
     pub(super) apikeys: RawApiKeys,
+    #[serde(default)]
+    pub(super) alerts: crate::alerts::config::RawAlerts,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,7 +155,7 @@ pub(super) struct RawPkcs11 {
     pub(super) pin_file: Option<PathBuf>,
 }
 
-pub(super) fn duration(
+pub(crate) fn duration(
     key: &'static str,
     value: Option<&str>,
     default: Duration,
@@ -214,7 +216,7 @@ pub(super) fn size(
         .ok_or_else(invalid)
 }
 
-pub(super) fn count<T: PartialOrd + Copy + fmt::Display>(
+pub(crate) fn count<T: PartialOrd + Copy + fmt::Display>(
     key: &'static str,
     value: Option<T>,
     default: T,
@@ -242,7 +244,7 @@ pub(super) fn address(
     })
 }
 
-pub(super) fn required<T>(
+pub(crate) fn required<T>(
     value: Option<T>,
     key: &'static str,
     why: &'static str,
@@ -275,7 +277,7 @@ pub(super) fn valid_node(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-pub(super) const SECOND: Duration = Duration::from_secs(1);
+pub(crate) const SECOND: Duration = Duration::from_secs(1);
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
 /// The `[seal]` section; `at` resolves paths against the configuration's directory.

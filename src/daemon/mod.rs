@@ -65,6 +65,9 @@ pub enum StartError {
     /// The audit log could not be opened; vaultd answers nothing it cannot audit.
     #[error("audit: {0}")]
     Audit(#[from] vault_audit::AuditError),
+    /// An alert sink (`[alerts]`) could not start.
+    #[error("alerts: {0}")]
+    Alerts(#[from] crate::alerts::AlertsError),
     /// `RLIMIT_MEMLOCK` cannot hold the sessions and tenant keys the configuration allows.
     #[error(
         "leases.max_sessions = {sessions} and keys.tenant_key_cache = {tenant_keys} need \
@@ -233,12 +236,16 @@ impl Daemon {
             api_key_settings(&config.apikeys),
             Arc::clone(&clock),
         );
+        let alerts = crate::alerts::Alerts::start(config.alerts.clone(), config.node.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let _ = metrics.alerts.set(alerts.clone());
         let shared = Arc::new(Shared {
             policies,
             custody,
             audit,
+            alerts,
             refusals: RefusalBudget::new(config.audit.refusals_per_second, clock),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             reloader: std::sync::OnceLock::new(),
         });
         Ok(Self {
@@ -311,11 +318,15 @@ impl Daemon {
             }
         };
         let event = Event {
-            reason,
+            reason: reason.clone(),
             ..Event::default()
         };
-        if let Err(e) = self.audit_system("system.auto_unseal", event).await {
-            tracing::error!("auto-unseal could not be audited: {e}");
+        match self.audit_system("system.auto_unseal", event).await {
+            Ok(()) => self.shared.alerts.raise(
+                crate::alerts::Alert::new("system.auto_unseal", crate::alerts::Severity::Critical)
+                    .with_detail("outcome", reason),
+            ),
+            Err(e) => tracing::error!("auto-unseal could not be audited: {e}"),
         }
     }
 

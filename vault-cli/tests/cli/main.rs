@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod alerts;
 mod apikeys;
 mod autounseal;
 mod custodians;
