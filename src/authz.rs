@@ -80,6 +80,7 @@ lifecycle_ops! {
     RevokeLeasesOp => LeasesRevoke,
     PoliciesOp => PolicyReload,
     SnapshotOp => SnapshotSave,
+    AuditReadOp => AuditRead,
 }
 
 /// Store or rotate a secret's value.

@@ -229,18 +229,6 @@ pub(super) const RPCS: &[Rpc] = &[
         let sealed = shares(ctx, op::ROTATE_ROOT_KEY, &mut m.shares);
         Some(ctx.session(&mut m.session_id) | sealed)
     }),
-    rpc!("Admin", "StartCeremony", v1::StartCeremonyRequest => v1::Ceremony, keep),
-    rpc!("Admin", "SubmitCeremonyShare", v1::SubmitCeremonyShareRequest => v1::CeremonyProgress,
-    |m, ctx| {
-        let sealed = ctx.seal(
-            m.share.as_mut(),
-            &SessionAad::share(op::CEREMONY_SHARE, Direction::ToDaemon, 0),
-        );
-        Some(ctx.session(&mut m.session_id) | sealed)
-    }),
-    rpc!("Admin", "GetCeremony", v1::GetCeremonyRequest => v1::CeremonyProgress, keep),
-    rpc!("Admin", "CancelCeremony", v1::CancelCeremonyRequest => v1::CancelCeremonyResponse,
-        keep),
     rpc!("Admin", "PutSecret", v1::PutSecretRequest => v1::SecretMetadata, |m, ctx| {
         let sealed = value(ctx, op::PUT_SECRET, m.secret.as_ref(), m.value.as_mut());
         Some(ctx.session(&mut m.session_id) | sealed)
@@ -278,6 +266,24 @@ pub(super) const RPCS: &[Rpc] = &[
     rpc!("Admin", "RevokeApiKey", v1::RevokeApiKeyRequest => v1::ApiKeyInfo, keep),
     rpc!("Admin", "ListApiKeys", v1::ListApiKeysRequest => v1::ListApiKeysResponse, keep),
     rpc!("Admin", "Snapshot", v1::SnapshotRequest => v1::SnapshotChunk, keep),
+    rpc!("Admin", "StartCeremony", v1::StartCeremonyRequest => v1::Ceremony, keep),
+    rpc!("Admin", "SubmitCeremonyShare", v1::SubmitCeremonyShareRequest => v1::CeremonyProgress,
+    |m, ctx| {
+        let sealed = ctx.seal(
+            m.share.as_mut(),
+            &SessionAad::share(op::CEREMONY_SHARE, Direction::ToDaemon, 0),
+        );
+        Some(ctx.session(&mut m.session_id) | sealed)
+    }),
+    rpc!("Admin", "GetCeremony", v1::GetCeremonyRequest => v1::CeremonyProgress, keep),
+    rpc!("Admin", "CancelCeremony", v1::CancelCeremonyRequest => v1::CancelCeremonyResponse,
+        keep),
+    // A follower never ends: searches the harness sends read to the end and stop.
+    rpc!("Admin", "SearchAudit", v1::SearchAuditRequest => v1::AuditEntry, |m, _| {
+        let changed = m.follow;
+        m.follow = false;
+        Some(changed)
+    }),
 ];
 
 fn value(

@@ -245,6 +245,13 @@ impl Outsider {
                 .await,
             ),
             "/vault.v1.Admin/Snapshot" => code(a.snapshot(v1::SnapshotRequest {}).await),
+            "/vault.v1.Admin/SearchAudit" => code(
+                a.search_audit(v1::SearchAuditRequest {
+                    tenant: "acme".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
             "/vault.v1.Admin/CheckPolicy" => code(
                 a.check_policy(v1::CheckPolicyRequest {
                     identity: GATEWAY.into(),

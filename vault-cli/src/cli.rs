@@ -127,6 +127,23 @@ pub(crate) enum Command {
     },
 }
 
+/// Which audit records `audit search` and `audit tail` print.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct AuditFilters {
+    /// The tenant the request concerned.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// The caller's identity (spiffe://…).
+    #[arg(long)]
+    pub(crate) identity: Option<String>,
+    /// The operation (broker.lease), or a prefix ending in * (admin.*).
+    #[arg(long)]
+    pub(crate) operation: Option<String>,
+    /// allow, deny or error.
+    #[arg(long, value_parser = ["allow", "deny", "error"])]
+    pub(crate) decision: Option<String>,
+}
+
 /// Where new shares go.
 #[derive(Args, Debug)]
 pub(crate) struct ShareOutput {
@@ -541,6 +558,27 @@ pub(crate) enum PolicyCommand {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCommand {
+    /// Prints vaultd's audit records that match every filter given, oldest first, one
+    /// JSON line each, exactly as written (`audit verify` checks them against the
+    /// chain). Needs `audit.read`.
+    Search {
+        #[command(flatten)]
+        filters: AuditFilters,
+        /// Records from this long ago on (e.g. 1h, 30m).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// The most records printed.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Keep printing matching records as they are written (Ctrl-C ends it).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Prints matching audit records as they are written, from now on.
+    Tail {
+        #[command(flatten)]
+        filters: AuditFilters,
+    },
     /// Verifies an audit log (a copy is fine) offline and names the first bad record.
     /// Several files are verified in order as one chain: the files log rotation left,
     /// oldest first (`audit.jsonl.1 audit.jsonl`).

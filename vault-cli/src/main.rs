@@ -101,6 +101,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         Command::Audit(cli::AuditCommand::Verify { files, public_key }) => {
             audit::verify(files, public_key.as_deref(), out)
         }
+        Command::Audit(command) => audit::search(&connect(Via::Tls)?, command).await,
         Command::Pki(command) => pki::run(command, out),
         Command::Snapshot(command) => snapshot::run(&connect(Via::Tls)?, command, out).await,
         Command::Completions { shell } => {

@@ -331,6 +331,22 @@ impl Client {
             .await
     }
 
+    /// The node's audit records matching `filters`, oldest first, each line as written;
+    /// with `filters.follow`, then new ones as they are written until the stream is
+    /// dropped. Needs `audit.read`.
+    pub async fn search_audit(
+        &self,
+        filters: v1::SearchAuditRequest,
+    ) -> Result<tonic::Streaming<v1::AuditEntry>, Error> {
+        self.inner
+            .endpoints
+            .call(Retry::Idempotent, |a| {
+                let filters = filters.clone();
+                async move { Ok(admin(&a).search_audit(filters).await?.into_inner()) }
+            })
+            .await
+    }
+
     /// Stores a new secret (version 1).
     pub async fn put_secret(
         &self,

@@ -54,6 +54,7 @@ macro_rules! permit {
 }
 
 // After the macro, which they use.
+mod audit_search;
 mod ceremony;
 mod seal;
 
@@ -584,5 +585,14 @@ impl Admin for AdminService {
         request: Request<v1::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         snapshot::serve(&self.shared, request).await
+    }
+
+    type SearchAuditStream = audit_search::AuditStream;
+
+    async fn search_audit(
+        &self,
+        request: Request<v1::SearchAuditRequest>,
+    ) -> Result<Response<Self::SearchAuditStream>, Status> {
+        audit_search::serve(&self.shared, request).await
     }
 }

@@ -147,3 +147,67 @@ pub(crate) fn verify(
         .hint("compare with a trusted copy; everything before that line verified")),
     }
 }
+
+/// `audit search` and `audit tail`: vaultd's records that match, one JSON line each,
+/// printed as they arrive.
+pub(crate) async fn search(
+    client: &vault_client::Client,
+    command: &crate::cli::AuditCommand,
+) -> Result<(), CliError> {
+    use crate::cli::AuditCommand;
+    use std::io::Write as _;
+
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let (filters, since_ms, limit, follow) = match command {
+        AuditCommand::Search {
+            filters,
+            since,
+            limit,
+            follow,
+        } => {
+            let since = match since {
+                Some(text) => {
+                    let ago = crate::input::duration(text)?;
+                    now_ms().saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX))
+                }
+                None => 0,
+            };
+            (filters.clone(), since, *limit, *follow)
+        }
+        AuditCommand::Tail { filters } => (filters.clone(), now_ms(), 100_000, true),
+        AuditCommand::Verify { .. } => {
+            return Err(CliError::new(Exit::Failure, "audit verify runs offline"));
+        }
+    };
+    let mut stream = client
+        .search_audit(vault_client::proto::SearchAuditRequest {
+            tenant: filters.tenant.unwrap_or_default(),
+            identity: filters.identity.unwrap_or_default(),
+            operation: filters.operation.unwrap_or_default(),
+            decision: filters.decision.unwrap_or_default(),
+            since_unix_ms: since_ms,
+            until_unix_ms: 0,
+            limit,
+            follow,
+        })
+        .await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(entry) = stream
+        .message()
+        .await
+        .map_err(|status| CliError::from(vault_client::Error::from(status)))?
+    {
+        if writeln!(stdout, "{}", entry.line)
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            // The reader went away (a closed pipe): done.
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 mod alerts;
 mod apikeys;
+mod audit_search;
 mod autounseal;
 mod custodians;
 mod failures;
