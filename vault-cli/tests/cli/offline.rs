@@ -234,3 +234,31 @@ fn completions_and_man_pages() {
     let help = ctl.run(&["--help"]).ok();
     assert!(help.stdout.contains("8  a check failed"));
 }
+
+#[test]
+fn vaultd_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let run = |format: &str| {
+        std::process::Command::new(vault_testkit::process::vaultd_binary())
+            .args(["--log-format", format, "serve", "--config"])
+            .arg(&missing)
+            .output()
+            .unwrap()
+    };
+    let json = run("json");
+    assert_eq!(json.status.code(), Some(78), "{json:?}");
+    let stderr = String::from_utf8(json.stderr).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(line["level"], "ERROR");
+    let message = line["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid configuration"), "{message}");
+    // The default stays text.
+    let text = String::from_utf8(run("text").stderr).unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(text.trim()).is_err(),
+        "{text}"
+    );
+    assert!(text.contains("ERROR invalid configuration"), "{text}");
+}
