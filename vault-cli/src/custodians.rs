@@ -67,11 +67,7 @@ pub(crate) fn custodians(
     let mut custodians: Vec<Custodian> = Vec::with_capacity(listed.len());
     for (i, (name, key)) in listed.into_iter().enumerate() {
         let name = name.unwrap_or_else(|| (i + 1).to_string());
-        if !(1..=32).contains(&name.len())
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
+        if !valid_name(&name) {
             return Err(CliError::invalid(format!(
                 "custodian name {name:?}: use 1-32 characters a-z, 0-9, '-' and '_'"
             )));
@@ -95,6 +91,15 @@ pub(crate) fn custodians(
         custodians.push(Custodian { name, recipient });
     }
     Ok(Some(custodians))
+}
+
+/// Whether `name` may name a custodian and their file `share-<name>.age`: 1-32
+/// characters a-z, 0-9, `-`, `_` (vaultd checks the same).
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Custodian {

@@ -351,12 +351,7 @@ fn write_files(set: &v1::PendingShareSet, dir: &Path) -> Result<Vec<PathBuf>, Cl
     let mut written = Vec::new();
     for share in &set.shares {
         // vaultd checked the name (a-z, 0-9, '-', '_'); checked again before it names a file.
-        if share.name.is_empty()
-            || !share
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
+        if !custodians::valid_name(&share.name) {
             return Err(CliError::invalid(format!(
                 "vaultd named a custodian {:?}, which cannot name a file",
                 share.name
