@@ -14,6 +14,7 @@ use vault_policy::{
     Decision, Operation, Permission, PermissionRequest, PolicyError, PolicySet, Request,
 };
 
+use crate::breakglass::BreakGlass;
 use crate::identity::{Identity, IdentityError};
 use crate::names::{Environment, SecretId, TenantId};
 
@@ -81,6 +82,7 @@ lifecycle_ops! {
     PoliciesOp => PolicyReload,
     SnapshotOp => SnapshotSave,
     AuditReadOp => AuditRead,
+    ApproveBreakGlassOp => BreakglassApprove,
 }
 
 /// Store or rotate a secret's value.
@@ -93,6 +95,15 @@ pub(crate) struct DeleteSecret(pub(crate) SecretId);
 pub(crate) struct EraseTenant(pub(crate) TenantId);
 /// Rotate or retire a tenant's key versions.
 pub(crate) struct TenantKeysOp(pub(crate) TenantId);
+/// Export a tenant's metadata and audit records.
+pub(crate) struct ExportTenant(pub(crate) TenantId);
+
+impl AdminOp for ExportTenant {
+    const PERMISSION: Permission = Permission::TenantsExport;
+    fn tenant(&self) -> Option<&TenantId> {
+        Some(&self.0)
+    }
+}
 
 impl AdminOp for WriteSecret {
     const PERMISSION: Permission = Permission::SecretsWrite;
@@ -211,6 +222,10 @@ pub(crate) struct SessionsOp;
 pub(crate) struct VerifierOp;
 /// Use, renew, revoke or watch the caller's own leases: any remote caller may.
 pub(crate) struct OwnLeasesOp;
+/// Ask for a break-glass grant: any remote caller may (bounded per identity).
+pub(crate) struct RequestBreakGlassOp;
+/// See or end the caller's own break-glass grants: any remote caller may.
+pub(crate) struct OwnBreakGlassOp;
 
 /// Proof that the policies allowed the caller `op`. Only this module makes one.
 pub(crate) struct Authorized<O> {
@@ -227,6 +242,8 @@ pub(crate) struct Authorized<O> {
     pub(crate) create_tenant_keys: bool,
     /// The grant's request rates for its identity.
     pub(crate) rate: Option<vault_policy::Rate>,
+    /// The break-glass grant that allowed it, when no policy did.
+    pub(crate) breakglass: Option<String>,
 }
 
 /// A refusal. Says which rule denied, never whether the target exists.
@@ -257,6 +274,7 @@ impl<O> Authorized<O> {
             max_active_leases: None,
             create_tenant_keys: false,
             rate: None,
+            breakglass: None,
         }
     }
 }
@@ -266,13 +284,16 @@ pub(crate) struct Policies {
     /// The directory: the configuration's `policy.dir`, which a reload may change.
     dir: RwLock<PathBuf>,
     set: RwLock<Arc<PolicySet>>,
+    /// Active break-glass grants add permissions where the policies decide nothing.
+    breakglass: Arc<BreakGlass>,
 }
 
 impl Policies {
-    pub(crate) fn load(dir: &Path) -> Result<Self, PolicyError> {
+    pub(crate) fn load(dir: &Path, breakglass: Arc<BreakGlass>) -> Result<Self, PolicyError> {
         Ok(Self {
             dir: RwLock::new(dir.to_path_buf()),
             set: RwLock::new(Arc::new(PolicySet::load_dir(dir)?)),
+            breakglass,
         })
     }
 
@@ -329,6 +350,7 @@ impl Policies {
             max_active_leases: decision.max_active_leases,
             create_tenant_keys: decision.create_tenant_keys,
             rate: decision.rate,
+            breakglass: None,
         })
     }
 
@@ -353,6 +375,21 @@ impl Policies {
                     permission: O::PERMISSION,
                     tenant: op.tenant().map(TenantId::as_str),
                 });
+                // A break-glass grant fills in only where no rule decided: a deny
+                // still wins.
+                if !decision.allowed
+                    && decision.decided_by.is_none()
+                    && let Some(tenant) = op.tenant()
+                    && let Some(id) =
+                        self.breakglass
+                            .covering(identity.as_str(), O::PERMISSION, tenant.as_str())
+                {
+                    return Ok(Authorized {
+                        rule: Some(format!("breakglass/{id}")),
+                        breakglass: Some(id),
+                        ..Authorized::by_identity(op, identity)
+                    });
+                }
                 self.decide(op, identity, decision, action)
             }
         }
@@ -399,6 +436,24 @@ impl Policies {
                 Ok(Authorized::by_identity(VerifierOp, identity))
             }
             _ => Err(Denied { action, rule: None }),
+        }
+    }
+
+    /// Asking for a break-glass grant, and seeing or ending one's own: any remote
+    /// caller (the local socket has no identity to grant to).
+    pub(crate) fn breakglass_requester(
+        &self,
+        caller: &Caller,
+    ) -> Result<(Authorized<RequestBreakGlassOp>, Authorized<OwnBreakGlassOp>), Denied> {
+        match caller {
+            Caller::Remote(identity) => Ok((
+                Authorized::by_identity(RequestBreakGlassOp, identity),
+                Authorized::by_identity(OwnBreakGlassOp, identity),
+            )),
+            Caller::Local(_) => Err(Denied {
+                action: "breakglass",
+                rule: None,
+            }),
         }
     }
 

@@ -67,6 +67,12 @@ impl LeaseId {
         "lease_id must be 'l-' followed by 32 lower-case hex digits";
 }
 random_id!(
+    /// A break-glass grant: `bg-` and 32 hex digits.
+    BreakGlassId,
+    "bg-"
+);
+
+random_id!(
     /// A lease session: `s-` and 32 hex digits.
     SessionId,
     "s-"

@@ -10,6 +10,7 @@ pub mod alerts;
 mod api;
 mod audit;
 mod authz;
+pub mod breakglass;
 pub mod config;
 mod custody;
 pub mod daemon;

@@ -17,6 +17,7 @@
 //! | `apikey/<key id>`                 | `ApiKeyRecord`        |
 //! | `apikeys-of/<tenant>/<key id>`    | `ApiKeyIndex`         |
 //! | `apikey-use/<key id>`             | `QuotaRecord`         |
+//! | `breakglass/<grant id>`           | `BreakGlassRecord`    |
 //!
 //! Records are encoded with postcard. Tenant ids cannot contain `/`, so the prefix
 //! `secret/<tenant>/` never matches another tenant.
@@ -72,6 +73,57 @@ pub(crate) fn api_key_index_prefix(tenant: &TenantId) -> Vec<u8> {
 
 pub(crate) fn quota_key(id: &str) -> Vec<u8> {
     format!("apikey-use/{id}").into_bytes()
+}
+
+pub(crate) const BREAKGLASS_PREFIX: &[u8] = b"breakglass/";
+
+pub(crate) fn breakglass_key(id: &str) -> Vec<u8> {
+    format!("breakglass/{id}").into_bytes()
+}
+
+/// A break-glass grant, and an HMAC of it under a system key while it is pending or
+/// active: a grant that gives permissions is believed only if its MAC verifies, so
+/// whoever can write the data file cannot forge one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BreakGlassRecord {
+    pub grant: BreakGlassGrant,
+    pub mac: Option<[u8; 32]>,
+}
+
+/// What was asked for, who approved, and where the grant stands. Names only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BreakGlassGrant {
+    pub id: String,
+    pub requester: String,
+    /// Permission names, each one that acts on one tenant.
+    pub permissions: Vec<String>,
+    /// Tenant ids or globs.
+    pub tenants: Vec<String>,
+    pub duration_secs: u64,
+    pub reason: String,
+    pub requested_unix: u64,
+    /// Approvals needed (the configuration's, when it was asked for).
+    pub required: u32,
+    /// (identity, Unix seconds), in order.
+    pub approvals: Vec<(String, u64)>,
+    pub state: BreakGlassState,
+}
+
+/// Where a grant stands, as stored. An active grant past `until` has expired
+/// whether or not the record says so yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum BreakGlassState {
+    Pending,
+    Active {
+        since: u64,
+        until: u64,
+    },
+    /// `why`: `revoked`, `sealed`, `expired` or `lapsed`; `by` the revoker, if any.
+    Ended {
+        at: u64,
+        why: String,
+        by: String,
+    },
 }
 
 /// A platform API key: an HMAC of the key under the pepper (a system key under the
@@ -340,7 +392,8 @@ records!(
     SecretRecord,
     ApiKeyRecord,
     ApiKeyIndex,
-    QuotaRecord
+    QuotaRecord,
+    BreakGlassRecord
 );
 
 /// A stored record that does not decode, or a store key that does not parse.

@@ -406,9 +406,11 @@ impl Alerts {
 }
 
 /// The requests that are critical events whenever they are allowed: the seal
-/// lifecycle, custodian ceremonies, rotations, erasure, reloads, API-key rotation and
-/// revocation, snapshots.
-const CRITICAL: [&str; 17] = [
+/// lifecycle, custodian ceremonies, rotations, erasure and export, reloads, API-key
+/// rotation and revocation, snapshots, break-glass requests, approvals and
+/// revocations. A request allowed by a break-glass grant is one too
+/// (`breakglass.use`).
+const CRITICAL: [&str; 21] = [
     "admin.init",
     "admin.unseal",
     "admin.seal",
@@ -426,16 +428,31 @@ const CRITICAL: [&str; 17] = [
     "admin.rotate_api_key",
     "admin.revoke_api_key",
     "admin.snapshot",
+    "admin.export_tenant",
+    "admin.request_break_glass",
+    "admin.approve_break_glass",
+    "admin.revoke_break_glass",
 ];
 
 /// The alert a finished request `rpc` raises, if it is a critical event that was
 /// allowed: named by the RPC, with the audit event's identity, tenant, request id and
 /// its non-secret details (the audit record holds no secret either).
 pub(crate) fn critical(rpc: &str, event: &vault_audit::Event) -> Option<Alert> {
-    if event.decision != vault_audit::Decision::Allow || !CRITICAL.contains(&rpc) {
+    let kind = if CRITICAL.contains(&rpc) {
+        rpc
+    } else if event
+        .grant
+        .as_deref()
+        .is_some_and(|g| g.starts_with("breakglass/"))
+    {
+        "breakglass.use"
+    } else {
+        return None;
+    };
+    if event.decision != vault_audit::Decision::Allow {
         return None;
     }
-    let mut alert = Alert::new(rpc, Severity::Critical)
+    let mut alert = Alert::new(kind, Severity::Critical)
         .with_identity(event.identity.clone())
         .with_request_id(event.request_id.clone());
     if let Some(tenant) = &event.tenant {

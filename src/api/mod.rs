@@ -70,6 +70,15 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Names in the record what allowed the request: the rule, and the break-glass
+    /// grant when it was one.
+    pub(crate) fn allowed_by<O>(&mut self, grant: &crate::authz::Authorized<O>) {
+        self.event.grant.clone_from(&grant.rule);
+        if let Some(id) = &grant.breakglass {
+            self.event.detail.insert("breakglass".into(), id.clone());
+        }
+    }
+
     pub(crate) fn secret(&mut self, id: &SecretId) {
         self.event.tenant = Some(id.tenant.to_string());
         self.event.environment = Some(id.environment.to_string());

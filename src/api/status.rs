@@ -48,6 +48,8 @@ pub(crate) enum ApiError {
     NotServing,
     /// An API key did not verify.
     ApiKey(KeyAnswer),
+    /// A break-glass request was refused (the message says why).
+    BreakGlass(crate::breakglass::BreakGlassError),
     /// A rate limit or quota refused; counted for a summary record, not recorded alone.
     Limited {
         /// `api_key`, `tenant` or `identity`.
@@ -299,6 +301,7 @@ fn status(e: &ApiError) -> Status {
         ),
         ApiError::UnknownLease => Status::not_found("unknown or expired lease"),
         ApiError::Exhausted(what) => Status::resource_exhausted(*what),
+        ApiError::BreakGlass(inner) => super::admin::breakglass_status(inner),
         ApiError::NotServing => {
             Status::unavailable("vaultd is starting or stopping; try again in a moment")
         }

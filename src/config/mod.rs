@@ -74,7 +74,7 @@ use crate::tls::{CrlExpiry, TlsFiles};
 
 mod raw;
 
-use raw::{DAY, RawConfig, address, apikeys, node_name, seal, size};
+use raw::{DAY, RawConfig, address, apikeys, breakglass, node_name, seal, size};
 // Shared with the sections that parse themselves, such as `[alerts]`.
 pub(crate) use raw::{SECOND, count, duration, required};
 
@@ -109,6 +109,8 @@ pub struct Config {
     pub apikeys: ApiKeysConfig,
     /// Where security alerts go (webhooks, syslog); none by default.
     pub alerts: crate::alerts::AlertsConfig,
+    /// Break-glass grants: approvals needed, longest duration, approval window.
+    pub breakglass: crate::breakglass::BreakGlassConfig,
 }
 
 /// Platform API keys: rate tiers, per-tenant limits, bounds.
@@ -528,6 +530,7 @@ impl Config {
             seal: seal(raw.seal, &at)?,
             apikeys: apikeys(&raw.apikeys)?,
             alerts: crate::alerts::AlertsConfig::parse(raw.alerts, &at)?,
+            breakglass: breakglass(&raw.breakglass)?,
         })
     }
 }

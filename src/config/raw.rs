@@ -38,6 +38,43 @@ pub(super) struct RawConfig {
     pub(super) apikeys: RawApiKeys,
     #[serde(default)]
     pub(super) alerts: crate::alerts::config::RawAlerts,
+    #[serde(default)]
+    pub(super) breakglass: RawBreakGlass,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakGlass {
+    pub(super) approvals: Option<u32>,
+    pub(super) max_duration: Option<String>,
+    pub(super) pending_for: Option<String>,
+}
+
+/// The `[breakglass]` section.
+pub(super) fn breakglass(
+    raw: &RawBreakGlass,
+) -> Result<crate::breakglass::BreakGlassConfig, ConfigError> {
+    let default = crate::breakglass::BreakGlassConfig::default();
+    Ok(crate::breakglass::BreakGlassConfig {
+        approvals: count(
+            "breakglass.approvals",
+            raw.approvals,
+            default.approvals,
+            (1, 16),
+        )?,
+        max_duration: duration(
+            "breakglass.max_duration",
+            raw.max_duration.as_deref(),
+            default.max_duration,
+            (SECOND, 7 * DAY),
+        )?,
+        pending_for: duration(
+            "breakglass.pending_for",
+            raw.pending_for.as_deref(),
+            default.pending_for,
+            (SECOND, 7 * DAY),
+        )?,
+    })
 }
 
 #[derive(Deserialize, Default)]

@@ -22,10 +22,11 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::authz::{
-    Authorized, DecryptOp, DeleteSecret, EncryptOp, EraseTenant, LeaseOp, OwnLeasesOp,
-    ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp, RewrapOp, RotateRootOp, SealOp,
-    SessionsOp, StatusOp, TenantKeysOp, UnsealOp, VerifierOp, WriteSecret,
+    Authorized, DecryptOp, DeleteSecret, EncryptOp, EraseTenant, ExportTenant, LeaseOp,
+    OwnLeasesOp, ReadLeasesOp, ReadMetadata, RekeyOp, RevokeLeasesOp, RewrapOp, RotateRootOp,
+    SealOp, SessionsOp, StatusOp, TenantKeysOp, UnsealOp, VerifierOp, WriteSecret,
 };
+use crate::breakglass::BreakGlass;
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::leases::{Lease, Leases, RevocationReason, Revoked, Selector};
@@ -52,6 +53,8 @@ pub(crate) struct Terms {
     pub(crate) default_ttl: Duration,
     /// Active leases of one identity when its grant sets no `max_active_leases`.
     pub(crate) max_per_identity: u32,
+    /// Revocation watches one identity may hold open.
+    pub(crate) watches_per_identity: usize,
 }
 
 struct Held {
@@ -67,11 +70,20 @@ struct Held {
     apikeys: apikeys::KeyLimits,
     /// Snapshots under way on this node.
     snapshots: snapshot::SnapshotSlots,
+    breakglass: Arc<BreakGlass>,
 }
 
 /// The custody the request handlers reach, one proof per operation.
 pub(crate) struct Custody {
     held: Arc<Held>,
+}
+
+/// What a tenant export holds besides audit records.
+pub(crate) struct TenantExport {
+    pub(crate) tenant: crate::names::TenantId,
+    pub(crate) secrets: Vec<SecretMetadata>,
+    /// Key ids and records (the export leaves out their MACs).
+    pub(crate) api_keys: Vec<(String, crate::records::ApiKeyRecord)>,
 }
 
 /// What a seal did.
@@ -80,6 +92,8 @@ pub(crate) struct Sealed {
     pub(crate) vault: Result<()>,
     /// Leases revoked with it.
     pub(crate) leases_revoked: usize,
+    /// Break-glass grants ended with it.
+    pub(crate) grants_ended: usize,
 }
 
 /// A caller's revocation watch: its slot among the identity's watches, and the
@@ -136,20 +150,21 @@ pub(crate) fn assemble(
     vault: Arc<Vault>,
     sessions: Sessions,
     leases: Leases,
-    watches_per_identity: usize,
     terms: Terms,
     api_keys: ApiKeySettings,
+    breakglass: Arc<BreakGlass>,
     clock: SharedClock,
 ) -> (Custody, Upkeep) {
     let held = Arc::new(Held {
         vault,
         sessions,
         leases,
-        watches: PerIdentity::new(watches_per_identity),
+        watches: PerIdentity::new(terms.watches_per_identity),
         terms,
         stopping: tokio::sync::watch::channel(false).0,
         apikeys: apikeys::KeyLimits::new(api_keys, &clock),
         snapshots: snapshot::SnapshotSlots::default(),
+        breakglass,
         clock,
     });
     (
@@ -163,6 +178,11 @@ pub(crate) fn assemble(
 impl Custody {
     fn vault(&self) -> &Vault {
         &self.held.vault
+    }
+
+    /// Break-glass grants; each change takes its own proof.
+    pub(crate) fn breakglass(&self) -> &BreakGlass {
+        &self.held.breakglass
     }
 
     /// Unix seconds now, by the daemon's clock.
@@ -198,10 +218,11 @@ impl Custody {
     }
 
     /// Seals: the key hierarchy wiped, every session with it, every lease revoked
-    /// (their holders told). The sessions and leases go even if the vault reports
-    /// a failure: sealing is the safe direction.
+    /// (their holders told), every break-glass grant ended. The sessions, leases and
+    /// grants go even if the vault reports a failure: sealing is the safe direction.
     pub(crate) fn seal(&self, _: &Authorized<SealOp>) -> Sealed {
         let vault = self.vault().seal();
+        let grants_ended = self.held.breakglass.end_all("sealed");
         self.held.sessions.clear();
         let revoked = self
             .held
@@ -210,6 +231,7 @@ impl Custody {
         Sealed {
             vault,
             leases_revoked: revoked.len(),
+            grants_ended,
         }
     }
 
@@ -320,6 +342,18 @@ impl Custody {
         environment: Option<Environment>,
     ) -> Result<Vec<SecretMetadata>> {
         self.vault().list_secrets(&grant.op().0, environment)
+    }
+
+    /// What a tenant export holds besides audit records: the tenant, its secrets'
+    /// metadata and its API keys' records (the caller leaves out hints,
+    /// fingerprints and MACs).
+    pub(crate) fn export_tenant(&self, grant: &Authorized<ExportTenant>) -> Result<TenantExport> {
+        let tenant = &grant.op().0;
+        Ok(TenantExport {
+            tenant: tenant.clone(),
+            secrets: self.held.vault.list_secrets(tenant, None)?,
+            api_keys: self.held.vault.list_api_keys(tenant, None)?,
+        })
     }
 
     /// Deletes a secret and revokes every lease on it.

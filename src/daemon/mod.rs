@@ -24,6 +24,7 @@ use crate::api::broker::BrokerService;
 use crate::api::{MAX_MESSAGE, Shared};
 use crate::audit::{RefusalBudget, VaultChainKeys, system_event};
 use crate::authz::Policies;
+use crate::breakglass::BreakGlass;
 use crate::config::Config;
 use crate::custody::{ApiKeySettings, Terms, Upkeep};
 use crate::leases::Leases;
@@ -186,7 +187,6 @@ impl Daemon {
     pub fn open_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         LockedMemory::of(&config).apply(&config)?;
         let tls = Arc::new(ReloadableTls::load(&config.tls)?);
-        let policies = Policies::load(&config.policy_dir)?;
         let store_error = |source| StartError::Store {
             path: config.storage_path.clone(),
             source,
@@ -207,6 +207,15 @@ impl Daemon {
             )
             .map_err(store_error)?,
         );
+        let breakglass = Arc::new(
+            BreakGlass::load(
+                Arc::clone(&vault),
+                config.breakglass.clone(),
+                Arc::clone(&clock),
+            )
+            .map_err(store_error)?,
+        );
+        let policies = Policies::load(&config.policy_dir, Arc::clone(&breakglass))?;
         let audit = AuditLog::open(
             &config.audit.path,
             AuditOptions {
@@ -228,12 +237,13 @@ impl Daemon {
                 Arc::clone(&clock),
             ),
             Leases::new(config.leases.max_total, Arc::clone(&clock)),
-            config.limits.watches_per_identity,
             Terms {
                 default_ttl: config.leases.default_ttl,
                 max_per_identity: config.leases.max_per_identity,
+                watches_per_identity: config.limits.watches_per_identity,
             },
             api_key_settings(&config.apikeys),
+            breakglass,
             Arc::clone(&clock),
         );
         let alerts = crate::alerts::Alerts::start(config.alerts.clone(), config.node.clone())?;

@@ -274,6 +274,7 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<Restart> {
         ("limits", running.limits != file.limits),
         ("keys", running.keys != file.keys),
         ("seal", running.seal != file.seal),
+        ("breakglass", running.breakglass != file.breakglass),
         (
             "apikeys.limiter_entries",
             running.apikeys.limiter_entries != file.apikeys.limiter_entries,

@@ -278,6 +278,13 @@ pub(super) const RPCS: &[Rpc] = &[
     rpc!("Admin", "GetCeremony", v1::GetCeremonyRequest => v1::CeremonyProgress, keep),
     rpc!("Admin", "CancelCeremony", v1::CancelCeremonyRequest => v1::CancelCeremonyResponse,
         keep),
+    rpc!("Admin", "RequestBreakGlass", v1::RequestBreakGlassRequest => v1::BreakGlassGrant,
+        keep),
+    rpc!("Admin", "ApproveBreakGlass", v1::BreakGlassId => v1::BreakGlassGrant, keep),
+    rpc!("Admin", "RevokeBreakGlass", v1::BreakGlassId => v1::BreakGlassGrant, keep),
+    rpc!("Admin", "ListBreakGlass", v1::ListBreakGlassRequest => v1::ListBreakGlassResponse,
+        keep),
+    rpc!("Admin", "ExportTenant", v1::ExportTenantRequest => v1::ExportChunk, keep),
     // A follower never ends: searches the harness sends read to the end and stop.
     rpc!("Admin", "SearchAudit", v1::SearchAuditRequest => v1::AuditEntry, |m, _| {
         let changed = m.follow;

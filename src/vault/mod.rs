@@ -13,6 +13,7 @@
 //! and no key outlives a seal.
 
 pub(crate) mod apikeys;
+mod breakglass;
 mod cache;
 mod ceremony;
 mod keyring;

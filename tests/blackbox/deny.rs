@@ -46,6 +46,7 @@ struct Outsider {
     others_envelope: Vec<u8>,
     others_api_key: String,
     others_api_key_id: String,
+    others_grant: String,
 }
 
 /// The status code of an answer (`Ok` on success).
@@ -245,6 +246,48 @@ impl Outsider {
                 .await,
             ),
             "/vault.v1.Admin/Snapshot" => code(a.snapshot(v1::SnapshotRequest {}).await),
+            "/vault.v1.Admin/RequestBreakGlass" => code(
+                a.request_break_glass(v1::RequestBreakGlassRequest {
+                    permissions: vec!["secrets.read-metadata".into()],
+                    tenants: vec!["acme".into()],
+                    duration_seconds: 60,
+                    reason: "asking is open to anyone".into(),
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/ApproveBreakGlass" => code(
+                a.approve_break_glass(v1::BreakGlassId {
+                    id: self.others_grant.clone(),
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/RevokeBreakGlass" => code(
+                a.revoke_break_glass(v1::BreakGlassId {
+                    id: self.others_grant.clone(),
+                })
+                .await,
+            ),
+            "/vault.v1.Admin/ListBreakGlass" => {
+                let listed = a.list_break_glass(v1::ListBreakGlassRequest {}).await;
+                // Only its own grant (the one it asked for above, if any).
+                if let Ok(listed) = &listed {
+                    assert!(
+                        listed
+                            .get_ref()
+                            .grants
+                            .iter()
+                            .all(|g| g.requester == OUTSIDER),
+                        "{listed:?}"
+                    );
+                }
+                code(listed)
+            }
+            "/vault.v1.Admin/ExportTenant" => code(
+                a.export_tenant(v1::ExportTenantRequest {
+                    tenant: "acme".into(),
+                })
+                .await,
+            ),
             "/vault.v1.Admin/SearchAudit" => code(
                 a.search_audit(v1::SearchAuditRequest {
                     tenant: "acme".into(),
@@ -364,10 +407,16 @@ impl Outsider {
 /// What an identity without grants may get from an RPC.
 fn expected(rpc: &str) -> Code {
     match rpc {
-        // Its own sessions and its own revocation stream.
-        "/vault.v1.Broker/OpenSession" | "/vault.v1.Broker/WatchRevocations" => Code::Ok,
-        // Its own leases only: another identity's lease is not found.
-        "/vault.v1.Broker/Renew" | "/vault.v1.Broker/Revoke" => Code::NotFound,
+        // Its own sessions and its own revocation stream; asking for break-glass
+        // (bounded per identity) and seeing its own grants.
+        "/vault.v1.Broker/OpenSession"
+        | "/vault.v1.Broker/WatchRevocations"
+        | "/vault.v1.Admin/RequestBreakGlass"
+        | "/vault.v1.Admin/ListBreakGlass" => Code::Ok,
+        // Its own leases and grants only: another identity's is not found.
+        "/vault.v1.Broker/Renew"
+        | "/vault.v1.Broker/Revoke"
+        | "/vault.v1.Admin/RevokeBreakGlass" => Code::NotFound,
         _ => Code::PermissionDenied,
     }
 }
@@ -410,8 +459,21 @@ async fn an_identity_without_grants_is_refused_by_every_rpc() {
         .issue_api_key(key_request("acme", "live", &["usage:read"]))
         .await;
 
+    let others_grant = vault
+        .admin_as("spiffe://billing.example/human/secops/bob")
+        .request_break_glass(v1::RequestBreakGlassRequest {
+            permissions: vec!["tenants.export".into()],
+            tenants: vec!["acme".into()],
+            duration_seconds: 60,
+            reason: "another identity's grant".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let (broker, session) = vault.session(OUTSIDER).await;
     let mut outsider = Outsider {
+        others_grant,
         others_api_key: api_key.clone(),
         others_api_key_id: api_key_info.key_id.clone(),
         admin: vault.admin_as(OUTSIDER),

@@ -6,10 +6,12 @@
 mod admin;
 mod apikeys;
 mod audit;
+mod breakglass;
 mod broker;
 mod corpora;
 mod crash;
 mod deny;
+mod export;
 mod handshakes;
 mod harness;
 mod observability;

@@ -111,6 +111,9 @@ pub(crate) enum Command {
     /// Certificates for a real deployment.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Break-glass access: time-boxed extra permissions, approved by several people.
+    #[command(subcommand, name = "breakglass")]
+    BreakGlass(crate::commands::breakglass::BreakGlassCommand),
     /// Snapshots of the whole store, for backup (restore with `vaultd snapshot restore`).
     #[command(subcommand)]
     Snapshot(crate::commands::snapshot::SnapshotCommand),
@@ -345,6 +348,16 @@ pub(crate) enum TenantCommand {
     RotateKey {
         /// The tenant.
         tenant: String,
+    },
+    /// Writes a tenant's export (JSON: its secrets' and API keys' metadata and its
+    /// audit records with their chain positions; never a value, key, hint or
+    /// fingerprint). Needs `tenants.export`.
+    Export {
+        /// The tenant.
+        tenant: String,
+        /// Write to this new file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Shows a tenant's key versions and how many secret versions each still seals.
     Keys {

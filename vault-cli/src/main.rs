@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::cli::{Cli, Command, LeaseCommand, RootKeyCommand};
 use crate::commands::{
-    apikey, audit, ceremony, lease, operator, pki, policy, secret, snapshot, transit,
+    apikey, audit, breakglass, ceremony, lease, operator, pki, policy, secret, snapshot, transit,
 };
 use crate::connect::Via;
 use crate::error::CliError;
@@ -79,6 +79,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         }
         Command::Secret(command) => secret::run(&connect(Via::Tls)?, command, out).await,
         Command::Tenant(command) => secret::tenant(&connect(Via::Tls)?, command, out).await,
+        Command::BreakGlass(command) => breakglass::run(&connect(Via::Tls)?, command, out).await,
         Command::Lease(command) => {
             let ttl = match command {
                 LeaseCommand::Get { ttl, .. } => Some(input::duration(ttl)?),

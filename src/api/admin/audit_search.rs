@@ -29,7 +29,8 @@ const DEFAULT_LIMIT: u32 = 1_000;
 /// How often a follower looks for new records.
 const POLL: Duration = Duration::from_millis(200);
 
-static RUNNING: Semaphore = Semaphore::const_new(SEARCHES);
+/// Searches and exports under way (they read the log the same way).
+pub(super) static RUNNING: Semaphore = Semaphore::const_new(SEARCHES);
 
 /// The answer: matching records, oldest first.
 pub(super) type AuditStream = ReceiverStream<Result<v1::AuditEntry, Status>>;
@@ -42,7 +43,7 @@ pub(super) async fn serve(
     let r = request.into_inner();
     let prepared = match shared.policies.permit(&call.caller, AuditReadOp) {
         Ok(grant) => {
-            call.event.grant.clone_from(&grant.rule);
+            call.allowed_by(&grant);
             filter(&r).and_then(|filter| {
                 let slot = RUNNING.try_acquire().map_err(|_| {
                     ApiError::Exhausted("four audit searches are running on this node; retry")

@@ -45,7 +45,7 @@ macro_rules! permit {
     ($self:ident, $call:ident, $op:expr) => {
         match $self.shared.policies.permit(&$call.caller, $op) {
             Ok(grant) => {
-                $call.event.grant.clone_from(&grant.rule);
+                $call.allowed_by(&grant);
                 Ok(grant)
             }
             Err(denied) => Err(ApiError::Denied(denied)),
@@ -55,8 +55,12 @@ macro_rules! permit {
 
 // After the macro, which they use.
 mod audit_search;
+mod breakglass;
 mod ceremony;
+mod export;
 mod seal;
+
+pub(crate) use breakglass::status as breakglass_status;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -585,6 +589,43 @@ impl Admin for AdminService {
         request: Request<v1::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         snapshot::serve(&self.shared, request).await
+    }
+
+    async fn request_break_glass(
+        &self,
+        request: Request<v1::RequestBreakGlassRequest>,
+    ) -> Result<Response<v1::BreakGlassGrant>, Status> {
+        breakglass::request(self, request).await
+    }
+
+    async fn approve_break_glass(
+        &self,
+        request: Request<v1::BreakGlassId>,
+    ) -> Result<Response<v1::BreakGlassGrant>, Status> {
+        breakglass::approve(self, request).await
+    }
+
+    async fn revoke_break_glass(
+        &self,
+        request: Request<v1::BreakGlassId>,
+    ) -> Result<Response<v1::BreakGlassGrant>, Status> {
+        breakglass::revoke(self, request).await
+    }
+
+    async fn list_break_glass(
+        &self,
+        request: Request<v1::ListBreakGlassRequest>,
+    ) -> Result<Response<v1::ListBreakGlassResponse>, Status> {
+        breakglass::list(self, request).await
+    }
+
+    type ExportTenantStream = export::ExportStream;
+
+    async fn export_tenant(
+        &self,
+        request: Request<v1::ExportTenantRequest>,
+    ) -> Result<Response<Self::ExportTenantStream>, Status> {
+        export::serve(&self.shared, request).await
     }
 
     type SearchAuditStream = audit_search::AuditStream;

@@ -122,6 +122,9 @@ pub(super) async fn seal(
             call.event
                 .detail
                 .insert("leases_revoked".into(), sealed.leases_revoked.to_string());
+            call.event
+                .detail
+                .insert("breakglass_ended".into(), sealed.grants_ended.to_string());
             sealed
                 .vault
                 .map(|()| v1::SealResponse {})

@@ -71,7 +71,7 @@ pub(super) async fn serve(
     let mut call = shared.call("admin.snapshot", &request)?;
     let slot = match shared.policies.permit(&call.caller, SnapshotOp) {
         Ok(grant) => {
-            call.event.grant.clone_from(&grant.rule);
+            call.allowed_by(&grant);
             match shared.custody.snapshot_slot(&grant) {
                 Some(slot) => Ok((grant, slot)),
                 None => Err(ApiError::Exhausted(

@@ -2,6 +2,7 @@
 
 pub(crate) mod apikey;
 pub(crate) mod audit;
+pub(crate) mod breakglass;
 pub(crate) mod ceremony;
 pub(crate) mod lease;
 pub(crate) mod operator;

@@ -201,6 +201,9 @@ pub(crate) async fn tenant(
             print_keys(&keys, Some("retired: "), out);
             Ok(())
         }
+        TenantCommand::Export { tenant, out: file } => {
+            super::breakglass::export(client, tenant, file.as_deref()).await
+        }
     }
 }
 

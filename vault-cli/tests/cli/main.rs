@@ -12,6 +12,7 @@ mod alerts;
 mod apikeys;
 mod audit_search;
 mod autounseal;
+mod breakglass;
 mod custodians;
 mod failures;
 mod offline;
