@@ -49,6 +49,11 @@ pub(crate) trait AdminOp {
     fn tenant(&self) -> Option<&TenantId> {
         None
     }
+    /// With no tenant: whether the operation is about some tenant not known yet (a
+    /// lookup before the target's tenant is read), rather than about none.
+    fn any_tenant(&self) -> bool {
+        false
+    }
 }
 
 /// A broker operation and its target.
@@ -146,11 +151,17 @@ impl AdminOp for IssueApiKeys {
     fn tenant(&self) -> Option<&TenantId> {
         self.0.as_ref()
     }
+    fn any_tenant(&self) -> bool {
+        self.0.is_none()
+    }
 }
 impl AdminOp for RevokeApiKeys {
     const PERMISSION: Permission = Permission::ApiKeysRevoke;
     fn tenant(&self) -> Option<&TenantId> {
         self.0.as_ref()
+    }
+    fn any_tenant(&self) -> bool {
+        self.0.is_none()
     }
 }
 
@@ -374,15 +385,18 @@ impl Policies {
                     identity: identity.as_str(),
                     permission: O::PERMISSION,
                     tenant: op.tenant().map(TenantId::as_str),
+                    any_tenant: op.any_tenant(),
                 });
                 // A break-glass grant fills in only where no rule decided: a deny
                 // still wins.
                 if !decision.allowed
                     && decision.decided_by.is_none()
-                    && let Some(tenant) = op.tenant()
-                    && let Some(id) =
-                        self.breakglass
-                            .covering(identity.as_str(), O::PERMISSION, tenant.as_str())
+                    && (op.tenant().is_some() || op.any_tenant())
+                    && let Some(id) = self.breakglass.covering(
+                        identity.as_str(),
+                        O::PERMISSION,
+                        op.tenant().map(TenantId::as_str),
+                    )
                 {
                     return Ok(Authorized {
                         rule: Some(format!("breakglass/{id}")),
@@ -466,6 +480,41 @@ impl Policies {
                 action: "leases",
                 rule: None,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every permission of the policy language guards some operation: none is inert.
+    #[test]
+    fn every_permission_guards_an_operation() {
+        let guarded = [
+            StatusOp::PERMISSION,
+            UnsealOp::PERMISSION,
+            SealOp::PERMISSION,
+            RekeyOp::PERMISSION,
+            RotateRootOp::PERMISSION,
+            ReadLeasesOp::PERMISSION,
+            RevokeLeasesOp::PERMISSION,
+            PoliciesOp::PERMISSION,
+            SnapshotOp::PERMISSION,
+            AuditReadOp::PERMISSION,
+            ApproveBreakGlassOp::PERMISSION,
+            WriteSecret::PERMISSION,
+            ReadMetadata::PERMISSION,
+            DeleteSecret::PERMISSION,
+            EraseTenant::PERMISSION,
+            TenantKeysOp::PERMISSION,
+            ExportTenant::PERMISSION,
+            IssueApiKeys::PERMISSION,
+            RevokeApiKeys::PERMISSION,
+        ];
+        for name in Permission::names() {
+            let permission = Permission::parse(name).unwrap();
+            assert!(guarded.contains(&permission), "{name} guards no operation");
         }
     }
 }

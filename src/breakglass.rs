@@ -26,16 +26,7 @@ use crate::records::{BreakGlassGrant, BreakGlassRecord, BreakGlassState};
 use crate::vault::Vault;
 
 /// Permissions a grant may add: each acts on one tenant, none returns plaintext.
-pub(crate) const GRANTABLE: [Permission; 8] = [
-    Permission::SecretsReadMetadata,
-    Permission::SecretsWrite,
-    Permission::SecretsDelete,
-    Permission::KeysRotate,
-    Permission::TenantsErase,
-    Permission::TenantsExport,
-    Permission::ApiKeysIssue,
-    Permission::ApiKeysRevoke,
-];
+pub(crate) const GRANTABLE: [Permission; 8] = Permission::PER_TENANT;
 
 /// Open (pending or active) grants one identity may have asked for.
 const OPEN_PER_REQUESTER: usize = 4;
@@ -216,12 +207,13 @@ impl BreakGlass {
         self.check(entry).unwrap_or(false)
     }
 
-    /// The id of an active grant of `identity` that adds `permission` on `tenant`.
+    /// The id of an active grant of `identity` that adds `permission` on `tenant`
+    /// (`None`: on some tenant, for a lookup before the target's tenant is known).
     pub(crate) fn covering(
         &self,
         identity: &str,
         permission: Permission,
-        tenant: &str,
+        tenant: Option<&str>,
     ) -> Option<String> {
         let now = self.now();
         let grants = self.grants.read().unwrap_or_else(|p| p.into_inner());
@@ -233,9 +225,11 @@ impl BreakGlass {
                 g.requester == identity
                     && matches!(self.effective(g, now), BreakGlassState::Active { .. })
                     && g.permissions.iter().any(|p| p == permission.as_str())
-                    && g.tenants
-                        .iter()
-                        .any(|t| Pattern::parse(t).is_ok_and(|p| p.matches(tenant).is_some()))
+                    && tenant.is_none_or(|tenant| {
+                        g.tenants
+                            .iter()
+                            .any(|t| Pattern::parse(t).is_ok_and(|p| p.matches(tenant).is_some()))
+                    })
                     && self.authentic(e)
             })
             .map(|e| e.record.grant.id.clone())

@@ -437,6 +437,7 @@ mod tests {
                 identity: DEV_OPERATOR,
                 permission: Permission::parse(name).unwrap(),
                 tenant: Some("acme"),
+                any_tenant: false,
             });
             assert!(decision.allowed, "{name}");
         }

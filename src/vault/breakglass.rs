@@ -117,7 +117,7 @@ mod tests {
             g.covering(
                 "spiffe://x/support",
                 Permission::SecretsReadMetadata,
-                tenant,
+                Some(tenant),
             )
         };
         assert!(covering(&grants, "acme").is_some());

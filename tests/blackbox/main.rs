@@ -17,6 +17,7 @@ mod harness;
 mod observability;
 mod process;
 mod reload;
+mod roles;
 mod snapshot;
 mod tls;
 mod wire;

@@ -115,6 +115,25 @@ impl Permission {
     pub fn names() -> impl Iterator<Item = &'static str> {
         PERMISSIONS.iter().map(|(_, n)| *n)
     }
+
+    /// The permissions that act on one tenant: what a role limited to tenants, or a
+    /// break-glass grant, can give. `keys.rotate` is among them for tenant keys only;
+    /// rotating the root key concerns no tenant, so no tenant-limited role covers it.
+    pub const PER_TENANT: [Permission; 8] = [
+        Permission::SecretsReadMetadata,
+        Permission::SecretsWrite,
+        Permission::SecretsDelete,
+        Permission::KeysRotate,
+        Permission::TenantsErase,
+        Permission::TenantsExport,
+        Permission::ApiKeysIssue,
+        Permission::ApiKeysRevoke,
+    ];
+
+    /// Whether the permission acts on one tenant (see [`Permission::PER_TENANT`]).
+    pub fn per_tenant(self) -> bool {
+        Self::PER_TENANT.contains(&self)
+    }
 }
 
 impl Action {

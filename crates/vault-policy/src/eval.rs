@@ -30,6 +30,11 @@ pub struct PermissionRequest<'a> {
     pub permission: Permission,
     /// The tenant concerned, if any (tenant-scoped denies apply only then).
     pub tenant: Option<&'a str>,
+    /// With no `tenant`: whether the request is about some tenant not known yet (a
+    /// lookup before the target's tenant is read), which a role limited to tenants
+    /// covers; the decision about the tenant itself follows. Otherwise the request
+    /// concerns no tenant, and only roles for every tenant cover it.
+    pub any_tenant: bool,
 }
 
 /// Why a rule did or did not apply.
@@ -263,12 +268,17 @@ impl PolicySet {
             return denied;
         }
         for role in &self.roles {
-            let outcome = if identity_captures(&role.identities, req.identity).is_none() {
-                Outcome::Identity
-            } else if !role.permissions.contains(&req.permission) {
-                Outcome::Action
-            } else {
-                Outcome::Matched
+            let outcome = match identity_captures(&role.identities, req.identity) {
+                None => Outcome::Identity,
+                Some(_) if !role.permissions.contains(&req.permission) => Outcome::Action,
+                Some(captures) => match (&role.tenants, req.tenant) {
+                    (None, _) => Outcome::Matched,
+                    (Some(rules), Some(tenant)) if tenant_ok(rules, tenant, &captures) => {
+                        Outcome::Matched
+                    }
+                    (Some(_), None) if req.any_tenant => Outcome::Matched,
+                    (Some(_), _) => Outcome::Tenant,
+                },
             };
             trace.push(Trace {
                 rule: role.rule.clone(),

@@ -114,11 +114,12 @@ fn for_each_request(
         }
         for name in Permission::names() {
             let permission = Permission::parse(name).expect("every listed permission parses");
-            for scope in [Some(tenant), None] {
+            for (scope, any_tenant) in [(Some(tenant), false), (None, false), (None, true)] {
                 let decision = set.authorize(&PermissionRequest {
                     identity,
                     permission,
                     tenant: scope,
+                    any_tenant,
                 });
                 check(&decision, RuleKind::Role);
             }

@@ -127,6 +127,9 @@ struct Role {
     rule: RuleRef,
     identities: Vec<Pattern>,
     permissions: BTreeSet<Permission>,
+    /// `None`: every tenant, and permissions that concern none. `Some`: only these
+    /// tenants (globs or a capture of the identity), and only per-tenant permissions.
+    tenants: Option<Vec<TenantRule>>,
 }
 
 /// A validated set of policies.
@@ -175,6 +178,7 @@ impl PolicySet {
                 identity,
                 permission,
                 tenant: (!tenant.is_empty()).then_some(tenant),
+                any_tenant: false,
             }),
         })
     }

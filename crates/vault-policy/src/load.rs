@@ -50,6 +50,14 @@ pub enum PolicyErrorKind {
     /// A permission name that does not exist.
     #[error("unknown permission {0:?}; roles may name: {perms}", perms = Permission::names().collect::<Vec<_>>().join(", "))]
     UnknownPermission(String),
+    /// A role limited to tenants names a permission that acts on no one tenant, which
+    /// it could therefore never give.
+    #[error(
+        "permission {0:?} does not act on one tenant, so a role limited to tenants never gives it; \
+         such a role may name: {perms}",
+        perms = Permission::PER_TENANT.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+    )]
+    NotPerTenant(String),
     /// A deny names neither an operation nor a permission.
     #[error("unknown action {0:?}: name an operation or a permission")]
     UnknownAction(String),
@@ -134,6 +142,7 @@ struct RoleDoc {
     id: String,
     identities: Vec<String>,
     permissions: Vec<String>,
+    tenants: Option<Vec<String>>,
 }
 
 /// Parses one file's text into `set`.
@@ -355,10 +364,21 @@ fn compile_role(doc: RoleDoc, file: &Path, line: usize) -> Result<Role, PolicyEr
         Permission::parse,
         PolicyErrorKind::UnknownPermission,
     )?;
+    let tenants = doc
+        .tenants
+        .as_deref()
+        .map(|t| tenants(t, &identities))
+        .transpose()?;
+    if tenants.is_some()
+        && let Some(global) = permissions.iter().find(|p| !p.per_tenant())
+    {
+        return Err(PolicyErrorKind::NotPerTenant(global.as_str().to_owned()));
+    }
     Ok(Role {
         rule: rule_ref(RuleKind::Role, doc.id, file, line),
         identities,
         permissions,
+        tenants,
     })
 }
 

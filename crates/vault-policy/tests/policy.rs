@@ -65,6 +65,7 @@ fn the_example_policies_load_and_decide() {
         identity,
         permission: Permission::TenantsErase,
         tenant: Some("acme"),
+        any_tenant: false,
     };
     assert!(
         set.authorize(&erase("spiffe://billing.example/human/secops/ann"))
@@ -274,4 +275,111 @@ fn a_grant_carries_its_rates_and_verification_anywhere_is_known() {
 
     let bad = text.replace("per_minute = 600", "per_hour = 600");
     assert!(PolicySet::parse(Path::new("p.toml"), &bad).is_err());
+}
+
+#[test]
+fn roles_limited_to_tenants_cover_those_tenants_only() {
+    let set = PolicySet::parse(
+        Path::new("cs.toml"),
+        r#"
+[[role]]
+id = "customer-success"
+identities = ["spiffe://billing.example/human/cs/{tenant}/*"]
+permissions = ["secrets.read-metadata"]
+tenants = ["{tenant}"]
+
+[[role]]
+id = "emea-support"
+identities = ["spiffe://billing.example/human/emea/*"]
+permissions = ["secrets.read-metadata", "apikeys.revoke"]
+tenants = ["eu-*"]
+"#,
+    )
+    .unwrap();
+    let ask = |identity, permission, tenant, any_tenant| {
+        set.authorize(&PermissionRequest {
+            identity,
+            permission,
+            tenant,
+            any_tenant,
+        })
+        .allowed
+    };
+    let cs = "spiffe://billing.example/human/cs/acme/ann";
+    assert!(ask(
+        cs,
+        Permission::SecretsReadMetadata,
+        Some("acme"),
+        false
+    ));
+    assert!(!ask(
+        cs,
+        Permission::SecretsReadMetadata,
+        Some("globex"),
+        false
+    ));
+    assert!(!ask(cs, Permission::SecretsWrite, Some("acme"), false));
+    // A request about no tenant is not covered; a lookup before the tenant is known is.
+    assert!(!ask(cs, Permission::SecretsReadMetadata, None, false));
+    assert!(ask(cs, Permission::SecretsReadMetadata, None, true));
+
+    let emea = "spiffe://billing.example/human/emea/bo";
+    assert!(ask(emea, Permission::ApiKeysRevoke, Some("eu-acme"), false));
+    assert!(!ask(
+        emea,
+        Permission::ApiKeysRevoke,
+        Some("us-acme"),
+        false
+    ));
+    let explained = set
+        .explain(emea, "secrets.read-metadata", "us-acme", "", None)
+        .unwrap();
+    assert!(
+        explained.to_string().contains("does not cover this tenant"),
+        "{explained}"
+    );
+}
+
+#[test]
+fn a_role_limited_to_tenants_may_name_only_per_tenant_permissions() {
+    for global in [
+        "status",
+        "seal",
+        "unseal",
+        "rekey",
+        "leases.read",
+        "leases.revoke",
+        "policy.reload",
+        "audit.read",
+        "breakglass.approve",
+        "snapshot.save",
+    ] {
+        let (line, kind) = parse_err(&format!(
+            "# a comment\n[[role]]\nid = \"r\"\nidentities = [\"a\"]\npermissions = [\"secrets.write\", \"{global}\"]\ntenants = [\"acme\"]\n"
+        ));
+        assert_eq!(line, 2, "{global}");
+        assert!(
+            matches!(&kind, PolicyErrorKind::NotPerTenant(p) if p == global),
+            "{global}: {kind}"
+        );
+        assert!(kind.to_string().contains("secrets.read-metadata"), "{kind}");
+    }
+    let (_, kind) = parse_err(
+        "[[role]]\nid = \"r\"\nidentities = [\"spiffe://x/*\"]\npermissions = [\"secrets.write\"]\ntenants = [\"{tenant}\"]\n",
+    );
+    assert!(
+        matches!(kind, PolicyErrorKind::UnboundCapture { .. }),
+        "{kind}"
+    );
+    for name in Permission::names() {
+        let permission = Permission::parse(name).unwrap();
+        let text = format!(
+            "[[role]]\nid = \"r\"\nidentities = [\"a\"]\npermissions = [\"{name}\"]\ntenants = [\"acme\"]\n"
+        );
+        assert_eq!(
+            PolicySet::parse(Path::new("p.toml"), &text).is_ok(),
+            permission.per_tenant(),
+            "{name}"
+        );
+    }
 }
