@@ -255,6 +255,8 @@ pub(crate) struct Authorized<O> {
     pub(crate) rate: Option<vault_policy::Rate>,
     /// The break-glass grant that allowed it, when no policy did.
     pub(crate) breakglass: Option<String>,
+    /// Whether the grant refuses requests at the highest anomaly level.
+    pub(crate) throttle_anomalies: bool,
 }
 
 /// A refusal. Says which rule denied, never whether the target exists.
@@ -286,6 +288,7 @@ impl<O> Authorized<O> {
             create_tenant_keys: false,
             rate: None,
             breakglass: None,
+            throttle_anomalies: false,
         }
     }
 }
@@ -362,6 +365,7 @@ impl Policies {
             create_tenant_keys: decision.create_tenant_keys,
             rate: decision.rate,
             breakglass: None,
+            throttle_anomalies: decision.throttle_anomalies,
         })
     }
 

@@ -106,7 +106,7 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
             _ = stopped.changed() => return,
         }
         upkeep.sweep();
-        audit_state = audit_state.report(&shared.audit);
+        audit_state = audit_state.report(&shared.audit, &shared.alerts);
         shared.metrics.audit_state.set(audit_state as i64);
         for summary in shared
             .refusals
@@ -171,8 +171,9 @@ enum AuditState {
 }
 
 impl AuditState {
-    /// Logs a change of the audit log's state, once.
-    fn report(self, audit: &AuditLog) -> Self {
+    /// Logs a change of the audit log's state, once, and raises an alert when it
+    /// fails or runs short of space (the log itself cannot tell of that).
+    fn report(self, audit: &AuditLog, alerts: &crate::alerts::Alerts) -> Self {
         let now = if audit.failure().is_some() {
             AuditState::Failed
         } else if audit.low_space() {
@@ -180,25 +181,37 @@ impl AuditState {
         } else {
             AuditState::Healthy
         };
+        let alert = |kind: &str| {
+            alerts.raise(crate::alerts::Alert::new(
+                kind,
+                crate::alerts::Severity::Critical,
+            ))
+        };
         match (self, now) {
             (before, after) if before == after => {}
-            (_, AuditState::Failed) => tracing::error!(
-                "the audit log failed ({}); every request that must be audited is refused \
-                 until the log can be written again: a FIFO is opened again every second \
-                 until it has a reader; a file must be moved aside, then reload (SIGHUP) \
-                 continues the chain in a new one",
-                audit.failure().unwrap_or_default()
-            ),
+            (_, AuditState::Failed) => {
+                tracing::error!(
+                    "the audit log failed ({}); every request that must be audited is refused \
+                     until the log can be written again: a FIFO is opened again every second \
+                     until it has a reader; a file must be moved aside, then reload (SIGHUP) \
+                     continues the chain in a new one",
+                    audit.failure().unwrap_or_default()
+                );
+                alert("audit.failed");
+            }
             (AuditState::Failed, AuditState::Healthy) => {
                 tracing::info!("the audit log can be written again; requests are served")
             }
-            (_, AuditState::LowSpace) => tracing::warn!(
-                "the audit log's disk is short of space ({} bytes free); requests are refused \
-                 until space is freed (audit.min_free)",
-                audit
-                    .free_bytes()
-                    .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
-            ),
+            (_, AuditState::LowSpace) => {
+                tracing::warn!(
+                    "the audit log's disk is short of space ({} bytes free); requests are \
+                     refused until space is freed (audit.min_free)",
+                    audit
+                        .free_bytes()
+                        .map_or_else(|| "unknown".to_owned(), |b| b.to_string())
+                );
+                alert("audit.low_space");
+            }
             (_, AuditState::Healthy) => {
                 tracing::info!("the audit log has space again; requests are served")
             }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod alerts;
+pub mod anomalies;
 mod api;
 mod audit;
 mod authz;

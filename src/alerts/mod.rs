@@ -244,7 +244,12 @@ struct Shared {
     node: String,
     sinks: Vec<Sink>,
     raised: Mutex<BTreeMap<String, u64>>,
+    /// The latest alerts, oldest first.
+    recent: Mutex<std::collections::VecDeque<Arc<Alert>>>,
 }
+
+/// Alerts kept for [`Alerts::recent`].
+const RECENT: usize = 10;
 
 /// A running sink as [`Alerts::raise`] sees it.
 struct Sink {
@@ -319,6 +324,7 @@ impl Alerts {
                 node,
                 sinks,
                 raised: Mutex::new(BTreeMap::new()),
+                recent: Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
             }),
         })
     }
@@ -339,6 +345,17 @@ impl Alerts {
         );
         self.count_raised(&alert.kind);
         let alert = Arc::new(alert);
+        {
+            let mut recent = self
+                .shared
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(Arc::clone(&alert));
+        }
         for sink in &self.shared.sinks {
             if sink.queue.try_send(Arc::clone(&alert)).is_err() {
                 sink.counts.count_dropped();
@@ -375,6 +392,16 @@ impl Alerts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         raised.iter().map(|(kind, n)| (kind.clone(), *n)).collect()
+    }
+
+    /// The latest alerts raised (at most 10), newest first.
+    pub fn recent(&self) -> Vec<Arc<Alert>> {
+        let recent = self
+            .shared
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recent.iter().rev().cloned().collect()
     }
 
     /// The names of the running sinks: each webhook's, and `syslog`.
@@ -438,16 +465,15 @@ const CRITICAL: [&str; 21] = [
 /// allowed: named by the RPC, with the audit event's identity, tenant, request id and
 /// its non-secret details (the audit record holds no secret either).
 pub(crate) fn critical(rpc: &str, event: &vault_audit::Event) -> Option<Alert> {
-    let kind = if CRITICAL.contains(&rpc) {
-        rpc
-    } else if event
+    // Break-glass use is the news, whatever the request was.
+    let under_grant = event
         .grant
         .as_deref()
-        .is_some_and(|g| g.starts_with("breakglass/"))
-    {
-        "breakglass.use"
-    } else {
-        return None;
+        .is_some_and(|g| g.starts_with("breakglass/"));
+    let kind = match (under_grant, CRITICAL.contains(&rpc)) {
+        (true, _) => "breakglass.use",
+        (false, true) => rpc,
+        (false, false) => return None,
     };
     if event.decision != vault_audit::Decision::Allow {
         return None;
@@ -459,5 +485,8 @@ pub(crate) fn critical(rpc: &str, event: &vault_audit::Event) -> Option<Alert> {
         alert = alert.with_tenant(tenant.clone());
     }
     alert.detail = event.detail.clone();
+    if under_grant {
+        alert.detail.insert("operation".into(), rpc.to_owned());
+    }
     Some(alert)
 }

@@ -9,6 +9,7 @@ use vault_proto::v1::{self, broker_server::Broker};
 
 use super::transit::{Target, batch_results, batch_size, rewrap, single};
 use super::{ApiError, Call, Shared, secret_id};
+use crate::anomalies::Watched;
 use crate::authz::{Authorized, LeaseOp};
 use crate::custody::{LeaseError, Notice};
 use crate::ids::LeaseId;
@@ -42,6 +43,7 @@ impl BrokerService {
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
         s.custody.admit_grant(&grant)?;
+        s.watch(&grant, Watched::Lease, &grant.op().0.tenant, 1)?;
         let issued = s
             .custody
             .lease(&grant, &session, req.ttl_seconds, req.version);

@@ -31,6 +31,7 @@ use crate::names::SecretId;
 use crate::sessions::Session;
 pub(crate) use convert::{environment, sealed, secret_id, secret_ref};
 pub(crate) use status::ApiError;
+use status::KeyAnswer;
 
 /// State shared by both services. The vault, sessions and leases are reached only
 /// through [`Custody`], one [`Authorized`](crate::authz::Authorized) proof per
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Where security alerts go (besides the audit log, a counter and a log line).
     pub(crate) alerts: crate::alerts::Alerts,
+    /// Rate baselines and failure bursts.
+    pub(crate) anomalies: Arc<crate::anomalies::Anomalies>,
     /// What `Admin.Reload` runs: installed by the daemon when it serves.
     pub(crate) reloader: std::sync::OnceLock<std::sync::Weak<dyn Reload>>,
 }
@@ -112,6 +115,30 @@ impl Shared {
             rpc,
             started: Instant::now(),
         })
+    }
+
+    /// Counts `count` allowed requests for anomaly detection; refuses them when they
+    /// reach the highest level under a grant that throttles.
+    pub(crate) fn watch<O>(
+        &self,
+        grant: &crate::authz::Authorized<O>,
+        operation: crate::anomalies::Watched,
+        tenant: &crate::names::TenantId,
+        count: u32,
+    ) -> Result<(), ApiError> {
+        match self.anomalies.observe(
+            operation,
+            grant.identity().as_str(),
+            tenant.as_str(),
+            count,
+            grant.throttle_anomalies,
+        ) {
+            crate::anomalies::Verdict::Pass => Ok(()),
+            crate::anomalies::Verdict::Throttle => Err(ApiError::Exhausted(
+                "requests at 10 times or more this identity's usual rate for this tenant; \
+                 its grant throttles them until the minute ends",
+            )),
+        }
     }
 
     /// The caller's session `id`.
@@ -186,6 +213,23 @@ impl Shared {
         }
     }
 
+    /// Counts a refusal that looks like a failed authentication towards its burst.
+    fn count_failure<T>(&self, call: &Call, result: &Result<T, ApiError>) {
+        use crate::anomalies::Failing;
+        let identity = || call.caller.identity().to_string();
+        let failing = match result {
+            Err(ApiError::Denied(_)) => Failing::Denied(identity()),
+            Err(ApiError::ApiKey(KeyAnswer::Environment)) => Failing::KeyEnvironment(
+                call.event.detail.get("key_id").cloned().unwrap_or_default(),
+            ),
+            Err(ApiError::ApiKey(KeyAnswer::Invalid | KeyAnswer::Revoked | KeyAnswer::Expired)) => {
+                Failing::BadApiKeys(identity())
+            }
+            _ => return,
+        };
+        self.anomalies.failure(failing);
+    }
+
     /// Writes the intent record of `call`, leaving what to do on failure to the caller.
     pub(crate) async fn record_intent(&self, call: &Call) -> Result<(), vault_audit::AuditError> {
         let event = Event {
@@ -247,6 +291,7 @@ impl Shared {
             );
         }
         let (rpc, started) = (call.rpc, call.started);
+        self.count_failure(&call, &result);
         // A refusal beyond the caller's budget is counted for a summary record instead
         // of recorded on its own: refusals cannot amplify the log.
         let result = match result {

@@ -10,6 +10,7 @@ use vault_crypto::session::{Direction, SessionAad};
 use vault_proto::v1;
 
 use super::{ApiError, Call, Shared, environment, sealed};
+use crate::anomalies::Watched;
 use crate::authz::{DecryptOp, EncryptOp, RewrapOp};
 use crate::names::{Environment, TenantId};
 use crate::sessions::Session;
@@ -92,7 +93,7 @@ impl Target {
         &self,
         shared: &Shared,
         call: &mut Call,
-        items: impl Iterator<Item = &'a [u8]>,
+        items: impl ExactSizeIterator<Item = &'a [u8]>,
     ) -> Result<Vec<Result<v1::SealedPayload, ApiError>>, ApiError> {
         let grant = shared
             .policies
@@ -100,6 +101,8 @@ impl Target {
             .map_err(ApiError::Denied)?;
         call.event.grant.clone_from(&grant.rule);
         shared.custody.admit_grant(&grant)?;
+        let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        shared.watch(&grant, Watched::TransitDecrypt, &self.tenant, count)?;
         Ok(items
             .enumerate()
             .map(|(i, envelope)| {

@@ -9,6 +9,7 @@ use vault_proto::{apikey, v1};
 use super::convert::environment_to_proto;
 use super::status::KeyAnswer;
 use super::{ApiError, Call, Shared, environment, sealed};
+use crate::anomalies::Watched;
 use crate::authz::VerifyApiKeyOp;
 use crate::error::Error;
 
@@ -77,6 +78,7 @@ pub(super) fn verify(
         .grant(&call.caller, VerifyApiKeyOp(record.tenant.clone(), env))
         .map_err(ApiError::Denied)?;
     call.event.grant.clone_from(&grant.rule);
+    shared.watch(&grant, Watched::ApiKeyVerify, &record.tenant, 1)?;
     let verified = shared.custody.verify_api_key(
         &grant,
         parsed.id,

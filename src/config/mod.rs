@@ -74,7 +74,7 @@ use crate::tls::{CrlExpiry, TlsFiles};
 
 mod raw;
 
-use raw::{DAY, RawConfig, address, apikeys, breakglass, node_name, seal, size};
+use raw::{DAY, RawConfig, address, anomalies, apikeys, breakglass, node_name, seal, size};
 // Shared with the sections that parse themselves, such as `[alerts]`.
 pub(crate) use raw::{SECOND, count, duration, required};
 
@@ -111,6 +111,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// Break-glass grants: approvals needed, longest duration, approval window.
     pub breakglass: crate::breakglass::BreakGlassConfig,
+    /// Anomaly detection: rate levels, warm-up, failure bursts, bounds.
+    pub anomalies: crate::anomalies::AnomalyConfig,
 }
 
 /// Platform API keys: rate tiers, per-tenant limits, bounds.
@@ -531,6 +533,7 @@ impl Config {
             apikeys: apikeys(&raw.apikeys)?,
             alerts: crate::alerts::AlertsConfig::parse(raw.alerts, &at)?,
             breakglass: breakglass(&raw.breakglass)?,
+            anomalies: anomalies(&raw.anomalies)?,
         })
     }
 }

@@ -40,6 +40,82 @@ pub(super) struct RawConfig {
     pub(super) alerts: crate::alerts::config::RawAlerts,
     #[serde(default)]
     pub(super) breakglass: RawBreakGlass,
+    #[serde(default)]
+    pub(super) anomalies: RawAnomalies,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnomalies {
+    pub(super) enabled: Option<bool>,
+    pub(super) levels: Option<Vec<f64>>,
+    pub(super) warmup_minutes: Option<u32>,
+    pub(super) min_per_minute: Option<u32>,
+    pub(super) half_life: Option<String>,
+    pub(super) first_access: Option<bool>,
+    pub(super) failures: Option<u32>,
+    pub(super) failure_window: Option<String>,
+    pub(super) max_tracked: Option<usize>,
+}
+
+/// The `[anomalies]` section.
+pub(super) fn anomalies(
+    raw: &RawAnomalies,
+) -> Result<crate::anomalies::AnomalyConfig, ConfigError> {
+    let default = crate::anomalies::AnomalyConfig::default();
+    let levels = raw.levels.clone().unwrap_or(default.levels);
+    let ascending = levels.windows(2).all(|w| matches!(w, [a, b] if a < b));
+    if levels.is_empty()
+        || levels.len() > 5
+        || !ascending
+        || levels.iter().any(|l| !(1.5..=1000.0).contains(l))
+    {
+        return Err(ConfigError::Invalid {
+            key: "anomalies.levels",
+            reason: "give 1 to 5 ascending multiples of the baseline, each 1.5 to 1000 (e.g. [3.0, 5.0, 10.0])".into(),
+        });
+    }
+    Ok(crate::anomalies::AnomalyConfig {
+        enabled: raw.enabled.unwrap_or(default.enabled),
+        levels,
+        warmup_minutes: count(
+            "anomalies.warmup_minutes",
+            raw.warmup_minutes,
+            default.warmup_minutes,
+            (1, 10_080),
+        )?,
+        min_per_minute: count(
+            "anomalies.min_per_minute",
+            raw.min_per_minute,
+            default.min_per_minute,
+            (1, 1_000_000),
+        )?,
+        half_life: duration(
+            "anomalies.half_life",
+            raw.half_life.as_deref(),
+            default.half_life,
+            (Duration::from_secs(60), 30 * DAY),
+        )?,
+        first_access: raw.first_access.unwrap_or(default.first_access),
+        failures: count(
+            "anomalies.failures",
+            raw.failures,
+            default.failures,
+            (1, 1_000_000),
+        )?,
+        failure_window: duration(
+            "anomalies.failure_window",
+            raw.failure_window.as_deref(),
+            default.failure_window,
+            (SECOND, DAY),
+        )?,
+        max_tracked: count(
+            "anomalies.max_tracked",
+            raw.max_tracked,
+            default.max_tracked,
+            (16, 10_000_000),
+        )?,
+    })
 }
 
 #[derive(Deserialize, Default)]

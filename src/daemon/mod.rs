@@ -249,11 +249,18 @@ impl Daemon {
         let alerts = crate::alerts::Alerts::start(config.alerts.clone(), config.node.clone())?;
         let metrics = Arc::new(Metrics::new());
         let _ = metrics.alerts.set(alerts.clone());
+        let anomalies = Arc::new(crate::anomalies::Anomalies::new(
+            config.anomalies.clone(),
+            Arc::clone(&clock),
+            alerts.clone(),
+            audit.clone(),
+        ));
         let shared = Arc::new(Shared {
             policies,
             custody,
             audit,
             alerts,
+            anomalies,
             refusals: RefusalBudget::new(config.audit.refusals_per_second, clock),
             metrics,
             reloader: std::sync::OnceLock::new(),
@@ -397,6 +404,7 @@ impl Daemon {
                 TlsLimits::new(
                     &self.config.limits,
                     self.shared.metrics.handshakes_refused.clone(),
+                    Arc::clone(&self.shared.anomalies),
                 ),
                 Router::new(tls_routes, self.config.limits.request_timeout),
                 stopped.clone(),

@@ -275,6 +275,7 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<Restart> {
         ("keys", running.keys != file.keys),
         ("seal", running.seal != file.seal),
         ("breakglass", running.breakglass != file.breakglass),
+        ("anomalies", running.anomalies != file.anomalies),
         (
             "apikeys.limiter_entries",
             running.apikeys.limiter_entries != file.apikeys.limiter_entries,

@@ -320,13 +320,18 @@ pub(crate) struct TlsLimits {
 }
 
 impl TlsLimits {
-    /// The bounds `limits` sets; refused handshakes are counted in `refused`.
-    pub(crate) fn new(limits: &Limits, refused: RefusedHandshakes) -> Self {
+    /// The bounds `limits` sets; refused handshakes are counted in `refused`, and
+    /// towards bursts per source in `anomalies`.
+    pub(crate) fn new(
+        limits: &Limits,
+        refused: RefusedHandshakes,
+        anomalies: Arc<crate::anomalies::Anomalies>,
+    ) -> Self {
         Self {
             handshakes: Handshakes::new(limits.handshakes, limits.handshakes_per_source),
             first_byte: limits.first_byte_timeout,
             connections: PerIdentity::new(limits.connections_per_identity),
-            refusals: RefusalLog::new(LOG_INTERVAL, refused),
+            refusals: RefusalLog::new(LOG_INTERVAL, refused, anomalies),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustls::{AlertDescription, CertificateError};
 
+use crate::anomalies::{Anomalies, Failing};
 use crate::metrics::RefusedHandshakes;
 
 /// At most one log line per cause in this long.
@@ -273,16 +274,22 @@ impl Aggregate {
 pub(crate) struct RefusalLog {
     aggregate: Mutex<Aggregate>,
     counted: RefusedHandshakes,
+    anomalies: Arc<Anomalies>,
 }
 
 impl RefusalLog {
-    pub(crate) fn new(interval: Duration, counted: RefusedHandshakes) -> Arc<Self> {
+    pub(crate) fn new(
+        interval: Duration,
+        counted: RefusedHandshakes,
+        anomalies: Arc<Anomalies>,
+    ) -> Arc<Self> {
         for refusal in Refusal::ALL {
             counted.declare(refusal.label());
         }
         Arc::new(Self {
             aggregate: Mutex::new(Aggregate::new(interval)),
             counted,
+            anomalies,
         })
     }
 
@@ -295,6 +302,10 @@ impl RefusalLog {
     /// the window's summary.
     pub(crate) fn record(self: &Arc<Self>, reason: Refusal, peer: SocketAddr) {
         self.counted.count(reason.label());
+        // A handshake that lost its slot to load says nothing of its source.
+        if reason != Refusal::Evicted {
+            self.anomalies.failure(Failing::Source(peer.ip()));
+        }
         let next = self.lock().record(reason, peer, Instant::now());
         match next {
             Next::Log(line) => emit(&line, None),

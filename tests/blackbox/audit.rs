@@ -245,6 +245,19 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
     let (code, body) = vault.http_get("/v1/health").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains(r#""audit":"failing""#), "{body}");
+    // The failure is an alert (the log cannot tell of it), raised once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = vault.http_get("/metrics").await;
+        if metrics.contains("vaultd_alerts_total{kind=\"audit.failed\"} 1\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit.failed alert:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Sealing still happens: it is the safe direction, and the answer says so (the
     // missing record is in vaultd's log and the health answer).

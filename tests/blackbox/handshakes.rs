@@ -20,7 +20,10 @@ use crate::harness::{Fixture, OPERATOR, Options};
 /// Handshakes and reads once: a refused certificate shows up as the server's alert
 /// on that read (TLS 1.3 checks the client's certificate after the client considers
 /// the handshake done).
-async fn handshake(addr: SocketAddr, config: rustls::ClientConfig) -> Result<(), rustls::Error> {
+pub(crate) async fn handshake(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> Result<(), rustls::Error> {
     let tls_error = |e: std::io::Error| {
         e.get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())

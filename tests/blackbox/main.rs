@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 mod admin;
+mod anomalies;
 mod apikeys;
 mod audit;
 mod breakglass;

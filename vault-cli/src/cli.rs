@@ -62,7 +62,8 @@ pub(crate) struct Global {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// One-line seal status.
+    /// Seal status in one line, then the security alerts this node raised since it
+    /// started (counts by kind and the latest few), if any.
     Status,
     /// Initialises an empty vault and hands out the unseal shares, once.
     Init(InitArgs),

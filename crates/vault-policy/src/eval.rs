@@ -92,6 +92,8 @@ pub struct Decision {
     pub create_tenant_keys: bool,
     /// The deciding grant's request rates, if it sets them.
     pub rate: Option<Rate>,
+    /// Whether the deciding grant refuses requests at the highest anomaly level.
+    pub throttle_anomalies: bool,
     /// Every rule considered, in order, and why it did or did not apply.
     pub trace: Vec<Trace>,
 }
@@ -191,6 +193,7 @@ impl PolicySet {
                     max_active_leases: None,
                     create_tenant_keys: false,
                     rate: None,
+                    throttle_anomalies: false,
                     trace: std::mem::take(trace),
                 });
             }
@@ -252,6 +255,7 @@ impl PolicySet {
                     max_active_leases: grant.max_active_leases,
                     create_tenant_keys: grant.create_tenant_keys,
                     rate: grant.rate,
+                    throttle_anomalies: grant.throttle_anomalies,
                     trace,
                 };
             }
@@ -292,6 +296,7 @@ impl PolicySet {
                     max_active_leases: None,
                     create_tenant_keys: false,
                     rate: None,
+                    throttle_anomalies: false,
                     trace,
                 };
             }
@@ -308,6 +313,7 @@ fn denied_by_default(trace: Vec<Trace>) -> Decision {
         max_active_leases: None,
         create_tenant_keys: false,
         rate: None,
+        throttle_anomalies: false,
         trace,
     }
 }

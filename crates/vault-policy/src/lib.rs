@@ -93,6 +93,7 @@ struct Grant {
     max_active_leases: Option<u32>,
     create_tenant_keys: bool,
     rate: Option<Rate>,
+    throttle_anomalies: bool,
 }
 
 /// Request rates a grant allows its identity, in three windows; a zero leaves that

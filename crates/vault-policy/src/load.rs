@@ -123,6 +123,8 @@ struct GrantDoc {
     #[serde(default)]
     create_tenant_keys: bool,
     rate: Option<Rate>,
+    #[serde(default)]
+    throttle_anomalies: bool,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +329,7 @@ fn compile_grant(doc: GrantDoc, file: &Path, line: usize) -> Result<Grant, Polic
         max_active_leases: doc.max_active_leases,
         create_tenant_keys: doc.create_tenant_keys,
         rate: doc.rate,
+        throttle_anomalies: doc.throttle_anomalies,
     })
 }
 

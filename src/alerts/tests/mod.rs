@@ -240,17 +240,13 @@ async fn raise_never_waits_on_an_unreachable_webhook_and_counts_what_it_drops() 
         .map(|i| Alert::new("anomaly.rate", Severity::Warning).with_detail("n", i.to_string()))
         .collect();
 
-    let started = Instant::now();
     for alert in batch {
         alerts.raise(alert);
     }
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_millis(200),
-        "10,000 raises took {took:?}"
-    );
     // This test's runtime has one thread, busy raising: the sink took nothing yet, so
-    // everything past a full queue was dropped.
+    // everything past a full queue was dropped. Had a raise waited for the sink, the
+    // queue would have drained and fewer been dropped. (What a raise costs is measured
+    // by `cargo bench --bench alerts`.)
     assert_eq!(alerts.dropped("siem"), 10_000 - 1024);
     assert_eq!(alerts.raised_total(), [("anomaly.rate".to_owned(), 10_000)]);
     // The queued ones fail too (connection refused, no retries) and are counted.

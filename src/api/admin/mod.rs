@@ -75,6 +75,7 @@ impl Admin for AdminService {
             if let Some(key) = audit_key {
                 status.audit_public_key = vault_crypto::hex::encode(&key).to_string();
             }
+            payload::alerts_into(&mut status, &self.shared.alerts);
             Ok(status)
         });
         self.shared.finish(call, result).await

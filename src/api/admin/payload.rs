@@ -105,6 +105,29 @@ pub(super) fn metadata(m: &SecretMetadata) -> v1::SecretMetadata {
     }
 }
 
+/// The node's alert counts and latest alerts, for `Status`.
+pub(super) fn alerts_into(status: &mut v1::StatusResponse, alerts: &crate::alerts::Alerts) {
+    status.alerts = alerts
+        .raised_total()
+        .into_iter()
+        .map(|(kind, count)| v1::AlertCount { kind, count })
+        .collect();
+    status.recent_alerts = alerts
+        .recent()
+        .iter()
+        .map(|a| v1::RecentAlert {
+            kind: a.kind.clone(),
+            severity: match a.severity {
+                crate::alerts::Severity::Warning => "warning".into(),
+                crate::alerts::Severity::Critical => "critical".into(),
+            },
+            at_unix_ms: a.at_unix_ms,
+            identity: a.identity.clone().unwrap_or_default(),
+            tenant: a.tenant.clone().unwrap_or_default(),
+        })
+        .collect();
+}
+
 pub(super) fn status_response(status: &VaultStatus) -> v1::StatusResponse {
     let mut out = v1::StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -36,7 +36,43 @@ fn status_json(s: &StatusResponse) -> serde_json::Value {
         "root_version": s.root_version,
         "audit_public_key": (!s.audit_public_key.is_empty()).then_some(&s.audit_public_key),
         "version": s.version,
+        "alerts": s.alerts.iter().map(|a| (a.kind.clone(), json!(a.count))).collect::<serde_json::Map<_, _>>(),
+        "recent_alerts": s.recent_alerts.iter().map(|a| json!({
+            "kind": a.kind,
+            "severity": a.severity,
+            "at_unix_ms": a.at_unix_ms,
+            "identity": (!a.identity.is_empty()).then_some(&a.identity),
+            "tenant": (!a.tenant.is_empty()).then_some(&a.tenant),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// The alert lines under the status line: counts by kind, then the latest few.
+fn alert_lines(s: &StatusResponse) -> String {
+    if s.alerts.is_empty() {
+        return String::new();
+    }
+    let total: u64 = s.alerts.iter().map(|a| a.count).sum();
+    let kinds: Vec<String> = s
+        .alerts
+        .iter()
+        .map(|a| format!("{} {}", a.kind, a.count))
+        .collect();
+    let mut lines = vec![format!(
+        "alerts since start: {total} ({})",
+        kinds.join(", ")
+    )];
+    for a in s.recent_alerts.iter().take(5) {
+        let mut line = format!("  {} {} at {} ms", a.severity, a.kind, a.at_unix_ms);
+        if !a.identity.is_empty() {
+            line.push_str(&format!(" · {}", a.identity));
+        }
+        if !a.tenant.is_empty() {
+            line.push_str(&format!(" · tenant {}", a.tenant));
+        }
+        lines.push(line);
+    }
+    format!("\n{}", lines.join("\n"))
 }
 
 fn status_line(s: &StatusResponse) -> String {
@@ -62,7 +98,10 @@ fn status_line(s: &StatusResponse) -> String {
 
 pub(crate) async fn status(client: &Client, out: Output) -> Result<(), CliError> {
     let status = client.status().await?;
-    out.emit(|| status_line(&status), || status_json(&status));
+    out.emit(
+        || status_line(&status) + &alert_lines(&status),
+        || status_json(&status),
+    );
     Ok(())
 }
 

@@ -125,4 +125,20 @@ fn a_support_engineer_exports_a_tenant_under_an_approved_grant() {
         .code(4);
     let own = support.run(&["breakglass", "list"]).ok();
     assert!(own.stdout.contains("ended (revoked)"), "{}", own.stdout);
+
+    // The alerts show in status: the request, approvals, use and revocation.
+    let status = operator.run(&["status"]).ok().stdout;
+    for kind in [
+        "admin.request_break_glass 1",
+        "admin.approve_break_glass 2",
+        "breakglass.use 1", // the export under the grant
+        "admin.revoke_break_glass 1",
+    ] {
+        assert!(status.contains(kind), "{kind}: {status}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&operator.run(&["--json", "status"]).ok().stdout).unwrap();
+    assert_eq!(json["alerts"]["breakglass.use"], 1);
+    assert_eq!(json["recent_alerts"][0]["kind"], "admin.revoke_break_glass");
+    assert_eq!(json["recent_alerts"][0]["identity"], SUPPORT);
 }

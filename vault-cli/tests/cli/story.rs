@@ -67,7 +67,9 @@ fn operator_story() {
     snapshot(&unseal(1), "1 of 3 shares submitted; 2 more needed");
     snapshot(
         &operator.run(&["status"]).ok().stdout,
-        "sealed · 1 of 3 shares submitted · threshold 3 of 5 · generation 1 · vaultd 0.1.0",
+        "sealed · 1 of 3 shares submitted · threshold 3 of 5 · generation 1 · vaultd 0.1.0
+         alerts since start: 1 (admin.unseal 1)
+         critical admin.unseal at [..] ms · spiffe://billing.example/human/custodian/carol",
     );
     snapshot(&unseal(3), "2 of 3 shares submitted; 1 more needed");
     snapshot(&unseal(5), "unsealed");
