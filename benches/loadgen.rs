@@ -15,6 +15,13 @@
 //! `Lease` again while a root-key rotation rewraps all of them, to show that leases keep
 //! flowing (and at what p99) while the vault rotates.
 //!
+//! With `--puts N`, it stores N secrets through `Admin.PutSecret` from 256 concurrent
+//! callers over the same mTLS connections and prints durable writes per second.
+//!
+//! With `--soak SECONDS`, it then leases at steady load for that long and prints, every
+//! 10 s, the window's rate and latencies and the process's RSS, open files and locked
+//! memory (the daemon and the load generator share the process).
+//!
 //! The daemon runs in this process (its files, PKI and policies in a temporary
 //! directory), on the same runtime as the clients, so both compete for the same cores.
 #![allow(
@@ -47,6 +54,8 @@ struct Args {
     seconds: u64,
     fsync: String,
     rotate_tenants: usize,
+    puts: usize,
+    soak: u64,
 }
 
 fn args() -> Args {
@@ -56,6 +65,8 @@ fn args() -> Args {
         seconds: 10,
         fsync: "always".into(),
         rotate_tenants: 0,
+        puts: 0,
+        soak: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -66,6 +77,8 @@ fn args() -> Args {
             "--seconds" => args.seconds = value().parse().expect("seconds"),
             "--fsync" => args.fsync = value(),
             "--rotate-tenants" => args.rotate_tenants = value().parse().expect("a count"),
+            "--puts" => args.puts = value().parse().expect("a count"),
+            "--soak" => args.soak = value().parse().expect("seconds"),
             _ => {} // `cargo bench` passes --bench and filters
         }
     }
@@ -278,11 +291,19 @@ async fn issue_key(channel: &Channel) -> String {
 
 /// Stores one secret for each of `count` tenants, 64 at a time.
 async fn add_tenants(channel: &Channel, count: usize) {
+    put_secrets(channel, "tenant", count, 64).await;
+}
+
+/// Stores `count` secrets, one per tenant `<prefix>-<i>`, from `callers` concurrent
+/// callers; returns how long it took.
+async fn put_secrets(channel: &Channel, prefix: &str, count: usize, callers: usize) -> Duration {
     let mut broker = BrokerClient::new(channel.clone());
     let session = Arc::new(open_session(&mut broker, OPERATOR).await.unwrap());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
     let mut writers = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..callers {
+        let prefix = prefix.to_owned();
         let (channel, session, next) = (channel.clone(), Arc::clone(&session), Arc::clone(&next));
         writers.push(tokio::spawn(async move {
             let mut admin = AdminClient::new(channel);
@@ -291,7 +312,7 @@ async fn add_tenants(channel: &Channel, count: usize) {
                 if i >= count {
                     return;
                 }
-                let tenant = format!("tenant-{i}");
+                let tenant = format!("{prefix}-{i}");
                 let aad = SessionAad::secret_value(op::PUT_SECRET, &tenant, "live", "byok/x");
                 let envelope = session.key.seal(&aad, b"sk-bench").unwrap();
                 admin
@@ -313,6 +334,21 @@ async fn add_tenants(channel: &Channel, count: usize) {
     for writer in writers {
         writer.await.unwrap();
     }
+    started.elapsed()
+}
+
+/// The process's resident set, locked memory (KiB) and open files.
+fn process_usage() -> (u64, u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let files = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (kib("VmRSS:"), kib("VmLck:"), files)
 }
 
 /// Rotates the root key with `share`; returns how long it took.
@@ -460,6 +496,37 @@ fn main() {
                 outcome.rate() / echo.rate(),
                 outcome.percentile(0.5) / echo.percentile(0.5).max(0.001)
             );
+        }
+        if args.puts > 0 {
+            let took = put_secrets(&operator_channel, "put", args.puts, 256).await;
+            println!(
+                "put_secret: {} durable writes from 256 concurrent callers in {:.2} s: {:.0}/s",
+                args.puts,
+                took.as_secs_f64(),
+                args.puts as f64 / took.as_secs_f64()
+            );
+        }
+        if args.soak > 0 {
+            println!(
+                "soak: leases at {} x {} for {} s",
+                args.connections, args.inflight, args.soak
+            );
+            let mut first_p99 = None;
+            for window in 0..args.soak.div_ceil(10) {
+                let outcome = drive(&targets, args.inflight, Duration::from_secs(10), lease).await;
+                let (rss, locked, files) = process_usage();
+                let p99 = outcome.percentile(0.99);
+                let first = *first_p99.get_or_insert(p99);
+                println!(
+                    "{:>4} s {}   RSS {} KiB   locked {} KiB   files {}   p99/first {:.2}x",
+                    (window + 1) * 10,
+                    outcome.line("lease"),
+                    rss,
+                    locked,
+                    files,
+                    p99 / first.max(0.001)
+                );
+            }
         }
         if args.rotate_tenants > 0 {
             add_tenants(&operator_channel, args.rotate_tenants).await;

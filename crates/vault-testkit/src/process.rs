@@ -20,7 +20,10 @@ pub fn vaultd_binary() -> PathBuf {
         if let Some(path) = std::env::var_os("VAULTD_BIN") {
             return PathBuf::from(path);
         }
+        // The same absolute path `.ci/run` builds into, so an up-to-date build is
+        // found up to date rather than made again.
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
         let output = Command::new(env!("CARGO"))
             .current_dir(&root)
             .args([

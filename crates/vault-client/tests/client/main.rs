@@ -7,6 +7,7 @@
 )]
 
 mod apikeys;
+mod crash;
 mod leases;
 mod memory;
 mod resilience;
