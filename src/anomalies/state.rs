@@ -1,6 +1,7 @@
 //! The detector's bounded tables: rate baselines, first-access pairs, failure windows.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use super::{AnomalyConfig, Failing, Watched};
@@ -82,14 +83,18 @@ pub(super) struct Crossed {
     pub(super) baseline: f64,
 }
 
-type RateKey = (String, String, Watched);
+/// A table key: a keyed 64-bit digest of what it stands for, so the request path
+/// neither allocates nor keeps names. The key is random per process, so nobody can
+/// make two keys collide on purpose; by chance, about 2^-64 per pair.
+type Digest = u64;
 
 /// Baselines, at most `max` of them; when full, a new key evicts one idle for the
 /// longest (or, if none is idle, is not tracked).
 pub(super) struct Baselines {
     max: usize,
     alpha: f64,
-    table: HashMap<RateKey, Baseline>,
+    keys: std::collections::hash_map::RandomState,
+    table: HashMap<Digest, Baseline>,
 }
 
 impl Baselines {
@@ -97,6 +102,7 @@ impl Baselines {
         Self {
             max,
             alpha,
+            keys: std::collections::hash_map::RandomState::new(),
             table: HashMap::new(),
         }
     }
@@ -104,12 +110,12 @@ impl Baselines {
     /// Counts `n` requests of `key` in `minute`; the level they reach, if any.
     pub(super) fn count(
         &mut self,
-        (identity, tenant, operation): (&str, &str, Watched),
+        key: (&str, &str, Watched),
         minute: u64,
         n: u32,
         config: &AnomalyConfig,
     ) -> Option<Crossed> {
-        let key = (identity.to_owned(), tenant.to_owned(), operation);
+        let key = self.keys.hash_one(key);
         if !self.table.contains_key(&key) && !self.make_room(minute) {
             return None;
         }
@@ -154,7 +160,7 @@ impl Baselines {
             .iter()
             .min_by_key(|(_, b)| b.minute)
             .filter(|(_, b)| minute.saturating_sub(b.minute) >= 60)
-            .map(|(k, _)| k.clone());
+            .map(|(k, _)| *k);
         match oldest {
             Some(key) => {
                 self.table.remove(&key);
@@ -168,25 +174,26 @@ impl Baselines {
 /// (identity, tenant) pairs seen leasing, at most `max`; once full, no pair is new.
 pub(super) struct Seen {
     max: usize,
-    pairs: HashSet<(String, String)>,
+    keys: std::collections::hash_map::RandomState,
+    pairs: HashSet<Digest>,
 }
 
 impl Seen {
     pub(super) fn new(max: usize) -> Self {
         Self {
             max,
+            keys: std::collections::hash_map::RandomState::new(),
             pairs: HashSet::new(),
         }
     }
 
     /// Whether this is the pair's first time (and remembers it).
     pub(super) fn first(&mut self, identity: &str, tenant: &str) -> bool {
-        let pair = (identity.to_owned(), tenant.to_owned());
+        let pair = self.keys.hash_one((identity, tenant));
         if self.pairs.contains(&pair) || self.pairs.len() >= self.max {
             return false;
         }
-        self.pairs.insert(pair);
-        true
+        self.pairs.insert(pair)
     }
 }
 
