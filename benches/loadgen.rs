@@ -22,6 +22,18 @@
 //! 10 s, the window's rate and latencies and the process's RSS, open files and locked
 //! memory (the daemon and the load generator share the process).
 //!
+//! To measure a vaultd running as its own process (so the load generator's CPU is not
+//! counted), write its files, start it, and point the load generator at it:
+//!
+//! ```sh
+//! cargo bench --bench loadgen -- --write-files DIR --port 8300
+//! target/release/vaultd serve --config DIR/vaultd.toml &
+//! cargo bench --bench loadgen -- --dir DIR --port 8300 --pid $!
+//! ```
+//!
+//! It initialises and unseals that daemon, then reports the echo and `Lease` as above and
+//! the daemon's CPU time per request of each, from `/proc/PID/stat`.
+//!
 //! The daemon runs in this process (its files, PKI and policies in a temporary
 //! directory), on the same runtime as the clients, so both compete for the same cores.
 #![allow(
@@ -56,6 +68,20 @@ struct Args {
     rotate_tenants: usize,
     puts: usize,
     soak: u64,
+    external: External,
+}
+
+/// A vaultd process to drive instead of one in this process.
+#[derive(Default)]
+struct External {
+    /// Write its files (PKI, policies, configuration) here, then exit.
+    write_files: Option<std::path::PathBuf>,
+    /// Its files, as `--write-files` left them.
+    dir: Option<std::path::PathBuf>,
+    /// Its gRPC port (health and metrics on the next one).
+    port: u16,
+    /// Its process.
+    pid: Option<u32>,
 }
 
 fn args() -> Args {
@@ -67,6 +93,7 @@ fn args() -> Args {
         rotate_tenants: 0,
         puts: 0,
         soak: 0,
+        external: External::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -79,6 +106,10 @@ fn args() -> Args {
             "--rotate-tenants" => args.rotate_tenants = value().parse().expect("a count"),
             "--puts" => args.puts = value().parse().expect("a count"),
             "--soak" => args.soak = value().parse().expect("seconds"),
+            "--write-files" => args.external.write_files = Some(value().into()),
+            "--dir" => args.external.dir = Some(value().into()),
+            "--port" => args.external.port = value().parse().expect("a port"),
+            "--pid" => args.external.pid = Some(value().parse().expect("a pid")),
             _ => {} // `cargo bench` passes --bench and filters
         }
     }
@@ -174,7 +205,8 @@ where
     outcome
 }
 
-fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::PathBuf {
+fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str, port: u16) -> std::path::PathBuf {
+    let http = if port == 0 { 0 } else { port + 1 };
     let server = pki.server(&["localhost"]);
     std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
     std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
@@ -197,7 +229,7 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str) -> std::path::
     std::fs::write(
         &config,
         format!(
-            "[listen]\ngrpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
+            "[listen]\ngrpc = \"127.0.0.1:{port}\"\nhttp = \"127.0.0.1:{http}\"\n\
              [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n\
              [storage]\npath = \"vault.redb\"\n[policy]\ndir = \"policies\"\n\
              [audit]\npath = \"audit.jsonl\"\nfsync = \"{fsync}\"\n\
@@ -387,16 +419,125 @@ fn secret() -> v1::SecretRef {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`
+/// (USER_HZ, 100 ticks a second on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Writes a daemon's files to `dir` (its gRPC port `port`), with the operator's and
+/// the service's certificates beside them, for `vaultd serve --config DIR/vaultd.toml`.
+fn write_external(dir: &std::path::Path, port: u16, fsync: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut pki = Pki::generate("loadgen CA");
+    let config = write_files(dir, &mut pki, fsync, port);
+    for (name, identity) in [("operator", OPERATOR), ("service", SERVICE)] {
+        let issued = pki.spiffe_client(identity);
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), &issued.key_pem).unwrap();
+    }
+    println!("vaultd serve --config {}", config.display());
+}
+
+/// Drives the vaultd process `external` names: initialises and unseals it, then the
+/// echo and `Lease`, with the daemon's CPU time per request for each.
+async fn run_external(args: &Args) {
+    let e = &args.external;
+    let pid = e.pid.unwrap();
+    let dir = e.dir.as_ref().expect("with --pid, give --dir and --port");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], e.port));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let ca = read("ca.pem");
+    let client = |name: &str| {
+        let (cert, key) = (read(&format!("{name}.pem")), read(&format!("{name}.key")));
+        vault_testkit::grpc::client_config_pem(&ca, Some((&cert, &key)))
+    };
+    let operator_channel = channel(addr, client("operator"));
+    prepare(
+        &mut AdminClient::new(operator_channel.clone()),
+        &mut BrokerClient::new(operator_channel),
+    )
+    .await;
+    let service = client("service");
+    let channels: Vec<Channel> = (0..args.connections)
+        .map(|_| channel(addr, service.clone()))
+        .collect();
+    let mut targets = Vec::new();
+    for channel in &channels {
+        let mut broker = BrokerClient::new(channel.clone());
+        let session = open_session(&mut broker, SERVICE).await.unwrap();
+        targets.push((channel.clone(), session.id));
+    }
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "vaultd loadgen against pid {pid} at {addr}: {} connections x {} in flight, {} s each",
+        args.connections, args.inflight, args.seconds
+    );
+    let before = cpu_seconds(pid);
+    let echo = drive(&channels, args.inflight, duration, |channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .map_err(|status| report_first_error(&status))
+            .is_ok()
+    })
+    .await;
+    let after_echo = cpu_seconds(pid);
+    let lease = |(channel, session_id): (Channel, String)| async move {
+        BrokerClient::new(channel)
+            .lease(v1::LeaseRequest {
+                session_id,
+                secret: Some(secret()),
+                version: None,
+                ttl_seconds: 1,
+            })
+            .await
+            .map_err(|status| report_first_error(&status))
+            .is_ok()
+    };
+    let leases = drive(&targets, args.inflight, duration, lease).await;
+    let after_lease = cpu_seconds(pid);
+    let per = |cpu: f64, o: &Outcome| cpu / o.calls.max(1) as f64 * 1e6;
+    let (echo_cpu, lease_cpu) = (
+        per(after_echo - before, &echo),
+        per(after_lease - after_echo, &leases),
+    );
+    println!("{}", echo.line("echo"));
+    println!("{}", leases.line("lease"));
+    println!(
+        "lease/echo throughput ratio: {:.3}   p50 latency ratio: {:.2}x",
+        leases.rate() / echo.rate(),
+        leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
+    );
+    println!(
+        "daemon CPU per request: echo {echo_cpu:.1} us, lease {lease_cpu:.1} us ({:.2}x)",
+        lease_cpu / echo_cpu.max(0.001)
+    );
+}
+
 fn main() {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    if let Some(dir) = &args.external.write_files {
+        write_external(dir, args.external.port, &args.fsync);
+        return;
+    }
+    if args.external.pid.is_some() {
+        runtime.block_on(run_external(&args));
+        return;
+    }
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut pki = Pki::generate("loadgen CA");
-        let config = Config::load(&write_files(dir.path(), &mut pki, &args.fsync)).unwrap();
+        let config = Config::load(&write_files(dir.path(), &mut pki, &args.fsync, 0)).unwrap();
         let running = Daemon::open(config).unwrap().serve().await.unwrap();
         let operator = pki.spiffe_client(OPERATOR);
         let service = pki.spiffe_client(SERVICE);

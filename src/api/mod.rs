@@ -135,8 +135,9 @@ impl Shared {
         ) {
             crate::anomalies::Verdict::Pass => Ok(()),
             crate::anomalies::Verdict::Throttle => Err(ApiError::Exhausted(
-                "requests at 10 times or more this identity's usual rate for this tenant; \
-                 its grant throttles them until the minute ends",
+                "requests at the highest anomaly level ([anomalies] levels) of this \
+                 identity's usual rate for this tenant; its grant throttles them until the \
+                 minute ends",
             )),
         }
     }
