@@ -411,6 +411,29 @@ fn report_first_error(status: &tonic::Status) {
     ONCE.call_once(|| eprintln!("first failed call: {status:?}"));
 }
 
+/// One bare echo: `grpc.health.v1.Health/Check`.
+async fn check_health(channel: Channel) -> bool {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .map_err(|status| report_first_error(&status))
+        .is_ok()
+}
+
+/// One lease of [`secret`] in `session_id`, for 1 s.
+async fn lease_once((channel, session_id): (Channel, String)) -> bool {
+    BrokerClient::new(channel)
+        .lease(v1::LeaseRequest {
+            session_id,
+            secret: Some(secret()),
+            version: None,
+            ttl_seconds: 1,
+        })
+        .await
+        .map_err(|status| report_first_error(&status))
+        .is_ok()
+}
+
 fn secret() -> v1::SecretRef {
     v1::SecretRef {
         tenant: "acme".into(),
@@ -479,28 +502,9 @@ async fn run_external(args: &Args) {
         args.connections, args.inflight, args.seconds
     );
     let before = cpu_seconds(pid);
-    let echo = drive(&channels, args.inflight, duration, |channel| async move {
-        HealthClient::new(channel)
-            .check(HealthCheckRequest::default())
-            .await
-            .map_err(|status| report_first_error(&status))
-            .is_ok()
-    })
-    .await;
+    let echo = drive(&channels, args.inflight, duration, check_health).await;
     let after_echo = cpu_seconds(pid);
-    let lease = |(channel, session_id): (Channel, String)| async move {
-        BrokerClient::new(channel)
-            .lease(v1::LeaseRequest {
-                session_id,
-                secret: Some(secret()),
-                version: None,
-                ttl_seconds: 1,
-            })
-            .await
-            .map_err(|status| report_first_error(&status))
-            .is_ok()
-    };
-    let leases = drive(&targets, args.inflight, duration, lease).await;
+    let leases = drive(&targets, args.inflight, duration, lease_once).await;
     let after_lease = cpu_seconds(pid);
     let per = |cpu: f64, o: &Outcome| cpu / o.calls.max(1) as f64 * 1e6;
     let (echo_cpu, lease_cpu) = (
@@ -571,33 +575,14 @@ fn main() {
             args.connections, args.inflight, args.seconds, args.fsync
         );
 
-        let echo = drive(&channels, args.inflight, duration, |channel| async move {
-            HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await
-                .map_err(|status| report_first_error(&status))
-                .is_ok()
-        })
-        .await;
+        let echo = drive(&channels, args.inflight, duration, check_health).await;
 
         let targets: Vec<(Channel, String)> = channels
             .iter()
             .cloned()
             .zip(sessions.iter().map(|s| s.id.clone()))
             .collect();
-        let lease = |(channel, session_id): (Channel, String)| async move {
-            BrokerClient::new(channel)
-                .lease(v1::LeaseRequest {
-                    session_id,
-                    secret: Some(secret()),
-                    version: None,
-                    ttl_seconds: 1,
-                })
-                .await
-                .map_err(|status| report_first_error(&status))
-                .is_ok()
-        };
-        let leases = drive(&targets, args.inflight, duration, lease).await;
+        let leases = drive(&targets, args.inflight, duration, lease_once).await;
 
         // The key sealed to each session once, as a client seals it per request.
         let key = issue_key(&operator_channel).await;
@@ -654,7 +639,8 @@ fn main() {
             );
             let mut first_p99 = None;
             for window in 0..args.soak.div_ceil(10) {
-                let outcome = drive(&targets, args.inflight, Duration::from_secs(10), lease).await;
+                let outcome =
+                    drive(&targets, args.inflight, Duration::from_secs(10), lease_once).await;
                 let (rss, locked, files) = process_usage();
                 let p99 = outcome.percentile(0.99);
                 let first = *first_p99.get_or_insert(p99);
@@ -671,7 +657,7 @@ fn main() {
         }
         if args.rotate_tenants > 0 {
             add_tenants(&operator_channel, args.rotate_tenants).await;
-            let before = drive(&targets, args.inflight, duration, lease).await;
+            let before = drive(&targets, args.inflight, duration, lease_once).await;
             let (took_tx, took_rx) = tokio::sync::oneshot::channel();
             let rotation = {
                 let channel = operator_channel.clone();
@@ -691,7 +677,7 @@ fn main() {
                 async {
                     let _ = done_rx.await;
                 },
-                lease,
+                lease_once,
             )
             .await;
             rotation.await.unwrap();

@@ -33,21 +33,6 @@ fn id(grant: &v1::BreakGlassGrant) -> v1::BreakGlassId {
     }
 }
 
-async fn list_secrets(
-    vault: &mut TestVault,
-    who: &str,
-    tenant: &str,
-) -> Result<v1::ListSecretsResponse, tonic::Status> {
-    vault
-        .admin_as(who)
-        .list_secrets(v1::ListSecretsRequest {
-            tenant: tenant.into(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 async fn request(vault: &mut TestVault, who: &str, tenants: &[&str]) -> v1::BreakGlassGrant {
     vault
         .admin_as(who)
@@ -99,7 +84,7 @@ async fn two_distinct_approvers_open_a_scoped_grant_that_ends_by_itself() {
         .put_secret("globex", "live", "byok/openai", b"sk-globex")
         .await;
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "acme").await,
+        vault.list_secrets_as(SUPPORT, "acme").await,
         Code::PermissionDenied,
     );
 
@@ -126,7 +111,7 @@ async fn two_distinct_approvers_open_a_scoped_grant_that_ends_by_itself() {
         Code::FailedPrecondition,
     );
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "acme").await,
+        vault.list_secrets_as(SUPPORT, "acme").await,
         Code::PermissionDenied,
     );
 
@@ -134,10 +119,10 @@ async fn two_distinct_approvers_open_a_scoped_grant_that_ends_by_itself() {
     let active = approve(&mut vault, CAROL, &grant).await.unwrap();
     assert_eq!(active.state(), v1::BreakGlassState::Active);
     assert_eq!(active.expires_unix - active.active_since_unix, 600);
-    let listed = list_secrets(&mut vault, SUPPORT, "acme").await.unwrap();
+    let listed = vault.list_secrets_as(SUPPORT, "acme").await.unwrap();
     assert_eq!(listed.secrets.len(), 1);
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "globex").await,
+        vault.list_secrets_as(SUPPORT, "globex").await,
         Code::PermissionDenied,
     );
     let erase = vault
@@ -167,7 +152,7 @@ async fn two_distinct_approvers_open_a_scoped_grant_that_ends_by_itself() {
     // A restart keeps the active grant, and the pending one.
     vault.restart().await;
     vault.unseal(&shares[..2]).await;
-    list_secrets(&mut vault, SUPPORT, "acme").await.unwrap();
+    vault.list_secrets_as(SUPPORT, "acme").await.unwrap();
     assert_eq!(
         state_of(&mut vault, &own).await.state(),
         v1::BreakGlassState::Pending
@@ -176,7 +161,7 @@ async fn two_distinct_approvers_open_a_scoped_grant_that_ends_by_itself() {
     // It ends by itself.
     clock.advance(Duration::from_secs(601));
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "acme").await,
+        vault.list_secrets_as(SUPPORT, "acme").await,
         Code::PermissionDenied,
     );
     let ended = state_of(&mut vault, &grant).await;
@@ -196,7 +181,7 @@ async fn revocation_and_seal_end_a_grant_early() {
 
     // Revoked by its requester.
     let grant = approved(&mut vault, &["acme"]).await;
-    list_secrets(&mut vault, SUPPORT, "acme").await.unwrap();
+    vault.list_secrets_as(SUPPORT, "acme").await.unwrap();
     let revoked = vault
         .admin_as(SUPPORT)
         .revoke_break_glass(id(&grant))
@@ -206,7 +191,7 @@ async fn revocation_and_seal_end_a_grant_early() {
     assert_eq!(revoked.end_reason, "revoked");
     assert_eq!(revoked.ended_by, SUPPORT);
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "acme").await,
+        vault.list_secrets_as(SUPPORT, "acme").await,
         Code::PermissionDenied,
     );
 
@@ -225,11 +210,11 @@ async fn revocation_and_seal_end_a_grant_early() {
     assert!(mine.grants.is_empty(), "{mine:?}");
 
     // A seal ends it: it stays ended after the next unseal.
-    list_secrets(&mut vault, SUPPORT, "acme").await.unwrap();
+    vault.list_secrets_as(SUPPORT, "acme").await.unwrap();
     vault.seal().await;
     vault.unseal(&shares[..2]).await;
     expect_code(
-        list_secrets(&mut vault, SUPPORT, "acme").await,
+        vault.list_secrets_as(SUPPORT, "acme").await,
         Code::PermissionDenied,
     );
     let ended = state_of(&mut vault, &grant).await;

@@ -136,6 +136,21 @@ impl TestVault {
         self.admin_as(OPERATOR)
     }
 
+    /// `ListSecrets` of `tenant` as `identity`.
+    pub(crate) async fn list_secrets_as(
+        &mut self,
+        identity: &str,
+        tenant: &str,
+    ) -> Result<v1::ListSecretsResponse, tonic::Status> {
+        self.admin_as(identity)
+            .list_secrets(v1::ListSecretsRequest {
+                tenant: tenant.into(),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub(crate) fn broker(&mut self, identity: &str) -> BrokerClient<Channel> {
         BrokerClient::new(self.channel_as(identity))
     }

@@ -10,21 +10,6 @@ use crate::harness::{TestVault, expect_code};
 /// `customer-success` in `policies/admins.toml`, for tenant acme.
 const ACME_CS: &str = "spiffe://billing.example/human/cs/acme/ann";
 
-async fn list(
-    vault: &mut TestVault,
-    who: &str,
-    tenant: &str,
-) -> Result<v1::ListSecretsResponse, tonic::Status> {
-    vault
-        .admin_as(who)
-        .list_secrets(v1::ListSecretsRequest {
-            tenant: tenant.into(),
-            ..Default::default()
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_limited_to_its_tenant_reads_that_tenant_only() {
     let (mut vault, _) = TestVault::unsealed().await;
@@ -36,7 +21,8 @@ async fn a_role_limited_to_its_tenant_reads_that_tenant_only() {
         .await;
 
     assert_eq!(
-        list(&mut vault, ACME_CS, "acme")
+        vault
+            .list_secrets_as(ACME_CS, "acme")
             .await
             .unwrap()
             .secrets
@@ -52,7 +38,7 @@ async fn a_role_limited_to_its_tenant_reads_that_tenant_only() {
         .await;
     keys.unwrap();
     expect_code(
-        list(&mut vault, ACME_CS, "globex").await,
+        vault.list_secrets_as(ACME_CS, "globex").await,
         Code::PermissionDenied,
     );
     let delete = vault
@@ -94,5 +80,5 @@ async fn a_role_limited_to_its_tenant_reads_that_tenant_only() {
     );
     assert!(status.message().contains("zz-cs.toml:2:"), "{status:?}");
     assert!(status.message().contains("\"seal\""), "{status:?}");
-    list(&mut vault, ACME_CS, "acme").await.unwrap();
+    vault.list_secrets_as(ACME_CS, "acme").await.unwrap();
 }

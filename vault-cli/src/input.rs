@@ -181,6 +181,29 @@ pub(crate) fn quorum(
 }
 
 /// Parses `90s`, `5m`, `24h`, `7d` (and `0s`).
+/// Creates `path` to write, mode 0600 in the same open (`O_CREAT | O_EXCL`): never an
+/// existing file or a symlink, and never readable by others, not even for a moment
+/// before a chmod. `what` names the file in the hint, e.g. "a key file".
+pub(crate) fn create_private(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                CliError::invalid(format!("{} already exists", path.display())).hint(format!(
+                    "{what} is never overwritten: choose a new --out path"
+                ))
+            }
+            _ => CliError::invalid(format!("cannot create {}: {e}", path.display())),
+        })
+}
+
 pub(crate) fn duration(text: &str) -> Result<std::time::Duration, CliError> {
     humantime::parse_duration(text).map_err(|_| {
         CliError::invalid(format!(

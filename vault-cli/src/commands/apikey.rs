@@ -7,9 +7,8 @@
 //! --json. So `KEY=$(vaultctl apikey issue …)` and `… > key.txt` capture the key and
 //! nothing but the key, and no JSON document, log line or error ever holds it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -142,21 +141,7 @@ impl KeySink {
         let Some(path) = &output.out else {
             return Ok(KeySink::Stdout);
         };
-        // Created and given its mode in one open (O_CREAT | O_EXCL, mode 0600): never
-        // an existing file or a symlink, and never readable by others, not even for a
-        // moment before a chmod.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                ErrorKind::AlreadyExists => {
-                    CliError::invalid(format!("{} already exists", path.display()))
-                        .hint("a key file is never overwritten: choose a new --out path")
-                }
-                _ => CliError::invalid(format!("cannot create {}: {e}", path.display())),
-            })?;
+        let file = input::create_private(path, "a key file")?;
         Ok(KeySink::File {
             path: path.clone(),
             file,

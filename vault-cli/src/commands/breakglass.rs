@@ -1,8 +1,6 @@
 //! `vaultctl breakglass request|approve|revoke|list` and `vaultctl tenant export`.
 
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
 use std::path::Path;
 
 use clap::Subcommand;
@@ -179,7 +177,7 @@ pub(crate) async fn export(
 ) -> Result<(), CliError> {
     let mut sink: Box<dyn Write> = match file {
         None => Box::new(std::io::stdout().lock()),
-        Some(path) => Box::new(create(path)?),
+        Some(path) => Box::new(crate::input::create_private(path, "an export")?),
     };
     let written = async {
         let mut stream = client.export_tenant(tenant).await?;
@@ -201,19 +199,4 @@ pub(crate) async fn export(
         let _ = std::fs::remove_file(path);
     }
     written
-}
-
-fn create(path: &Path) -> Result<std::fs::File, CliError> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            ErrorKind::AlreadyExists => {
-                CliError::invalid(format!("{} already exists", path.display()))
-                    .hint("an export never overwrites a file: choose a new --out path")
-            }
-            _ => CliError::invalid(format!("cannot create {}: {e}", path.display())),
-        })
 }

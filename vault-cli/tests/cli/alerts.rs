@@ -80,21 +80,7 @@ fn a_seal_reaches_the_webhook_signed_and_is_counted() {
     let addr = format!("https://localhost:{}", process.grpc.port());
     let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
     let shares = fixture.path("shares");
-    operator
-        .run(&[
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--share-dir",
-            shares.to_str().unwrap(),
-        ])
-        .ok();
-    let share = shares.join("share-1.txt");
-    operator
-        .run(&["unseal", "--share-file", share.to_str().unwrap()])
-        .ok();
+    operator.init_and_unseal(&shares);
     operator.run(&["seal"]).ok();
 
     let mut kinds = Vec::new();

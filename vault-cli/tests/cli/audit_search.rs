@@ -25,21 +25,7 @@ fn search_by_tenant_and_by_identity_returns_exactly_the_matching_records() {
     let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
     let admin = Vaultctl::as_identity(&mut fixture, &addr, ADMIN);
     let shares = fixture.path("shares");
-    operator
-        .run(&[
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--share-dir",
-            shares.to_str().unwrap(),
-        ])
-        .ok();
-    let share = shares.join("share-1.txt");
-    operator
-        .run(&["unseal", "--share-file", share.to_str().unwrap()])
-        .ok();
+    operator.init_and_unseal(&shares);
     for (tenant, value) in [
         ("acme", "sk-acme-canary-1"),
         ("globex", "sk-globex-canary-2"),

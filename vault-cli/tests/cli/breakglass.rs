@@ -21,21 +21,7 @@ fn a_support_engineer_exports_a_tenant_under_an_approved_grant() {
     let bob = Vaultctl::as_identity(&mut fixture, &addr, BOB);
     let carol = Vaultctl::as_identity(&mut fixture, &addr, CAROL);
     let shares = fixture.path("shares");
-    operator
-        .run(&[
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--share-dir",
-            shares.to_str().unwrap(),
-        ])
-        .ok();
-    let share = shares.join("share-1.txt");
-    operator
-        .run(&["unseal", "--share-file", share.to_str().unwrap()])
-        .ok();
+    operator.init_and_unseal(&shares);
     operator
         .run_with_stdin(
             &[

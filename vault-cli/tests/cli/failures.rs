@@ -13,21 +13,7 @@ fn unsealed() -> (Fixture, VaultProcess, String, std::path::PathBuf) {
     let addr = format!("https://localhost:{}", process.grpc.port());
     let operator = Vaultctl::as_identity(&mut fixture, &addr, OPERATOR);
     let dir = fixture.path("shares");
-    operator
-        .run(&[
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--share-dir",
-            dir.to_str().unwrap(),
-        ])
-        .ok();
-    let share = dir.join("share-1.txt");
-    operator
-        .run(&["unseal", "--share-file", share.to_str().unwrap()])
-        .ok();
+    let share = operator.init_and_unseal(&dir);
     operator
         .run_with_stdin(
             &[

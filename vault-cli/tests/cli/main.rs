@@ -134,6 +134,25 @@ impl Vaultctl {
         self
     }
 
+    /// Initialises the vault with one share, written under `dir`, and unseals it;
+    /// returns the share's file.
+    pub(crate) fn init_and_unseal(&self, dir: &Path) -> PathBuf {
+        self.run(&[
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--share-dir",
+            dir.to_str().unwrap(),
+        ])
+        .ok();
+        let share = dir.join("share-1.txt");
+        self.run(&["unseal", "--share-file", share.to_str().unwrap()])
+            .ok();
+        share
+    }
+
     pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_with_stdin(args, b"")
     }
