@@ -1,15 +1,19 @@
-//! The admin side of platform API keys: what an issue request asks for, validated;
-//! what is shown of a key (metadata and a hint, never the key); the new key sealed to
-//! the caller's session, the only time it leaves vaultd.
+//! The admin side of platform API keys: `IssueApiKey`, `RotateApiKey`, `RevokeApiKey`
+//! and `ListApiKeys`; what an issue request asks for, validated; what is shown of a key
+//! (metadata and a hint, never the key); the new key sealed to the caller's session,
+//! the only time it leaves vaultd.
 
 use std::time::Duration;
 
+use tonic::{Request, Response, Status};
 use vault_crypto::session::SessionAad;
 use vault_proto::{apikey, v1};
 
 use super::super::convert::environment_to_proto;
 use super::super::verify::valid_scope;
-use super::super::{ApiError, Call, environment};
+use super::super::{ApiError, Call, Unrecorded, environment};
+use super::{AdminService, tenant};
+use crate::authz::{IssueApiKeys, ReadMetadata, RevokeApiKeys};
 use crate::custody::KeyRequest;
 use crate::names::TenantId;
 use crate::records::{ApiKeyRecord, ApiKeyState, RateWindows};
@@ -185,4 +189,115 @@ pub(super) fn issued(
         info: Some(info(&key.id, record, 0, now_unix)),
         api_key: Some(v1::SealedPayload { envelope }),
     })
+}
+
+pub(super) async fn issue(
+    service: &AdminService,
+    request: Request<v1::IssueApiKeyRequest>,
+) -> Result<Response<v1::IssueApiKeyResponse>, Status> {
+    let mut call = service.shared.call("admin.issue_api_key", &request)?;
+    let r = request.get_ref();
+    let prepared = issue_request(&mut call, r).and_then(|(tenant, wanted)| {
+        let grant = permit!(service, call, IssueApiKeys(Some(tenant)))?;
+        Ok((grant, wanted, service.shared.session(&call, &r.session_id)?))
+    });
+    // The key exists once: given even if its outcome record cannot be written.
+    service
+        .shared
+        .apply(
+            Unrecorded::Answer,
+            call,
+            prepared,
+            |shared, (grant, wanted, session), event| {
+                let key = shared.custody.issue_api_key(&grant, wanted)?;
+                event.detail.insert("key_id".into(), key.id.clone());
+                issued(&session, &key, shared.custody.now_unix())
+            },
+        )
+        .await
+}
+
+pub(super) async fn rotate(
+    service: &AdminService,
+    request: Request<v1::RotateApiKeyRequest>,
+) -> Result<Response<v1::IssueApiKeyResponse>, Status> {
+    let mut call = service.shared.call("admin.rotate_api_key", &request)?;
+    let r = request.get_ref();
+    let prepared = key_id(&mut call, &r.key_id).and_then(|id| {
+        let grace = grace(r.grace_seconds)?;
+        let any = permit!(service, call, IssueApiKeys(None))?;
+        let record = service.shared.custody.find_api_key(&any, &id)?;
+        call.event.tenant = Some(record.tenant.to_string());
+        let grant = permit!(service, call, IssueApiKeys(Some(record.tenant)))?;
+        Ok((
+            grant,
+            id,
+            grace,
+            service.shared.session(&call, &r.session_id)?,
+        ))
+    });
+    service
+        .shared
+        .apply(
+            Unrecorded::Answer,
+            call,
+            prepared,
+            |shared, (grant, id, grace, session), event| {
+                let (key, _) = shared.custody.rotate_api_key(&grant, &id, grace)?;
+                event.detail.insert("successor".into(), key.id.clone());
+                issued(&session, &key, shared.custody.now_unix())
+            },
+        )
+        .await
+}
+
+pub(super) async fn revoke(
+    service: &AdminService,
+    request: Request<v1::RevokeApiKeyRequest>,
+) -> Result<Response<v1::ApiKeyInfo>, Status> {
+    let mut call = service.shared.call("admin.revoke_api_key", &request)?;
+    let result = key_id(&mut call, &request.get_ref().key_id).and_then(|id| {
+        let any = permit!(service, call, RevokeApiKeys(None))?;
+        let record = service.shared.custody.find_api_key(&any, &id)?;
+        call.event.tenant = Some(record.tenant.to_string());
+        let grant = permit!(service, call, RevokeApiKeys(Some(record.tenant)))?;
+        // Revoking is the safe direction, like sealing: it takes effect without an
+        // intent record, so a failing audit log cannot keep a key alive.
+        let record = service.shared.custody.revoke_api_key(&grant, &id)?;
+        Ok(info(&id, &record, 0, service.shared.custody.now_unix()))
+    });
+    service.shared.finish_committed(call, result).await
+}
+
+pub(super) async fn list(
+    service: &AdminService,
+    request: Request<v1::ListApiKeysRequest>,
+) -> Result<Response<v1::ListApiKeysResponse>, Status> {
+    let mut call = service.shared.call("admin.list_api_keys", &request)?;
+    let r = request.into_inner();
+    let result = match tenant(&mut call, &r.tenant).and_then(|tenant| {
+        let env = match r.environment {
+            0 => None,
+            e => Some(environment(e)?),
+        };
+        Ok((permit!(service, call, ReadMetadata(tenant))?, env))
+    }) {
+        Ok((grant, env)) => {
+            service
+                .shared
+                .blocking(&mut call, move |shared, _| {
+                    let now = shared.custody.now_unix();
+                    let keys = shared.custody.list_api_keys(&grant, env)?;
+                    Ok(v1::ListApiKeysResponse {
+                        keys: keys
+                            .iter()
+                            .map(|(id, record, used)| info(id, record, *used, now))
+                            .collect(),
+                    })
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    service.shared.finish(call, result).await
 }

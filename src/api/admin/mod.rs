@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 use vault_crypto::session::op;
 use vault_proto::v1::{self, admin_server::Admin};
 
-mod apikeys;
 mod leases;
 mod payload;
 mod policy;
@@ -18,8 +17,8 @@ use payload::{metadata, open_value, status_response, tenant_keys};
 
 use super::{ApiError, Call, Shared, Unrecorded, environment, secret_id};
 use crate::authz::{
-    DeleteSecret, EraseTenant, IssueApiKeys, PoliciesOp, ReadLeasesOp, ReadMetadata, RevokeApiKeys,
-    RevokeLeasesOp, StatusOp, TenantKeysOp, WriteSecret,
+    DeleteSecret, EraseTenant, PoliciesOp, ReadLeasesOp, ReadMetadata, RevokeLeasesOp, StatusOp,
+    TenantKeysOp, WriteSecret,
 };
 use crate::names::{SecretKind, TenantId};
 
@@ -54,6 +53,7 @@ macro_rules! permit {
 }
 
 // After the macro, which they use.
+mod apikeys;
 mod audit_search;
 mod breakglass;
 mod ceremony;
@@ -469,108 +469,28 @@ impl Admin for AdminService {
         &self,
         request: Request<v1::IssueApiKeyRequest>,
     ) -> Result<Response<v1::IssueApiKeyResponse>, Status> {
-        let mut call = self.shared.call("admin.issue_api_key", &request)?;
-        let r = request.get_ref();
-        let prepared = apikeys::issue_request(&mut call, r).and_then(|(tenant, wanted)| {
-            let grant = permit!(self, call, IssueApiKeys(Some(tenant)))?;
-            Ok((grant, wanted, self.shared.session(&call, &r.session_id)?))
-        });
-        // The key exists once: given even if its outcome record cannot be written.
-        self.shared
-            .apply(
-                Unrecorded::Answer,
-                call,
-                prepared,
-                |shared, (grant, wanted, session), event| {
-                    let key = shared.custody.issue_api_key(&grant, wanted)?;
-                    event.detail.insert("key_id".into(), key.id.clone());
-                    apikeys::issued(&session, &key, shared.custody.now_unix())
-                },
-            )
-            .await
+        apikeys::issue(self, request).await
     }
 
     async fn rotate_api_key(
         &self,
         request: Request<v1::RotateApiKeyRequest>,
     ) -> Result<Response<v1::IssueApiKeyResponse>, Status> {
-        let mut call = self.shared.call("admin.rotate_api_key", &request)?;
-        let r = request.get_ref();
-        let prepared = apikeys::key_id(&mut call, &r.key_id).and_then(|id| {
-            let grace = apikeys::grace(r.grace_seconds)?;
-            let any = permit!(self, call, IssueApiKeys(None))?;
-            let record = self.shared.custody.find_api_key(&any, &id)?;
-            call.event.tenant = Some(record.tenant.to_string());
-            let grant = permit!(self, call, IssueApiKeys(Some(record.tenant)))?;
-            Ok((grant, id, grace, self.shared.session(&call, &r.session_id)?))
-        });
-        self.shared
-            .apply(
-                Unrecorded::Answer,
-                call,
-                prepared,
-                |shared, (grant, id, grace, session), event| {
-                    let (key, _) = shared.custody.rotate_api_key(&grant, &id, grace)?;
-                    event.detail.insert("successor".into(), key.id.clone());
-                    apikeys::issued(&session, &key, shared.custody.now_unix())
-                },
-            )
-            .await
+        apikeys::rotate(self, request).await
     }
 
     async fn revoke_api_key(
         &self,
         request: Request<v1::RevokeApiKeyRequest>,
     ) -> Result<Response<v1::ApiKeyInfo>, Status> {
-        let mut call = self.shared.call("admin.revoke_api_key", &request)?;
-        let result = apikeys::key_id(&mut call, &request.get_ref().key_id).and_then(|id| {
-            let any = permit!(self, call, RevokeApiKeys(None))?;
-            let record = self.shared.custody.find_api_key(&any, &id)?;
-            call.event.tenant = Some(record.tenant.to_string());
-            let grant = permit!(self, call, RevokeApiKeys(Some(record.tenant)))?;
-            // Revoking is the safe direction, like sealing: it takes effect without an
-            // intent record, so a failing audit log cannot keep a key alive.
-            let record = self.shared.custody.revoke_api_key(&grant, &id)?;
-            Ok(apikeys::info(
-                &id,
-                &record,
-                0,
-                self.shared.custody.now_unix(),
-            ))
-        });
-        self.shared.finish_committed(call, result).await
+        apikeys::revoke(self, request).await
     }
 
     async fn list_api_keys(
         &self,
         request: Request<v1::ListApiKeysRequest>,
     ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
-        let mut call = self.shared.call("admin.list_api_keys", &request)?;
-        let r = request.into_inner();
-        let result = match tenant(&mut call, &r.tenant).and_then(|tenant| {
-            let env = match r.environment {
-                0 => None,
-                e => Some(environment(e)?),
-            };
-            Ok((permit!(self, call, ReadMetadata(tenant))?, env))
-        }) {
-            Ok((grant, env)) => {
-                self.shared
-                    .blocking(&mut call, move |shared, _| {
-                        let now = shared.custody.now_unix();
-                        let keys = shared.custody.list_api_keys(&grant, env)?;
-                        Ok(v1::ListApiKeysResponse {
-                            keys: keys
-                                .iter()
-                                .map(|(id, record, used)| apikeys::info(id, record, *used, now))
-                                .collect(),
-                        })
-                    })
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        self.shared.finish(call, result).await
+        apikeys::list(self, request).await
     }
 
     async fn check_policy(
