@@ -442,87 +442,8 @@ fn secret() -> v1::SecretRef {
     }
 }
 
-/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`
-/// (USER_HZ, 100 ticks a second on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').expect("stat format").1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
-/// Writes a daemon's files to `dir` (its gRPC port `port`), with the operator's and
-/// the service's certificates beside them, for `vaultd serve --config DIR/vaultd.toml`.
-fn write_external(dir: &std::path::Path, port: u16, fsync: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut pki = Pki::generate("loadgen CA");
-    let config = write_files(dir, &mut pki, fsync, port);
-    for (name, identity) in [("operator", OPERATOR), ("service", SERVICE)] {
-        let issued = pki.spiffe_client(identity);
-        std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), &issued.key_pem).unwrap();
-    }
-    println!("vaultd serve --config {}", config.display());
-}
-
-/// Drives the vaultd process `external` names: initialises and unseals it, then the
-/// echo and `Lease`, with the daemon's CPU time per request for each.
-async fn run_external(args: &Args) {
-    let e = &args.external;
-    let pid = e.pid.unwrap();
-    let dir = e.dir.as_ref().expect("with --pid, give --dir and --port");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], e.port));
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-    let ca = read("ca.pem");
-    let client = |name: &str| {
-        let (cert, key) = (read(&format!("{name}.pem")), read(&format!("{name}.key")));
-        vault_testkit::grpc::client_config_pem(&ca, Some((&cert, &key)))
-    };
-    let operator_channel = channel(addr, client("operator"));
-    prepare(
-        &mut AdminClient::new(operator_channel.clone()),
-        &mut BrokerClient::new(operator_channel),
-    )
-    .await;
-    let service = client("service");
-    let channels: Vec<Channel> = (0..args.connections)
-        .map(|_| channel(addr, service.clone()))
-        .collect();
-    let mut targets = Vec::new();
-    for channel in &channels {
-        let mut broker = BrokerClient::new(channel.clone());
-        let session = open_session(&mut broker, SERVICE).await.unwrap();
-        targets.push((channel.clone(), session.id));
-    }
-    let duration = Duration::from_secs(args.seconds);
-    println!(
-        "vaultd loadgen against pid {pid} at {addr}: {} connections x {} in flight, {} s each",
-        args.connections, args.inflight, args.seconds
-    );
-    let before = cpu_seconds(pid);
-    let echo = drive(&channels, args.inflight, duration, check_health).await;
-    let after_echo = cpu_seconds(pid);
-    let leases = drive(&targets, args.inflight, duration, lease_once).await;
-    let after_lease = cpu_seconds(pid);
-    let per = |cpu: f64, o: &Outcome| cpu / o.calls.max(1) as f64 * 1e6;
-    let (echo_cpu, lease_cpu) = (
-        per(after_echo - before, &echo),
-        per(after_lease - after_echo, &leases),
-    );
-    println!("{}", echo.line("echo"));
-    println!("{}", leases.line("lease"));
-    println!(
-        "lease/echo throughput ratio: {:.3}   p50 latency ratio: {:.2}x",
-        leases.rate() / echo.rate(),
-        leases.percentile(0.5) / echo.percentile(0.5).max(0.001)
-    );
-    println!(
-        "daemon CPU per request: echo {echo_cpu:.1} us, lease {lease_cpu:.1} us ({:.2}x)",
-        lease_cpu / echo_cpu.max(0.001)
-    );
-}
+#[path = "loadgen/external.rs"]
+mod external;
 
 fn main() {
     let args = args();
@@ -531,11 +452,11 @@ fn main() {
         .build()
         .unwrap();
     if let Some(dir) = &args.external.write_files {
-        write_external(dir, args.external.port, &args.fsync);
+        external::write_files(dir, args.external.port, &args.fsync);
         return;
     }
     if args.external.pid.is_some() {
-        runtime.block_on(run_external(&args));
+        runtime.block_on(external::run(&args));
         return;
     }
     runtime.block_on(async {
