@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::event::Event;
 use crate::keys::ChainKeys;
-use crate::record::{Body, GENESIS, Hex, MAX_LINE, Payload, Record, checkpoint_message};
+use crate::record::{Body, GENESIS, Hex, MAX_LINE, Payload, Record, chain_of, checkpoint_message};
 
 /// The next record's seq and `prev`, and how many records no checkpoint covers yet.
 /// `Clone` so a batch that could not be written can be undone.
@@ -50,9 +50,9 @@ impl Chain {
     /// The `start` record that opens a segment, saying why.
     pub(crate) fn start(&mut self, reason: &str, keys: &dyn ChainKeys) -> String {
         let detail = BTreeMap::from([("reason".to_owned(), reason.to_owned())]);
-        let record = self.seal(Payload::Start { detail }, keys);
+        let (record, body_json) = self.seal(Payload::Start { detail }, keys);
         self.advance(&record);
-        record.to_line()
+        record.line_after(&body_json)
     }
 
     /// The `recovery` record written after a torn tail was moved aside.
@@ -61,9 +61,9 @@ impl Chain {
         detail: BTreeMap<String, String>,
         keys: &dyn ChainKeys,
     ) -> String {
-        let record = self.seal(Payload::Recovery { detail }, keys);
+        let (record, body_json) = self.seal(Payload::Recovery { detail }, keys);
         self.advance(&record);
-        record.to_line()
+        record.line_after(&body_json)
     }
 
     /// The `continuation` record that begins a reopened log, and its seq.
@@ -72,9 +72,9 @@ impl Chain {
         detail: BTreeMap<String, String>,
         keys: &dyn ChainKeys,
     ) -> (u64, String) {
-        let record = self.seal(Payload::Continuation { detail }, keys);
+        let (record, body_json) = self.seal(Payload::Continuation { detail }, keys);
         self.advance(&record);
-        (record.body.seq, record.to_line())
+        (record.body.seq, record.line_after(&body_json))
     }
 
     /// The line for `event`, and its seq.
@@ -83,8 +83,8 @@ impl Chain {
         event: Box<Event>,
         keys: &dyn ChainKeys,
     ) -> Result<(u64, String), &'static str> {
-        let record = self.seal(Payload::Event(event), keys);
-        let line = record.to_line();
+        let (record, body_json) = self.seal(Payload::Event(event), keys);
+        let line = record.line_after(&body_json);
         if line.len() > MAX_LINE {
             return Err(TOO_LARGE);
         }
@@ -94,15 +94,17 @@ impl Chain {
 
     /// A signed checkpoint line, or `None` if the signing key is unavailable.
     pub(crate) fn checkpoint(&mut self, keys: &dyn ChainKeys) -> Option<String> {
-        let mut record = self.seal(Payload::Checkpoint, keys);
+        let (mut record, body_json) = self.seal(Payload::Checkpoint, keys);
         let message = checkpoint_message(record.body.seq, &record.chain.0);
         record.sig = Some(Hex(keys.sign(&message)?));
         self.advance(&record);
-        Some(record.to_line())
+        Some(record.line_after(&body_json))
     }
 
-    /// The next record, chained and MAC'd (if the MAC key is available), unsigned.
-    fn seal(&self, payload: Payload, keys: &dyn ChainKeys) -> Record {
+    /// The next record, chained and MAC'd (if the MAC key is available), unsigned,
+    /// with its body's canonical JSON (serialised once: for the chain value, then
+    /// as the start of the line).
+    fn seal(&self, payload: Payload, keys: &dyn ChainKeys) -> (Record, String) {
         let body = Body {
             seq: self.next_seq,
             time_ms: now_ms(),
@@ -110,13 +112,15 @@ impl Chain {
             payload,
             prev: Hex(self.prev),
         };
-        let chain = body.chain();
-        Record {
+        let body_json = body.to_json();
+        let chain = chain_of(&body.prev.0, &body_json);
+        let record = Record {
             body,
             chain: Hex(chain),
             mac: keys.mac(&chain).map(Hex),
             sig: None,
-        }
+        };
+        (record, body_json)
     }
 
     /// Moves past `record`, which is about to be written.

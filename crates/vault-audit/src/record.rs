@@ -75,20 +75,31 @@ pub(crate) struct Body {
 }
 
 impl Body {
+    /// The body's canonical JSON: what the chain value covers, and what its line
+    /// begins with.
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .expect("a body holds only strings, integers and string maps, which always serialise")
+    }
+
     /// `SHA-256("vaultd audit v1" || prev || canonical JSON of the body)`.
     pub(crate) fn chain(&self) -> [u8; 32] {
-        let json = serde_json::to_string(self)
-            .expect("a body holds only strings, integers and string maps, which always serialise");
-        let mut context = digest::Context::new(&digest::SHA256);
-        context.update(CHAIN_DOMAIN);
-        context.update(&self.prev.0);
-        context.update(json.as_bytes());
-        context
-            .finish()
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 digests are 32 bytes")
+        chain_of(&self.prev.0, &self.to_json())
     }
+}
+
+/// The chain value of a body whose canonical JSON is `body_json` and whose `prev` is
+/// `prev`.
+pub(crate) fn chain_of(prev: &[u8; 32], body_json: &str) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(CHAIN_DOMAIN);
+    context.update(prev);
+    context.update(body_json.as_bytes());
+    context
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 digests are 32 bytes")
 }
 
 /// One line of the audit log.
@@ -104,10 +115,24 @@ pub(crate) struct Record {
 impl Record {
     /// The record as one newline-terminated line.
     pub(crate) fn to_line(&self) -> String {
-        let mut line = serde_json::to_string(self).expect(
-            "a record holds only strings, integers and string maps, which always serialise",
-        );
-        line.push('\n');
+        self.line_after(&self.body.to_json())
+    }
+
+    /// The record's line, given its body's canonical JSON (`body.to_json()`, already
+    /// made for the chain value): the body's fields, then `chain`, `mac` and `sig`,
+    /// byte for byte what serialising the whole record writes, without serialising
+    /// the body a second time.
+    pub(crate) fn line_after(&self, body_json: &str) -> String {
+        let fields = body_json.strip_suffix('}').unwrap_or(body_json);
+        let mut line = String::with_capacity(fields.len() + 2 * (32 + 32 + 64) + 40);
+        line.push_str(fields);
+        line.push_str(",\"chain\":\"");
+        vault_crypto::hex::encode_into(&mut line, &self.chain.0);
+        line.push_str("\",\"mac\":");
+        push_hex_or_null(&mut line, self.mac.as_ref().map(|mac| &mac.0[..]));
+        line.push_str(",\"sig\":");
+        push_hex_or_null(&mut line, self.sig.as_ref().map(|sig| &sig.0[..]));
+        line.push_str("}\n");
         line
     }
 
@@ -125,6 +150,17 @@ impl Record {
     /// Whether the chain value is the hash of this record's body.
     pub(crate) fn chain_is_consistent(&self) -> bool {
         self.body.chain() == self.chain.0
+    }
+}
+
+fn push_hex_or_null(line: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            line.push('"');
+            vault_crypto::hex::encode_into(line, bytes);
+            line.push('"');
+        }
+        None => line.push_str("null"),
     }
 }
 
@@ -210,6 +246,15 @@ mod tests {
             },
         ] {
             let line = record.to_line();
+            for (mac, sig) in [(None, None), (Some(Hex([2; 32])), None), (None, record.sig)] {
+                let variant = Record {
+                    mac,
+                    sig,
+                    ..record.clone()
+                };
+                let serialised = serde_json::to_string(&variant).unwrap() + "\n";
+                assert_eq!(variant.to_line(), serialised);
+            }
             let text = line.strip_suffix('\n').unwrap();
             assert_eq!(Record::parse(text.as_bytes()).unwrap(), record);
             assert!(text.starts_with(r#"{"seq":7,"time_ms":1700000000000,"node":"n1","kind":"#));

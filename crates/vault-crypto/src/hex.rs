@@ -6,11 +6,18 @@ use zeroize::Zeroizing;
 /// Lower-case hex of `bytes`, in a zeroising string.
 pub fn encode(bytes: &[u8]) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(bytes.len() * 2));
+    encode_into(&mut out, bytes);
+    out
+}
+
+/// Appends the lower-case hex of `bytes` to `out`, for public values written into a
+/// larger text (a secret must go through [`encode`], whose string is wiped).
+pub fn encode_into(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
     for b in bytes {
         out.push(nibble_char(b >> 4));
         out.push(nibble_char(b & 0x0f));
     }
-    out
 }
 
 fn nibble_char(n: u8) -> char {
