@@ -68,6 +68,9 @@ struct Args {
     rotate_tenants: usize,
     puts: usize,
     soak: u64,
+    /// External mode: hold this many leases active, and compare the lease rate there
+    /// with the rate near none.
+    active: usize,
     external: External,
 }
 
@@ -93,6 +96,7 @@ fn args() -> Args {
         rotate_tenants: 0,
         puts: 0,
         soak: 0,
+        active: 0,
         external: External::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -106,6 +110,7 @@ fn args() -> Args {
             "--rotate-tenants" => args.rotate_tenants = value().parse().expect("a count"),
             "--puts" => args.puts = value().parse().expect("a count"),
             "--soak" => args.soak = value().parse().expect("seconds"),
+            "--active" => args.active = value().parse().expect("a count"),
             "--write-files" => args.external.write_files = Some(value().into()),
             "--dir" => args.external.dir = Some(value().into()),
             "--port" => args.external.port = value().parse().expect("a port"),
@@ -216,7 +221,7 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str, port: u16) -> 
         dir.join("policies/bench.toml"),
         format!(
             "[[grant]]\nid = \"loadgen\"\nidentities = [\"{SERVICE}\"]\noperations = [\"lease\"]\n\
-             tenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"**\"]\nmax_ttl = \"1m\"\n\
+             tenants = [\"*\"]\nenvironments = [\"live\"]\nsecrets = [\"**\"]\nmax_ttl = \"30m\"\n\
              max_active_leases = 10000000\n\n\
              [[grant]]\nid = \"verifier\"\nidentities = [\"{SERVICE}\"]\n\
              operations = [\"apikeys.verify\"]\ntenants = [\"*\"]\nenvironments = [\"live\"]\n\n\
@@ -421,13 +426,18 @@ async fn check_health(channel: Channel) -> bool {
 }
 
 /// One lease of [`secret`] in `session_id`, for 1 s.
-async fn lease_once((channel, session_id): (Channel, String)) -> bool {
+async fn lease_once(target: (Channel, String)) -> bool {
+    lease_for(target, 1).await
+}
+
+/// One lease of [`secret`] in `session_id`, for `ttl_seconds`.
+async fn lease_for((channel, session_id): (Channel, String), ttl_seconds: u32) -> bool {
     BrokerClient::new(channel)
         .lease(v1::LeaseRequest {
             session_id,
             secret: Some(secret()),
             version: None,
-            ttl_seconds: 1,
+            ttl_seconds,
         })
         .await
         .map_err(|status| report_first_error(&status))

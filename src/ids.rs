@@ -62,6 +62,20 @@ random_id!(
 );
 
 impl LeaseId {
+    /// The id's 128 random bits, which key the lease index.
+    pub(crate) fn bits(&self) -> u128 {
+        // Every LeaseId has the form `parse` accepts, so this always parses.
+        self.0
+            .strip_prefix("l-")
+            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+            .unwrap_or(0)
+    }
+
+    /// The id whose bits are `bits`.
+    pub(crate) fn from_bits(bits: u128) -> Self {
+        Self(format!("l-{bits:032x}"))
+    }
+
     /// What a caller is told when a lease id is not of this form.
     pub(crate) const FORM: &'static str =
         "lease_id must be 'l-' followed by 32 lower-case hex digits";
@@ -86,6 +100,11 @@ mod tests {
     fn only_the_generated_form_parses() {
         let id = LeaseId::generate().unwrap();
         assert_eq!(LeaseId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(LeaseId::from_bits(id.bits()), id);
+        assert_eq!(
+            LeaseId::from_bits(1).as_str(),
+            format!("l-{}1", "0".repeat(31))
+        );
         assert_ne!(LeaseId::generate().unwrap(), id);
         let hex = "0123456789abcdef0123456789abcdef";
         assert!(LeaseId::parse(&format!("l-{hex}")).is_some());

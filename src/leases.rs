@@ -9,9 +9,11 @@
 //! revocation bumps a generation and is kept in a short log; an insert names the
 //! generation it started under, and is refused if a revocation since then covers it.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 use vault_crypto::clock::SharedClock;
@@ -77,15 +79,24 @@ impl std::fmt::Display for Selector {
 }
 
 impl Selector {
-    fn matches(&self, lease: &Lease) -> bool {
+    fn matches(&self, id: u128, identity: &Identity, secret: &SecretId, version: u64) -> bool {
         match self {
-            Selector::Id(id) => lease.id == *id,
-            Selector::Tenant(t) => lease.secret.tenant == *t,
-            Selector::Secret(s) => lease.secret == *s,
-            Selector::Version(s, v) => lease.secret == *s && lease.version == *v,
-            Selector::Identity(i) => lease.identity == *i,
+            Selector::Id(selected) => selected.bits() == id,
+            Selector::Tenant(t) => secret.tenant == *t,
+            Selector::Secret(s) => secret == s,
+            Selector::Version(s, v) => secret == s && version == *v,
+            Selector::Identity(i) => identity == i,
             Selector::All => true,
         }
+    }
+
+    fn matches_lease(&self, lease: &Lease) -> bool {
+        let id = lease.id.bits();
+        self.matches(id, &lease.identity, &lease.secret, lease.version)
+    }
+
+    fn matches_entry(&self, id: u128, entry: &Entry) -> bool {
+        self.matches(id, &entry.identity, &entry.secret, entry.version)
     }
 }
 
@@ -104,11 +115,77 @@ pub(crate) enum LeaseLimit {
 /// is refused outright.
 const REVOCATION_LOG: usize = 1024;
 
+/// A lease as the index keeps it. `leases.max_total` may allow millions, so each is
+/// small: keyed by its id's 128 bits, sharing its identity and secret with every other
+/// lease that names them, its times as nanoseconds since the Unix epoch (exact for
+/// times from 1970 to 2554; earlier ones count as 1970, later ones as 2554).
+struct Entry {
+    identity: Arc<Identity>,
+    secret: Arc<SecretId>,
+    version: u64,
+    issued: u64,
+    expires: u64,
+    renewable_until: u64,
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, duration_nanos)
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn time(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+impl Entry {
+    fn lease(&self, id: u128) -> Lease {
+        Lease {
+            id: LeaseId::from_bits(id),
+            identity: Identity::clone(&self.identity),
+            secret: SecretId::clone(&self.secret),
+            version: self.version,
+            issued: time(self.issued),
+            expires: time(self.expires),
+            renewable_until: time(self.renewable_until),
+        }
+    }
+}
+
+/// How many leases name one identity or one secret.
+type Uses = Cell<u32>;
+
+/// The shared copy of `key` in `table`, counting one more use of it.
+fn intern<K: Hash + Eq + Clone>(table: &mut HashMap<Arc<K>, Uses>, key: &K) -> Arc<K> {
+    if let Some((shared, uses)) = table.get_key_value(key) {
+        uses.set(uses.get().saturating_add(1));
+        return Arc::clone(shared);
+    }
+    let shared = Arc::new(key.clone());
+    table.insert(Arc::clone(&shared), Cell::new(1));
+    shared
+}
+
+/// Counts one use of `key` in `table` less, dropping it at none.
+fn release<K: Hash + Eq>(table: &mut HashMap<Arc<K>, Uses>, key: &K) {
+    if let Some(uses) = table.get(key) {
+        uses.set(uses.get().saturating_sub(1));
+        if uses.get() == 0 {
+            table.remove(key);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Index {
-    by_id: HashMap<LeaseId, Lease>,
-    by_expiry: BTreeSet<(SystemTime, LeaseId)>,
-    per_identity: HashMap<Identity, u32>,
+    by_id: HashMap<u128, Entry>,
+    by_expiry: BTreeSet<(u64, u128)>,
+    /// Every identity holding leases, with how many: the per-identity limit's count.
+    per_identity: HashMap<Arc<Identity>, Uses>,
+    /// Every secret leased, with how many leases.
+    secrets: HashMap<Arc<SecretId>, Uses>,
     /// Bumped by every revocation.
     generation: u64,
     /// The latest revocations and the generation each made.
@@ -126,19 +203,29 @@ impl Index {
             || self
                 .recent
                 .iter()
-                .any(|(g, selector)| *g > since && selector.matches(lease))
+                .any(|(g, selector)| *g > since && selector.matches_lease(lease))
     }
 
-    fn remove(&mut self, id: &LeaseId) -> Option<Lease> {
-        let lease = self.by_id.remove(id)?;
-        self.by_expiry.remove(&(lease.expires, lease.id.clone()));
-        if let Some(n) = self.per_identity.get_mut(&lease.identity) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_identity.remove(&lease.identity);
-            }
-        }
-        Some(lease)
+    fn add(&mut self, lease: &Lease) {
+        let id = lease.id.bits();
+        let entry = Entry {
+            identity: intern(&mut self.per_identity, &lease.identity),
+            secret: intern(&mut self.secrets, &lease.secret),
+            version: lease.version,
+            issued: nanos(lease.issued),
+            expires: nanos(lease.expires),
+            renewable_until: nanos(lease.renewable_until),
+        };
+        self.by_expiry.insert((entry.expires, id));
+        self.by_id.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: u128) -> Option<Entry> {
+        let entry = self.by_id.remove(&id)?;
+        self.by_expiry.remove(&(entry.expires, id));
+        release(&mut self.per_identity, &*entry.identity);
+        release(&mut self.secrets, &*entry.secret);
+        Some(entry)
     }
 }
 
@@ -182,48 +269,40 @@ impl Leases {
         if index.revoked_since(generation, &lease) {
             return Err(LeaseLimit::Revoked);
         }
-        let held = index
-            .per_identity
-            .get(&lease.identity)
-            .copied()
-            .unwrap_or(0);
+        let held = index.per_identity.get(&lease.identity).map_or(0, Cell::get);
         if held >= max_for_identity {
             return Err(LeaseLimit::Identity(max_for_identity));
         }
         if index.by_id.len() >= self.max_total {
             return Err(LeaseLimit::Total(self.max_total));
         }
-        *index
-            .per_identity
-            .entry(lease.identity.clone())
-            .or_insert(0) += 1;
-        index.by_expiry.insert((lease.expires, lease.id.clone()));
-        index.by_id.insert(lease.id.clone(), lease);
+        index.add(&lease);
         Ok(())
     }
 
     /// The caller's live lease `id`.
     pub(crate) fn get(&self, identity: &Identity, id: &LeaseId) -> Option<Lease> {
-        self.with_live(identity, id, Lease::clone)
+        self.with_live(identity, id, Entry::lease)
     }
 
     /// Whether the caller's lease `id` is live, without copying it.
     pub(crate) fn is_live(&self, identity: &Identity, id: &LeaseId) -> bool {
-        self.with_live(identity, id, |_| ()).is_some()
+        self.with_live(identity, id, |_, _| ()).is_some()
     }
 
     fn with_live<T>(
         &self,
         identity: &Identity,
         id: &LeaseId,
-        f: impl FnOnce(&Lease) -> T,
+        f: impl FnOnce(&Entry, u128) -> T,
     ) -> Option<T> {
         let index = self.lock();
+        let now = nanos(self.clock.now());
         index
             .by_id
-            .get(id)
-            .filter(|l| l.identity == *identity && l.expires > self.clock.now())
-            .map(f)
+            .get(&id.bits())
+            .filter(|e| *e.identity == *identity && e.expires > now)
+            .map(|e| f(e, id.bits()))
     }
 
     /// Moves a lease's expiry to `ttl` from now, capped at its renewable-until and at
@@ -237,29 +316,33 @@ impl Leases {
         max_ttl: Duration,
     ) -> Option<SystemTime> {
         let mut index = self.lock();
-        let now = self.clock.now();
+        let now = nanos(self.clock.now());
+        let key = id.bits();
         let lease = index
             .by_id
-            .get_mut(id)
-            .filter(|l| l.identity == *identity && l.expires > now)?;
+            .get_mut(&key)
+            .filter(|e| *e.identity == *identity && e.expires > now)?;
         let old = lease.expires;
-        if let Some(cap) = lease.issued.checked_add(max_ttl) {
-            lease.renewable_until = lease.renewable_until.min(cap);
-        }
-        let wanted = now.checked_add(ttl).unwrap_or(lease.renewable_until);
+        let cap = lease.issued.saturating_add(duration_nanos(max_ttl));
+        lease.renewable_until = lease.renewable_until.min(cap);
+        let wanted = now.saturating_add(duration_nanos(ttl));
         lease.expires = wanted.min(lease.renewable_until).max(old);
         let new = lease.expires;
-        let key = lease.id.clone();
-        index.by_expiry.remove(&(old, key.clone()));
+        index.by_expiry.remove(&(old, key));
         index.by_expiry.insert((new, key));
-        Some(new)
+        Some(time(new))
     }
 
     /// Removes a lease without a notice (the holder asked, or it is being undone).
     pub(crate) fn remove(&self, identity: &Identity, id: &LeaseId) -> bool {
         let mut index = self.lock();
-        if index.by_id.get(id).is_some_and(|l| l.identity == *identity) {
-            index.remove(id);
+        let key = id.bits();
+        if index
+            .by_id
+            .get(&key)
+            .is_some_and(|e| *e.identity == *identity)
+        {
+            index.remove(key);
             true
         } else {
             false
@@ -276,21 +359,18 @@ impl Leases {
                 index.recent.pop_front();
             }
             index.recent.push_back((generation, selector.clone()));
-            let ids: Vec<LeaseId> = match selector {
-                Selector::Id(id) => index
-                    .by_id
-                    .contains_key(id)
-                    .then(|| id.clone())
-                    .into_iter()
-                    .collect(),
+            let ids: Vec<u128> = match selector {
+                Selector::Id(id) => vec![id.bits()],
                 _ => index
                     .by_id
-                    .values()
-                    .filter(|l| selector.matches(l))
-                    .map(|l| l.id.clone())
+                    .iter()
+                    .filter(|(id, e)| selector.matches_entry(**id, e))
+                    .map(|(id, _)| *id)
                     .collect(),
             };
-            ids.iter().filter_map(|id| index.remove(id)).collect()
+            ids.into_iter()
+                .filter_map(|id| Some(index.remove(id)?.lease(id)))
+                .collect()
         };
         for lease in &revoked {
             // No watcher is not an error: the lease is gone either way.
@@ -306,15 +386,15 @@ impl Leases {
     /// Drops expired leases; their holders already know when they end.
     pub(crate) fn sweep(&self) -> usize {
         let mut index = self.lock();
-        let now = self.clock.now();
-        let expired: Vec<LeaseId> = index
+        let now = nanos(self.clock.now());
+        let expired: Vec<u128> = index
             .by_expiry
             .iter()
             .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| *id)
             .collect();
         for id in &expired {
-            index.remove(id);
+            index.remove(*id);
         }
         expired.len()
     }
@@ -324,9 +404,9 @@ impl Leases {
         let index = self.lock();
         let mut out: Vec<Lease> = index
             .by_id
-            .values()
+            .iter()
+            .map(|(id, e)| e.lease(*id))
             .filter(|l| filter(l))
-            .cloned()
             .collect();
         out.sort_by(|a, b| a.expires.cmp(&b.expires).then_with(|| a.id.cmp(&b.id)));
         out
@@ -379,6 +459,44 @@ mod tests {
         );
         assert!(leases.remove(&Identity::for_tests("a"), &lid(1)));
         leases.insert(lease(5, "a", "t", 60), 2, 0).unwrap();
+    }
+
+    #[test]
+    fn leases_share_their_identity_and_secret_until_the_last_one_goes() {
+        let leases = Leases::new(100, vault_crypto::clock::system());
+        for n in 0..10 {
+            let tenant = if n % 2 == 0 { "t1" } else { "t2" };
+            leases.insert(lease(n, "a", tenant, 60), 100, 0).unwrap();
+        }
+        {
+            let index = leases.lock();
+            assert_eq!(index.per_identity.len(), 1);
+            assert_eq!(index.secrets.len(), 2);
+            let shared = index
+                .by_id
+                .values()
+                .filter(|e| e.secret.tenant.as_str() == "t1");
+            assert!(shared.map(|e| Arc::strong_count(&e.secret)).all(|n| n == 6));
+        }
+        let original = lease(3, "a", "t2", 60);
+        let back = leases.get(&Identity::for_tests("a"), &lid(3)).unwrap();
+        assert_eq!((back.id, back.secret), (original.id, original.secret));
+        assert_eq!(
+            back.expires,
+            leases.lock().by_id[&lid(3).bits()]
+                .lease(lid(3).bits())
+                .expires
+        );
+        assert!(leases.remove(&Identity::for_tests("a"), &lid(0)));
+        assert_eq!(
+            leases
+                .revoke(&Selector::All, RevocationReason::Sealed)
+                .len(),
+            9
+        );
+        let index = leases.lock();
+        assert!(index.per_identity.is_empty() && index.secrets.is_empty());
+        assert!(index.by_expiry.is_empty());
     }
 
     #[test]

@@ -8,7 +8,10 @@ use vault_proto::v1::{admin_client::AdminClient, broker_client::BrokerClient};
 use vault_testkit::Pki;
 use vault_testkit::grpc::{channel, open_session};
 
-use super::{Args, OPERATOR, Outcome, SERVICE, check_health, drive, lease_once, prepare};
+use super::{
+    Args, OPERATOR, Outcome, SERVICE, check_health, drive, lease_for, lease_once, prepare,
+    put_secrets,
+};
 
 /// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`
 /// (USER_HZ, 100 ticks a second on Linux).
@@ -19,6 +22,51 @@ fn cpu_seconds(pid: u32) -> f64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     ticks as f64 / 100.0
+}
+
+/// The resident set of process `pid`, in bytes, from `/proc/PID/status`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon's status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// How long the leases held by `--active` last: past the end of the run.
+const HELD_TTL: u32 = 1800;
+
+/// Holds `count` leases active (each for [`HELD_TTL`]) and prints the daemon's RSS
+/// growth per lease and the lease rate with that many active against the rate of the
+/// first seconds, when few were.
+async fn hold_active(targets: &[(Channel, String)], args: &Args, pid: u32) {
+    // The 1 s leases of the phases before expire and are swept first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_before = rss_bytes(pid);
+    let window = Duration::from_secs(5);
+    let held = |target| lease_for(target, HELD_TTL);
+    let first = drive(targets, args.inflight, window, held).await;
+    let mut active = first.calls;
+    while active + first.calls < args.active {
+        let fill = drive(targets, args.inflight, window, held).await;
+        active += fill.calls;
+        println!("  {active} leases active, {:.0}/s", fill.rate());
+    }
+    let last = drive(targets, args.inflight, window, held).await;
+    active += last.calls;
+    let grown = rss_bytes(pid).saturating_sub(rss_before);
+    println!("{}", first.line("lease, first 5 s"));
+    println!("{}", last.line(&format!("lease, at {active} active")));
+    println!(
+        "at {active} active leases: rate {:.3}x the first 5 s, daemon RSS grew {:.1} MB \
+         ({:.0} bytes per lease)",
+        last.rate() / first.rate(),
+        grown as f64 / 1e6,
+        grown as f64 / active as f64
+    );
 }
 
 /// Writes a daemon's files to `dir` (its gRPC port `port`), with the operator's and
@@ -51,7 +99,7 @@ pub(super) async fn run(args: &Args) {
     let operator_channel = channel(addr, client("operator"));
     prepare(
         &mut AdminClient::new(operator_channel.clone()),
-        &mut BrokerClient::new(operator_channel),
+        &mut BrokerClient::new(operator_channel.clone()),
     )
     .await;
     let service = client("service");
@@ -90,4 +138,19 @@ pub(super) async fn run(args: &Args) {
         "daemon CPU per request: echo {echo_cpu:.1} us, lease {lease_cpu:.1} us ({:.2}x)",
         lease_cpu / echo_cpu.max(0.001)
     );
+    if args.active > 0 {
+        hold_active(&targets, args, pid).await;
+    }
+    if args.puts > 0 {
+        let before = cpu_seconds(pid);
+        let took = put_secrets(&operator_channel, "put", args.puts, 256).await;
+        let cpu = (cpu_seconds(pid) - before) / args.puts as f64 * 1e6;
+        println!(
+            "put_secret: {} durable writes from 256 concurrent callers in {:.2} s: {:.0}/s, \
+             daemon CPU {cpu:.1} us each",
+            args.puts,
+            took.as_secs_f64(),
+            args.puts as f64 / took.as_secs_f64()
+        );
+    }
 }
