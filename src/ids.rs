@@ -20,7 +20,7 @@ macro_rules! random_id {
             /// A new random id.
             pub(crate) fn generate() -> Result<Self, CryptoError> {
                 let mut bytes = [0u8; HEX_DIGITS / 2];
-                vault_crypto::aead::random_bytes(&mut bytes)?;
+                vault_crypto::aead::public_random_bytes(&mut bytes)?;
                 Ok(Self(format!(
                     "{}{}",
                     $prefix,

@@ -103,7 +103,7 @@ impl Shared {
         };
         let mut request_id = [0u8; 8];
         // A request id is for correlation only; a failed RNG leaves it zero.
-        let _ = vault_crypto::aead::random_bytes(&mut request_id);
+        let _ = vault_crypto::aead::public_random_bytes(&mut request_id);
         Ok(Call {
             event: Event {
                 identity: caller.identity().to_string(),

