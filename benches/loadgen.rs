@@ -71,6 +71,8 @@ struct Args {
     /// External mode: hold this many leases active, and compare the lease rate there
     /// with the rate near none.
     active: usize,
+    /// External mode: measure transit `BatchDecrypt` of 1000 64-byte items per call.
+    batch: bool,
     external: External,
 }
 
@@ -97,6 +99,7 @@ fn args() -> Args {
         puts: 0,
         soak: 0,
         active: 0,
+        batch: false,
         external: External::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -111,6 +114,7 @@ fn args() -> Args {
             "--puts" => args.puts = value().parse().expect("a count"),
             "--soak" => args.soak = value().parse().expect("seconds"),
             "--active" => args.active = value().parse().expect("a count"),
+            "--batch-decrypt" => args.batch = true,
             "--write-files" => args.external.write_files = Some(value().into()),
             "--dir" => args.external.dir = Some(value().into()),
             "--port" => args.external.port = value().parse().expect("a port"),
@@ -225,6 +229,9 @@ fn write_files(dir: &std::path::Path, pki: &mut Pki, fsync: &str, port: u16) -> 
              max_active_leases = 10000000\n\n\
              [[grant]]\nid = \"verifier\"\nidentities = [\"{SERVICE}\"]\n\
              operations = [\"apikeys.verify\"]\ntenants = [\"*\"]\nenvironments = [\"live\"]\n\n\
+             [[grant]]\nid = \"transit\"\nidentities = [\"{SERVICE}\"]\n\
+             operations = [\"transit.encrypt\", \"transit.decrypt\"]\ntenants = [\"acme\"]\n\
+             environments = [\"live\"]\n\n\
              [[role]]\nid = \"operator\"\nidentities = [\"{OPERATOR}\"]\n\
              permissions = [\"status\", \"unseal\", \"secrets.write\", \"keys.rotate\", \"apikeys.issue\"]\n"
         ),

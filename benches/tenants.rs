@@ -10,6 +10,11 @@
 //! cargo bench --bench tenants -- [--tenants 1000000] [--writers 16]
 //! ```
 //!
+//! With `--unseal-secrets S`, it instead measures unseal-to-serving as the store grows:
+//! it stores S/10 secrets in `--tenants` / 10 tenants, restarts (a new `Vault` on the
+//! reopened redb file), unseals and opens one secret; then grows the store to S secrets
+//! in `--tenants` tenants and does the same, printing both times and their ratio.
+//!
 //! Run it under the default `RLIMIT_MEMLOCK` (`ulimit -l 8192`) to see it needs no more.
 #![allow(
     clippy::unwrap_used,
@@ -81,9 +86,81 @@ fn in_parallel(count: usize, writers: usize, work: impl Fn(usize) + Sync) -> f64
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Opens the vault on `path` as a restart would, unseals it and opens `secret`:
+/// returns the time from opening the file to the secret's plaintext.
+fn restart_to_serving(path: &std::path::Path, share: &[u8], secret: &SecretId) -> Duration {
+    let started = Instant::now();
+    let store = Arc::new(RedbStore::open(path).unwrap());
+    let vault = Vault::open(store, VaultOptions::default()).unwrap();
+    let share = Share::from_bytes(share).unwrap();
+    assert_eq!(vault.unseal(share, None).unwrap(), UnsealOutcome::Unsealed);
+    vault.open_secret(secret, None).unwrap();
+    started.elapsed()
+}
+
+/// Unseal-to-serving with S/10 secrets in T/10 tenants, then with S in T.
+fn unseal_at_scale(secrets: usize, tenants: usize, writers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.redb");
+    let share = {
+        let vault = Vault::open(
+            Arc::new(RedbStore::open(&path).unwrap()),
+            VaultOptions::default(),
+        )
+        .unwrap();
+        let shares: Vec<Share> = vault.init(1, 1).unwrap();
+        shares[0].to_bytes()
+    };
+    let secret = |i: usize, tenants: usize| {
+        SecretId::parse(&format!("t{}", i % tenants), "live", &format!("byok/s{i}")).unwrap()
+    };
+    let value = SecretValue::from_vec(b"sk-bench-0123456789abcdef".to_vec());
+    let mut stored = 0;
+    let mut figures = Vec::new();
+    for (count, in_tenants) in [(secrets / 10, tenants / 10), (secrets, tenants)] {
+        let vault = Vault::open(
+            Arc::new(RedbStore::open(&path).unwrap()),
+            VaultOptions::default(),
+        )
+        .unwrap();
+        let unsealed = vault
+            .unseal(Share::from_bytes(&share).unwrap(), None)
+            .unwrap();
+        assert_eq!(unsealed, UnsealOutcome::Unsealed);
+        // Secrets stored/in_tenants.. keep their tenants: spread the new ones over all.
+        let rate = in_parallel(count - stored, writers, |i| {
+            let i = stored + i;
+            let id = if i < secrets / 10 {
+                secret(i, tenants / 10)
+            } else {
+                secret(i, in_tenants)
+            };
+            vault.put_secret(&id, SecretKind::Byok, &value).unwrap();
+        });
+        stored = count;
+        drop(vault);
+        let took = restart_to_serving(&path, &share, &secret(count - 1, in_tenants));
+        println!(
+            "{count} secrets in {in_tenants} tenants (stored at {rate:.0}/s): \
+             open + unseal + first secret {:.1} ms",
+            took.as_secs_f64() * 1e3
+        );
+        figures.push(took);
+    }
+    println!(
+        "unseal-to-serving at {secrets} secrets / at {}: {:.2}x",
+        secrets / 10,
+        figures[1].as_secs_f64() / figures[0].as_secs_f64()
+    );
+}
+
 fn main() {
     let tenants = arg("--tenants", 1_000_000);
     let writers = arg("--writers", 16);
+    let unseal_secrets = arg("--unseal-secrets", 0);
+    if unseal_secrets > 0 {
+        return unseal_at_scale(unseal_secrets, tenants, writers);
+    }
     let options = VaultOptions::default();
     // The budgets `vaultd serve` gives each pool by default (leases.max_sessions = 1024,
     // keys.tenant_key_cache = 1024 plus 512 in flight, 1 MiB for the vault's own keys).

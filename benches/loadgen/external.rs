@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tonic::transport::Channel;
 use vault_proto::v1::{admin_client::AdminClient, broker_client::BrokerClient};
 use vault_testkit::Pki;
-use vault_testkit::grpc::{channel, open_session};
+
+use vault_crypto::session::{Direction, SessionAad};
+use vault_proto::v1;
+use vault_testkit::grpc::{ClientSession, channel, open_session};
 
 use super::{
     Args, OPERATOR, Outcome, SERVICE, check_health, drive, lease_for, lease_once, prepare,
@@ -67,6 +71,92 @@ async fn hold_active(targets: &[(Channel, String)], args: &Args, pid: u32) {
         grown as f64 / 1e6,
         grown as f64 / active as f64
     );
+}
+
+/// Items per `BatchDecrypt` call, and the bytes of each.
+const BATCH: usize = 1000;
+const ITEM: usize = 64;
+
+/// Transit `BatchDecrypt` of [`BATCH`] items of [`ITEM`] bytes per call, 2 calls in
+/// flight per connection: items per second and the daemon's CPU per item.
+async fn batch_decrypt(channels: &[Channel], args: &Args, pid: u32) {
+    let (tenant, live) = ("acme", v1::Environment::Live as i32);
+    let mut broker = BrokerClient::new(channels[0].clone());
+    let session = open_session(&mut broker, SERVICE).await.unwrap();
+    let plaintexts = (0..BATCH)
+        .map(|i| {
+            let aad = SessionAad::transit(Direction::ToDaemon, tenant, "live", i);
+            let envelope = session.key.seal(&aad, &[i as u8; ITEM]).unwrap();
+            v1::SealedPayload { envelope }
+        })
+        .collect();
+    let encrypted = broker
+        .batch_encrypt(v1::BatchEncryptRequest {
+            session_id: session.id.clone(),
+            tenant: tenant.into(),
+            environment: live,
+            plaintexts,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let envelopes: Arc<Vec<Vec<u8>>> = Arc::new(
+        encrypted
+            .results
+            .into_iter()
+            .map(|r| match r.result {
+                Some(v1::batch_item_result::Result::Envelope(e)) => e,
+                other => panic!("transit encrypt failed: {other:?}"),
+            })
+            .collect(),
+    );
+    let mut targets = Vec::new();
+    for channel in channels {
+        let session = open_session(&mut BrokerClient::new(channel.clone()), SERVICE).await;
+        let target = (
+            channel.clone(),
+            Arc::new(session.unwrap()),
+            Arc::clone(&envelopes),
+        );
+        targets.push(target);
+    }
+    let before = cpu_seconds(pid);
+    let window = Duration::from_secs(args.seconds);
+    let outcome = drive(&targets, 2, window, decrypt_batch).await;
+    let items = outcome.calls * BATCH;
+    let cpu = (cpu_seconds(pid) - before) / items.max(1) as f64 * 1e6;
+    println!("{}", outcome.line("batch_decrypt"));
+    println!(
+        "batch_decrypt: {:.0} items/s of {ITEM} bytes ({BATCH} per call), daemon CPU {cpu:.2} us per item",
+        items as f64 / outcome.elapsed.as_secs_f64()
+    );
+}
+
+/// One `BatchDecrypt` of `envelopes` for tenant acme: true if every item came back
+/// and the last one opens, with the session's key, to what was encrypted.
+async fn decrypt_batch(
+    (channel, session, envelopes): (Channel, Arc<ClientSession>, Arc<Vec<Vec<u8>>>),
+) -> bool {
+    let answer = BrokerClient::new(channel)
+        .batch_decrypt(v1::BatchDecryptRequest {
+            session_id: session.id.clone(),
+            tenant: "acme".into(),
+            environment: v1::Environment::Live as i32,
+            envelopes: envelopes.to_vec(),
+        })
+        .await;
+    let Ok(answer) = answer else { return false };
+    let results = answer.into_inner().results;
+    let last = BATCH - 1;
+    let aad = SessionAad::transit(Direction::ToClient, "acme", "live", last);
+    results.len() == BATCH
+        && match &results[last].result {
+            Some(v1::batch_item_result::Result::Plaintext(p)) => session
+                .key
+                .open(&aad, &p.envelope)
+                .is_ok_and(|v| v.expose_secret() == [last as u8; ITEM]),
+            _ => false,
+        }
 }
 
 /// Writes a daemon's files to `dir` (its gRPC port `port`), with the operator's and
@@ -138,6 +228,9 @@ pub(super) async fn run(args: &Args) {
         "daemon CPU per request: echo {echo_cpu:.1} us, lease {lease_cpu:.1} us ({:.2}x)",
         lease_cpu / echo_cpu.max(0.001)
     );
+    if args.batch {
+        batch_decrypt(&channels, args, pid).await;
+    }
     if args.active > 0 {
         hold_active(&targets, args, pid).await;
     }

@@ -103,24 +103,28 @@ impl Target {
         shared.custody.admit_grant(&grant)?;
         let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
         shared.watch(&grant, Watched::TransitDecrypt, &self.tenant, count)?;
-        Ok(items
-            .enumerate()
-            .map(|(i, envelope)| {
-                let plaintext = shared.custody.transit_decrypt(&grant, envelope)?;
+        let mut results = Vec::with_capacity(items.len());
+        let mut i = 0;
+        shared
+            .custody
+            .transit_decrypt_each(&grant, items, |opened| {
                 let aad = SessionAad::transit(
                     Direction::ToClient,
                     self.tenant.as_str(),
                     self.env.as_str(),
                     i,
                 );
-                let envelope = self
-                    .session
-                    .key
-                    .seal(&aad, plaintext.expose_secret())
-                    .map_err(|e| ApiError::Vault(e.into()))?;
-                Ok(v1::SealedPayload { envelope })
-            })
-            .collect())
+                i += 1;
+                results.push(opened.map_err(ApiError::from).and_then(|plaintext| {
+                    let envelope = self
+                        .session
+                        .key
+                        .seal(&aad, plaintext.expose_secret())
+                        .map_err(|e| ApiError::Vault(e.into()))?;
+                    Ok(v1::SealedPayload { envelope })
+                }));
+            })?;
+        Ok(results)
     }
 }
 

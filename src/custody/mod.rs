@@ -393,13 +393,17 @@ impl Custody {
             .transit_encrypt(tenant, *env, plaintext, grant.create_tenant_keys)
     }
 
-    pub(crate) fn transit_decrypt(
+    /// Opens each transit envelope under the grant's tenant and environment, handing
+    /// `each` every outcome in order; keys are looked up once per batch.
+    pub(crate) fn transit_decrypt_each<'a>(
         &self,
         grant: &Authorized<DecryptOp>,
-        envelope: &[u8],
-    ) -> Result<SecretValue> {
+        envelopes: impl IntoIterator<Item = &'a [u8]>,
+        each: impl FnMut(Result<SecretValue>),
+    ) -> Result<()> {
         let DecryptOp(tenant, env) = grant.op();
-        self.vault().transit_decrypt(tenant, *env, envelope)
+        self.vault()
+            .transit_decrypt_each(tenant, *env, envelopes, each)
     }
 
     pub(crate) fn transit_rewrap(

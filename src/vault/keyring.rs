@@ -150,7 +150,7 @@ impl Keyring {
         }
     }
 
-    fn check_not_erasing(&self, tenant: &TenantId) -> Result<()> {
+    pub(crate) fn check_not_erasing(&self, tenant: &TenantId) -> Result<()> {
         if locked(&self.erasing).contains(tenant) {
             return Err(Error::TenantErasing);
         }
