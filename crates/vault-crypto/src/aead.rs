@@ -27,7 +27,7 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
 
 /// Random bytes for values that are public once used — AES-GCM nonces and the ids
 /// vaultd hands out — served from a block drawn from the operating system
-/// [`PUBLIC_BLOCK`] bytes at a time rather than by one system call each. Never for
+/// 1008 bytes at a time rather than by one system call each. Never for
 /// keys or other secrets, which [`random_bytes`] generates straight into their buffer.
 ///
 /// The block lives in a slot of the locked arena (vault pool): never swapped, left out
