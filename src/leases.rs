@@ -217,15 +217,29 @@ impl Index {
             renewable_until: nanos(lease.renewable_until),
         };
         self.by_expiry.insert((entry.expires, id));
-        self.by_id.insert(id, entry);
+        if let Some(replaced) = self.by_id.insert(id, entry) {
+            // Only a repeated id (128 random bits) gets here: keep the counts true.
+            self.forget(id, &replaced);
+        }
     }
 
     fn remove(&mut self, id: u128) -> Option<Entry> {
         let entry = self.by_id.remove(&id)?;
-        self.by_expiry.remove(&(entry.expires, id));
+        self.forget(id, &entry);
+        Some(entry)
+    }
+
+    /// Drops what the other indexes hold for `entry`, which left `by_id`.
+    fn forget(&mut self, id: u128, entry: &Entry) {
+        if self
+            .by_id
+            .get(&id)
+            .is_none_or(|e| e.expires != entry.expires)
+        {
+            self.by_expiry.remove(&(entry.expires, id));
+        }
         release(&mut self.per_identity, &*entry.identity);
         release(&mut self.secrets, &*entry.secret);
-        Some(entry)
     }
 }
 

@@ -211,3 +211,26 @@ fn renew_is_capped_by_the_grants_current_max_ttl() {
         .unwrap();
     assert_eq!(kept, expires);
 }
+
+#[test]
+fn a_repeated_id_replaces_its_lease_and_keeps_the_counts_true() {
+    let leases = Leases::new(100, vault_crypto::clock::system());
+    leases.insert(lease(1, "a", "t1", 60), 100, 0).unwrap();
+    leases.insert(lease(1, "a", "t2", 30), 100, 0).unwrap();
+    {
+        let index = leases.lock();
+        assert_eq!(index.by_id.len(), 1);
+        assert_eq!(index.by_expiry.len(), 1);
+        assert_eq!(index.per_identity.values().map(Cell::get).sum::<u32>(), 1);
+        assert_eq!(index.secrets.len(), 1);
+    }
+    let a = Identity::for_tests("a");
+    assert_eq!(
+        leases.get(&a, &lid(1)).unwrap().secret.tenant.as_str(),
+        "t2"
+    );
+    assert!(leases.remove(&a, &lid(1)));
+    let index = leases.lock();
+    assert!(index.by_expiry.is_empty() && index.per_identity.is_empty());
+    assert!(index.secrets.is_empty());
+}
