@@ -16,8 +16,8 @@
 //! flowing (and at what p99) while the vault rotates.
 //!
 //! With `--puts N`, it stores N secrets through `Admin.PutSecret` from 256 concurrent
-//! callers over the same mTLS connections and prints durable writes per second; each in a
-//! new tenant, or spread over K tenants with `--put-tenants K`.
+//! callers over `--connections` mTLS connections of the operator and prints durable
+//! writes per second; each in a new tenant, or spread over K tenants with `--put-tenants K`.
 //!
 //! With `--soak SECONDS`, it then leases at steady load for that long and prints, every
 //! 10 s, the window's rate and latencies and the process's RSS, open files and locked
@@ -344,28 +344,28 @@ async fn issue_key(channel: &Channel) -> String {
 
 /// Stores one secret for each of `count` tenants, 64 at a time.
 async fn add_tenants(channel: &Channel, count: usize) {
-    put_secrets(channel, "tenant", count, 0, 64).await;
+    put_secrets(std::slice::from_ref(channel), "tenant", count, 0, 64).await;
 }
 
-/// Stores `count` secrets, one per tenant `<prefix>-<i>`, from `callers` concurrent
-/// callers; returns how long it took.
-/// Stores `count` secrets from `callers` concurrent callers, the i-th in tenant
-/// `{prefix}-{i % tenants}` (`tenants` 0: a new tenant for each).
+/// Stores `count` secrets from `callers` concurrent callers spread over `channels`, the
+/// i-th in tenant `{prefix}-{i % tenants}` (`tenants` 0: a new tenant for each); returns
+/// how long it took.
 async fn put_secrets(
-    channel: &Channel,
+    channels: &[Channel],
     prefix: &str,
     count: usize,
     tenants: usize,
     callers: usize,
 ) -> Duration {
-    let mut broker = BrokerClient::new(channel.clone());
+    let mut broker = BrokerClient::new(channels[0].clone());
     let session = Arc::new(open_session(&mut broker, OPERATOR).await.unwrap());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut writers = Vec::new();
-    for _ in 0..callers {
+    for caller in 0..callers {
         let prefix = prefix.to_owned();
-        let (channel, session, next) = (channel.clone(), Arc::clone(&session), Arc::clone(&next));
+        let channel = channels[caller % channels.len()].clone();
+        let (session, next) = (Arc::clone(&session), Arc::clone(&next));
         writers.push(tokio::spawn(async move {
             let mut admin = AdminClient::new(channel);
             loop {
@@ -580,8 +580,13 @@ fn main() {
             );
         }
         if args.puts > 0 {
-            let took =
-                put_secrets(&operator_channel, "put", args.puts, args.put_tenants, 256).await;
+            let channels: Vec<Channel> = (0..args.connections)
+                .map(|_| {
+                    let config = client_config(&pki.ca_pem, Some(&operator));
+                    channel(running.grpc_addr, config)
+                })
+                .collect();
+            let took = put_secrets(&channels, "put", args.puts, args.put_tenants, 256).await;
             println!(
                 "put_secret: {} durable writes from 256 concurrent callers in {:.2} s: {:.0}/s",
                 args.puts,

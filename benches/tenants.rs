@@ -127,14 +127,9 @@ fn unseal_at_scale(secrets: usize, tenants: usize, writers: usize) {
             .unseal(Share::from_bytes(&share).unwrap(), None)
             .unwrap();
         assert_eq!(unsealed, UnsealOutcome::Unsealed);
-        // Secrets stored/in_tenants.. keep their tenants: spread the new ones over all.
+        // The new secrets spread over all the tenants of this step.
         let rate = in_parallel(count - stored, writers, |i| {
-            let i = stored + i;
-            let id = if i < secrets / 10 {
-                secret(i, tenants / 10)
-            } else {
-                secret(i, in_tenants)
-            };
+            let id = secret(stored + i, in_tenants);
             vault.put_secret(&id, SecretKind::Byok, &value).unwrap();
         });
         stored = count;

@@ -236,7 +236,10 @@ pub(super) async fn run(args: &Args) {
     }
     if args.puts > 0 {
         let before = cpu_seconds(pid);
-        let took = put_secrets(&operator_channel, "put", args.puts, args.put_tenants, 256).await;
+        let operators: Vec<Channel> = (0..args.connections)
+            .map(|_| channel(addr, client("operator")))
+            .collect();
+        let took = put_secrets(&operators, "put", args.puts, args.put_tenants, 256).await;
         let cpu = (cpu_seconds(pid) - before) / args.puts as f64 * 1e6;
         println!(
             "put_secret: {} durable writes from 256 concurrent callers in {:.2} s: {:.0}/s, \
