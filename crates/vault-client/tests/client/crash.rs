@@ -157,7 +157,13 @@ async fn acknowledged_work_survives_sigkill_of_the_daemon_under_mixed_load() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(3);
-    let (mut vault, share) = unsealed(&FixtureOptions::default(), &[]).await;
+    // A long run issues more keys than the default 1,000 a tenant may hold; past that
+    // limit every issue would be refused and the key path no longer exercised.
+    let options = FixtureOptions {
+        extra: "[apikeys]\nmax_per_tenant = 1000000\n".into(),
+        ..FixtureOptions::default()
+    };
+    let (mut vault, share) = unsealed(&options, &[]).await;
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     for cycle in 0..cycles {
         let keys_before = acked.lock().unwrap().keys.len();
