@@ -312,11 +312,12 @@ impl Leases {
     ) -> Option<T> {
         let index = self.lock();
         let now = nanos(self.clock.now());
+        let key = id.bits();
         index
             .by_id
-            .get(&id.bits())
+            .get(&key)
             .filter(|e| *e.identity == *identity && e.expires > now)
-            .map(|e| f(e, id.bits()))
+            .map(|e| f(e, key))
     }
 
     /// Moves a lease's expiry to `ttl` from now, capped at its renewable-until and at

@@ -14,7 +14,7 @@ use vault_testkit::grpc::{ClientSession, channel, open_session};
 
 use super::{
     Args, OPERATOR, Outcome, SERVICE, check_health, drive, lease_for, lease_once, prepare,
-    put_secrets,
+    process_usage, put_secrets,
 };
 
 /// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`
@@ -28,16 +28,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// The resident set of process `pid`, in bytes, from `/proc/PID/status`.
+/// The resident set of process `pid`, in bytes.
 fn rss_bytes(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon's status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+    process_usage(&pid.to_string()).0 * 1024
 }
 
 /// How long the leases held by `--active` last: past the end of the run.

@@ -38,24 +38,21 @@ pub fn public_random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
     if buf.len() > PUBLIC_BLOCK / 4 {
         return random_bytes(buf);
     }
-    let mut block = PUBLIC_RANDOM
+    let mut guard = PUBLIC_RANDOM
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if block.is_none() {
-        let Ok(fresh) = Locked::new_in(
-            Pool::Vault,
-            PublicBlock {
+    let block = match &mut *guard {
+        Some(block) => block,
+        empty @ None => {
+            let fresh = PublicBlock {
                 left: 0,
                 bytes: [0; PUBLIC_BLOCK],
-            },
-        ) else {
-            drop(block);
-            return random_bytes(buf);
-        };
-        *block = Some(fresh);
-    }
-    let Some(block) = block.as_mut() else {
-        return random_bytes(buf);
+            };
+            match Locked::new_in(Pool::Vault, fresh) {
+                Ok(locked) => empty.insert(locked),
+                Err(_) => return random_bytes(buf),
+            }
+        }
     };
     if block.left < buf.len() {
         random_bytes(&mut block.bytes)?;

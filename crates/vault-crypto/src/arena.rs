@@ -384,7 +384,7 @@ mod tests {
     fn canaries_left(addr: usize) -> usize {
         let mut left = 0;
         for i in 0..2048 {
-            // SAFETY (test only): the bytes are stack this thread mapped and used a
+            // SAFETY: test only. The bytes are stack this thread mapped and used a
             // moment ago; nothing else writes them, and they are only read.
             if unsafe { std::ptr::read_volatile((addr + i) as *const u8) } == CANARY {
                 left += 1;
