@@ -31,6 +31,7 @@ mod limits;
 mod metrics;
 pub mod names;
 pub mod records;
+mod retry;
 mod sessions;
 pub mod storage;
 pub mod tls;

@@ -87,8 +87,19 @@ impl SnapshotCommand {
             } => {
                 let data = match (&target.config, &target.data) {
                     (_, Some(data)) => data.clone(),
-                    (Some(config), None) => match Config::load(config) {
-                        Ok(config) => config.storage_path,
+                    (Some(file), None) => match Config::load(file) {
+                        Ok(config) => match config.storage.redb_path() {
+                            Some(path) => path.clone(),
+                            None => {
+                                eprintln!(
+                                    "vaultd: {} keeps its records in PostgreSQL; restore \
+                                     PostgreSQL's own backup instead (a snapshot restores \
+                                     into a redb file only: give --data)",
+                                    file.display()
+                                );
+                                return ExitCode::from(EXIT_CONFIG);
+                            }
+                        },
                         Err(e) => {
                             eprintln!("vaultd: invalid configuration: {e}");
                             return ExitCode::from(EXIT_CONFIG);

@@ -33,7 +33,7 @@ pub fn grpc_harness() -> &'static GrpcHarness {
             TempDir::new()
         }
         .expect("a temporary directory for the store");
-        config.storage_path = state.path().join("vault.redb");
+        config.storage = vaultd::config::StorageConfig::Redb(state.path().join("vault.redb"));
         let harness = GrpcHarness::new(config, OPERATOR).expect("the fuzzing daemon starts");
         let Fixture { dir, .. } = fixture;
         (dir, state, harness)

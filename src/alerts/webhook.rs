@@ -331,17 +331,7 @@ fn tls(sink: &str, ca_file: &Path, host: &str) -> Result<Tls, AlertsError> {
     })
 }
 
-/// How long to wait before retry number `retry` (from 0): at least half of
-/// min(cap, base × 2^retry), the rest random, so that nodes which failed together do
-/// not retry together.
+/// How long to wait before retry number `retry` (from 0): see [`crate::retry::jittered`].
 pub(super) fn backoff(retry: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1_u32.checked_shl(retry).unwrap_or(u32::MAX))
-        .min(BACKOFF_CAP);
-    let half = ceiling / 2;
-    let half_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    // Without randomness (it never fails on Linux), the wait is just the lower half.
-    let random = ring::rand::generate::<[u8; 8]>(&ring::rand::SystemRandom::new())
-        .map_or(0, |r| u64::from_le_bytes(r.expose()));
-    half + Duration::from_millis(random % half_ms.saturating_add(1))
+    crate::retry::jittered(retry, BACKOFF_BASE, BACKOFF_CAP)
 }

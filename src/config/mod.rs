@@ -20,6 +20,17 @@
 //!
 //! [storage]
 //! path = "/var/lib/vaultd/vault.redb"
+//! # or, for several nodes sharing one PostgreSQL database:
+//! # engine = "postgres"
+//! # [storage.postgres]
+//! # connect = "host=db.internal port=5432 user=vaultd dbname=vaultd"   # no sslmode, no password
+//! # ca = "/etc/vaultd/postgres-ca.pem"     # TLS 1.3 only; the server's name is checked
+//! # client_cert = "/etc/vaultd/postgres-client.pem"
+//! # client_key = "/etc/vaultd/postgres-client.key"
+//! # password_file = "/etc/vaultd/postgres.password"   # for SCRAM instead of a certificate
+//! # pool_size = 8
+//! # connect_timeout = "5s"
+//! # timeout = "5s"                 # one store operation, retries included
 //!
 //! [policy]
 //! dir = "/etc/vaultd/policies"
@@ -73,10 +84,12 @@ use crate::identity::IdentitySource;
 use crate::tls::{CrlExpiry, TlsFiles};
 
 mod raw;
+mod storage;
 
 use raw::{DAY, RawConfig, address, anomalies, apikeys, breakglass, node_name, seal, size};
 // Shared with the sections that parse themselves, such as `[alerts]`.
 pub(crate) use raw::{SECOND, count, duration, required};
+pub use storage::StorageConfig;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,8 +104,8 @@ pub struct Config {
     pub tls: TlsFiles,
     /// Which SANs name a caller.
     pub identities: IdentitySource,
-    /// The redb file.
-    pub storage_path: PathBuf,
+    /// Where the records are kept.
+    pub storage: StorageConfig,
     /// The policy directory.
     pub policy_dir: PathBuf,
     /// The audit sink.
@@ -402,11 +415,7 @@ impl Config {
             },
             tls,
             identities,
-            storage_path: at(required(
-                raw.storage.path,
-                "storage.path",
-                "the redb file holding sealed records",
-            )?),
+            storage: storage::storage(raw.storage, &at)?,
             policy_dir: at(required(
                 raw.policy.dir,
                 "policy.dir",

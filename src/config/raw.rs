@@ -21,7 +21,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) tls: RawTls,
     #[serde(default)]
-    pub(super) storage: RawStorage,
+    pub(super) storage: super::storage::RawStorage,
     #[serde(default)]
     pub(super) policy: RawPolicy,
     #[serde(default)]
@@ -213,12 +213,6 @@ pub(super) struct RawTls {
     pub(super) crls: Vec<PathBuf>,
     pub(super) identities: Option<String>,
     pub(super) crl_expiry: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStorage {
-    pub(super) path: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]

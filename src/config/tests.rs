@@ -147,3 +147,71 @@ fn durations_parse_or_name_their_key() {
         assert!(d(bad).unwrap_err().to_string().starts_with("k: "), "{bad}");
     }
 }
+
+#[test]
+fn the_postgres_engine_takes_its_settings_from_storage_postgres() {
+    let postgres = r#"[storage]
+    engine = "postgres"
+    [storage.postgres]
+    connect = "host=db.internal user=vaultd dbname=vaultd"
+    ca = "pg-ca.pem"
+    client_cert = "pg.pem"
+    client_key = "pg.key"
+    timeout = "2s""#;
+    let c = parse(&MINIMAL.replace("[storage]\n    path = \"vault.redb\"", postgres)).unwrap();
+    let StorageConfig::Postgres(settings) = &c.storage else {
+        panic!("{:?}", c.storage);
+    };
+    assert_eq!(
+        settings.connect,
+        "host=db.internal user=vaultd dbname=vaultd"
+    );
+    assert_eq!(settings.ca, Path::new("/etc/vaultd/pg-ca.pem"));
+    assert_eq!(
+        settings.client_cert,
+        Some((
+            PathBuf::from("/etc/vaultd/pg.pem"),
+            PathBuf::from("/etc/vaultd/pg.key")
+        ))
+    );
+    assert_eq!(settings.pool_size, 8);
+    assert_eq!(settings.timeout, Duration::from_secs(2));
+    assert_eq!(c.storage.redb_path(), None);
+    assert_eq!(
+        parse(MINIMAL).unwrap().storage,
+        StorageConfig::Redb(PathBuf::from("/etc/vaultd/vault.redb"))
+    );
+
+    for (storage, key) in [
+        ("[storage]\n    engine = \"etcd\"", "storage.engine"),
+        ("[storage]\n    engine = \"postgres\"", "storage.postgres"),
+        (
+            "[storage]\n    path = \"v.redb\"\n    [storage.postgres]\n    ca = \"c\"",
+            "storage.postgres",
+        ),
+        (
+            "[storage]\n    engine = \"postgres\"\n    path = \"v.redb\"",
+            "storage.path",
+        ),
+        (
+            "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    ca = \"c\"",
+            "storage.postgres.connect",
+        ),
+        (
+            "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    connect = \"host=db\"",
+            "storage.postgres.ca",
+        ),
+        (
+            "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    connect = \"host=db\"\n    ca = \"c\"\n    client_cert = \"x\"",
+            "storage.postgres.client_cert",
+        ),
+        (
+            "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    connect = \"host=db\"\n    ca = \"c\"\n    pool_size = 0",
+            "storage.postgres.pool_size",
+        ),
+    ] {
+        let err =
+            parse(&MINIMAL.replace("[storage]\n    path = \"vault.redb\"", storage)).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{storage}: {err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `vaultd check-config`: every check that opening and serving make before vaultd
-//! answers anything — locked memory, TLS files, policies, the data file and the
-//! audit log (neither in use by another process), the socket's directory, the listen
+//! answers anything — locked memory, TLS files, policies, the data file (or the
+//! PostgreSQL database: reachable over verified TLS, its schema a version this vaultd
+//! can use) and the audit log (neither in use by another process), the socket's directory, the listen
 //! addresses and, if configured, the auto-unseal token — without changing anything. A configuration it calls ok does
 //! not fail `serve` for a reason it could have seen.
 
@@ -8,7 +9,8 @@ use std::fs::{OpenOptions, TryLockError};
 use std::path::Path;
 
 use super::{LockedMemory, StartError};
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
+use crate::storage::postgres::{PostgresSettings, PostgresStore};
 use crate::storage::redb::RedbStore;
 
 /// A check that failed: the configuration key it concerns, and what is wrong.
@@ -46,7 +48,10 @@ pub fn check(config: &Config) -> Vec<Problem> {
             .map(drop)
             .map_err(|e| e.to_string()),
     );
-    note("storage.path", data_file(&config.storage_path));
+    match &config.storage {
+        StorageConfig::Redb(path) => note("storage.path", data_file(path)),
+        StorageConfig::Postgres(settings) => note("storage.postgres", database(settings)),
+    }
     if let Some(token) = &config.seal.pkcs11 {
         // serve starts without it (sealed, for custodians' shares), but an operator
         // who configured auto-unseal wants to know it would not work.
@@ -94,7 +99,19 @@ fn data_file(path: &Path) -> Result<(), String> {
     }
     RedbStore::check_existing(path).map_err(|e| {
         StartError::Store {
-            path: path.to_owned(),
+            store: path.display().to_string(),
+            source: e.into(),
+        }
+        .to_string()
+    })
+}
+
+/// The database answers over verified TLS, and its schema (if vaultd created one) is a
+/// version this vaultd can use. Nothing is written.
+fn database(settings: &PostgresSettings) -> Result<(), String> {
+    PostgresStore::check(settings).map(drop).map_err(|e| {
+        StartError::Store {
+            store: format!("PostgreSQL ({})", settings.connect),
             source: e.into(),
         }
         .to_string()

@@ -31,7 +31,6 @@ use crate::leases::Leases;
 use crate::metrics::Metrics;
 use crate::records::RateWindows;
 use crate::sessions::Sessions;
-use crate::storage::redb::RedbStore;
 use crate::transport::{
     DRAIN, ReloadableTls, Router, TlsLimits, bind_socket, route, serve_tls, serve_unix,
 };
@@ -55,10 +54,10 @@ pub enum StartError {
     #[error("policies: {0}")]
     Policy(#[from] vault_policy::PolicyError),
     /// The store did not open.
-    #[error("storage {}: {source}", path.display())]
+    #[error("storage {store}: {source}")]
     Store {
-        /// The redb file.
-        path: PathBuf,
+        /// The store: a redb file, or a PostgreSQL database.
+        store: String,
         /// Why.
         #[source]
         source: crate::Error,
@@ -188,13 +187,13 @@ impl Daemon {
         LockedMemory::of(&config).apply(&config)?;
         let tls = Arc::new(ReloadableTls::load(&config.tls)?);
         let store_error = |source| StartError::Store {
-            path: config.storage_path.clone(),
+            store: config.storage.describe(),
             source,
         };
-        let store = RedbStore::open(&config.storage_path).map_err(|e| store_error(e.into()))?;
+        let store = config.storage.open().map_err(|e| store_error(e.into()))?;
         let vault = Arc::new(
             Vault::open(
-                Arc::new(store),
+                store,
                 VaultOptions {
                     unseal_timeout: config.seal.unseal_timeout,
                     default_grace: config.seal.default_grace,

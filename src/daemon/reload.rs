@@ -268,7 +268,7 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<Restart> {
         ("listen.http", running.listen.http != file.listen.http),
         ("listen.socket", running.listen.socket != file.listen.socket),
         ("tls.identities", running.identities != file.identities),
-        ("storage.path", running.storage_path != file.storage_path),
+        ("storage", running.storage != file.storage),
         ("audit", running.audit != file.audit),
         ("leases", running.leases != file.leases),
         ("limits", running.limits != file.limits),

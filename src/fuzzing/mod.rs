@@ -39,17 +39,13 @@ pub fn config(data: &[u8]) {
         }
     };
     let tls = &config.tls;
-    let paths = [
-        &tls.cert,
-        &tls.key,
-        &config.storage_path,
-        &config.policy_dir,
-    ]
-    .into_iter()
-    .chain([&config.audit.path])
-    .chain(&tls.client_ca)
-    .chain(&tls.crls)
-    .chain(&config.listen.socket);
+    let paths = [&tls.cert, &tls.key, &config.policy_dir]
+        .into_iter()
+        .chain(config.storage.redb_path())
+        .chain([&config.audit.path])
+        .chain(&tls.client_ca)
+        .chain(&tls.crls)
+        .chain(&config.listen.socket);
     for path in paths {
         assert!(path.is_absolute(), "{} is relative", path.display());
     }

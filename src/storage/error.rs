@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 /// Why a storage operation failed.
 ///
-/// Engine failures keep redb's own error as their source. Sources are behind `Arc` because one
-/// failed group commit answers every transaction of the group with the same error.
+/// Engine failures keep the engine's own error (redb's or PostgreSQL's) as their source.
+/// Sources are behind `Arc` because one failed group commit answers every transaction of
+/// the group with the same error.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -58,6 +59,39 @@ pub enum StoreError {
     /// know, a record larger than the format allows).
     #[error("the store cannot be snapshotted: {0}")]
     Snapshot(&'static str),
+    /// The PostgreSQL settings cannot be used (a connection string without TLS, a CA or
+    /// client certificate that does not load); nothing was connected.
+    #[error("the PostgreSQL settings are unusable: {0}")]
+    PostgresSettings(String),
+    /// PostgreSQL refused or failed the operation; nothing of a write was applied.
+    #[error("PostgreSQL failed the operation: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// No connection to PostgreSQL could be made, or the one in use was lost before a
+    /// write was committed; nothing of a write was applied.
+    #[error("PostgreSQL is unreachable: {0}")]
+    Unreachable(#[source] Arc<tokio_postgres::Error>),
+    /// The connection was lost while PostgreSQL was committing: the write may or may not
+    /// have been applied. Read the keys again before deciding what to do.
+    #[error(
+        "the PostgreSQL connection was lost during the commit; the write may or may not have \
+         been applied"
+    )]
+    Indeterminate(#[source] Arc<tokio_postgres::Error>),
+    /// PostgreSQL did not answer within the configured timeout. A write that timed out
+    /// may or may not have been applied.
+    #[error(
+        "PostgreSQL did not answer within {0:?} (storage.postgres.timeout); a write that \
+         timed out may or may not have been applied"
+    )]
+    Timeout(std::time::Duration),
+    /// This node does not hold the database (vaultd runs one node per PostgreSQL
+    /// database): another node holds it, or this node's claim lapsed.
+    #[error("{0}")]
+    NodeClaim(&'static str),
+    /// The database's schema is not one this vaultd can use (newer than it knows, or
+    /// damaged); nothing was changed.
+    #[error("the PostgreSQL schema is unusable: {0}")]
+    Schema(String),
 }
 
 impl From<::redb::DatabaseError> for StoreError {

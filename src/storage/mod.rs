@@ -9,13 +9,18 @@
 //! Engines:
 //! - [`redb::RedbStore`], the embedded default: one file (created 0600), every acknowledged
 //!   write fsynced, and concurrent writers grouped into one durable commit.
+//! - [`postgres::PostgresStore`], for several nodes sharing one PostgreSQL database: one
+//!   SERIALIZABLE transaction per write, over TLS only, on a runtime of its own.
 //!
 //! A store also gives a consistent read-only [`StoreView`] of everything it holds, which
 //! [`snapshot`] streams as a self-checking file and restores into a new data file.
 
+#[cfg(test)]
+mod conformance;
 mod error;
 pub(crate) mod files;
 mod identity;
+pub mod postgres;
 pub mod redb;
 pub mod snapshot;
 mod transaction;

@@ -493,15 +493,11 @@ fn begin_durable_write(db: &Database) -> Result<WriteTransaction, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::thread;
     use std::time::Duration;
 
     use super::*;
-
-    fn value(bytes: &[u8]) -> StoredValue {
-        StoredValue::from_encoded_record(bytes.to_vec())
-    }
+    use crate::storage::conformance::{Harness, conformance_tests, value};
 
     fn open_temp() -> (tempfile::TempDir, std::path::PathBuf, RedbStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -510,179 +506,39 @@ mod tests {
         (dir, path, store)
     }
 
-    fn keys(entries: &[(Vec<u8>, StoredValue)]) -> Vec<&[u8]> {
-        entries.iter().map(|(key, _)| key.as_slice()).collect()
+    /// A redb file in a temporary directory.
+    struct Redb {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        store: Option<Arc<dyn Store>>,
     }
+
+    fn redb() -> Redb {
+        let (dir, path, store) = open_temp();
+        Redb {
+            _dir: dir,
+            path,
+            store: Some(Arc::new(store)),
+        }
+    }
+
+    impl Harness for Redb {
+        fn store(&self) -> Arc<dyn Store> {
+            Arc::clone(self.store.as_ref().unwrap())
+        }
+
+        fn reopen(&mut self) {
+            drop(self.store.take());
+            self.store = Some(Arc::new(RedbStore::open(&self.path).unwrap()));
+        }
+    }
+
+    conformance_tests!(redb());
 
     /// A request sent straight to `commit_group`, and the channel its answer arrives on.
     fn request(txn: Transaction) -> (CommitRequest, mpsc::Receiver<Result<(), StoreError>>) {
         let (reply, answer) = mpsc::sync_channel(1);
         (CommitRequest { txn, reply }, answer)
-    }
-
-    #[test]
-    fn put_get_delete() {
-        let (_dir, _path, store) = open_temp();
-        assert_eq!(store.get(b"secret/acme/live/openai").unwrap(), None);
-
-        store.put(b"secret/acme/live/openai", value(b"v1")).unwrap();
-        assert_eq!(
-            store.get(b"secret/acme/live/openai").unwrap(),
-            Some(value(b"v1"))
-        );
-
-        store.put(b"secret/acme/live/openai", value(b"v2")).unwrap();
-        assert_eq!(
-            store.get(b"secret/acme/live/openai").unwrap(),
-            Some(value(b"v2"))
-        );
-
-        store.delete(b"secret/acme/live/openai").unwrap();
-        assert_eq!(store.get(b"secret/acme/live/openai").unwrap(), None);
-        // Deleting an absent key is not an error.
-        store.delete(b"secret/acme/live/openai").unwrap();
-        // An empty value is a value, not absence.
-        store.put(b"empty", value(b"")).unwrap();
-        assert_eq!(store.get(b"empty").unwrap(), Some(value(b"")));
-    }
-
-    #[test]
-    fn scan_is_ordered_and_stops_at_the_prefix_boundary() {
-        let (_dir, _path, store) = open_temp();
-        let all: [&[u8]; 9] = [
-            b"a/z",
-            b"a0",
-            b"a/",
-            b"b",
-            b"a/b",
-            b"a",
-            b"a/\xff\xff",
-            b"a.",
-            b"\xff",
-        ];
-        for key in all {
-            store.put(key, value(key)).unwrap();
-        }
-
-        let scanned = store.scan_prefix(b"a/").unwrap();
-        assert_eq!(
-            keys(&scanned),
-            [b"a/".as_slice(), b"a/b", b"a/z", b"a/\xff\xff"]
-        );
-        for (key, stored) in &scanned {
-            assert_eq!(stored.as_bytes(), key.as_slice());
-        }
-
-        let mut sorted = all.to_vec();
-        sorted.sort();
-        assert_eq!(keys(&store.scan_prefix(b"").unwrap()), sorted);
-        assert_eq!(
-            keys(&store.scan_prefix(b"\xff").unwrap()),
-            [b"\xff".as_slice()]
-        );
-        assert!(store.scan_prefix(b"a/c").unwrap().is_empty());
-        assert!(store.scan_prefix(b"c").unwrap().is_empty());
-    }
-
-    #[test]
-    fn failed_condition_writes_nothing() {
-        let (_dir, _path, store) = open_temp();
-        store.put(b"taken", value(b"old")).unwrap();
-
-        let txn = Transaction::new()
-            .require_absent("free")
-            .require_absent("taken")
-            .require_present("missing")
-            .put("free", value(b"new"))
-            .put("taken", value(b"new"))
-            .delete("taken");
-        let error = store.transact(txn).unwrap_err();
-        // The first failing condition is named, not a later one.
-        assert!(
-            matches!(&error, StoreError::Conflict { key } if key == b"taken"),
-            "{error:?}"
-        );
-        assert_eq!(store.get(b"free").unwrap(), None);
-        assert_eq!(store.get(b"taken").unwrap(), Some(value(b"old")));
-    }
-
-    #[test]
-    fn transaction_applies_all_writes_in_order() {
-        let (_dir, _path, store) = open_temp();
-        store.put(b"gone", value(b"x")).unwrap();
-        let txn = Transaction::new()
-            .put("k", value(b"first"))
-            .put("k", value(b"second"))
-            .put("other", value(b"o"))
-            .delete("gone");
-        store.transact(txn).unwrap();
-        assert_eq!(store.get(b"k").unwrap(), Some(value(b"second")));
-        assert_eq!(store.get(b"other").unwrap(), Some(value(b"o")));
-        assert_eq!(store.get(b"gone").unwrap(), None);
-    }
-
-    #[test]
-    fn compare_and_set() {
-        let (_dir, _path, store) = open_temp();
-        let conflict_on = |result: Result<(), StoreError>, expected: &[u8]| {
-            assert!(
-                matches!(&result, Err(StoreError::Conflict { key }) if key == expected),
-                "{result:?}"
-            );
-        };
-
-        conflict_on(
-            store.transact(Transaction::new().require_present("k")),
-            b"k",
-        );
-        conflict_on(
-            store.transact(Transaction::new().require_eq("k", value(b"v1"))),
-            b"k",
-        );
-        store
-            .transact(
-                Transaction::new()
-                    .require_absent("k")
-                    .put("k", value(b"v1")),
-            )
-            .unwrap();
-        conflict_on(
-            store.transact(
-                Transaction::new()
-                    .require_absent("k")
-                    .put("k", value(b"v9")),
-            ),
-            b"k",
-        );
-
-        // A stale expectation loses; the current one wins.
-        conflict_on(
-            store.transact(
-                Transaction::new()
-                    .require_eq("k", value(b"v0"))
-                    .put("k", value(b"v9")),
-            ),
-            b"k",
-        );
-        store
-            .transact(
-                Transaction::new()
-                    .require_eq("k", value(b"v1"))
-                    .put("k", value(b"v2")),
-            )
-            .unwrap();
-        assert_eq!(store.get(b"k").unwrap(), Some(value(b"v2")));
-
-        store
-            .transact(Transaction::new().require_present("k").delete("k"))
-            .unwrap();
-        conflict_on(
-            store.transact(Transaction::new().require_present("k")),
-            b"k",
-        );
-        store
-            .transact(Transaction::new().require_absent("k"))
-            .unwrap();
     }
 
     #[test]
@@ -769,86 +625,6 @@ mod tests {
             after.commits - before.commits < 16,
             "{before:?} -> {after:?}"
         );
-    }
-
-    #[test]
-    fn many_threads_all_land_and_survive_reopen() {
-        const THREADS: u32 = 8;
-        const PER_THREAD: u32 = 200;
-        let (_dir, path, store) = open_temp();
-        let store = Arc::new(store);
-        store.put(b"counter", value(&0u32.to_be_bytes())).unwrap();
-
-        let workers: Vec<_> = (0..THREADS)
-            .map(|thread_id| {
-                let store = Arc::clone(&store);
-                thread::spawn(move || {
-                    for i in 0..PER_THREAD {
-                        let key = format!("t/{thread_id}/{i:04}");
-                        store
-                            .transact(
-                                Transaction::new()
-                                    .require_absent(key.as_str())
-                                    .put(key.as_str(), value(key.as_bytes())),
-                            )
-                            .unwrap();
-                        // A read-modify-write increment; a lost update would show in the total.
-                        loop {
-                            let current = store.get(b"counter").unwrap().unwrap();
-                            let count = u32::from_be_bytes(current.as_bytes().try_into().unwrap());
-                            let txn = Transaction::new()
-                                .require_eq("counter", current)
-                                .put("counter", value(&(count + 1).to_be_bytes()));
-                            match store.transact(txn) {
-                                Ok(()) => break,
-                                Err(StoreError::Conflict { .. }) => continue,
-                                Err(error) => panic!("{error}"),
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            worker.join().unwrap();
-        }
-        let stats = store.commit_stats();
-        drop(store);
-
-        let store = RedbStore::open(&path).unwrap();
-        let mut expected = BTreeMap::new();
-        for thread_id in 0..THREADS {
-            for i in 0..PER_THREAD {
-                let key = format!("t/{thread_id}/{i:04}").into_bytes();
-                expected.insert(key.clone(), value(&key));
-            }
-        }
-        let scanned: BTreeMap<_, _> = store.scan_prefix(b"t/").unwrap().into_iter().collect();
-        assert_eq!(scanned.len(), (THREADS * PER_THREAD) as usize);
-        assert_eq!(scanned, expected);
-        assert_eq!(
-            store.get(b"counter").unwrap(),
-            Some(value(&(THREADS * PER_THREAD).to_be_bytes()))
-        );
-        assert!(stats.transactions > stats.commits, "{stats:?}");
-    }
-
-    #[test]
-    fn reopen_keeps_data() {
-        let (_dir, path, store) = open_temp();
-        store
-            .put(b"secret/acme/live/openai", value(b"envelope"))
-            .unwrap();
-        store.put(b"meta/acme", value(b"m")).unwrap();
-        store.delete(b"meta/acme").unwrap();
-        drop(store);
-
-        let store = RedbStore::open(&path).unwrap();
-        assert_eq!(
-            store.get(b"secret/acme/live/openai").unwrap(),
-            Some(value(b"envelope"))
-        );
-        assert_eq!(store.get(b"meta/acme").unwrap(), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod export;
 mod handshakes;
 mod harness;
 mod observability;
+mod postgres;
 mod process;
 mod reload;
 mod roles;

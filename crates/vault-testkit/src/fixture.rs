@@ -33,6 +33,8 @@ pub struct FixtureOptions {
     pub grpc: Option<std::net::SocketAddr>,
     /// More TOML appended to the configuration: whole tables, such as `[apikeys]`.
     pub extra: String,
+    /// The `[storage]` table's body (and any subtable) instead of `path = "vault.redb"`.
+    pub storage: Option<String>,
 }
 
 /// A loopback address with a port that was free a moment ago.
@@ -137,17 +139,18 @@ impl Fixture {
                 "node = \"test-node\"\n\
                  [listen]\ngrpc = \"{grpc}\"\nhttp = \"127.0.0.1:0\"\nsocket = \"vaultd.sock\"\n\
                  [tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n{crls}\n{tls}\n\
-                 [storage]\npath = \"vault.redb\"\n\
                  [policy]\ndir = \"policies\"\n\
                  [audit]\npath = \"{}\"\n{}\n\
                  [leases]\n{}\n\
-                 [limits]\n{}\n{}\n",
+                 [limits]\n{}\n{}\n\
+                 [storage]\n{storage}\n",
                 audit_path.display(),
                 options.audit,
                 options.leases,
                 options.limits,
                 options.extra,
                 tls = options.tls,
+                storage = options.storage.as_deref().unwrap_or("path = \"vault.redb\""),
                 grpc = options.grpc.map_or("127.0.0.1:0".to_owned(), |a| a.to_string()),
             ),
         )

@@ -4,8 +4,8 @@
 //! URI SANs), expired ones, and a CRL revoking chosen serials. A second, unrelated CA
 //! comes from another `Pki::generate`. [`fixture`] writes a daemon's files, [`process`]
 //! runs the real `vaultd` on them, [`grpc`] connects to it over mutual TLS, and
-//! [`memory`] scans a process for secrets, and [`disk`] mounts a small filesystem that
-//! fills up.
+//! [`memory`] scans a process for secrets, [`disk`] mounts a small filesystem that
+//! fills up, and [`postgres`] runs a throw-away PostgreSQL server.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // A harness for tests: a failed step is a failed test, so it panics with context, and
@@ -28,6 +28,7 @@ pub mod disk;
 pub mod fixture;
 pub mod grpc;
 pub mod memory;
+pub mod postgres;
 pub mod process;
 
 /// A certificate and its private key, both PEM.

@@ -1,0 +1,142 @@
+//! A bounded pool of PostgreSQL connections, each with vaultd's statements prepared.
+//!
+//! At most `size` connections exist at once; a caller beyond that waits for one. A
+//! connection goes back to the pool only when the operation that held it finished
+//! cleanly: one dropped mid-transaction (a timeout, an error) is closed, so the server
+//! rolls its transaction back and no later caller inherits it. When one connection is
+//! found lost, the idle ones are closed too: they are most likely lost with it (the
+//! server restarted or failed over).
+
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::{Client, Statement};
+
+use super::tls::MakeRustls;
+use crate::storage::StoreError;
+
+/// The pool.
+pub(super) struct Pool {
+    config: tokio_postgres::Config,
+    tls: MakeRustls,
+    idle: Mutex<Vec<Conn>>,
+    slots: Semaphore,
+}
+
+/// One connection and its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) claim_generation: Statement,
+    pub(super) get: Statement,
+    pub(super) get_many: Statement,
+    pub(super) scan_from: Statement,
+    pub(super) scan_between: Statement,
+    pub(super) upsert: Statement,
+    pub(super) delete: Statement,
+}
+
+impl Pool {
+    pub(super) fn new(config: tokio_postgres::Config, tls: MakeRustls, size: usize) -> Self {
+        Self {
+            config,
+            tls,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            slots: Semaphore::new(size),
+        }
+    }
+
+    /// A connection (an idle one that is still open, or a new one) and the slot it
+    /// fills. Given back with [`Pool::give_back`] while the slot is held; dropped
+    /// instead, it is closed.
+    pub(super) async fn take(&self) -> Result<(Conn, SemaphorePermit<'_>), StoreError> {
+        let slot = self.slots.acquire().await.map_err(|_| StoreError::Closed)?;
+        let idle = loop {
+            match self.idle_list().pop() {
+                Some(conn) if conn.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.connect_prepared().await?,
+        };
+        Ok((conn, slot))
+    }
+
+    /// A new connection outside the pool, with nothing prepared (the schema may not
+    /// exist yet): what migrations and checks run on.
+    pub(super) async fn connect(&self) -> Result<Client, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| StoreError::Unreachable(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "a PostgreSQL connection ended");
+            }
+        });
+        // Every acknowledged write must be on the server's disk (and on its synchronous
+        // standbys), whatever the server's default.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| StoreError::Unreachable(e.into()))?;
+        Ok(client)
+    }
+
+    async fn connect_prepared(&self) -> Result<Conn, StoreError> {
+        let client = self.connect().await?;
+        let prepare = |sql| client.prepare(sql);
+        let failed = |e: tokio_postgres::Error| StoreError::Postgres(e.into());
+        Ok(Conn {
+            claim_generation: prepare("SELECT generation FROM vaultd_claim")
+                .await
+                .map_err(failed)?,
+            get: prepare("SELECT value FROM vaultd_records WHERE key = $1")
+                .await
+                .map_err(failed)?,
+            get_many: prepare("SELECT key, value FROM vaultd_records WHERE key = ANY($1)")
+                .await
+                .map_err(failed)?,
+            scan_from: prepare(
+                "SELECT key, value FROM vaultd_records WHERE key >= $1 ORDER BY key",
+            )
+            .await
+            .map_err(failed)?,
+            scan_between: prepare(
+                "SELECT key, value FROM vaultd_records WHERE key >= $1 AND key < $2 ORDER BY key",
+            )
+            .await
+            .map_err(failed)?,
+            upsert: prepare(
+                "INSERT INTO vaultd_records (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .await
+            .map_err(failed)?,
+            delete: prepare("DELETE FROM vaultd_records WHERE key = $1")
+                .await
+                .map_err(failed)?,
+            client,
+        })
+    }
+
+    /// Puts `conn` back for the next caller: only after an operation that ended
+    /// cleanly, outside any transaction.
+    pub(super) fn give_back(&self, conn: Conn) {
+        if !conn.client.is_closed() {
+            self.idle_list().push(conn);
+        }
+    }
+
+    /// Closes every idle connection (after one was found lost).
+    pub(super) fn close_idle(&self) {
+        self.idle_list().clear();
+    }
+
+    fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        // The list holds whole connections only; a panic elsewhere cannot leave it torn.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,320 @@
+//! The PostgreSQL engine against a real, throw-away PostgreSQL server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vault_testkit::postgres::PostgresServer;
+
+use super::*;
+use crate::storage::conformance::{Harness, conformance_tests, value};
+
+fn settings(server: &PostgresServer, dbname: &str) -> PostgresSettings {
+    PostgresSettings {
+        connect: server.connect_string(dbname),
+        ca: server.ca.clone(),
+        client_cert: Some((server.client_cert.clone(), server.client_key.clone())),
+        password_file: None,
+        pool_size: 8,
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// A server with database `vaultd`, and a store on it.
+struct Postgres {
+    server: PostgresServer,
+    store: Option<Arc<dyn Store>>,
+}
+
+fn postgres() -> Postgres {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let store = PostgresStore::open(&settings(&server, "vaultd")).unwrap();
+    Postgres {
+        server,
+        store: Some(Arc::new(store)),
+    }
+}
+
+impl Harness for Postgres {
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(self.store.as_ref().unwrap())
+    }
+
+    fn reopen(&mut self) {
+        drop(self.store.take());
+        let store = PostgresStore::open(&settings(&self.server, "vaultd")).unwrap();
+        self.store = Some(Arc::new(store));
+    }
+}
+
+conformance_tests!(postgres());
+
+#[test]
+fn the_schema_is_created_once_and_keeps_the_vaults_identity() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let settings = settings(&server, "vaultd");
+    assert_eq!(
+        PostgresStore::check(&settings).unwrap(),
+        SchemaState {
+            version: 0,
+            vault_id: None
+        }
+    );
+    let first = PostgresStore::open(&settings).unwrap();
+    let id = first.vault_id();
+    // One node per database: a second is refused while the first holds it, and
+    // check-config says so.
+    let refused = PostgresStore::open(&settings).err().unwrap();
+    assert!(
+        refused.to_string().contains("another vaultd node"),
+        "{refused}"
+    );
+    let refused = PostgresStore::check(&settings).unwrap_err();
+    assert!(
+        refused.to_string().contains("another vaultd node"),
+        "{refused}"
+    );
+    drop(first);
+    // The next node on the same database is the same vault.
+    let first = PostgresStore::open(&settings).unwrap();
+    assert_eq!(first.vault_id(), id);
+    drop(first);
+    assert_eq!(
+        PostgresStore::check(&settings).unwrap(),
+        SchemaState {
+            version: schema::VERSION,
+            vault_id: Some(id)
+        }
+    );
+    // Another database is another vault.
+    server.create_database("other");
+    let other = PostgresStore::open(&self::settings(&server, "other")).unwrap();
+    assert_ne!(other.vault_id(), id);
+    assert_eq!(
+        server.psql("vaultd", "SELECT version FROM vaultd_schema"),
+        schema::VERSION.to_string()
+    );
+}
+
+#[test]
+fn a_schema_newer_than_this_vaultd_is_refused_and_left_alone() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let settings = settings(&server, "vaultd");
+    drop(PostgresStore::open(&settings).unwrap());
+    server.psql("vaultd", "UPDATE vaultd_schema SET version = version + 1");
+    for error in [
+        PostgresStore::open(&settings).err().unwrap(),
+        PostgresStore::check(&settings).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&error, StoreError::Schema(why) if why.contains("newer than this vaultd")),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        server.psql("vaultd", "SELECT version FROM vaultd_schema"),
+        (schema::VERSION + 1).to_string()
+    );
+}
+
+#[test]
+fn anything_weaker_than_verified_tls_is_refused() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let good = settings(&server, "vaultd");
+    let refused = |settings: PostgresSettings, expect: &str| {
+        let error = PostgresStore::open(&settings).err().unwrap();
+        assert!(error.to_string().contains(expect), "{error}");
+    };
+    for (connect, expect) in [
+        (format!("{} sslmode=disable", good.connect), "TLS only"),
+        (
+            format!("{} sslmode=verify-full", good.connect),
+            "leave sslmode out",
+        ),
+        (
+            format!("{} password=hunter2", good.connect),
+            "password_file",
+        ),
+        (
+            format!("host=/tmp port={} user=vaultd dbname=vaultd", server.port),
+            "Unix socket",
+        ),
+    ] {
+        refused(
+            PostgresSettings {
+                connect,
+                ..good.clone()
+            },
+            expect,
+        );
+    }
+    // A server certificate from another CA: the handshake fails, nothing is sent.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, vault_testkit::Pki::generate("other").ca_pem).unwrap();
+    let error = PostgresStore::open(&PostgresSettings {
+        ca: other_ca,
+        ..good.clone()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(error, StoreError::Unreachable(_)), "{error}");
+    // The right name is checked too: the server's certificate does not name 127.0.0.2.
+    let error = PostgresStore::open(&PostgresSettings {
+        connect: good
+            .connect
+            .replace("host=127.0.0.1", "host=localhost hostaddr=127.0.0.1")
+            .replace("localhost", "db.example"),
+        ..good.clone()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(error, StoreError::Unreachable(_)), "{error}");
+    // The server requires a client certificate.
+    let error = PostgresStore::open(&PostgresSettings {
+        client_cert: None,
+        ..good.clone()
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(error, StoreError::Unreachable(_)), "{error}");
+    // And with everything right, it opens.
+    drop(PostgresStore::open(&good).unwrap());
+}
+
+/// PostgreSQL stops in the middle of a run of writes, for longer than the store's
+/// timeout: the store answers errors while it is down, serves again once it is back, and
+/// every write it acknowledged is there.
+#[test]
+fn a_database_restart_mid_run_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let store = Arc::new(
+        PostgresStore::open(&PostgresSettings {
+            timeout: Duration::from_secs(1),
+            ..settings(&server, "vaultd")
+        })
+        .unwrap(),
+    );
+    let restarted = Arc::new(AtomicBool::new(false));
+    // Writes until the server is back and 100 writes in a row were acknowledged.
+    let writer = {
+        let (store, restarted) = (Arc::clone(&store), Arc::clone(&restarted));
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let (mut acknowledged, mut failed, mut in_a_row) = (Vec::new(), 0, 0);
+            for n in 0u32.. {
+                let back = restarted.load(Ordering::SeqCst) && in_a_row >= 100;
+                if back || std::time::Instant::now() > deadline {
+                    break;
+                }
+                let key = format!("w/{n:06}");
+                match store.put(key.as_bytes(), value(&n.to_be_bytes())) {
+                    Ok(()) => {
+                        acknowledged.push(key);
+                        in_a_row += 1;
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        in_a_row = 0;
+                    }
+                }
+            }
+            (acknowledged, failed, in_a_row)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    server.start_again();
+    restarted.store(true, Ordering::SeqCst);
+    let (acknowledged, failed, in_a_row) = writer.join().unwrap();
+    assert!(failed > 0, "the writer never saw the database down");
+    assert!(in_a_row >= 100, "the writer did not get going again");
+    for key in &acknowledged {
+        assert!(
+            store.get(key.as_bytes()).unwrap().is_some(),
+            "{key} was acknowledged and is lost"
+        );
+    }
+}
+
+/// The backend holding the node's claim (the only session advisory lock) is cut off:
+/// the node refuses storage within two heartbeats, then reclaims and serves again.
+#[test]
+fn a_lapsed_claim_refuses_storage_until_it_is_reclaimed() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let store = PostgresStore::open(&settings(&server, "vaultd")).unwrap();
+    store.put(b"k", value(b"v")).unwrap();
+    server.psql(
+        "vaultd",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut refused = false;
+    while std::time::Instant::now() < deadline {
+        match store.get(b"k") {
+            Err(StoreError::NodeClaim(why)) => {
+                assert!(why.contains("lost the connection"), "{why}");
+                refused = true;
+            }
+            Ok(_) if refused => break,
+            Ok(_) => {}
+            Err(other) => panic!("{other}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused, "the lapsed claim was never noticed");
+    assert_eq!(store.get(b"k").unwrap(), Some(value(b"v")), "not reclaimed");
+    store.put(b"k", value(b"w")).unwrap();
+}
+
+/// Another node took the database while this one was cut off: this one never serves
+/// again, and a write it had in flight cannot land (the fence in every transaction).
+#[test]
+fn a_node_superseded_by_another_refuses_for_good() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let settings = settings(&server, "vaultd");
+    let first = PostgresStore::open(&settings).unwrap();
+    first.put(b"k", value(b"first")).unwrap();
+
+    // The fence alone: the generation moves on under a node that still thinks it holds
+    // the claim, and its next write is refused with nothing written.
+    server.psql(
+        "vaultd",
+        "UPDATE vaultd_claim SET generation = generation + 1",
+    );
+    let error = first.put(b"k", value(b"stale")).unwrap_err();
+    assert!(error.to_string().contains("restart it"), "{error}");
+    assert_eq!(
+        server.psql(
+            "vaultd",
+            "SELECT encode(value, 'escape') FROM vaultd_records"
+        ),
+        "first"
+    );
+
+    // Cut off, and another node takes over before the first can reclaim.
+    server.psql(
+        "vaultd",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let second = PostgresStore::open(&settings).unwrap();
+    second.put(b"k", value(b"second")).unwrap();
+    std::thread::sleep(5 * claim::HEARTBEAT);
+    for _ in 0..2 {
+        let error = first.get(b"k").unwrap_err();
+        assert!(error.to_string().contains("restart it"), "{error}");
+    }
+    drop(second);
+    std::thread::sleep(5 * claim::HEARTBEAT);
+    let error = first.get(b"k").unwrap_err();
+    assert!(error.to_string().contains("restart it"), "{error}");
+}

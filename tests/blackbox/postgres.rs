@@ -1,0 +1,126 @@
+//! vaultd on a real PostgreSQL server: the records survive a restart of the node, a
+//! second node is refused while the first holds the database and serves the same
+//! records after its own unseal once the first has stopped, `check-config` reaches the
+//! database (and says why it cannot), and a database that goes away fails requests
+//! rather than answering from nowhere.
+
+use std::process::Command;
+
+use tonic::Code;
+use vault_testkit::postgres::PostgresServer;
+
+use crate::harness::{GATEWAY, Options, TestVault, expect_code, lease_value};
+
+const VAULTD: &str = env!("CARGO_BIN_EXE_vaultd");
+
+/// Options for a node on `dbname` of `server`, over TLS with the server's client
+/// certificate.
+fn on_postgres(server: &PostgresServer, dbname: &str) -> Options {
+    Options {
+        storage: Some(format!(
+            "engine = \"postgres\"\n[storage.postgres]\nconnect = \"{}\"\nca = \"{}\"\n\
+             client_cert = \"{}\"\nclient_key = \"{}\"\ntimeout = \"2s\"\n",
+            server.connect_string(dbname),
+            server.ca.display(),
+            server.client_cert.display(),
+            server.client_key.display(),
+        )),
+        ..Options::default()
+    }
+}
+
+fn check_config(vault: &TestVault) -> (bool, String) {
+    let output = Command::new(VAULTD)
+        .arg("check-config")
+        .arg(vault.path("vaultd.toml"))
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_postgres_survive_restarts_and_serve_a_second_node() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let (mut a, shares) = TestVault::unsealed_with(on_postgres(&server, "vaultd")).await;
+    a.put_secret("acme", "live", "byok/openai", b"sk-in-postgres")
+        .await;
+    let (mut broker, session) = a.session(GATEWAY).await;
+    let (_, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-in-postgres");
+    // The database holds ciphertext only.
+    let dump = server.psql("vaultd", "SELECT encode(value, 'hex') FROM vaultd_records");
+    assert!(!dump.contains(&vault_testkit::memory::hex(b"sk-in-postgres")));
+
+    // A restart seals the node; the same shares unseal it, and the record is there.
+    a.restart().await;
+    a.unseal(&shares[..2]).await;
+    let (mut broker, session) = a.session(GATEWAY).await;
+    let (_, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-in-postgres");
+
+    // One node per database: a second is refused while the first runs, and says why.
+    let second = on_postgres(&server, "vaultd");
+    let refused = {
+        let fixture = vault_testkit::fixture::Fixture::new(&second);
+        let config = vaultd::config::Config::load(&fixture.config).unwrap();
+        vaultd::daemon::Daemon::open(config)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(refused.contains("another vaultd node"), "{refused}");
+
+    // Once the first is stopped, the next node on the same database is the same vault:
+    // already initialised, unsealed by the same custodians' shares, serving the same
+    // records.
+    a.stop().await;
+    let mut b = TestVault::start_with(second).await;
+    b.unseal(&shares[1..]).await;
+    let (mut broker, session) = b.session(GATEWAY).await;
+    let (_, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    assert_eq!(value, b"sk-in-postgres");
+    // check-config reaches the database, and sees node B holding it.
+    let (ok, stderr) = check_config(&a);
+    assert!(!ok && stderr.contains("another vaultd node"), "{stderr}");
+
+    // Without the database, a request fails; nothing is answered from nowhere.
+    server.stop();
+    let (mut broker, session) = b.session(GATEWAY).await;
+    let status = expect_code(
+        lease_value(&mut broker, &session, "acme", "live", "byok/openai").await,
+        Code::Unavailable,
+    );
+    assert!(!status.message().contains("sk-in-postgres"));
+    let (ok, stderr) = check_config(&a);
+    assert!(!ok);
+    assert!(
+        stderr.contains("storage.postgres") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+    // Once it is back, the node reclaims it (within a few heartbeats) and serves;
+    // until then it answers UNAVAILABLE, which clients retry.
+    server.start_again();
+    let (mut broker, session) = b.session(GATEWAY).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let value = loop {
+        match lease_value(&mut broker, &session, "acme", "live", "byok/openai").await {
+            Ok((_, value)) => break value,
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(value, b"sk-in-postgres");
+}
