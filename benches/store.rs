@@ -1,18 +1,22 @@
-//! Durable writes per second through the vault (encrypt, encode, group commit, fsync):
-//! one writer against sixteen concurrent writers, in the same run, on the same disk.
+//! Durable writes per second through the vault (encrypt, encode, commit, fsync): one
+//! writer against sixteen concurrent writers, on the redb file and on a PostgreSQL
+//! server (a throw-away one on loopback, TLS, `synchronous_commit = on`), in the same
+//! run, on the same disk.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vault_testkit::postgres::PostgresServer;
 use vaultd::SecretValue;
 use vaultd::names::{SecretId, SecretKind};
+use vaultd::storage::Store;
+use vaultd::storage::postgres::{PostgresSettings, PostgresStore};
 use vaultd::storage::redb::RedbStore;
 use vaultd::vault::{UnsealOutcome, Vault, VaultOptions};
 
-fn unsealed_vault(dir: &std::path::Path) -> Vault {
-    let store = Arc::new(RedbStore::open(&dir.join("bench.redb")).expect("open store"));
+fn unsealed_vault(store: Arc<dyn Store>) -> Vault {
     let vault = Vault::open(store, VaultOptions::default()).expect("open vault");
     let shares = vault.init(1, 1).expect("init");
     let share = shares.into_iter().next().expect("init returns one share");
@@ -33,9 +37,28 @@ fn put(vault: &Vault, n: u64) {
 
 fn durable_writes(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let vault = Arc::new(unsealed_vault(dir.path()));
+    let redb = Arc::new(RedbStore::open(&dir.path().join("bench.redb")).expect("open redb"));
+    writes(c, "durable put_secret, redb", redb);
+
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let postgres = PostgresStore::open(&PostgresSettings {
+        connect: server.connect_string("vaultd"),
+        ca: server.ca.clone(),
+        client_cert: Some((server.client_cert.clone(), server.client_key.clone())),
+        password_file: None,
+        pool_size: 16,
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+    })
+    .expect("open PostgreSQL");
+    writes(c, "durable put_secret, PostgreSQL", Arc::new(postgres));
+}
+
+fn writes(c: &mut Criterion, name: &str, store: Arc<dyn Store>) {
+    let vault = Arc::new(unsealed_vault(store));
     let counter = Arc::new(AtomicU64::new(0));
-    let mut group = c.benchmark_group("durable put_secret");
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));

@@ -57,6 +57,22 @@ async fn records_in_postgres_survive_restarts_and_serve_a_second_node() {
     let dump = server.psql("vaultd", "SELECT encode(value, 'hex') FROM vaultd_records");
     assert!(!dump.contains(&vault_testkit::memory::hex(b"sk-in-postgres")));
 
+    // Snapshots are the redb engine's; PostgreSQL is backed up with its own tools.
+    let snapshot = async {
+        let mut stream = a
+            .admin()
+            .snapshot(vault_proto::v1::SnapshotRequest {})
+            .await?
+            .into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    };
+    let status = expect_code(snapshot.await, Code::FailedPrecondition);
+    assert!(
+        status.message().contains("PostgreSQL's own tools"),
+        "{status:?}"
+    );
+
     // A restart seals the node; the same shares unseal it, and the record is there.
     a.restart().await;
     a.unseal(&shares[..2]).await;

@@ -14,9 +14,11 @@
 //! - the node reclaims the lock when it can, and serves again only if the generation is
 //!   still its own: if another node held the database meanwhile, this node's memory may
 //!   be stale and it refuses for good (restart it);
-//! - every write transaction reads the generation inside its SERIALIZABLE transaction
-//!   and commits only if it is still this node's, so a write in flight when the claim
-//!   lapsed cannot land after another node took over.
+//! - every write transaction holds the fence ([`FENCE`], shared) from before it reads
+//!   the generation until it commits, and commits only if the generation is still this
+//!   node's; a node taking the claim moves the generation under the fence held
+//!   exclusively, so a write in flight when the claim lapsed cannot land after another
+//!   node took over.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -36,6 +38,11 @@ pub(super) const TAKE_WAIT: Duration = Duration::from_secs(3);
 
 /// The advisory lock key of the claim ("vaultd-n" in ASCII).
 const CLAIM_LOCK: i64 = 0x7661_756c_7464_2d6e;
+
+/// The advisory lock key of the fence ("vaultd-f"): every write transaction holds it
+/// shared; a node taking the claim holds it exclusively while it moves the generation,
+/// so no write of the previous holder is between its generation check and its commit.
+pub(super) const FENCE: i64 = 0x7661_756c_7464_2d66;
 
 const HELD: u8 = 0;
 const LAPSED: u8 = 1;
@@ -88,13 +95,15 @@ pub(super) fn superseded() -> StoreError {
 /// generation. A lock still held is tried again for a few heartbeats: a node that
 /// restarts may find its previous connection not yet gone from the server.
 pub(super) async fn take(client: &Client) -> Result<Claim, StoreError> {
-    let give_up = tokio::time::Instant::now() + TAKE_WAIT;
-    while !try_lock(client).await? {
-        if tokio::time::Instant::now() >= give_up {
-            return Err(held_elsewhere());
-        }
-        tokio::time::sleep(HEARTBEAT).await;
+    if !lock_within(client, TAKE_WAIT).await? {
+        return Err(held_elsewhere());
     }
+    let failed = |e: tokio_postgres::Error| StoreError::Postgres(e.into());
+    client.batch_execute("BEGIN").await.map_err(failed)?;
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&FENCE])
+        .await
+        .map_err(failed)?;
     let generation = client
         .query_one(
             "UPDATE vaultd_claim SET generation = generation + 1 RETURNING generation",
@@ -102,16 +111,18 @@ pub(super) async fn take(client: &Client) -> Result<Claim, StoreError> {
         )
         .await
         .and_then(|row| row.try_get(0))
-        .map_err(|e| StoreError::Postgres(e.into()))?;
+        .map_err(failed)?;
+    client.batch_execute("COMMIT").await.map_err(failed)?;
     Ok(Claim {
         state: AtomicU8::new(HELD),
         generation,
     })
 }
 
-/// Whether another node holds the claim, without taking it: what `check-config` asks.
+/// Whether another node holds the claim, without keeping it: what `check-config` asks
+/// (waiting, as opening would, for a claim whose node has just stopped).
 pub(super) async fn held_by_another(client: &Client) -> Result<bool, StoreError> {
-    if !try_lock(client).await? {
+    if !lock_within(client, TAKE_WAIT).await? {
         return Ok(true);
     }
     client
@@ -119,6 +130,20 @@ pub(super) async fn held_by_another(client: &Client) -> Result<bool, StoreError>
         .await
         .map_err(|e| StoreError::Unreachable(e.into()))?;
     Ok(false)
+}
+
+/// Takes the lock, trying again every heartbeat for up to `wait`; whether it was taken.
+async fn lock_within(client: &Client, wait: Duration) -> Result<bool, StoreError> {
+    let give_up = tokio::time::Instant::now() + wait;
+    loop {
+        if try_lock(client).await? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Ok(false);
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
 }
 
 async fn try_lock(client: &Client) -> Result<bool, StoreError> {

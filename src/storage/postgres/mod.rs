@@ -1,5 +1,5 @@
-//! The PostgreSQL engine: the same [`Store`] on a PostgreSQL server that several vaultd
-//! nodes share.
+//! The PostgreSQL engine: the same [`Store`] on a PostgreSQL server. One node holds a
+//! database at a time (see `claim`).
 //!
 //! # Connections
 //!
@@ -17,12 +17,15 @@
 //!
 //! # Transactions
 //!
-//! One [`Store::transact`] is one SERIALIZABLE transaction: the conditions are read and
-//! checked inside it, then the writes applied in order, then it commits. PostgreSQL may
-//! refuse a serializable transaction that raced another (SQLSTATE 40001, or 40P01 for a
-//! deadlock, or 23505 for a hidden race on a new key); the whole transaction is then run
-//! again, conditions re-read, after a jittered backoff, until it commits, a condition
-//! fails, or the timeout passes. Exactly one of two conflicting transactions wins.
+//! One [`Store::transact`] is one PostgreSQL transaction that locks every key it reads
+//! or writes (transaction-scoped advisory locks, taken in ascending order) before it
+//! reads its conditions, then applies what its writes leave and commits: two round
+//! trips, pipelined. Transactions on the same key take turns, so exactly one of two
+//! conflicting transactions wins and none loses an update; transactions on different
+//! keys do not touch each other (see `attempt` for why not SERIALIZABLE). Should
+//! PostgreSQL still refuse one for racing another (SQLSTATE 40001, 40P01, 23505), it is
+//! run again, conditions re-read, after a jittered backoff, until it commits, a
+//! condition fails, or the timeout passes.
 //!
 //! A connection lost before `COMMIT` was sent is retried on a new one (nothing was
 //! written). A connection lost while `COMMIT` was in flight is
@@ -42,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use zeroize::Zeroizing;
 
 use self::pool::{Conn, Pool};
@@ -90,7 +94,7 @@ struct Shared {
     claim: std::sync::OnceLock<claim::Claim>,
 }
 
-/// The first backoff after a refused serializable transaction, and the cap.
+/// The first backoff before running a transaction again, and the cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(2);
 const BACKOFF_CAP: Duration = Duration::from_millis(200);
 
@@ -117,7 +121,8 @@ impl PostgresStore {
     /// Connects and reads the schema's state without changing anything: what
     /// `vaultd check-config` reports.
     pub fn check(settings: &PostgresSettings) -> Result<SchemaState, StoreError> {
-        Engine::new(settings)?.run(|shared| async move {
+        let limit = settings.connect_timeout + settings.timeout + claim::TAKE_WAIT;
+        Engine::new(settings)?.run_within(limit, |shared| async move {
             let client = shared.pool.connect().await?;
             let state = schema::inspect(&client).await?;
             if state.version > 0 && claim::held_by_another(&client).await? {
@@ -403,9 +408,20 @@ struct Failure {
     committing: bool,
 }
 
-/// One SERIALIZABLE attempt at `txn`, fenced by this node's claim `generation`: the
-/// inner result is the transaction's outcome (applied, or a failed condition or a lost
-/// claim with nothing written).
+/// One attempt at `txn`, fenced by this node's claim `generation`: the inner result is
+/// the transaction's outcome (applied, or a failed condition or a lost claim with
+/// nothing written).
+///
+/// READ COMMITTED with a lock per key: the transaction first takes the claim's fence
+/// (shared) and a transaction-scoped advisory lock for every key it reads or writes, in
+/// ascending order (so two transactions never wait for each other in a circle), and only
+/// then reads its conditions. Each statement of READ COMMITTED sees everything committed
+/// before it began, and every transaction that could change one of these keys holds its
+/// lock until it commits, so the conditions are checked against every write
+/// acknowledged before, and transactions on different keys never wait for or abort each
+/// other. SERIALIZABLE gave the same answers but aborted most concurrent inserts of
+/// neighbouring keys (its predicate locks cover index pages), and the retries cost
+/// more than the locks.
 async fn attempt(
     conn: &mut Conn,
     txn: &Transaction,
@@ -417,68 +433,151 @@ async fn attempt(
     };
     let Conn {
         client,
+        fence,
         claim_generation,
+        lock_keys,
         get_many,
-        upsert,
-        delete,
+        upsert_many,
+        delete_many,
         ..
     } = conn;
-    let transaction = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::Serializable)
-        .start()
-        .await
-        .map_err(before_commit)?;
-    let current_generation: i64 = transaction
-        .query_one(&*claim_generation, &[])
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(before_commit)?;
-    if current_generation != generation {
-        transaction.rollback().await.map_err(before_commit)?;
-        return Ok(Err(claim::superseded()));
-    }
-    if !txn.conditions().is_empty() {
-        let keys: Vec<&[u8]> = txn.conditions().iter().map(Condition::key).collect();
-        let rows = transaction
-            .query(&*get_many, &[&keys])
+    // Everything up to the conditions goes in one round trip: the server runs pipelined
+    // statements in the order sent, so the locks are held before the conditions are read.
+    let locks = key_locks(txn);
+    let condition_keys: Vec<&[u8]> = txn.conditions().iter().map(Condition::key).collect();
+    let lock_params: [&(dyn ToSql + Sync); 2] = [&RECORD_LOCKS, &locks];
+    let read_params: [&(dyn ToSql + Sync); 1] = [&condition_keys];
+    let (begun, fenced, current, locked, rows) = tokio::join!(
+        biased;
+        client.batch_execute("BEGIN"),
+        client.execute(&*fence, &[&claim::FENCE]),
+        client.query_one(&*claim_generation, &[]),
+        client.execute(&*lock_keys, &lock_params),
+        client.query(&*get_many, &read_params),
+    );
+    let read = (|| {
+        begun?;
+        fenced?;
+        let current: i64 = current?.try_get(0)?;
+        locked?;
+        Ok((current, rows?))
+    })();
+    let (current, rows) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            // Leave no transaction open on a connection that may go back to the pool;
+            // if this fails, the connection is lost and will not.
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(before_commit(error));
+        }
+    };
+    let refuse = async |refusal: StoreError| {
+        client
+            .batch_execute("ROLLBACK")
             .await
             .map_err(before_commit)?;
-        let mut current = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let key: &[u8] = row.try_get(0).map_err(before_commit)?;
-            let value: &[u8] = row.try_get(1).map_err(before_commit)?;
-            current.insert(key, value);
-        }
-        if let Some(failed) = txn
-            .conditions()
-            .iter()
-            .find(|condition| !condition.holds(current.get(condition.key()).copied()))
-        {
-            transaction.rollback().await.map_err(before_commit)?;
-            return Ok(Err(StoreError::Conflict {
-                key: failed.key().to_vec(),
-            }));
-        }
+        Ok(Err(refusal))
+    };
+    if current != generation {
+        return refuse(claim::superseded()).await;
     }
-    for write in txn.writes() {
-        match write {
-            Write::Put { key, value } => {
-                transaction
-                    .execute(&*upsert, &[key, &value.as_bytes()])
-                    .await
-            }
-            Write::Delete { key } => transaction.execute(&*delete, &[key]).await,
-        }
-        .map_err(before_commit)?;
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: &[u8] = row.try_get(0).map_err(before_commit)?;
+        let value: &[u8] = row.try_get(1).map_err(before_commit)?;
+        stored.insert(key, value);
     }
-    transaction.commit().await.map_err(|error| Failure {
-        // A refusal of the commit itself (a serialization failure found at commit)
-        // rolled it back; only a lost connection leaves the outcome unknown.
-        committing: true,
+    if let Some(failed) = txn
+        .conditions()
+        .iter()
+        .find(|condition| !condition.holds(stored.get(condition.key()).copied()))
+    {
+        return refuse(StoreError::Conflict {
+            key: failed.key().to_vec(),
+        })
+        .await;
+    }
+    // The writes and the commit in a second round trip. A failed write aborts the
+    // transaction and the COMMIT after it rolls back; the write's error is reported.
+    let FinalWrites {
+        put_keys,
+        put_values,
+        deleted,
+    } = final_writes(txn);
+    let put_params: [&(dyn ToSql + Sync); 2] = [&put_keys, &put_values];
+    let delete_params: [&(dyn ToSql + Sync); 1] = [&deleted];
+    let (put, delete, commit) = tokio::join!(
+        biased;
+        client.execute(&*upsert_many, &put_params),
+        client.execute(&*delete_many, &delete_params),
+        client.batch_execute("COMMIT"),
+    );
+    // Once COMMIT is sent, a lost connection leaves the outcome unknown.
+    let committing = |error| Failure {
         error,
-    })?;
+        committing: true,
+    };
+    put.map_err(committing)?;
+    delete.map_err(committing)?;
+    commit.map_err(committing)?;
     Ok(Ok(()))
+}
+
+/// What a transaction's writes leave: the keys and values put, and the keys deleted.
+struct FinalWrites<'a> {
+    put_keys: Vec<&'a [u8]>,
+    put_values: Vec<&'a [u8]>,
+    deleted: Vec<&'a [u8]>,
+}
+
+/// What `txn`'s writes leave, key by key (a later write to a key replaces an earlier
+/// one).
+fn final_writes(txn: &Transaction) -> FinalWrites<'_> {
+    let mut last = std::collections::BTreeMap::new();
+    for write in txn.writes() {
+        last.insert(write.key(), write);
+    }
+    let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, write) in last {
+        match write {
+            Write::Put { value, .. } => {
+                put_keys.push(key);
+                put_values.push(value.as_bytes());
+            }
+            Write::Delete { .. } => deleted.push(key),
+        }
+    }
+    FinalWrites {
+        put_keys,
+        put_values,
+        deleted,
+    }
+}
+
+/// The first key of the advisory locks on records (the two-key form, a space apart
+/// from the one-key locks of migrations and the claim): "vaur".
+const RECORD_LOCKS: i32 = 0x7661_7572;
+
+/// The record locks `txn` takes: a 32-bit FNV-1a hash of each key it reads or writes,
+/// ascending, without repeats. Keys that share a hash share a lock, which only makes
+/// their transactions take turns.
+fn key_locks(txn: &Transaction) -> Vec<i32> {
+    let hash = |key: &[u8]| {
+        let hash = key.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+        });
+        i32::from_ne_bytes(hash.to_ne_bytes())
+    };
+    let mut locks: Vec<i32> = txn
+        .conditions()
+        .iter()
+        .map(Condition::key)
+        .chain(txn.writes().iter().map(Write::key))
+        .map(hash)
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
+    locks
 }
 
 /// Whether `error` means the connection is gone (or going: the server is shutting down).

@@ -26,13 +26,15 @@ pub(super) struct Pool {
 /// One connection and its prepared statements.
 pub(super) struct Conn {
     pub(super) client: Client,
+    pub(super) fence: Statement,
     pub(super) claim_generation: Statement,
+    pub(super) lock_keys: Statement,
     pub(super) get: Statement,
     pub(super) get_many: Statement,
     pub(super) scan_from: Statement,
     pub(super) scan_between: Statement,
-    pub(super) upsert: Statement,
-    pub(super) delete: Statement,
+    pub(super) upsert_many: Statement,
+    pub(super) delete_many: Statement,
 }
 
 impl Pool {
@@ -90,9 +92,19 @@ impl Pool {
         let prepare = |sql| client.prepare(sql);
         let failed = |e: tokio_postgres::Error| StoreError::Postgres(e.into());
         Ok(Conn {
+            fence: prepare("SELECT pg_advisory_xact_lock_shared($1)")
+                .await
+                .map_err(failed)?,
             claim_generation: prepare("SELECT generation FROM vaultd_claim")
                 .await
                 .map_err(failed)?,
+            // unnest yields the (ascending) array in order, and each row takes its lock
+            // before the next is read.
+            lock_keys: prepare(
+                "SELECT count(pg_advisory_xact_lock($1, key)) FROM unnest($2::int4[]) AS key",
+            )
+            .await
+            .map_err(failed)?,
             get: prepare("SELECT value FROM vaultd_records WHERE key = $1")
                 .await
                 .map_err(failed)?,
@@ -109,13 +121,14 @@ impl Pool {
             )
             .await
             .map_err(failed)?,
-            upsert: prepare(
-                "INSERT INTO vaultd_records (key, value) VALUES ($1, $2) \
+            upsert_many: prepare(
+                "INSERT INTO vaultd_records (key, value) \
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             )
             .await
             .map_err(failed)?,
-            delete: prepare("DELETE FROM vaultd_records WHERE key = $1")
+            delete_many: prepare("DELETE FROM vaultd_records WHERE key = ANY($1)")
                 .await
                 .map_err(failed)?,
             client,
