@@ -266,9 +266,7 @@ fn vault_status(e: &Error) -> Status {
             "the vault's database cannot be reached; nothing was changed; retry, or use another node",
         ),
         Error::Store(StoreError::NodeClaim(why)) => Status::unavailable(*why),
-        Error::Store(StoreError::Unsupported(_)) => Status::failed_precondition(format!(
-            "{e}: on PostgreSQL, back the records up with PostgreSQL's own tools"
-        )),
+        Error::Store(StoreError::Unsupported(_)) => Status::failed_precondition(e.to_string()),
         Error::Store(StoreError::Timeout(_)) => Status::unavailable(
             "the vault's database did not answer in time; if this was a change, read it back \
              before trying again",

@@ -36,6 +36,7 @@ mod claim;
 mod pool;
 mod schema;
 mod tls;
+mod view;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -181,18 +182,34 @@ impl Engine {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let runtime = self.runtime.as_ref().ok_or(StoreError::Closed)?;
-        let work = operation(Arc::clone(&self.shared));
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let outcome = tokio::time::timeout(timeout, work)
-                .await
-                .unwrap_or(Err(StoreError::Timeout(timeout)));
-            // The caller only goes away by panicking while it waits.
-            let _ = reply.send(outcome);
-        });
-        answer.recv().map_err(|_| StoreError::Closed)?
+        run_on(self.handle()?, timeout, operation(Arc::clone(&self.shared)))
     }
+
+    fn handle(&self) -> Result<&tokio::runtime::Handle, StoreError> {
+        Ok(self.runtime.as_ref().ok_or(StoreError::Closed)?.handle())
+    }
+}
+
+/// Runs `work` on the runtime of `handle` and waits for it, at most `timeout`. Once the
+/// runtime has shut down, the answer is `Closed`.
+fn run_on<T, Fut>(
+    handle: &tokio::runtime::Handle,
+    timeout: Duration,
+    work: Fut,
+) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let outcome = tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(timeout)));
+        // The caller only goes away by panicking while it waits.
+        let _ = reply.send(outcome);
+    });
+    answer.recv().map_err(|_| StoreError::Closed)?
 }
 
 impl Drop for Engine {
@@ -302,6 +319,17 @@ impl Store for PostgresStore {
     fn transact(&self, txn: Transaction) -> Result<(), StoreError> {
         self.engine
             .run(|shared| async move { shared.transact(&txn).await })
+    }
+
+    fn view(&self) -> Result<Box<dyn super::StoreView>, StoreError> {
+        let opened = self
+            .engine
+            .run(|shared| async move { view::PostgresView::begin(&shared).await })?;
+        Ok(Box::new(opened.finish(
+            self.engine.handle()?.clone(),
+            self.engine.shared.timeout,
+            self.vault_id,
+        )))
     }
 }
 

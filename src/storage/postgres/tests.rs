@@ -318,3 +318,55 @@ fn a_node_superseded_by_another_refuses_for_good() {
     let error = first.get(b"k").unwrap_err();
     assert!(error.to_string().contains("restart it"), "{error}");
 }
+
+/// A snapshot of a PostgreSQL store holds what the database held when the view was
+/// taken (over several pages of records, whatever is written meanwhile) and restores
+/// into a redb file of the same vault.
+#[test]
+fn a_snapshot_is_the_database_as_it_was_and_restores_into_redb() {
+    use crate::storage::redb::RedbStore;
+    use crate::storage::snapshot::{RestoreOptions, SealFacts, Snapshot, restore};
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let store = PostgresStore::open(&settings(&server, "vaultd")).unwrap();
+    for batch in 0..25u32 {
+        let mut txn = Transaction::new();
+        for n in 0..100u32 {
+            let key = format!("r/{batch:02}/{n:03}");
+            txn = txn.put(key.as_bytes(), value(key.as_bytes()));
+        }
+        store.transact(txn).unwrap();
+    }
+    store.put(b"\xff\x00", value(b"")).unwrap();
+    // A restore takes only a snapshot of an initialised vault.
+    store.put(b"seal", value(b"the seal record")).unwrap();
+    let before = store.scan_prefix(b"").unwrap();
+    assert_eq!(before.len(), 2502);
+
+    let view = store.view().unwrap();
+    store.put(b"r/after", value(b"later")).unwrap();
+    store.delete(b"r/00/000").unwrap();
+    let facts = SealFacts {
+        root_version: 1,
+        generation: 1,
+        threshold: 1,
+        shares: 1,
+    };
+    let snapshot = Snapshot::new(view, 1_700_000_000, facts).unwrap();
+    assert_eq!(
+        snapshot.header().records,
+        2503,
+        "the records and the vault id"
+    );
+    let mut bytes = Vec::new();
+    snapshot.write_all(&mut bytes).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg.vsnap");
+    std::fs::write(&file, &bytes).unwrap();
+    let target = dir.path().join("restored.redb");
+    restore(&file, &target, RestoreOptions::default()).unwrap();
+    let restored = RedbStore::open(&target).unwrap();
+    assert_eq!(restored.vault_id(), store.vault_id());
+    assert_eq!(restored.scan_prefix(b"").unwrap(), before);
+}
