@@ -268,13 +268,15 @@ fn vault_status(e: &Error) -> Status {
         Error::Store(StoreError::NodeClaim(why)) => Status::unavailable(*why),
         Error::Store(StoreError::Unsupported(_)) => Status::failed_precondition(e.to_string()),
         Error::Store(StoreError::Timeout(_)) => Status::unavailable(
-            "the vault's database did not answer in time; if this was a change, read it back \
-             before trying again",
+            "the vault's database did not answer in time; nothing was changed; retry, or use \
+             another node",
         ),
-        Error::Store(StoreError::Indeterminate(_)) => Status::unknown(
-            "the vault's database connection was lost while committing: the change may or may \
+        Error::Store(StoreError::Indeterminate(_) | StoreError::WriteTimedOut(_)) => {
+            Status::unknown(
+                "the vault's database connection was lost while committing: the change may or may \
              not have been made; read it back before trying again",
-        ),
+            )
+        }
         // Integrity failures of stored data, I/O and the like: the operator reads the
         // daemon's log; the caller learns only that it was internal.
         _ => Status::internal("internal error; the operator can find details in vaultd's log"),

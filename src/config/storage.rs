@@ -17,17 +17,17 @@ use crate::storage::{Store, StoreError};
 pub enum StorageConfig {
     /// One redb file on this node (`engine = "redb"`, the default).
     Redb(PathBuf),
-    /// A PostgreSQL database that several nodes may share (`engine = "postgres"`).
+    /// A PostgreSQL database (`engine = "postgres"`), one node at a time.
     Postgres(PostgresSettings),
 }
 
 impl StorageConfig {
-    /// What the store is, for messages: the redb file, or the PostgreSQL connection
-    /// string (which holds no password).
+    /// What the store is, for messages: the redb file, or the PostgreSQL database and
+    /// hosts (never the connect string itself).
     pub fn describe(&self) -> String {
         match self {
             Self::Redb(path) => path.display().to_string(),
-            Self::Postgres(settings) => format!("PostgreSQL ({})", settings.connect),
+            Self::Postgres(settings) => settings.describe(),
         }
     }
 
@@ -115,12 +115,21 @@ pub(super) fn storage(
                     ));
                 }
             };
-            Ok(StorageConfig::Postgres(PostgresSettings {
-                connect: required(
-                    pg.connect,
+            let connect = required(
+                pg.connect,
+                "storage.postgres.connect",
+                "the libpq connection string, e.g. \"host=db.internal user=vaultd dbname=vaultd\"",
+            )?;
+            // Checked here, so that no message ever repeats a password written into it.
+            if PostgresSettings::connect_has_password(&connect) {
+                return Err(invalid(
                     "storage.postgres.connect",
-                    "the libpq connection string, e.g. \"host=db.internal user=vaultd dbname=vaultd\"",
-                )?,
+                    "holds a password; put it in storage.postgres.password_file (mode 0600) \
+                     and take it out of the connect string",
+                ));
+            }
+            Ok(StorageConfig::Postgres(PostgresSettings {
+                connect,
                 ca: at(required(
                     pg.ca,
                     "storage.postgres.ca",

@@ -215,3 +215,34 @@ fn the_postgres_engine_takes_its_settings_from_storage_postgres() {
         assert!(err.to_string().starts_with(key), "{storage}: {err}");
     }
 }
+
+#[test]
+fn a_password_in_the_postgres_connect_string_is_refused_and_never_repeated() {
+    for connect in [
+        "host=db user=vaultd password=hunter2-secret dbname=vaultd",
+        "postgresql://vaultd:hunter2-secret@db/vaultd",
+    ] {
+        let storage = format!(
+            "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    connect = \"{connect}\"\n    ca = \"c\""
+        );
+        let err = parse(&MINIMAL.replace("[storage]\n    path = \"vault.redb\"", &storage))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("storage.postgres.connect"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let settings = crate::storage::postgres::PostgresSettings {
+        connect: "host=db password=hunter2-secret dbname=vaultd".into(),
+        ca: "c".into(),
+        client_cert: None,
+        password_file: None,
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+    };
+    let shown = format!("{settings:?} {}", settings.describe());
+    assert!(
+        !shown.contains("hunter2") && shown.contains("vaultd on db"),
+        "{shown}"
+    );
+}

@@ -111,7 +111,7 @@ fn data_file(path: &Path) -> Result<(), String> {
 fn database(settings: &PostgresSettings) -> Result<(), String> {
     PostgresStore::check(settings).map(drop).map_err(|e| {
         StartError::Store {
-            store: format!("PostgreSQL ({})", settings.connect),
+            store: settings.describe(),
             source: e.into(),
         }
         .to_string()

@@ -77,13 +77,16 @@ pub enum StoreError {
          been applied"
     )]
     Indeterminate(#[source] Arc<tokio_postgres::Error>),
-    /// PostgreSQL did not answer within the configured timeout. A write that timed out
-    /// may or may not have been applied.
-    #[error(
-        "PostgreSQL did not answer within {0:?} (storage.postgres.timeout); a write that \
-         timed out may or may not have been applied"
-    )]
+    /// PostgreSQL did not answer a read within the configured timeout.
+    #[error("PostgreSQL did not answer within {0:?} (storage.postgres.timeout)")]
     Timeout(std::time::Duration),
+    /// A write did not finish within the configured timeout: it may or may not have
+    /// been applied (its COMMIT may have been on the way).
+    #[error(
+        "PostgreSQL did not finish a write within {0:?} (storage.postgres.timeout); it may \
+         or may not have been applied"
+    )]
+    WriteTimedOut(std::time::Duration),
     /// This node does not hold the database (vaultd runs one node per PostgreSQL
     /// database): another node holds it, or this node's claim lapsed.
     #[error("{0}")]

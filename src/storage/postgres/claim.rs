@@ -91,13 +91,21 @@ pub(super) fn superseded() -> StoreError {
     )
 }
 
-/// Takes the claim on `client` (a connection of its own): the lock, then a new
-/// generation. A lock still held is tried again for a few heartbeats: a node that
-/// restarts may find its previous connection not yet gone from the server.
-pub(super) async fn take(client: &Client) -> Result<Claim, StoreError> {
-    if !lock_within(client, TAKE_WAIT).await? {
-        return Err(held_elsewhere());
+/// Takes the claim's lock on `client` (a connection of its own), before anything else
+/// is done to the database. A lock still held is tried again for a few heartbeats: a
+/// node that restarts may find its previous connection not yet gone from the server.
+pub(super) async fn lock(client: &Client) -> Result<(), StoreError> {
+    if lock_within(client, TAKE_WAIT).await? {
+        Ok(())
+    } else {
+        Err(held_elsewhere())
     }
+}
+
+/// Moves the claim's generation on, under the fence held exclusively (so no write of
+/// a previous holder is between its generation check and its commit), once [`lock`]
+/// holds the lock and the schema is current.
+pub(super) async fn bump(client: &Client) -> Result<Claim, StoreError> {
     let failed = |e: tokio_postgres::Error| StoreError::Postgres(e.into());
     client.batch_execute("BEGIN").await.map_err(failed)?;
     client
@@ -167,20 +175,25 @@ pub(super) async fn keep(shared: Arc<Shared>, mut client: Client) {
             continue;
         }
         claim.set(LAPSED);
+        // Closing the old session lets the server release its lock, so that this node
+        // can take it again (a session only slow, not lost, would otherwise keep it).
+        drop(client);
         tracing::warn!(
             "the connection holding this node's claim on the PostgreSQL database stopped \
              answering; storage is refused until the claim is back"
         );
         client = loop {
             tokio::time::sleep(HEARTBEAT).await;
-            match reclaim(&shared, claim.generation).await {
-                Ok(Some(client)) => break client,
-                Ok(None) => {
+            let attempt = tokio::time::timeout(shared.timeout, reclaim(&shared, claim.generation));
+            match attempt.await {
+                Ok(Ok(Reclaim::Held(client))) => break client,
+                Ok(Ok(Reclaim::Superseded)) => {
                     claim.set(SUPERSEDED);
                     tracing::error!("{}", superseded());
                     return;
                 }
-                Err(_) => continue,
+                // The old session is not gone yet, or the server is unreachable.
+                Ok(Ok(Reclaim::Busy) | Err(_)) | Err(_) => continue,
             }
         };
         claim.set(HELD);
@@ -188,17 +201,44 @@ pub(super) async fn keep(shared: Arc<Shared>, mut client: Client) {
     }
 }
 
-/// The claim again on a new connection, if no other node held it meanwhile (`None` if
-/// one did, or does).
-async fn reclaim(shared: &Shared, generation: i64) -> Result<Option<Client>, StoreError> {
+/// What an attempt to reclaim found.
+enum Reclaim {
+    /// The lock again, on this connection, and the generation is still this node's.
+    Held(Client),
+    /// The generation moved on: another node held the database meanwhile.
+    Superseded,
+    /// The lock is still held, by this node's old session or by a node that has not
+    /// moved the generation yet; try again.
+    Busy,
+}
+
+/// The claim again on a new connection: only the generation decides whether another
+/// node held the database meanwhile.
+async fn reclaim(shared: &Shared, generation: i64) -> Result<Reclaim, StoreError> {
     let client = shared.pool.connect().await?;
-    if !try_lock(&client).await? {
-        return Ok(None);
+    let current = || async {
+        client
+            .query_one("SELECT generation FROM vaultd_claim", &[])
+            .await
+            .and_then(|row| row.try_get::<_, i64>(0))
+            .map_err(|e| StoreError::Unreachable(e.into()))
+    };
+    if current().await? != generation {
+        return Ok(Reclaim::Superseded);
     }
-    let current: i64 = client
-        .query_one("SELECT generation FROM vaultd_claim", &[])
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(|e| StoreError::Unreachable(e.into()))?;
-    Ok((current == generation).then_some(client))
+    if !try_lock(&client).await? {
+        return Ok(Reclaim::Busy);
+    }
+    // A node may have taken the claim and let it go between the two reads.
+    if current().await? != generation {
+        return Ok(Reclaim::Superseded);
+    }
+    Ok(Reclaim::Held(client))
+}
+
+impl Claim {
+    /// Marks the claim superseded for good: a write found the generation moved on.
+    pub(super) fn supersede(&self) {
+        self.set(SUPERSEDED);
+    }
 }

@@ -54,7 +54,7 @@ pub use self::schema::SchemaState;
 use super::{Condition, Store, StoreError, StoredValue, Transaction, VaultId, Write};
 
 /// How vaultd reaches PostgreSQL: `[storage.postgres]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresSettings {
     /// A libpq connection string (`host=db.internal port=5432 user=vaultd dbname=vaultd`)
     /// or URL, without a password and without `sslmode` (TLS is always required and
@@ -73,6 +73,51 @@ pub struct PostgresSettings {
     /// How long one store operation may take, retries and waiting for a connection
     /// included.
     pub timeout: Duration,
+}
+
+/// Shows the database and hosts, not the connect string.
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("connect", &self.describe())
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("password_file", &self.password_file)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl PostgresSettings {
+    /// The database and hosts, for messages; never the connect string, which may hold
+    /// a password by mistake.
+    pub fn describe(&self) -> String {
+        match tokio_postgres::Config::from_str(&self.connect) {
+            Ok(config) => {
+                let hosts: Vec<String> = config
+                    .get_hosts()
+                    .iter()
+                    .map(|host| match host {
+                        Host::Tcp(name) => name.clone(),
+                        Host::Unix(path) => path.display().to_string(),
+                    })
+                    .collect();
+                format!(
+                    "PostgreSQL database {} on {}",
+                    config.get_dbname().unwrap_or("(default)"),
+                    hosts.join(",")
+                )
+            }
+            Err(_) => "PostgreSQL (a connect string that does not parse)".to_owned(),
+        }
+    }
+
+    /// Whether `connect` carries a password (`password=` or a URL's `user:password@`).
+    pub fn connect_has_password(connect: &str) -> bool {
+        tokio_postgres::Config::from_str(connect).is_ok_and(|c| c.get_password().is_some())
+    }
 }
 
 /// A [`Store`] on PostgreSQL. See the [module documentation](self).
@@ -108,8 +153,10 @@ impl PostgresStore {
         let limit = settings.connect_timeout + settings.timeout + claim::TAKE_WAIT;
         let vault_id = engine.run_within(limit, |shared| async move {
             let mut client = shared.pool.connect().await?;
+            // The claim's lock first: a second node changes nothing, not even the schema.
+            claim::lock(&client).await?;
             let vault_id = schema::migrate(&mut client).await?;
-            let claim = claim::take(&client).await?;
+            let claim = claim::bump(&client).await?;
             if shared.claim.set(claim).is_err() {
                 return Err(claim::superseded());
             }
@@ -317,8 +364,14 @@ impl Store for PostgresStore {
     }
 
     fn transact(&self, txn: Transaction) -> Result<(), StoreError> {
-        self.engine
+        // A write cut off by the timeout may have had its COMMIT on the way.
+        match self
+            .engine
             .run(|shared| async move { shared.transact(&txn).await })
+        {
+            Err(StoreError::Timeout(limit)) => Err(StoreError::WriteTimedOut(limit)),
+            other => other,
+        }
     }
 
     fn view(&self) -> Result<Box<dyn super::StoreView>, StoreError> {
@@ -373,12 +426,19 @@ impl Shared {
 
     /// Runs `txn` until it commits or a condition fails; see the module documentation.
     async fn transact(&self, txn: &Transaction) -> Result<(), StoreError> {
-        let generation = self.claim()?.generation;
-        self.with_retries(|mut conn| async move {
-            let outcome = attempt(&mut conn, txn, generation).await;
-            (conn, outcome)
-        })
-        .await?
+        let claim = self.claim()?;
+        let generation = claim.generation;
+        let outcome = self
+            .with_retries(|mut conn| async move {
+                let outcome = attempt(&mut conn, txn, generation).await;
+                (conn, outcome)
+            })
+            .await?;
+        if matches!(outcome, Err(StoreError::NodeClaim(_))) {
+            // The fence found the generation moved on: refuse reads too, from now on.
+            claim.supersede();
+        }
+        outcome
     }
 
     /// Runs `once` on a pooled connection until it succeeds, fails for good, or the
@@ -493,10 +553,14 @@ async fn attempt(
     let (current, rows) = match read {
         Ok(read) => read,
         Err(error) => {
-            // Leave no transaction open on a connection that may go back to the pool;
-            // if this fails, the connection is lost and will not.
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(before_commit(error));
+            // Leave no transaction open on a connection that may go back to the pool: if
+            // the rollback fails, report that instead, and the connection is closed.
+            return Err(before_commit(
+                match client.batch_execute("ROLLBACK").await {
+                    Ok(()) => error,
+                    Err(rollback) => rollback,
+                },
+            ));
         }
     };
     let refuse = async |refusal: StoreError| {

@@ -79,9 +79,16 @@ impl Pool {
             }
         });
         // Every acknowledged write must be on the server's disk (and on its synchronous
-        // standbys), whatever the server's default.
+        // standbys), whatever the server's default. The server notices a vaultd that
+        // vanished (its host crashed, the network cut) within about 25 s and releases
+        // its locks; a session left inside a transaction for a minute is ended.
         client
-            .batch_execute("SET synchronous_commit = on")
+            .batch_execute(
+                "SET synchronous_commit = on; \
+                 SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+                 SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000; \
+                 SET idle_in_transaction_session_timeout = '60s'",
+            )
             .await
             .map_err(|e| StoreError::Unreachable(e.into()))?;
         Ok(client)

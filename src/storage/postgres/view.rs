@@ -42,8 +42,13 @@ impl PostgresView {
     pub(super) async fn begin(shared: &Shared) -> Result<Begun, StoreError> {
         shared.claim()?.check()?;
         let client = shared.pool.connect().await?;
+        // A snapshot's reader may pause between pages (up to a minute, by the snapshot
+        // rules), so this transaction may stay idle longer than a write's.
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET LOCAL idle_in_transaction_session_timeout = 0",
+            )
             .await
             .map_err(failed)?;
         let records: i64 = client
