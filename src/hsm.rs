@@ -141,29 +141,13 @@ impl Pkcs11Config {
 
     /// The PIN file's contents (trimmed), refused if others may read the file.
     fn pin(&self) -> Result<AuthPin, HsmError> {
-        use std::os::unix::fs::MetadataExt;
-        let refuse = |reason: String| HsmError::Pin {
-            path: self.pin_file.display().to_string(),
-            reason,
-        };
-        let meta = std::fs::metadata(&self.pin_file).map_err(|e| refuse(e.to_string()))?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(refuse(format!(
-                "mode {:o} lets others read it; chmod 600",
-                meta.mode() & 0o777
-            )));
-        }
-        if meta.len() > 1024 {
-            return Err(refuse("longer than 1 KiB: not a PIN".into()));
-        }
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&self.pin_file).map_err(|e| refuse(e.to_string()))?,
-        );
-        let pin = text.trim();
-        if pin.is_empty() {
-            return Err(refuse("empty".into()));
-        }
-        Ok(AuthPin::new(pin.into()))
+        let pin = crate::secret_file::read_owner_only(&self.pin_file, 1024, "a PIN").map_err(
+            |reason| HsmError::Pin {
+                path: self.pin_file.display().to_string(),
+                reason,
+            },
+        )?;
+        Ok(AuthPin::new(pin.as_str().into()))
     }
 
     /// Loads and initialises the module, finds the token, logs in, runs `work`,

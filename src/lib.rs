@@ -32,6 +32,7 @@ mod metrics;
 pub mod names;
 pub mod records;
 mod retry;
+mod secret_file;
 mod sessions;
 pub mod storage;
 pub mod tls;
