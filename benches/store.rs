@@ -50,6 +50,7 @@ fn durable_writes(c: &mut Criterion) {
         pool_size: 16,
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
+        catch_up: Duration::from_secs(1),
     })
     .expect("open PostgreSQL");
     writes(c, "durable put_secret, PostgreSQL", Arc::new(postgres));

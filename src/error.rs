@@ -170,6 +170,17 @@ pub enum Error {
     /// The API key was already rotated or revoked.
     #[error("the API key was already rotated or revoked")]
     ApiKeyNotActive,
+    /// This node has not read the cluster's change log to its end within the bound,
+    /// so a revocation made on another node might not be in force here yet.
+    #[error(
+        "this node has not caught up with the cluster's change log within {bound:?} (is the \
+         database reachable?); it hands out no leases or plaintext until it has; retry on \
+         another node"
+    )]
+    OutOfStep {
+        /// The bound (`storage.postgres.catch_up`).
+        bound: std::time::Duration,
+    },
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

@@ -1,5 +1,5 @@
-//! What the daemon does on its own while it serves: sweeps expired sessions and
-//! leases, keeps gauges and `grpc.health.v1` true, disables versions past their grace
+//! What the daemon does on its own while it serves: follows the change log of a store
+//! other nodes share (see `cluster`), sweeps expired sessions and leases, keeps gauges and `grpc.health.v1` true, disables versions past their grace
 //! window (revoking their leases), rewraps tenants' secrets after key rotations, and
 //! tells the operator when the audit log fails or runs short of space.
 //!
@@ -38,7 +38,15 @@ pub(crate) fn spawn(
         shared: Arc::clone(shared),
         upkeep: Arc::clone(upkeep),
     };
+    let (store, in_step) = upkeep.change_log();
+    let apply: Arc<dyn crate::cluster::Apply> = Arc::clone(upkeep) as _;
     vec![
+        tokio::spawn(crate::cluster::follow(
+            store,
+            in_step,
+            apply,
+            stopped.clone(),
+        )),
         tokio::spawn(housekeeping(tasks.clone(), stopped.clone())),
         tokio::spawn(report_health(tasks.clone(), health, stopped.clone())),
         tokio::spawn(rewrap_pass(tasks, stopped.clone())),

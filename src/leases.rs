@@ -54,7 +54,7 @@ pub(crate) struct Lease {
 }
 
 /// Which leases to revoke.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Selector {
     Id(LeaseId),
     Tenant(TenantId),

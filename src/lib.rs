@@ -12,6 +12,7 @@ mod api;
 mod audit;
 mod authz;
 pub mod breakglass;
+mod cluster;
 pub mod config;
 mod custody;
 pub mod daemon;

@@ -178,6 +178,7 @@ impl ApiError {
         match self {
             ApiError::Session(SessionError::Unknown) => Some(reason::UNKNOWN_SESSION),
             ApiError::Vault(Error::Sealed) => Some(reason::SEALED),
+            ApiError::Vault(Error::OutOfStep { .. }) => Some(reason::OUT_OF_STEP),
             ApiError::Vault(Error::Uninitialised) => Some(reason::UNINITIALISED),
             ApiError::Audit(_) => Some(reason::AUDIT),
             ApiError::ApiKey(KeyAnswer::Invalid) => Some(reason::API_KEY_INVALID),
@@ -222,7 +223,7 @@ fn vault_status(e: &Error) -> Status {
         Error::Uninitialised | Error::NoPendingRekey | Error::StaleRekey => {
             Status::failed_precondition(e.to_string())
         }
-        Error::Sealed => Status::unavailable(e.to_string()),
+        Error::Sealed | Error::OutOfStep { .. } => Status::unavailable(e.to_string()),
         Error::AlreadyInitialised
         | Error::AlreadyUnsealed
         | Error::UnsealNonceMismatch

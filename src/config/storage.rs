@@ -40,6 +40,15 @@ impl StorageConfig {
         })
     }
 
+    /// How far behind the change log a node may fall before it stops serving leases
+    /// and plaintext; `None` for an engine only one node uses.
+    pub fn catch_up(&self) -> Option<Duration> {
+        match self {
+            Self::Redb(_) => None,
+            Self::Postgres(settings) => Some(settings.catch_up),
+        }
+    }
+
     /// The redb file, if that is the engine.
     pub fn redb_path(&self) -> Option<&PathBuf> {
         match self {
@@ -68,6 +77,7 @@ struct RawPostgres {
     pool_size: Option<usize>,
     connect_timeout: Option<String>,
     timeout: Option<String>,
+    catch_up: Option<String>,
 }
 
 pub(super) fn storage(
@@ -149,6 +159,12 @@ pub(super) fn storage(
                     pg.timeout.as_deref(),
                     5 * SECOND,
                     (Duration::from_millis(100), 60 * SECOND),
+                )?,
+                catch_up: duration(
+                    "storage.postgres.catch_up",
+                    pg.catch_up.as_deref(),
+                    SECOND,
+                    (Duration::from_millis(200), 60 * SECOND),
                 )?,
             }))
         }

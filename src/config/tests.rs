@@ -239,6 +239,7 @@ fn a_password_in_the_postgres_connect_string_is_refused_and_never_repeated() {
         pool_size: 1,
         connect_timeout: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
+        catch_up: Duration::from_secs(1),
     };
     let shown = format!("{settings:?} {}", settings.describe());
     assert!(

@@ -54,6 +54,8 @@ impl Custody {
         ttl_seconds: u32,
         version: Option<u64>,
     ) -> Result<Issued, LeaseError> {
+        // Revocations made on other nodes up to the bound ago are in force here.
+        self.held.in_step.check()?;
         let terms = &self.held.terms;
         let leases = &self.held.leases;
         let id = &grant.op().0;

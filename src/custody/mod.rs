@@ -27,6 +27,7 @@ use crate::authz::{
     SealOp, SessionsOp, StatusOp, TenantKeysOp, UnsealOp, VerifierOp, WriteSecret,
 };
 use crate::breakglass::BreakGlass;
+use crate::cluster::{InStep, Notice as ClusterNotice};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::leases::{Lease, Leases, RevocationReason, Revoked, Selector};
@@ -55,6 +56,9 @@ pub(crate) struct Terms {
     pub(crate) max_per_identity: u32,
     /// Revocation watches one identity may hold open.
     pub(crate) watches_per_identity: usize,
+    /// How far behind the change log of a store other nodes share this node may fall
+    /// before it refuses leases and plaintext (`None`: the store is this node's alone).
+    pub(crate) catch_up: Option<std::time::Duration>,
 }
 
 struct Held {
@@ -71,6 +75,8 @@ struct Held {
     /// Snapshots under way on this node.
     snapshots: snapshot::SnapshotSlots,
     breakglass: Arc<BreakGlass>,
+    /// Whether this node has caught up with the other nodes sharing its store.
+    in_step: Arc<InStep>,
 }
 
 /// The custody the request handlers reach, one proof per operation.
@@ -155,6 +161,10 @@ pub(crate) fn assemble(
     breakglass: Arc<BreakGlass>,
     clock: SharedClock,
 ) -> (Custody, Upkeep) {
+    let in_step = Arc::new(match terms.catch_up {
+        Some(bound) if vault.store().change_log().is_some() => InStep::shared(bound),
+        _ => InStep::alone(),
+    });
     let held = Arc::new(Held {
         vault,
         sessions,
@@ -165,6 +175,7 @@ pub(crate) fn assemble(
         apikeys: apikeys::KeyLimits::new(api_keys, &clock),
         snapshots: snapshot::SnapshotSlots::default(),
         breakglass,
+        in_step,
         clock,
     });
     (
@@ -402,6 +413,7 @@ impl Custody {
         each: impl FnMut(Result<SecretValue>),
     ) -> Result<()> {
         let DecryptOp(tenant, env) = grant.op();
+        self.held.in_step.check()?;
         self.vault()
             .transit_decrypt_each(tenant, *env, envelopes, each)
     }
@@ -477,15 +489,23 @@ impl Custody {
     }
 
     /// Revokes every lease `selector` matches, telling their holders. Returns how many.
+    /// The other nodes sharing the store are told through its change log; if they
+    /// cannot be, the leases here are revoked all the same and the error says so.
     pub(crate) fn revoke_leases(
         &self,
         _: &Authorized<RevokeLeasesOp>,
         selector: &Selector,
-    ) -> usize {
-        self.held
+    ) -> (usize, Result<()>) {
+        let revoked = self
+            .held
             .leases
             .revoke(selector, RevocationReason::Revoked)
-            .len()
+            .len();
+        let announced = self.vault().announce(&ClusterNotice::RevokeLeases(
+            selector.clone(),
+            RevocationReason::Revoked,
+        ));
+        (revoked, announced)
     }
 
     /// Whether `version` of the leased secret may still be leased (unsealed, not

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::Held;
+use crate::cluster::{InStep, Notice};
 use crate::error::Result;
 use crate::leases::{RevocationReason, Selector};
 use crate::names::{SecretId, TenantId};
+use crate::storage::Store;
 use crate::vault::{SealState, SweepItem};
 
 /// Custody for the daemon's own tasks.
@@ -110,6 +112,32 @@ impl Upkeep {
     /// Rewraps the next queued tenant's secrets under its current key.
     pub(crate) fn rewrap_step(&self) -> Result<Option<(TenantId, usize)>> {
         self.held.vault.rewrap_step()
+    }
+
+    /// What following the store's change log needs: the store, and where to record
+    /// that this node is in step.
+    pub(crate) fn change_log(&self) -> (Arc<dyn Store>, Arc<InStep>) {
+        (
+            Arc::clone(self.held.vault.store()),
+            Arc::clone(&self.held.in_step),
+        )
+    }
+
+    /// Acts on another node's notice: ends the leases it names (telling their
+    /// holders), forgets a tenant's cached keys, or tells verifiers of a revoked API key.
+    pub(crate) fn apply_notice(&self, notice: &Notice) {
+        match notice {
+            Notice::RevokeLeases(selector, reason) => {
+                self.held.leases.revoke(selector, *reason);
+            }
+            Notice::TenantKeys(tenant) => self.held.vault.forget_tenant_keys(Some(tenant)),
+            Notice::ApiKeyRevoked(id) => self.held.apikeys.notify_revoked(id),
+        }
+    }
+
+    /// Forgets every cached tenant key.
+    pub(crate) fn forget_all_tenant_keys(&self) {
+        self.held.vault.forget_tenant_keys(None);
     }
 
     /// Revokes every lease: the fuzz harness keeps the lease table small this way.

@@ -240,6 +240,7 @@ impl Daemon {
                 default_ttl: config.leases.default_ttl,
                 max_per_identity: config.leases.max_per_identity,
                 watches_per_identity: config.limits.watches_per_identity,
+                catch_up: config.storage.catch_up(),
             },
             api_key_settings(&config.apikeys),
             breakglass,

@@ -10,8 +10,9 @@
 //! - [`redb::RedbStore`], the embedded default: one file (created 0600), every acknowledged
 //!   write fsynced, and concurrent writers grouped into one durable commit.
 //! - [`postgres::PostgresStore`], the records in a PostgreSQL database (one node per
-//!   database for now): one transaction per write with a lock on each key it touches, over TLS only, on a
-//!   runtime of its own.
+//!   database for now): one transaction per write with a lock on each key it touches,
+//!   over TLS only, on a runtime of its own, and a [`ChangeLog`] of what transactions
+//!   announced for other nodes.
 //!
 //! A store also gives a consistent read-only [`StoreView`] of everything it holds, which
 //! [`snapshot`] streams as a self-checking file and restores into a new data file.
@@ -99,6 +100,39 @@ pub trait Store: Send + Sync + 'static {
     fn view(&self) -> Result<Box<dyn StoreView>, StoreError> {
         Err(StoreError::Unsupported("consistent views for snapshots"))
     }
+
+    /// The log of notices that transactions announced, for the other nodes sharing
+    /// the store; `None` for an engine only one node uses, which drops notices.
+    fn change_log(&self) -> Option<&dyn ChangeLog> {
+        None
+    }
+}
+
+/// Notices announced by committed transactions ([`Transaction::announce`]), numbered
+/// in commit order: a transaction's notices get the next epochs, consecutive, and a
+/// transaction that committed after another has higher epochs. So a reader that has
+/// seen every epoch up to `e` and then reads `e + 1` onwards misses nothing.
+pub trait ChangeLog: Send + Sync {
+    /// The latest epoch committed (0 before any notice).
+    fn head(&self) -> Result<u64, StoreError>;
+
+    /// Up to `limit` notices after `epoch`, in epoch order. Notices older than the
+    /// log keeps are gone: a first epoch above `epoch + 1` says some were missed.
+    fn after(&self, epoch: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
+
+    /// Drops notices older than `age` by the database's clock; returns how many.
+    fn prune(&self, age: std::time::Duration) -> Result<u64, StoreError>;
+}
+
+/// One notice of the change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in commit order.
+    pub epoch: u64,
+    /// Whether this node announced it (and so has acted on it already).
+    pub own: bool,
+    /// What it says (non-secret: what to revoke or forget).
+    pub notice: Vec<u8>,
 }
 
 /// One table of a [`StoreView`] and how many entries it holds.

@@ -16,6 +16,7 @@ use super::StoredValue;
 pub struct Transaction {
     conditions: Vec<Condition>,
     writes: Vec<Write>,
+    notices: Vec<Vec<u8>>,
 }
 
 /// A compare-and-set condition on one key, checked before any write of its transaction.
@@ -104,6 +105,16 @@ impl Transaction {
         self
     }
 
+    /// Tells the other nodes sharing the store `notice` (non-secret bytes: what to
+    /// revoke or forget), in the store's change log, if and only if the transaction
+    /// commits. An engine only one node uses keeps no change log and drops notices:
+    /// the node acted on them itself.
+    #[must_use]
+    pub fn announce(mut self, notice: impl Into<Vec<u8>>) -> Self {
+        self.notices.push(notice.into());
+        self
+    }
+
     /// The conditions, in the order they were added.
     pub fn conditions(&self) -> &[Condition] {
         &self.conditions
@@ -112,6 +123,11 @@ impl Transaction {
     /// The writes, in the order they were added.
     pub fn writes(&self) -> &[Write] {
         &self.writes
+    }
+
+    /// The notices for other nodes, in the order they were added.
+    pub fn notices(&self) -> &[Vec<u8>] {
+        &self.notices
     }
 }
 

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::Vault;
 use super::keyring::CAS_ATTEMPTS;
+use crate::cluster::Notice;
 use crate::error::{Error, Result};
 use crate::names::{Environment, TenantId};
 use crate::records::{
@@ -212,7 +213,7 @@ impl Vault {
             max_per_tenant.saturating_add(1),
         )?;
         let grace_until = self.now_unix().saturating_add(grace.as_secs());
-        let updated = self.update_api_key(id, |record| match record.state {
+        let updated = self.update_api_key(id, None, |record| match record.state {
             ApiKeyState::Active => {
                 record.state = ApiKeyState::Rotated {
                     grace_until,
@@ -235,7 +236,8 @@ impl Vault {
     /// Revokes key `id` at once. Revoking a revoked key changes nothing.
     pub(crate) fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord> {
         let at_unix = self.now_unix();
-        self.update_api_key(id, |record| {
+        let revoked = Notice::ApiKeyRevoked(id.to_owned());
+        self.update_api_key(id, Some(&revoked), |record| {
             if !matches!(record.state, ApiKeyState::Revoked { .. }) {
                 record.state = ApiKeyState::Revoked { at_unix };
             }
@@ -243,9 +245,12 @@ impl Vault {
         })
     }
 
+    /// Reads, changes and writes back key `id`'s record, retrying on contention, and
+    /// tells other nodes sharing the store `notice` in the same write.
     fn update_api_key(
         &self,
         id: &str,
+        notice: Option<&Notice>,
         mut change: impl FnMut(&mut ApiKeyRecord) -> Result<()>,
     ) -> Result<ApiKeyRecord> {
         let key = api_key_key(id);
@@ -253,9 +258,12 @@ impl Vault {
             let value = self.store.get(&key)?.ok_or(Error::NotFound)?;
             let mut record: ApiKeyRecord = records::decode(&key, &value)?;
             change(&mut record)?;
-            let txn = Transaction::new()
+            let mut txn = Transaction::new()
                 .require_eq(key.clone(), value)
                 .put(key.clone(), records::encode(&record));
+            if let Some(notice) = notice {
+                txn = txn.announce(notice.encode());
+            }
             match self.store.transact(txn) {
                 Ok(()) => return Ok(record),
                 Err(StoreError::Conflict { .. }) => {}

@@ -130,6 +130,13 @@ impl TenantKeyCache {
         }
     }
 
+    /// Drops every key.
+    pub(crate) fn clear(&self) {
+        let mut lru = self.lock();
+        lru.entries.clear();
+        lru.by_use.clear();
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }

@@ -8,6 +8,7 @@ use vault_crypto::clock::{SharedClock, unix_seconds};
 use vault_crypto::{CryptoError, MacKey, RootKey, SigningKey, SystemKey, TenantKey};
 
 use super::cache::TenantKeyCache;
+use crate::cluster::Notice;
 use crate::error::{Error, Result};
 use crate::names::TenantId;
 use crate::records::{
@@ -276,7 +277,7 @@ impl Keyring {
         if self.tenants.reserved(&slot).is_some_and(|r| needed <= r) {
             return Ok(());
         }
-        let reserved = self.update_tenant(store, tenant, |record| {
+        let reserved = self.update_tenant(store, tenant, false, |record| {
             let entry = record
                 .keys
                 .iter_mut()
@@ -289,11 +290,14 @@ impl Keyring {
         Ok(())
     }
 
-    /// Reads, changes and writes back the tenant's record, retrying on contention.
+    /// Reads, changes and writes back the tenant's record, retrying on contention;
+    /// with `announce`, other nodes sharing the store are told to forget the tenant's
+    /// cached keys, in the same write.
     fn update_tenant<T>(
         &self,
         store: &dyn Store,
         tenant: &TenantId,
+        announce: bool,
         mut change: impl FnMut(&mut TenantRecord) -> Result<T>,
     ) -> Result<T> {
         let tkey = tenant_key(tenant);
@@ -301,9 +305,12 @@ impl Keyring {
             let (mut record, old) =
                 Self::read_tenant_value(store, tenant)?.ok_or(Error::NotFound)?;
             let outcome = change(&mut record)?;
-            let txn = Transaction::new()
+            let mut txn = Transaction::new()
                 .require_eq(tkey.clone(), old)
                 .put(tkey.clone(), records::encode(&record));
+            if announce {
+                txn = txn.announce(Notice::TenantKeys(tenant.clone()).encode());
+            }
             match store.transact(txn) {
                 Ok(()) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -338,7 +345,7 @@ impl Keyring {
         let wrapped = self
             .root(self.current_root)?
             .wrap_tenant_key(tenant.as_str(), &key)?;
-        let rotated = self.update_tenant(store, tenant, |record| {
+        let rotated = self.update_tenant(store, tenant, true, |record| {
             if record.current != from {
                 return Ok(false);
             }
@@ -368,7 +375,7 @@ impl Keyring {
         below: u32,
     ) -> Result<TenantRecord> {
         self.check_not_erasing(tenant)?;
-        let record = self.update_tenant(store, tenant, |record| {
+        let record = self.update_tenant(store, tenant, true, |record| {
             if below > record.current {
                 return Err(Error::RetireCurrent {
                     below,
@@ -388,6 +395,11 @@ impl Keyring {
     /// Wipes every cached key of `tenant`.
     pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
         self.tenants.forget_tenant(tenant);
+    }
+
+    /// Wipes every cached tenant key.
+    pub(crate) fn forget_all_tenants(&self) {
+        self.tenants.clear();
     }
 
     /// From now on, no key of `tenant` is handed out, and its cached keys are wiped.

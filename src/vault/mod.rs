@@ -38,9 +38,11 @@ pub use tenants::{TenantKeyVersion, TenantKeys};
 pub use token_seal::AutoUnseal;
 pub use unseal::{UnsealNonce, UnsealOutcome};
 
+use crate::cluster::Notice;
 use crate::error::{Error, Result};
+use crate::names::TenantId;
 use crate::records::{self, SEAL_KEY, SealRecord};
-use crate::storage::Store;
+use crate::storage::{Store, Transaction};
 use keyring::Keyring;
 use unseal::UnsealProgress;
 
@@ -188,6 +190,30 @@ impl Vault {
             options,
             changes: tokio::sync::watch::channel(seal_state).0,
         })
+    }
+
+    /// The store, for following its change log.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Tells the other nodes sharing the store `notice`, through its change log (a
+    /// store only this node uses keeps none, and nothing is written).
+    pub(crate) fn announce(&self, notice: &Notice) -> Result<()> {
+        Ok(self
+            .store
+            .transact(Transaction::new().announce(notice.encode()))?)
+    }
+
+    /// Wipes the unwrapped keys of `tenant` (of every tenant if `None`) from memory: the
+    /// next use reads the stored record.
+    pub(crate) fn forget_tenant_keys(&self, tenant: Option<&TenantId>) {
+        if let Ok(keyring) = self.read_state().keyring() {
+            match tenant {
+                Some(tenant) => keyring.forget_tenant(tenant),
+                None => keyring.forget_all_tenants(),
+            }
+        }
     }
 
     /// Which lifecycle state the vault is in: cheap (a read lock, no storage read),

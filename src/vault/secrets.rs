@@ -11,7 +11,9 @@ use vault_crypto::envelope::{Aad, Envelope, Purpose};
 
 use super::Vault;
 use super::keyring::CAS_ATTEMPTS;
+use crate::cluster::Notice;
 use crate::error::{Error, Result};
+use crate::leases::{RevocationReason, Selector};
 use crate::names::{Environment, SecretId, SecretKind, SecretName, TenantId};
 use crate::records::{
     self, SECRET_PREFIX, SecretRecord, SecretVersionRecord, VersionState, secret_key,
@@ -278,7 +280,14 @@ impl Vault {
     pub fn delete_secret(&self, id: &SecretId) -> Result<()> {
         self.with_keyring(|_| {
             let key = secret_key(id);
-            let txn = Transaction::new().require_present(key.clone()).delete(key);
+            let gone = Notice::RevokeLeases(
+                Selector::Secret(id.clone()),
+                RevocationReason::VersionDisabled,
+            );
+            let txn = Transaction::new()
+                .require_present(key.clone())
+                .delete(key)
+                .announce(gone.encode());
             match self.store.transact(txn) {
                 Ok(()) => Ok(()),
                 Err(StoreError::Conflict { .. }) => Err(Error::NotFound),
@@ -381,9 +390,20 @@ impl Vault {
                     return Ok(expired);
                 }
                 let key = secret_key(id);
-                let txn = Transaction::new()
-                    .require_eq(key.clone(), old)
-                    .put(key, records::encode(&record));
+                let txn = expired.iter().fold(
+                    Transaction::new()
+                        .require_eq(key.clone(), old)
+                        .put(key, records::encode(&record)),
+                    |txn, version| {
+                        txn.announce(
+                            Notice::RevokeLeases(
+                                Selector::Version(id.clone(), *version),
+                                RevocationReason::VersionDisabled,
+                            )
+                            .encode(),
+                        )
+                    },
+                );
                 match self.store.transact(txn) {
                     Ok(()) => return Ok(expired),
                     Err(StoreError::Conflict { .. }) => continue,
@@ -427,9 +447,18 @@ impl Vault {
                 break;
             };
             let record = records::decode_tenant(&tkey, &value)?;
+            // Other nodes forget the keys and end the leases with this very write.
             let txn = Transaction::new()
                 .require_eq(tkey.clone(), value)
-                .delete(tkey.clone());
+                .delete(tkey.clone())
+                .announce(Notice::TenantKeys(tenant.clone()).encode())
+                .announce(
+                    Notice::RevokeLeases(
+                        Selector::Tenant(tenant.clone()),
+                        RevocationReason::TenantErased,
+                    )
+                    .encode(),
+                );
             match self.store.transact(txn) {
                 Ok(()) => {
                     key_versions = record.keys.iter().map(|k| k.version).collect();

@@ -3,11 +3,15 @@
 //! second node is refused while the first holds the database and serves the same
 //! records after its own unseal once the first has stopped, `check-config` reaches the
 //! database (and says why it cannot), and a database that goes away fails requests
-//! rather than answering from nowhere.
+//! rather than answering from nowhere. Revocations other nodes write to the change log
+//! reach this node's leases and watchers within a second, this node's reach the log,
+//! and a node that cannot read the log stops handing out leases within the bound.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use tonic::Code;
+use vault_proto::v1;
 use vault_testkit::postgres::PostgresServer;
 
 use crate::harness::{GATEWAY, Options, TestVault, expect_code, lease_value};
@@ -150,4 +154,137 @@ async fn records_in_postgres_survive_restarts_and_serve_a_second_node() {
         }
     };
     assert_eq!(value, b"sk-in-postgres");
+}
+
+/// Appends `notice` to the change log as another node sharing the database would.
+fn announce_as_another_node(server: &PostgresServer, notice: &str) {
+    server.psql(
+        "vaultd",
+        &format!(
+            "UPDATE vaultd_epoch SET epoch = epoch + 1; \
+             INSERT INTO vaultd_changes (epoch, origin, notice) \
+             SELECT epoch, '\\xaa'::bytea, convert_to('{notice}', 'UTF8') FROM vaultd_epoch"
+        ),
+    );
+}
+
+/// The `vault-error` reason of a failed call.
+fn reason(status: &tonic::Status) -> &str {
+    status
+        .metadata()
+        .get("vault-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_nodes_revocation_reaches_this_node_and_a_node_cut_off_stops_serving() {
+    let server = PostgresServer::start();
+    server.create_database("vaultd");
+    let (mut vault, _) = TestVault::unsealed_with(on_postgres(&server, "vaultd")).await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-a")
+        .await;
+    vault
+        .put_secret("globex", "live", "byok/openai", b"sk-g")
+        .await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    let mut watch = broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (acme, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    let (globex, _) = lease_value(&mut broker, &session, "globex", "live", "byok/openai")
+        .await
+        .unwrap();
+
+    // Another node revokes acme's leases: this node ends its own within the bound
+    // (1 s) and tells the holder; globex's lease lives on.
+    let announced = Instant::now();
+    announce_as_another_node(
+        &server,
+        r#"{"revoke_leases":{"selector":{"tenant":"acme"},"reason":"revoked"}}"#,
+    );
+    let notice = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio_stream::StreamExt::next(&mut watch),
+    )
+    .await
+    .expect("the revocation within a second")
+    .unwrap()
+    .unwrap();
+    assert!(announced.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        (notice.lease_id, notice.reason),
+        (acme.lease_id, v1::RevocationReason::Revoked as i32)
+    );
+    let listed = vault
+        .admin()
+        .list_leases(v1::ListLeasesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(
+        listed.iter().map(|l| &l.lease_id).collect::<Vec<_>>(),
+        [&globex.lease_id]
+    );
+
+    // A revocation made here is announced to the others, in the log with its epoch.
+    vault
+        .admin()
+        .revoke_leases(v1::RevokeLeasesRequest {
+            selector: Some(v1::revoke_leases_request::Selector::Tenant("globex".into())),
+        })
+        .await
+        .unwrap();
+    let log = server.psql(
+        "vaultd",
+        "SELECT epoch, convert_from(notice, 'UTF8') FROM vaultd_changes ORDER BY epoch",
+    );
+    assert!(
+        log.contains(
+            "2|{\"revoke_leases\":{\"selector\":{\"tenant\":\"globex\"},\"reason\":\"revoked\"}}"
+        ),
+        "{log}"
+    );
+
+    // The node cannot read the change log (the records it can): within the bound it
+    // refuses leases as out of step, then serves again once it can.
+    server.psql("vaultd", "ALTER TABLE vaultd_changes RENAME TO hidden");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = expect_code(
+        lease_value(&mut broker, &session, "globex", "live", "byok/openai").await,
+        Code::Unavailable,
+    );
+    assert_eq!(reason(&status), "out-of-step", "{status:?}");
+    assert!(status.message().contains("change log"), "{status:?}");
+    server.psql("vaultd", "ALTER TABLE hidden RENAME TO vaultd_changes");
+    let served = Instant::now();
+    let value = loop {
+        match lease_value(&mut broker, &session, "globex", "live", "byok/openai").await {
+            Ok((_, value)) => break value,
+            Err(status) => {
+                assert_eq!(reason(&status), "out-of-step", "{status:?}");
+                assert!(served.elapsed() < Duration::from_secs(5), "{status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(value, b"sk-g");
+
+    // The database itself goes away: leases are refused as out of step once the
+    // bound has passed, not after the store's own timeout.
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = Instant::now();
+    let status = expect_code(
+        lease_value(&mut broker, &session, "globex", "live", "byok/openai").await,
+        Code::Unavailable,
+    );
+    assert_eq!(reason(&status), "out-of-step", "{status:?}");
+    assert!(refused.elapsed() < Duration::from_secs(1));
 }

@@ -28,6 +28,9 @@ pub mod reason {
     pub const UNKNOWN_SESSION: &str = "unknown-session";
     /// vaultd is sealed: custodians must unseal it; another node may serve.
     pub const SEALED: &str = "sealed";
+    /// This node has fallen behind the other nodes sharing its database (it cannot
+    /// read their revocations): another node may serve.
+    pub const OUT_OF_STEP: &str = "out-of-step";
     /// vaultd is not initialised yet.
     pub const UNINITIALISED: &str = "uninitialised";
     /// The audit log cannot be written, so nothing is answered.

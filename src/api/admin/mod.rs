@@ -413,18 +413,32 @@ impl Admin for AdminService {
         let mut call = self.shared.call("admin.revoke_leases", &request)?;
         // Validated before anything of it enters the record.
         let selector = leases::selector(request.get_ref().selector.as_ref());
-        let result = selector.and_then(|selector| {
+        let permitted = selector.and_then(|selector| {
             call.event
                 .detail
                 .insert("selector".into(), selector.to_string());
-            let grant = permit!(self, call, RevokeLeasesOp)?;
-            // Revoking is the safe direction, like sealing: it takes effect without an
-            // intent record, so a failing audit log cannot keep leases alive.
-            let revoked = self.shared.custody.revoke_leases(&grant, &selector);
-            Ok(v1::RevokeLeasesResponse {
-                revoked: revoked as u64,
-            })
+            Ok((permit!(self, call, RevokeLeasesOp)?, selector))
         });
+        // Revoking is the safe direction, like sealing: it takes effect without an
+        // intent record, so a failing audit log cannot keep leases alive. Telling the
+        // other nodes writes to the store, so it runs on the blocking pool.
+        let result = match permitted {
+            Ok((grant, selector)) => {
+                self.shared
+                    .blocking(&mut call, move |shared, call| {
+                        let (revoked, announced) = shared.custody.revoke_leases(&grant, &selector);
+                        call.event
+                            .detail
+                            .insert("leases_revoked".into(), revoked.to_string());
+                        announced?;
+                        Ok(v1::RevokeLeasesResponse {
+                            revoked: revoked as u64,
+                        })
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         self.shared.finish_committed(call, result).await
     }
 

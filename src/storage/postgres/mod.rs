@@ -31,6 +31,16 @@
 //! written). A connection lost while `COMMIT` was in flight is
 //! [`StoreError::Indeterminate`]: the write may or may not be there, and the caller must
 //! not report it as done.
+//!
+//! # Change log
+//!
+//! A transaction's notices ([`Transaction::announce`]) go into `vaultd_changes` inside
+//! the transaction, numbered from the counter in `vaultd_epoch`, which the transaction
+//! bumps and so holds locked until it commits: the next transaction with notices waits
+//! for that commit before it takes its numbers. So numbers are consecutive and follow
+//! commit order, and a snapshot that shows one number shows every lower one (a sequence
+//! would not: its numbers are taken before commit, in any order). Each notice carries
+//! the store that wrote it, so a node can tell its own.
 
 mod claim;
 mod pool;
@@ -51,7 +61,7 @@ use zeroize::Zeroizing;
 use self::pool::{Conn, Pool};
 pub use self::schema::SchemaState;
 use self::txn::{Failure, attempt, lost, refused_race};
-use super::{Store, StoreError, StoredValue, Transaction, VaultId};
+use super::{Change, ChangeLog, Store, StoreError, StoredValue, Transaction, VaultId};
 
 /// How vaultd reaches PostgreSQL: `[storage.postgres]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,6 +83,9 @@ pub struct PostgresSettings {
     /// How long one store operation may take, retries and waiting for a connection
     /// included.
     pub timeout: Duration,
+    /// How long a node may go without reading the change log to its end before it
+    /// refuses to hand out leases and plaintext.
+    pub catch_up: Duration,
 }
 
 /// Shows the database and hosts, not the connect string.
@@ -86,6 +99,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
+            .field("catch_up", &self.catch_up)
             .finish()
     }
 }
@@ -136,6 +150,8 @@ struct Engine {
 struct Shared {
     pool: Pool,
     timeout: Duration,
+    /// Names this store's notices in the change log, so it can tell its own.
+    origin: VaultId,
     /// Set once `open` has taken it; storage operations are refused without it.
     claim: std::sync::OnceLock<claim::Claim>,
 }
@@ -206,6 +222,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 pool: Pool::new(config, tls, settings.pool_size.max(1)),
                 timeout: settings.timeout,
+                origin: VaultId::generate()?,
                 claim: std::sync::OnceLock::new(),
             }),
             runtime: Some(runtime),
@@ -370,6 +387,10 @@ impl Store for PostgresStore {
         }
     }
 
+    fn change_log(&self) -> Option<&dyn ChangeLog> {
+        Some(self)
+    }
+
     fn view(&self) -> Result<Box<dyn super::StoreView>, StoreError> {
         let opened = self
             .engine
@@ -382,8 +403,73 @@ impl Store for PostgresStore {
     }
 }
 
+impl ChangeLog for PostgresStore {
+    fn head(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .engine
+            .run(|shared| async move { shared.read(&Read::Head).await })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Schema("vaultd_epoch holds no row".into()))?;
+        epoch(row.try_get(0))
+    }
+
+    fn after(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let read = Read::Changes {
+            after: i64::try_from(after).unwrap_or(i64::MAX),
+            limit: i64::from(limit),
+        };
+        let rows = self
+            .engine
+            .run(|shared| async move { shared.read(&read).await })?;
+        rows.iter()
+            .map(|row| {
+                Ok(Change {
+                    epoch: epoch(row.try_get(0))?,
+                    own: row.try_get(1).map_err(|e| StoreError::Postgres(e.into()))?,
+                    notice: row.try_get(2).map_err(|e| StoreError::Postgres(e.into()))?,
+                })
+            })
+            .collect()
+    }
+
+    fn prune(&self, age: Duration) -> Result<u64, StoreError> {
+        let seconds = age.as_secs_f64();
+        self.engine.run(|shared| async move {
+            shared
+                .with_retries(|conn| async move {
+                    let pruned = conn
+                        .client
+                        .execute(&conn.prune_changes, &[&seconds])
+                        .await
+                        .map_err(|error| Failure {
+                            error,
+                            committing: false,
+                        });
+                    (conn, pruned)
+                })
+                .await
+        })
+    }
+}
+
+/// An epoch as PostgreSQL returned it: never negative.
+fn epoch(value: Result<i64, tokio_postgres::Error>) -> Result<u64, StoreError> {
+    let value = value.map_err(|e| StoreError::Postgres(e.into()))?;
+    u64::try_from(value)
+        .map_err(|_| StoreError::Schema(format!("the change log holds epoch {value}")))
+}
+
 /// A read: one statement, so one snapshot.
 enum Read {
+    /// The change log's latest epoch.
+    Head,
+    /// Up to `limit` notices after epoch `after`, tagged with whether this store
+    /// announced them.
+    Changes {
+        after: i64,
+        limit: i64,
+    },
     Get(Vec<u8>),
     /// Keys from `prefix` up to `end` (exclusive; unbounded if `None`), in order.
     Scan {
@@ -401,7 +487,14 @@ impl Shared {
     /// Runs `read` (one statement, so one snapshot).
     async fn read(&self, read: &Read) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         self.with_retries(|conn| async move {
+            let origin = self.origin.as_bytes().as_slice();
             let rows = match read {
+                Read::Head => conn.client.query(&conn.change_head, &[]).await,
+                Read::Changes { after, limit } => {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [after, &origin, limit];
+                    conn.client.query(&conn.changes_after, &params).await
+                }
                 Read::Get(key) => conn.client.query(&conn.get, &[key]).await,
                 Read::Scan {
                     prefix,
@@ -424,9 +517,10 @@ impl Shared {
     async fn transact(&self, txn: &Transaction) -> Result<(), StoreError> {
         let claim = self.claim()?;
         let generation = claim.generation;
+        let origin = self.origin.as_bytes().as_slice();
         let outcome = self
             .with_retries(|mut conn| async move {
-                let outcome = attempt(&mut conn, txn, generation).await;
+                let outcome = attempt(&mut conn, txn, generation, origin).await;
                 (conn, outcome)
             })
             .await?;

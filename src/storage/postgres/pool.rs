@@ -35,6 +35,10 @@ pub(super) struct Conn {
     pub(super) scan_between: Statement,
     pub(super) upsert_many: Statement,
     pub(super) delete_many: Statement,
+    pub(super) announce: Statement,
+    pub(super) changes_after: Statement,
+    pub(super) change_head: Statement,
+    pub(super) prune_changes: Statement,
 }
 
 impl Pool {
@@ -138,6 +142,31 @@ impl Pool {
             delete_many: prepare("DELETE FROM vaultd_records WHERE key = ANY($1)")
                 .await
                 .map_err(failed)?,
+            // The epoch row's lock is held to COMMIT: a later transaction with notices
+            // waits for it, so its epochs are higher and it commits later.
+            announce: prepare(
+                "WITH bumped AS (UPDATE vaultd_epoch \
+                                 SET epoch = epoch + cardinality($1::bytea[]) RETURNING epoch) \
+                 INSERT INTO vaultd_changes (epoch, origin, notice) \
+                 SELECT bumped.epoch - cardinality($1::bytea[]) + n.ord, $2, n.notice \
+                 FROM bumped, unnest($1::bytea[]) WITH ORDINALITY AS n(notice, ord)",
+            )
+            .await
+            .map_err(failed)?,
+            changes_after: prepare(
+                "SELECT epoch, origin = $2, notice FROM vaultd_changes \
+                 WHERE epoch > $1 ORDER BY epoch LIMIT $3",
+            )
+            .await
+            .map_err(failed)?,
+            change_head: prepare("SELECT epoch FROM vaultd_epoch")
+                .await
+                .map_err(failed)?,
+            prune_changes: prepare(
+                "DELETE FROM vaultd_changes WHERE at < clock_timestamp() - make_interval(secs => $1)",
+            )
+            .await
+            .map_err(failed)?,
             client,
         })
     }

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use crate::storage::{StoreError, VaultId};
 
 /// The schema version this vaultd writes and reads.
-pub(super) const VERSION: i32 = 1;
+pub(super) const VERSION: i32 = 2;
 
 /// The statements that take version `n - 1` to `n`, at index `n - 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -21,6 +21,16 @@ const MIGRATIONS: [&str; VERSION as usize] = [
      CREATE TABLE vaultd_claim (one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                                 generation bigint NOT NULL); \
      INSERT INTO vaultd_claim (generation) VALUES (0)",
+    // 2: the change log (see `changes`): the last epoch given out, a row every
+    // transaction with notices locks and bumps, so epochs follow commit order; and the
+    // notices, each with the node that announced it and when.
+    "CREATE TABLE vaultd_epoch (one boolean PRIMARY KEY DEFAULT true CHECK (one), \
+                                epoch bigint NOT NULL); \
+     INSERT INTO vaultd_epoch (epoch) VALUES (0); \
+     CREATE TABLE vaultd_changes (epoch bigint PRIMARY KEY, origin bytea NOT NULL, \
+                                  notice bytea NOT NULL, \
+                                  at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+     CREATE INDEX vaultd_changes_at ON vaultd_changes (at)",
 ];
 
 /// The advisory lock key migrations hold ("vaultd" in ASCII).

@@ -17,6 +17,7 @@ fn settings(server: &PostgresServer, dbname: &str) -> PostgresSettings {
         pool_size: 8,
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(10),
+        catch_up: Duration::from_secs(1),
     }
 }
 
@@ -432,4 +433,119 @@ fn a_stalled_claim_session_is_reclaimed_not_taken_for_another_node() {
         std::thread::sleep(Duration::from_millis(50));
     }
     store.put(b"k", value(b"w")).unwrap();
+}
+
+#[test]
+fn notices_are_numbered_in_commit_order_and_a_follower_misses_none() {
+    let pg = postgres();
+    let store = pg.store();
+    let log = || store.change_log().unwrap();
+    assert_eq!(log().head().unwrap(), 0);
+    const WRITERS: usize = 8;
+    const EACH: usize = 40;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A follower reads small pages while the writers commit: every page must start
+    // right after the last epoch it saw, or a later commit was visible before an
+    // earlier one.
+    let follower = {
+        let store = Arc::clone(&store);
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let log = store.change_log().unwrap();
+            let mut seen = 0;
+            let mut notices = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let page = log.after(seen, 7).unwrap();
+                for change in &page {
+                    assert_eq!(change.epoch, seen + 1, "a notice was skipped");
+                    assert!(change.own);
+                    seen = change.epoch;
+                    notices.push(change.notice.clone());
+                }
+                if finished && page.is_empty() {
+                    return notices;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let key = format!("k/{w}/{i}");
+                    // Every third transaction announces two notices; every fifth fails
+                    // its condition, and its notice must not appear.
+                    let mut txn = Transaction::new()
+                        .put(key.clone(), value(b"v"))
+                        .announce(format!("{w}/{i}/a"));
+                    if i % 3 == 0 {
+                        txn = txn.announce(format!("{w}/{i}/b"));
+                    }
+                    if i % 5 == 0 {
+                        txn = txn.require_present(format!("absent/{w}/{i}"));
+                        assert!(store.transact(txn).is_err());
+                    } else {
+                        store.transact(txn).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let seen: Vec<String> = follower
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|n| String::from_utf8(n).unwrap())
+        .collect();
+    let mut expected = Vec::new();
+    for w in 0..WRITERS {
+        for i in (0..EACH).filter(|i| i % 5 != 0) {
+            expected.push(format!("{w}/{i}/a"));
+            if i % 3 == 0 {
+                expected.push(format!("{w}/{i}/b"));
+            }
+        }
+    }
+    assert_eq!(seen.len(), expected.len());
+    assert_eq!(log().head().unwrap(), expected.len() as u64);
+    // Each writer's notices in the order it committed them, a transaction's together.
+    for w in 0..WRITERS {
+        let mine: Vec<&String> = seen
+            .iter()
+            .filter(|n| n.starts_with(&format!("{w}/")))
+            .collect();
+        let wanted: Vec<&String> = expected
+            .iter()
+            .filter(|n| n.starts_with(&format!("{w}/")))
+            .collect();
+        assert_eq!(mine, wanted);
+    }
+    for (index, notice) in seen.iter().enumerate() {
+        if notice.ends_with("/b") {
+            assert_eq!(seen[index - 1], notice.replace("/b", "/a"));
+        }
+    }
+    // Another node's notice is not this store's own; pruning keeps the epoch.
+    pg.server.psql(
+        "vaultd",
+        "UPDATE vaultd_epoch SET epoch = epoch + 1 RETURNING epoch; \
+         INSERT INTO vaultd_changes (epoch, origin, notice) \
+         SELECT epoch, '\\x00'::bytea, 'theirs' FROM vaultd_epoch",
+    );
+    let last = log().after(expected.len() as u64, 10).unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(!last[0].own && last[0].notice == b"theirs");
+    assert_eq!(log().prune(Duration::from_secs(3600)).unwrap(), 0);
+    assert_eq!(
+        log().prune(Duration::ZERO).unwrap(),
+        expected.len() as u64 + 1
+    );
+    assert!(log().after(0, 10).unwrap().is_empty());
+    assert_eq!(log().head().unwrap(), expected.len() as u64 + 1);
 }

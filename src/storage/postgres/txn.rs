@@ -29,10 +29,14 @@ pub(super) struct Failure {
 /// other. SERIALIZABLE gave the same answers but aborted most concurrent inserts of
 /// neighbouring keys (its predicate locks cover index pages), and the retries cost
 /// more than the locks.
+///
+/// Notices go to the change log in the second round trip, after the writes: the epoch
+/// row is locked from then to COMMIT only.
 pub(super) async fn attempt(
     conn: &mut Conn,
     txn: &Transaction,
     generation: i64,
+    origin: &[u8],
 ) -> Result<Result<(), StoreError>, Failure> {
     let before_commit = |error| Failure {
         error,
@@ -46,6 +50,7 @@ pub(super) async fn attempt(
         get_many,
         upsert_many,
         delete_many,
+        announce,
         ..
     } = conn;
     // Everything up to the conditions goes in one round trip: the server runs pipelined
@@ -115,12 +120,20 @@ pub(super) async fn attempt(
         put_values,
         deleted,
     } = final_writes(txn);
+    let notices: Vec<&[u8]> = txn.notices().iter().map(Vec::as_slice).collect();
     let put_params: [&(dyn ToSql + Sync); 2] = [&put_keys, &put_values];
     let delete_params: [&(dyn ToSql + Sync); 1] = [&deleted];
-    let (put, delete, commit) = tokio::join!(
+    let announce_params: [&(dyn ToSql + Sync); 2] = [&notices, &origin];
+    let (put, delete, announced, commit) = tokio::join!(
         biased;
         client.execute(&*upsert_many, &put_params),
         client.execute(&*delete_many, &delete_params),
+        async {
+            if notices.is_empty() {
+                return Ok(0);
+            }
+            client.execute(&*announce, &announce_params).await
+        },
         client.batch_execute("COMMIT"),
     );
     // Once COMMIT is sent, a lost connection leaves the outcome unknown.
@@ -130,6 +143,7 @@ pub(super) async fn attempt(
     };
     put.map_err(committing)?;
     delete.map_err(committing)?;
+    announced.map_err(committing)?;
     commit.map_err(committing)?;
     Ok(Ok(()))
 }
