@@ -20,7 +20,7 @@ use crate::limits::quota::{QuotaExceeded, Quotas};
 use crate::limits::rate::{Exceeded, Rates, Scope};
 use crate::limits::refusals::LimitRefusals;
 use crate::names::Environment;
-use crate::records::{ApiKeyRecord, QuotaRecord, RateWindows};
+use crate::records::{ApiKeyRecord, RateWindows};
 use crate::vault::apikeys::{ApiKeySpec, IssuedKey, KeyRefusal};
 
 /// How API keys are limited and kept: from the `[apikeys]` configuration.
@@ -343,9 +343,12 @@ impl Upkeep {
     /// failure it stays to be written next time.
     pub(crate) fn flush_quotas(&self) -> Result<usize> {
         let quotas = &self.held.apikeys.quotas;
-        let changed: Vec<(String, QuotaRecord)> = quotas.take_changed();
-        match self.held.vault.write_quotas(&changed) {
-            Ok(()) => Ok(changed.len()),
+        let changed = quotas.take_changed();
+        match self.held.vault.add_quota_usage(&changed) {
+            Ok(totals) => {
+                quotas.written(&changed, &totals);
+                Ok(changed.len())
+            }
             Err(e) => {
                 quotas.unwritten(&changed);
                 Err(e)

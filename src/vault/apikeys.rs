@@ -15,6 +15,7 @@ use super::Vault;
 use super::keyring::CAS_ATTEMPTS;
 use crate::cluster::Notice;
 use crate::error::{Error, Result};
+use crate::limits::quota::QuotaDelta;
 use crate::names::{Environment, TenantId};
 use crate::records::{
     self, ApiKeyIndex, ApiKeyRecord, ApiKeyState, QuotaRecord, RateWindows, api_key_index,
@@ -313,15 +314,50 @@ impl Vault {
         }
     }
 
-    /// Writes quota usage, all in one durable commit.
-    pub(crate) fn write_quotas(&self, usage: &[(String, QuotaRecord)]) -> Result<()> {
-        if usage.is_empty() {
-            return Ok(());
+    /// Adds each node's units to the stored daily counts, all in one durable commit
+    /// that holds only if no count changed since it was read (re-read and retried if
+    /// one did). Returns each key's stored total after it; `None` where the stored count
+    /// is already of a later day, which a delta of an earlier one does not touch.
+    pub(crate) fn add_quota_usage(&self, deltas: &[QuotaDelta]) -> Result<Vec<Option<u64>>> {
+        if deltas.is_empty() {
+            return Ok(Vec::new());
         }
-        let txn = usage.iter().fold(Transaction::new(), |txn, (id, record)| {
-            txn.put(quota_key(id), records::encode(record))
-        });
-        Ok(self.store.transact(txn)?)
+        for _ in 0..CAS_ATTEMPTS {
+            let mut txn = Transaction::new();
+            let mut totals = Vec::with_capacity(deltas.len());
+            for delta in deltas {
+                let key = quota_key(&delta.id);
+                let stored = self.store.get(&key)?;
+                let current: Option<QuotaRecord> = match &stored {
+                    Some(value) => Some(records::decode(&key, value)?),
+                    None => None,
+                };
+                let base = match current {
+                    Some(r) if r.day > delta.day => {
+                        totals.push(None);
+                        continue;
+                    }
+                    Some(r) if r.day == delta.day => r.used,
+                    _ => 0,
+                };
+                let record = QuotaRecord {
+                    day: delta.day,
+                    used: base.saturating_add_signed(delta.units),
+                };
+                totals.push(Some(record.used));
+                txn = match stored {
+                    Some(value) => txn.require_eq(key.clone(), value),
+                    None => txn.require_absent(key.clone()),
+                }
+                .put(key, records::encode(&record));
+            }
+            match self.store.transact(txn) {
+                Ok(()) => return Ok(totals),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contention("quota"))
     }
 }
 

@@ -62,6 +62,8 @@ pub(crate) struct Keyring {
     roots: Vec<RootKey>,
     current_root: u32,
     tenants: TenantKeyCache,
+    /// Held while reserving a block of encryptions in a tenant record.
+    reserving: Mutex<()>,
     options: TenantKeyOptions,
     system: SystemKeys,
     /// Tenants being erased: none of their keys is handed out.
@@ -100,6 +102,7 @@ impl Keyring {
             roots,
             current_root,
             tenants: TenantKeyCache::new(options.cache),
+            reserving: Mutex::new(()),
             options,
             system,
             erasing: Mutex::new(HashSet::new()),
@@ -273,19 +276,34 @@ impl Keyring {
         key: &TenantKey,
     ) -> Result<()> {
         let slot = (tenant.clone(), key.version());
-        let needed = key.encryptions() + 1;
-        if self.tenants.reserved(&slot).is_some_and(|r| needed <= r) {
+        let fits = || {
+            let needed = key.encryptions() + 1;
+            self.tenants.reserved(&slot).is_some_and(|r| needed <= r)
+        };
+        if fits() {
             return Ok(());
         }
-        let reserved = self.update_tenant(store, tenant, false, |record| {
+        // One reservation at a time: requests that reach the end of the block together
+        // take one new block, not one each.
+        let _one = locked(&self.reserving);
+        if fits() {
+            return Ok(());
+        }
+        let needed = key.encryptions() + 1;
+        // The record's reservation covers every block any node holding the key took,
+        // so this node's next block starts there: blocks never overlap, and the key's
+        // count, summed over nodes, never falls short of its encryptions.
+        let (from, reserved) = self.update_tenant(store, tenant, false, |record| {
             let entry = record
                 .keys
                 .iter_mut()
                 .find(|k| k.version == key.version())
                 .ok_or(Error::NotFound)?;
-            entry.reserved_encryptions = entry.reserved_encryptions.max(needed - 1 + RESERVATION);
-            Ok(entry.reserved_encryptions)
+            let from = entry.reserved_encryptions.max(needed - 1);
+            entry.reserved_encryptions = from.saturating_add(RESERVATION);
+            Ok((from, entry.reserved_encryptions))
         })?;
+        key.set_encryptions(from);
         self.tenants.set_reserved(&slot, reserved);
         Ok(())
     }

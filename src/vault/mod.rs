@@ -346,6 +346,8 @@ impl Vault {
 }
 
 #[cfg(test)]
+mod shared_store_tests;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

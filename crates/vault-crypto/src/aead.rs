@@ -131,9 +131,10 @@ impl AeadKey {
         self.encryptions.load(Ordering::Relaxed)
     }
 
-    /// Starts the budget from a count of encryptions performed in earlier runs.
+    /// Counts at least `count` encryptions as done (performed in earlier runs, or by
+    /// other holders of the key); never lowers the count.
     pub(crate) fn set_encryptions(&self, count: u64) {
-        self.encryptions.store(count, Ordering::Relaxed);
+        self.encryptions.fetch_max(count, Ordering::Relaxed);
     }
 
     fn charge(&self) -> Result<(), CryptoError> {

@@ -246,7 +246,8 @@ impl TenantKey {
         self.key.encryptions()
     }
 
-    /// Starts the encryption budget at `count`, carried over from earlier runs.
+    /// Counts at least `count` encryptions as done: carried over from earlier runs, or
+    /// reserved by other nodes. Never lowers the count.
     pub fn set_encryptions(&self, count: u64) {
         self.key.set_encryptions(count);
     }

@@ -1,0 +1,87 @@
+//! Two vaults on one store, as two nodes on one database: what each keeps in memory
+//! must not let them step on each other.
+
+use std::sync::Arc;
+
+use super::tests::{copy, unseal_with};
+use super::{Vault, VaultOptions, keyring};
+use crate::names::{Environment, TenantId};
+use crate::storage::redb::RedbStore;
+
+fn two_nodes() -> (Vault, Vault, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
+    let a = Vault::open(store.clone(), VaultOptions::default()).unwrap();
+    let shares = a.init(2, 3).unwrap();
+    let b = Vault::open(store, VaultOptions::default()).unwrap();
+    unseal_with(&a, &shares[..2]).unwrap();
+    unseal_with(&b, &[copy(&shares[1]), copy(&shares[2])]).unwrap();
+    (a, b, dir)
+}
+
+#[test]
+fn nodes_sharing_a_tenant_key_count_its_encryptions_in_disjoint_blocks() {
+    let (a, b, _dir) = two_nodes();
+    let tenant = TenantId::new("acme").unwrap();
+    let encrypt = |vault: &Vault| {
+        vault
+            .transit_encrypt(&tenant, Environment::Live, b"x", true)
+            .unwrap();
+    };
+    let count = |vault: &Vault| {
+        vault
+            .with_keyring(|k| {
+                Ok(k.current_tenant_key(vault.store.as_ref(), &tenant, false)?
+                    .encryptions())
+            })
+            .unwrap()
+    };
+    let reserved = || {
+        let value = a.store.get(b"tenant/acme").unwrap().unwrap();
+        crate::records::decode_tenant(b"tenant/acme", &value)
+            .unwrap()
+            .keys[0]
+            .reserved_encryptions
+    };
+    const BLOCK: u64 = keyring::RESERVATION;
+    // A creates the key and holds the first block; B, loading it, takes the second.
+    encrypt(&a);
+    encrypt(&b);
+    assert_eq!(
+        (count(&a), count(&b), reserved()),
+        (1, BLOCK + 1, 2 * BLOCK)
+    );
+    // A uses its block to the end; its next block starts after B's, not inside it.
+    a.with_keyring(|k| {
+        k.current_tenant_key(a.store.as_ref(), &tenant, false)?
+            .set_encryptions(BLOCK - 1);
+        Ok(())
+    })
+    .unwrap();
+    encrypt(&a);
+    assert_eq!(count(&a), BLOCK);
+    encrypt(&a);
+    assert_eq!((count(&a), reserved()), (2 * BLOCK + 1, 3 * BLOCK));
+    // B goes on in its own block.
+    encrypt(&b);
+    assert_eq!((count(&b), reserved()), (BLOCK + 2, 3 * BLOCK));
+}
+
+#[test]
+fn nodes_add_their_quota_units_to_one_count() {
+    let (a, b, _dir) = two_nodes();
+    let delta = |day, units| crate::limits::quota::QuotaDelta {
+        id: "k1b2c3d4e5f6".into(),
+        day,
+        units,
+    };
+    assert_eq!(a.add_quota_usage(&[delta(100, 3)]).unwrap(), [Some(3)]);
+    assert_eq!(b.add_quota_usage(&[delta(100, 5)]).unwrap(), [Some(8)]);
+    // A refund is a negative delta; a new day starts from nothing.
+    assert_eq!(a.add_quota_usage(&[delta(100, -1)]).unwrap(), [Some(7)]);
+    assert_eq!(b.add_quota_usage(&[delta(101, 2)]).unwrap(), [Some(2)]);
+    // A late delta of the day before does not touch the new day's count.
+    assert_eq!(a.add_quota_usage(&[delta(100, 4)]).unwrap(), [None]);
+    let stored = a.read_quota("k1b2c3d4e5f6").unwrap().unwrap();
+    assert_eq!((stored.day, stored.used), (101, 2));
+}
