@@ -87,6 +87,8 @@ pub(crate) enum BreakGlassError {
     TooMany(String),
     #[error("the stored grant fails its integrity check (see the daemon's log)")]
     Tampered,
+    #[error("the grant was changed meanwhile (on another node); look at it again and retry")]
+    Changed,
     #[error(transparent)]
     Vault(#[from] crate::Error),
 }
@@ -288,7 +290,10 @@ impl BreakGlass {
             approvals: Vec::new(),
             state: BreakGlassState::Pending,
         };
-        self.vault.store_grant(&grant, &forget)?;
+        if !self.vault.store_grant(&grant, None, &forget)? {
+            self.reload()?;
+            return Err(BreakGlassError::Changed);
+        }
         let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
         grants.retain(|e| !forget.contains(&e.record.grant.id));
         grants.push(Entry::new(
@@ -372,7 +377,7 @@ impl BreakGlass {
     ) -> Result<BreakGlassGrant, BreakGlassError> {
         let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.now();
-        let changed = {
+        let (was, changed) = {
             let grants = self.grants.read().unwrap_or_else(|p| p.into_inner());
             let entry = grants
                 .iter()
@@ -381,9 +386,12 @@ impl BreakGlass {
             let mut grant = entry.record.grant.clone();
             grant.state = self.effective(&grant, now);
             change(&mut grant, entry, now)?;
-            grant
+            (entry.record.grant.clone(), grant)
         };
-        self.vault.store_grant(&changed, &[])?;
+        if !self.vault.store_grant(&changed, Some(&was), &[])? {
+            self.reload_locked()?;
+            return Err(BreakGlassError::Changed);
+        }
         let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = grants.iter_mut().find(|e| e.record.grant.id == id) {
             *entry = Entry::new(
@@ -481,6 +489,24 @@ impl BreakGlass {
             .collect()
     }
 
+    /// Reads every grant again from the store: another node changed one.
+    pub(crate) fn reload(&self) -> crate::Result<()> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked()
+    }
+
+    /// [`BreakGlass::reload`], with `changing` held. Each grant's MAC is checked again
+    /// before it grants anything.
+    fn reload_locked(&self) -> crate::Result<()> {
+        let mut stored = self.vault.stored_grants()?;
+        stored.sort_by_key(|r| r.grant.requested_unix);
+        *self.grants.write().unwrap_or_else(|p| p.into_inner()) = stored
+            .into_iter()
+            .map(|r| Entry::new(r, UNCHECKED))
+            .collect();
+        Ok(())
+    }
+
     /// Ends every open grant: the vault was sealed. Ended grants need no MAC, so this
     /// works after the keys are gone. Returns how many ended; a grant that could not
     /// be stored ended is still ended in memory (and logged).
@@ -497,8 +523,18 @@ impl BreakGlass {
                 state: ended(now, why, ""),
                 ..entry.record.grant.clone()
             };
-            if let Err(e) = self.vault.store_grant(&grant, &[]) {
-                tracing::error!(grant = %grant.id, "storing the end of a break-glass grant: {e}");
+            match self
+                .vault
+                .store_grant(&grant, Some(&entry.record.grant), &[])
+            {
+                Ok(true) => {}
+                // Changed on another node: it ends here all the same, and the next
+                // reload shows what the store holds.
+                Ok(false) => {}
+                Err(e) => tracing::error!(
+                    grant = %grant.id,
+                    "storing the end of a break-glass grant: {e}"
+                ),
             }
             *entry = Entry::new(BreakGlassRecord { grant, mac: None }, AUTHENTIC);
             count += 1;

@@ -1,8 +1,8 @@
 //! Nodes sharing one store, kept in step.
 //!
 //! What a node holds in memory alone (leases, unwrapped tenant keys, revocation
-//! watches) another node can make wrong: a revocation, a deletion, an erasure, a key
-//! rotation, an API-key revocation. So each of those is announced as a [`Notice`] in
+//! watches, break-glass grants) another node can make wrong: a revocation, a deletion,
+//! an erasure, a key rotation, an API-key revocation, a break-glass change. So each of those is announced as a [`Notice`] in
 //! the store's change log ([`crate::storage::ChangeLog`]), in the same transaction as
 //! its write where it has one, and every node follows the log and acts on what the
 //! others announced: a node learns of a change as soon as it polls after the commit.
@@ -50,6 +50,8 @@ pub(crate) enum Notice {
     TenantKeys(TenantId),
     /// An API key was revoked: tell the verifiers watching.
     ApiKeyRevoked(String),
+    /// A break-glass grant was asked for, approved or ended: read the grants again.
+    BreakGlass,
 }
 
 /// A notice as the log holds it: JSON, so an operator can read the log with `psql`.
@@ -66,6 +68,7 @@ enum Wire {
     ApiKeyRevoked {
         id: String,
     },
+    BreakGlass,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl Notice {
                 tenant: t.as_str().to_owned(),
             },
             Notice::ApiKeyRevoked(id) => Wire::ApiKeyRevoked { id: id.clone() },
+            Notice::BreakGlass => Wire::BreakGlass,
         };
         // Strings, numbers and unit variants only: serialising cannot fail.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -161,6 +165,7 @@ impl Notice {
             Wire::ApiKeyRevoked { id } => {
                 vault_proto::apikey::is_key_id(&id).then_some(Notice::ApiKeyRevoked(id))?
             }
+            Wire::BreakGlass => Notice::BreakGlass,
         })
     }
 }
@@ -224,24 +229,29 @@ fn duration_nanos(d: Duration) -> u64 {
 
 /// What a node does with what it read from the log.
 pub(crate) trait Apply: Send + Sync + 'static {
-    /// Acts on another node's notice.
-    fn apply(&self, notice: &Notice);
+    /// Acts on another node's notice; on `Err` the node stays before it, and out of
+    /// step, until a later read applies it.
+    fn apply(&self, notice: &Notice) -> Result<(), Error>;
     /// Acts as if everything changed: notices were missed or cannot be read.
-    fn reset(&self, why: &str);
+    fn reset(&self, why: &str) -> Result<(), Error>;
 }
 
 impl Apply for Upkeep {
-    fn apply(&self, notice: &Notice) {
-        self.apply_notice(notice);
+    fn apply(&self, notice: &Notice) -> Result<(), Error> {
+        self.apply_notice(notice)
     }
 
-    fn reset(&self, why: &str) {
-        tracing::warn!("{why}: revoking every lease and forgetting every cached tenant key");
+    fn reset(&self, why: &str) -> Result<(), Error> {
+        tracing::warn!(
+            "{why}: revoking every lease, forgetting every cached tenant key and reading the \
+             break-glass grants again"
+        );
         self.apply_notice(&Notice::RevokeLeases(
             Selector::All,
             RevocationReason::Revoked,
-        ));
+        ))?;
         self.forget_all_tenant_keys();
+        self.apply_notice(&Notice::BreakGlass)
     }
 }
 
@@ -275,11 +285,23 @@ pub(crate) async fn follow(
                 in_step.caught_up(began);
             }
             Ok(Ok(Read::Changes(changes))) => {
-                failing = false;
-                more = changes.len() >= PAGE as usize;
-                seen = Some(take(seen.unwrap_or(0), changes, &*apply));
-                if !more {
-                    in_step.caught_up(began);
+                let full = changes.len() >= PAGE as usize;
+                match take(seen.unwrap_or(0), changes, &*apply) {
+                    Ok(last) => {
+                        failing = false;
+                        seen = Some(last);
+                        more = full;
+                        if !more {
+                            in_step.caught_up(began);
+                        }
+                    }
+                    Err((last, error)) => {
+                        if !failing {
+                            tracing::warn!("acting on the change log failed: {error}");
+                        }
+                        failing = true;
+                        seen = Some(last);
+                    }
                 }
             }
             Ok(Err(error)) => {
@@ -330,29 +352,32 @@ fn read(store: &dyn Store, after: Option<u64>) -> Result<Read, crate::storage::S
     }
 }
 
-/// Applies `changes` (read after epoch `seen`) and returns the last epoch seen.
-fn take(mut seen: u64, changes: Vec<Change>, apply: &dyn Apply) -> u64 {
+/// Applies `changes` (read after epoch `seen`) and returns the last epoch applied; on
+/// a failure, the last one applied before it and the error.
+fn take(mut seen: u64, changes: Vec<Change>, apply: &dyn Apply) -> Result<u64, (u64, Error)> {
     for change in changes {
         if change.epoch != seen.saturating_add(1) {
-            apply.reset(&format!(
-                "the change log no longer holds notices {} to {}",
-                seen.saturating_add(1),
-                change.epoch.saturating_sub(1)
-            ));
+            apply
+                .reset(&format!(
+                    "the change log no longer holds notices {} to {}",
+                    seen.saturating_add(1),
+                    change.epoch.saturating_sub(1)
+                ))
+                .map_err(|e| (seen, e))?;
+        }
+        if !change.own {
+            match Notice::decode(&change.notice) {
+                Some(notice) => apply.apply(&notice),
+                None => apply.reset(&format!(
+                    "notice {} of the change log cannot be read (written by a newer vaultd?)",
+                    change.epoch
+                )),
+            }
+            .map_err(|e| (seen, e))?;
         }
         seen = change.epoch;
-        if change.own {
-            continue;
-        }
-        match Notice::decode(&change.notice) {
-            Some(notice) => apply.apply(&notice),
-            None => apply.reset(&format!(
-                "notice {} of the change log cannot be read (written by a newer vaultd?)",
-                change.epoch
-            )),
-        }
     }
-    seen
+    Ok(seen)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ fn every_kind() -> Vec<Notice> {
     .collect();
     notices.push(Notice::TenantKeys(TenantId::new("acme").unwrap()));
     notices.push(Notice::ApiKeyRevoked("k1b2c3d4e5f6".into()));
+    notices.push(Notice::BreakGlass);
     notices
 }
 
@@ -87,15 +88,22 @@ fn a_sharing_node_is_in_step_only_within_the_bound_of_its_last_full_read() {
 struct Recorded {
     applied: Mutex<Vec<Notice>>,
     resets: Mutex<Vec<String>>,
+    /// Applying this notice fails (the store is unreachable, say).
+    fails: Mutex<Option<Notice>>,
 }
 
 impl Apply for Recorded {
-    fn apply(&self, notice: &Notice) {
+    fn apply(&self, notice: &Notice) -> Result<(), Error> {
+        if self.fails.lock().unwrap().as_ref() == Some(notice) {
+            return Err(Error::Sealed);
+        }
         self.applied.lock().unwrap().push(notice.clone());
+        Ok(())
     }
 
-    fn reset(&self, why: &str) {
+    fn reset(&self, why: &str) -> Result<(), Error> {
         self.resets.lock().unwrap().push(why.to_owned());
+        Ok(())
     }
 }
 
@@ -116,7 +124,7 @@ fn others_notices_are_applied_in_order_and_own_ones_skipped() {
         change(6, true, &kinds[1]),
         change(7, false, &kinds[6]),
     ];
-    assert_eq!(take(4, changes, &recorded), 7);
+    assert_eq!(take(4, changes, &recorded).unwrap(), 7);
     assert_eq!(
         *recorded.applied.lock().unwrap(),
         [kinds[0].clone(), kinds[6].clone()]
@@ -139,11 +147,32 @@ fn missed_or_unreadable_notices_reset_the_node() {
         change(11, true, &kinds[0]),
         unreadable,
     ];
-    assert_eq!(take(4, changes, &recorded), 12);
+    assert_eq!(take(4, changes, &recorded).unwrap(), 12);
     let resets = recorded.resets.lock().unwrap();
     assert_eq!(resets.len(), 2, "{resets:?}");
     assert!(resets[0].contains("5 to 9"), "{}", resets[0]);
     assert!(resets[1].contains("notice 12"), "{}", resets[1]);
     // What could be read is still applied.
     assert_eq!(*recorded.applied.lock().unwrap(), [kinds[7].clone()]);
+}
+
+#[test]
+fn a_notice_that_cannot_be_applied_holds_the_node_before_it() {
+    let kinds = every_kind();
+    let recorded = Recorded::default();
+    *recorded.fails.lock().unwrap() = Some(Notice::BreakGlass);
+    let changes = || {
+        vec![
+            change(1, false, &kinds[0]),
+            change(2, false, &Notice::BreakGlass),
+            change(3, false, &kinds[6]),
+        ]
+    };
+    let (seen, _) = take(0, changes(), &recorded).unwrap_err();
+    assert_eq!(seen, 1);
+    assert_eq!(*recorded.applied.lock().unwrap(), [kinds[0].clone()]);
+    // Read again from there once applying works.
+    *recorded.fails.lock().unwrap() = None;
+    assert_eq!(take(seen, changes().split_off(1), &recorded).unwrap(), 3);
+    assert_eq!(recorded.applied.lock().unwrap().len(), 3);
 }

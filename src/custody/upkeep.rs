@@ -124,15 +124,18 @@ impl Upkeep {
     }
 
     /// Acts on another node's notice: ends the leases it names (telling their
-    /// holders), forgets a tenant's cached keys, or tells verifiers of a revoked API key.
-    pub(crate) fn apply_notice(&self, notice: &Notice) {
+    /// holders), forgets a tenant's cached keys, tells verifiers of a revoked API key,
+    /// or reads the break-glass grants again (which can fail: the store).
+    pub(crate) fn apply_notice(&self, notice: &Notice) -> Result<()> {
         match notice {
             Notice::RevokeLeases(selector, reason) => {
                 self.held.leases.revoke(selector, *reason);
             }
             Notice::TenantKeys(tenant) => self.held.vault.forget_tenant_keys(Some(tenant)),
             Notice::ApiKeyRevoked(id) => self.held.apikeys.notify_revoked(id),
+            Notice::BreakGlass => self.held.breakglass.reload()?,
         }
+        Ok(())
     }
 
     /// Forgets every cached tenant key.

@@ -5,11 +5,12 @@
 //! need no MAC (forging one could only take permissions away).
 
 use super::Vault;
+use crate::cluster::Notice;
 use crate::error::Result;
 use crate::records::{
     self, BREAKGLASS_PREFIX, BreakGlassGrant, BreakGlassRecord, BreakGlassState, breakglass_key,
 };
-use crate::storage::Transaction;
+use crate::storage::{StoreError, Transaction};
 
 /// Separates these MACs from API-key MACs under the same key: a key's text never
 /// holds a NUL byte.
@@ -24,9 +25,16 @@ fn message(grant: &BreakGlassGrant) -> Vec<u8> {
 
 impl Vault {
     /// Stores `grant` (with its MAC unless it has ended) and deletes the grants
-    /// `forget`, in one transaction. A pending or active grant needs the vault
-    /// unsealed.
-    pub(crate) fn store_grant(&self, grant: &BreakGlassGrant, forget: &[String]) -> Result<()> {
+    /// `forget`, in one transaction, if the stored grant is still `was` (absent for a
+    /// new grant): `Ok(false)` if another node changed it meanwhile, and nothing is
+    /// written. Other nodes sharing the store are told to reload their grants. A
+    /// pending or active grant needs the vault unsealed.
+    pub(crate) fn store_grant(
+        &self,
+        grant: &BreakGlassGrant,
+        was: Option<&BreakGlassGrant>,
+        forget: &[String],
+    ) -> Result<bool> {
         let mac = match grant.state {
             BreakGlassState::Ended { .. } => None,
             _ => Some(self.with_keyring(|k| Ok(k.system().api_key_pepper.sign(&message(grant))))?),
@@ -35,11 +43,29 @@ impl Vault {
             grant: grant.clone(),
             mac,
         };
-        let mut txn = Transaction::new().put(breakglass_key(&grant.id), records::encode(&record));
+        let key = breakglass_key(&grant.id);
+        let stored = self.store.get(&key)?;
+        let mut txn = match (&stored, was) {
+            (None, None) => Transaction::new().require_absent(key.clone()),
+            (Some(value), Some(was)) => {
+                let current: BreakGlassRecord = records::decode(&key, value)?;
+                if current.grant != *was {
+                    return Ok(false);
+                }
+                Transaction::new().require_eq(key.clone(), value.clone())
+            }
+            _ => return Ok(false),
+        }
+        .put(key, records::encode(&record))
+        .announce(Notice::BreakGlass.encode());
         for id in forget {
             txn = txn.delete(breakglass_key(id));
         }
-        Ok(self.store.transact(txn)?)
+        match self.store.transact(txn) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every stored grant, as stored (MACs unchecked).
@@ -100,7 +126,7 @@ mod tests {
         let vault = Arc::new(Vault::open(store, VaultOptions::default()).unwrap());
         let shares = vault.init(2, 3).unwrap();
         unseal_with(&vault, &shares[..2]).unwrap();
-        vault.store_grant(&active(&["acme"]), &[]).unwrap();
+        vault.store_grant(&active(&["acme"]), None, &[]).unwrap();
         let stored = vault.stored_grants().unwrap();
         assert!(vault.grant_is_authentic(&stored[0]).unwrap());
 
@@ -145,6 +171,54 @@ mod tests {
         // While sealed nothing is believed, and nothing new can be stored pending.
         vault.seal().unwrap();
         assert!(vault.grant_is_authentic(&stored[0]).is_err());
-        assert!(vault.store_grant(&active(&["acme"]), &[]).is_err());
+        assert!(vault.store_grant(&active(&["acme"]), None, &[]).is_err());
+    }
+
+    #[test]
+    fn a_grant_changed_by_another_node_is_not_overwritten_and_a_reload_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
+        let vault = Arc::new(Vault::open(store, VaultOptions::default()).unwrap());
+        let shares = vault.init(2, 3).unwrap();
+        unseal_with(&vault, &shares[..2]).unwrap();
+        let grant = active(&["acme"]);
+        assert!(vault.store_grant(&grant, None, &[]).unwrap());
+        // A new grant never replaces a stored one.
+        assert!(!vault.store_grant(&grant, None, &[]).unwrap());
+        let node_a = BreakGlass::load(
+            Arc::clone(&vault),
+            BreakGlassConfig::default(),
+            vault_crypto::clock::system(),
+        )
+        .unwrap();
+        let covering = |g: &BreakGlass| {
+            g.covering(
+                "spiffe://x/support",
+                Permission::SecretsReadMetadata,
+                Some("acme"),
+            )
+        };
+        assert!(covering(&node_a).is_some());
+        // Another node ends it.
+        let ended = BreakGlassGrant {
+            state: BreakGlassState::Ended {
+                at: 2,
+                why: "revoked".into(),
+                by: "b".into(),
+            },
+            ..grant.clone()
+        };
+        assert!(vault.store_grant(&ended, Some(&grant), &[]).unwrap());
+        // A change made from the copy before that is refused, not written over it.
+        let widened = BreakGlassGrant {
+            tenants: vec!["*".into()],
+            ..grant.clone()
+        };
+        assert!(!vault.store_grant(&widened, Some(&grant), &[]).unwrap());
+        // The copy grants until the node reads the grants again, which the change log
+        // tells it to do.
+        assert!(covering(&node_a).is_some());
+        node_a.reload().unwrap();
+        assert!(covering(&node_a).is_none());
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn status(e: &BreakGlassError) -> Status {
         BreakGlassError::Invalid(_) => Status::invalid_argument(message),
         BreakGlassError::NotFound => Status::not_found(message),
         BreakGlassError::SelfApproval => Status::permission_denied(message),
+        BreakGlassError::Changed => Status::aborted(message),
         BreakGlassError::TooMany(_) => Status::resource_exhausted(message),
         BreakGlassError::NotPending(_)
         | BreakGlassError::Ended
