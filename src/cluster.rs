@@ -52,6 +52,8 @@ pub(crate) enum Notice {
     ApiKeyRevoked(String),
     /// A break-glass grant was asked for, approved or ended: read the grants again.
     BreakGlass,
+    /// Seal (`vaultctl seal --cluster`).
+    Seal,
 }
 
 /// A notice as the log holds it: JSON, so an operator can read the log with `psql`.
@@ -69,6 +71,7 @@ enum Wire {
         id: String,
     },
     BreakGlass,
+    Seal,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,6 +135,7 @@ impl Notice {
             },
             Notice::ApiKeyRevoked(id) => Wire::ApiKeyRevoked { id: id.clone() },
             Notice::BreakGlass => Wire::BreakGlass,
+            Notice::Seal => Wire::Seal,
         };
         // Strings, numbers and unit variants only: serialising cannot fail.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -166,6 +170,7 @@ impl Notice {
                 vault_proto::apikey::is_key_id(&id).then_some(Notice::ApiKeyRevoked(id))?
             }
             Wire::BreakGlass => Notice::BreakGlass,
+            Wire::Seal => Notice::Seal,
         })
     }
 }
@@ -256,11 +261,13 @@ impl Apply for Upkeep {
 }
 
 /// Follows `store`'s change log until `stopped`, applying other nodes' notices and
-/// keeping `in_step` true. Returns at once if the store keeps no log.
+/// keeping `in_step` true; a seal another node asked for is written to `audit`.
+/// Returns at once if the store keeps no log.
 pub(crate) async fn follow(
     store: Arc<dyn Store>,
     in_step: Arc<InStep>,
     apply: Arc<dyn Apply>,
+    audit: vault_audit::AuditLog,
     mut stopped: watch::Receiver<bool>,
 ) {
     if store.change_log().is_none() {
@@ -271,46 +278,37 @@ pub(crate) async fn follow(
     let mut failing = false;
     loop {
         let began = Instant::now();
-        let read = {
-            let store = Arc::clone(&store);
-            let after = seen;
-            tokio::task::spawn_blocking(move || read(&*store, after)).await
+        // Reading and acting both reach the store: off the async workers.
+        let (store_, apply_) = (Arc::clone(&store), Arc::clone(&apply));
+        let Ok(step) = tokio::task::spawn_blocking(move || step(&*store_, &*apply_, seen)).await
+        else {
+            failing = true;
+            continue;
         };
-        let mut more = false;
-        match read {
-            Ok(Ok(Read::Head(head))) => {
-                // A node starts with nothing in memory: what came before is in the
-                // records it reads from now on.
-                seen = Some(head);
-                in_step.caught_up(began);
-            }
-            Ok(Ok(Read::Changes(changes))) => {
-                let full = changes.len() >= PAGE as usize;
-                match take(seen.unwrap_or(0), changes, &*apply) {
-                    Ok(last) => {
-                        failing = false;
-                        seen = Some(last);
-                        more = full;
-                        if !more {
-                            in_step.caught_up(began);
-                        }
-                    }
-                    Err((last, error)) => {
-                        if !failing {
-                            tracing::warn!("acting on the change log failed: {error}");
-                        }
-                        failing = true;
-                        seen = Some(last);
-                    }
-                }
-            }
-            Ok(Err(error)) => {
-                if !failing {
-                    tracing::warn!("reading the change log failed: {error}");
-                }
+        seen = step.seen;
+        match step.failed {
+            Some(why) if !failing => {
+                tracing::warn!("following the change log: {why}");
                 failing = true;
             }
-            Err(_) => failing = true,
+            Some(_) => {}
+            None => failing = false,
+        }
+        if step.caught_up {
+            in_step.caught_up(began);
+        }
+        for notice in &step.applied {
+            if *notice == Notice::Seal {
+                let event = vault_audit::Event {
+                    reason: "sealed: another node sealed every node on the database \
+                             (seal --cluster)"
+                        .to_owned(),
+                    ..vault_audit::Event::default()
+                };
+                if let Err(e) = crate::audit::system_event(&audit, "system.seal", event).await {
+                    tracing::error!("the seal another node asked for could not be audited: {e}");
+                }
+            }
         }
         if pruned.elapsed() >= PRUNE_EVERY {
             pruned = Instant::now();
@@ -324,7 +322,7 @@ pub(crate) async fn follow(
             })
             .await;
         }
-        if more {
+        if step.more {
             continue;
         }
         tokio::select! {
@@ -334,27 +332,79 @@ pub(crate) async fn follow(
     }
 }
 
-/// What one read of the log found.
-enum Read {
-    /// The log's latest epoch (the node's first read).
-    Head(u64),
-    /// Notices after the last one seen.
-    Changes(Vec<Change>),
+/// What one read of the log did.
+#[derive(Default)]
+struct Step {
+    /// The last epoch applied (on a node's first read, the log's latest).
+    seen: Option<u64>,
+    /// The read reached the log's end and everything in it was applied.
+    caught_up: bool,
+    /// A full page was read: read again at once.
+    more: bool,
+    /// Why reading or acting failed.
+    failed: Option<String>,
+    /// The notices applied.
+    applied: Vec<Notice>,
 }
 
-fn read(store: &dyn Store, after: Option<u64>) -> Result<Read, crate::storage::StoreError> {
-    let Some(log) = store.change_log() else {
-        return Ok(Read::Changes(Vec::new()));
+/// Reads the log after `seen` and applies what other nodes announced. A node's
+/// first read (`seen` is `None`) takes the log's latest epoch: a node starts with
+/// nothing in memory, and what came before is in the records it reads from then on.
+fn step(store: &dyn Store, apply: &dyn Apply, seen: Option<u64>) -> Step {
+    let failed = |why: String| Step {
+        seen,
+        failed: Some(why),
+        ..Step::default()
     };
-    match after {
-        None => log.head().map(Read::Head),
-        Some(after) => log.after(after, PAGE).map(Read::Changes),
+    let Some(log) = store.change_log() else {
+        return Step {
+            seen,
+            caught_up: true,
+            ..Step::default()
+        };
+    };
+    let Some(after) = seen else {
+        return match log.head() {
+            Ok(head) => Step {
+                seen: Some(head),
+                caught_up: true,
+                ..Step::default()
+            },
+            Err(e) => failed(format!("reading it failed: {e}")),
+        };
+    };
+    let changes = match log.after(after, PAGE) {
+        Ok(changes) => changes,
+        Err(e) => return failed(format!("reading it failed: {e}")),
+    };
+    let full = changes.len() >= PAGE as usize;
+    let mut applied = Vec::new();
+    match take(after, changes, apply, &mut applied) {
+        Ok(last) => Step {
+            seen: Some(last),
+            caught_up: !full,
+            more: full,
+            failed: None,
+            applied,
+        },
+        Err((last, e)) => Step {
+            seen: Some(last),
+            failed: Some(format!("acting on it failed: {e}")),
+            applied,
+            ..Step::default()
+        },
     }
 }
 
-/// Applies `changes` (read after epoch `seen`) and returns the last epoch applied; on
-/// a failure, the last one applied before it and the error.
-fn take(mut seen: u64, changes: Vec<Change>, apply: &dyn Apply) -> Result<u64, (u64, Error)> {
+/// Applies `changes` (read after epoch `seen`), adding what it applied to `applied`,
+/// and returns the last epoch applied; on a failure, the last one applied before it
+/// and the error.
+fn take(
+    mut seen: u64,
+    changes: Vec<Change>,
+    apply: &dyn Apply,
+    applied: &mut Vec<Notice>,
+) -> Result<u64, (u64, Error)> {
     for change in changes {
         if change.epoch != seen.saturating_add(1) {
             apply
@@ -367,13 +417,17 @@ fn take(mut seen: u64, changes: Vec<Change>, apply: &dyn Apply) -> Result<u64, (
         }
         if !change.own {
             match Notice::decode(&change.notice) {
-                Some(notice) => apply.apply(&notice),
-                None => apply.reset(&format!(
-                    "notice {} of the change log cannot be read (written by a newer vaultd?)",
-                    change.epoch
-                )),
+                Some(notice) => {
+                    apply.apply(&notice).map_err(|e| (seen, e))?;
+                    applied.push(notice);
+                }
+                None => apply
+                    .reset(&format!(
+                        "notice {} of the change log cannot be read (written by a newer vaultd?)",
+                        change.epoch
+                    ))
+                    .map_err(|e| (seen, e))?,
             }
-            .map_err(|e| (seen, e))?;
         }
         seen = change.epoch;
     }

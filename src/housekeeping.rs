@@ -45,6 +45,7 @@ pub(crate) fn spawn(
             store,
             in_step,
             apply,
+            shared.audit.clone(),
             stopped.clone(),
         )),
         tokio::spawn(housekeeping(tasks.clone(), stopped.clone())),

@@ -29,6 +29,7 @@ fn every_kind() -> Vec<Notice> {
     notices.push(Notice::TenantKeys(TenantId::new("acme").unwrap()));
     notices.push(Notice::ApiKeyRevoked("k1b2c3d4e5f6".into()));
     notices.push(Notice::BreakGlass);
+    notices.push(Notice::Seal);
     notices
 }
 
@@ -124,7 +125,7 @@ fn others_notices_are_applied_in_order_and_own_ones_skipped() {
         change(6, true, &kinds[1]),
         change(7, false, &kinds[6]),
     ];
-    assert_eq!(take(4, changes, &recorded).unwrap(), 7);
+    assert_eq!(take(4, changes, &recorded, &mut Vec::new()).unwrap(), 7);
     assert_eq!(
         *recorded.applied.lock().unwrap(),
         [kinds[0].clone(), kinds[6].clone()]
@@ -147,7 +148,7 @@ fn missed_or_unreadable_notices_reset_the_node() {
         change(11, true, &kinds[0]),
         unreadable,
     ];
-    assert_eq!(take(4, changes, &recorded).unwrap(), 12);
+    assert_eq!(take(4, changes, &recorded, &mut Vec::new()).unwrap(), 12);
     let resets = recorded.resets.lock().unwrap();
     assert_eq!(resets.len(), 2, "{resets:?}");
     assert!(resets[0].contains("5 to 9"), "{}", resets[0]);
@@ -168,11 +169,14 @@ fn a_notice_that_cannot_be_applied_holds_the_node_before_it() {
             change(3, false, &kinds[6]),
         ]
     };
-    let (seen, _) = take(0, changes(), &recorded).unwrap_err();
+    let (seen, _) = take(0, changes(), &recorded, &mut Vec::new()).unwrap_err();
     assert_eq!(seen, 1);
     assert_eq!(*recorded.applied.lock().unwrap(), [kinds[0].clone()]);
     // Read again from there once applying works.
     *recorded.fails.lock().unwrap() = None;
-    assert_eq!(take(seen, changes().split_off(1), &recorded).unwrap(), 3);
+    assert_eq!(
+        take(seen, changes().split_off(1), &recorded, &mut Vec::new()).unwrap(),
+        3
+    );
     assert_eq!(recorded.applied.lock().unwrap().len(), 3);
 }

@@ -151,6 +151,22 @@ impl Watch {
     }
 }
 
+impl Held {
+    /// Seals this node: the key hierarchy wiped, every session with it, every lease
+    /// revoked (their holders told), every break-glass grant ended.
+    fn seal(&self) -> Sealed {
+        let vault = self.vault.seal();
+        let grants_ended = self.breakglass.end_all("sealed");
+        self.sessions.clear();
+        let revoked = self.leases.revoke(&Selector::All, RevocationReason::Sealed);
+        Sealed {
+            vault,
+            leases_revoked: revoked.len(),
+            grants_ended,
+        }
+    }
+}
+
 /// Assembles custody over `vault`: the handle for requests and the one for upkeep.
 pub(crate) fn assemble(
     vault: Arc<Vault>,
@@ -232,18 +248,12 @@ impl Custody {
     /// (their holders told), every break-glass grant ended. The sessions, leases and
     /// grants go even if the vault reports a failure: sealing is the safe direction.
     pub(crate) fn seal(&self, _: &Authorized<SealOp>) -> Sealed {
-        let vault = self.vault().seal();
-        let grants_ended = self.held.breakglass.end_all("sealed");
-        self.held.sessions.clear();
-        let revoked = self
-            .held
-            .leases
-            .revoke(&Selector::All, RevocationReason::Sealed);
-        Sealed {
-            vault,
-            leases_revoked: revoked.len(),
-            grants_ended,
-        }
+        self.held.seal()
+    }
+
+    /// Tells every other node sharing the store to seal, through its change log.
+    pub(crate) fn seal_cluster(&self, _: &Authorized<SealOp>) -> Result<()> {
+        self.vault().announce(&ClusterNotice::Seal)
     }
 
     pub(crate) fn rekey(

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::Held;
 use crate::cluster::{InStep, Notice};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::leases::{RevocationReason, Selector};
 use crate::names::{SecretId, TenantId};
 use crate::storage::Store;
@@ -134,6 +134,15 @@ impl Upkeep {
             Notice::TenantKeys(tenant) => self.held.vault.forget_tenant_keys(Some(tenant)),
             Notice::ApiKeyRevoked(id) => self.held.apikeys.notify_revoked(id),
             Notice::BreakGlass => self.held.breakglass.reload()?,
+            Notice::Seal => {
+                // Sealing is the safe direction: a node already sealed stays so.
+                let sealed = self.held.seal();
+                if let Err(e) = sealed.vault
+                    && !matches!(e, Error::Sealed | Error::Uninitialised)
+                {
+                    tracing::error!("sealing for the cluster: {e}");
+                }
+            }
         }
         Ok(())
     }

@@ -574,7 +574,7 @@ async fn the_local_socket_serves_status_unseal_and_seal_only() {
             .await,
         Code::PermissionDenied,
     );
-    admin.seal(v1::SealRequest {}).await.unwrap();
+    admin.seal(v1::SealRequest::default()).await.unwrap();
     let status = admin
         .status(v1::StatusRequest {})
         .await

@@ -261,7 +261,11 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
 
     // Sealing still happens: it is the safe direction, and the answer says so (the
     // missing record is in vaultd's log and the health answer).
-    vault.admin().seal(v1::SealRequest {}).await.unwrap();
+    vault
+        .admin()
+        .seal(v1::SealRequest::default())
+        .await
+        .unwrap();
     let (_, body) = vault.http_get("/v1/health").await;
     assert!(body.contains(r#""sealed":true"#), "{body}");
 }

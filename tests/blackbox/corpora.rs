@@ -750,7 +750,7 @@ fn grpc_seeds() {
             "seal",
             "/vault.v1.Admin/Seal",
             "local",
-            v1::SealRequest {}.encode_to_vec(),
+            v1::SealRequest::default().encode_to_vec(),
         ),
         (
             "rekey",

@@ -91,7 +91,7 @@ impl Outsider {
                 .await,
             ),
             "/vault.v1.Admin/Unseal" => code(a.unseal(unseal_request(s, &[7; 33], "")).await),
-            "/vault.v1.Admin/Seal" => code(a.seal(v1::SealRequest {}).await),
+            "/vault.v1.Admin/Seal" => code(a.seal(v1::SealRequest::default()).await),
             "/vault.v1.Admin/Rekey" => code(
                 a.rekey(v1::RekeyRequest {
                     session_id,

@@ -264,7 +264,7 @@ impl TestVault {
     }
 
     pub(crate) async fn seal(&mut self) {
-        self.admin().seal(v1::SealRequest {}).await.unwrap();
+        self.admin().seal(v1::SealRequest::default()).await.unwrap();
     }
 
     pub(crate) fn audit_lines(&self) -> Vec<String> {

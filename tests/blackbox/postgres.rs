@@ -181,7 +181,7 @@ fn reason(status: &tonic::Status) -> &str {
 async fn another_nodes_revocation_reaches_this_node_and_a_node_cut_off_stops_serving() {
     let server = PostgresServer::start();
     server.create_database("vaultd");
-    let (mut vault, _) = TestVault::unsealed_with(on_postgres(&server, "vaultd")).await;
+    let (mut vault, shares) = TestVault::unsealed_with(on_postgres(&server, "vaultd")).await;
     vault
         .put_secret("acme", "live", "byok/openai", b"sk-a")
         .await;
@@ -275,6 +275,63 @@ async fn another_nodes_revocation_reaches_this_node_and_a_node_cut_off_stops_ser
         }
     };
     assert_eq!(value, b"sk-g");
+
+    // Another node seals the cluster: this node seals within the bound, and its audit
+    // log says why.
+    let asked = Instant::now();
+    announce_as_another_node(&server, r#""seal""#);
+    let mut admin = vault.admin();
+    while admin
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        != v1::SealState::Sealed as i32
+    {
+        assert!(asked.elapsed() < Duration::from_secs(1), "not sealed yet");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = expect_code(
+        lease_value(&mut broker, &session, "globex", "live", "byok/openai").await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(
+        reason(&status),
+        "unknown-session",
+        "sessions went with the seal"
+    );
+    assert!(
+        vault
+            .audit_lines()
+            .iter()
+            .any(|l| l.contains("system.seal") && l.contains("seal --cluster")),
+        "no audit record of the cluster seal"
+    );
+    // Unsealed again, `seal --cluster` here seals this node and tells the others.
+    vault.unseal(&shares[..2]).await;
+    vault
+        .admin()
+        .seal(v1::SealRequest { cluster: true })
+        .await
+        .unwrap();
+    let log = server.psql(
+        "vaultd",
+        "SELECT convert_from(notice, 'UTF8') FROM vaultd_changes ORDER BY epoch DESC LIMIT 1",
+    );
+    assert_eq!(log.trim(), "\"seal\"");
+    vault.unseal(&shares[..2]).await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while lease_value(&mut broker, &session, "globex", "live", "byok/openai")
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
 
     // The database itself goes away: leases are refused as out of step once the
     // bound has passed, not after the store's own timeout.

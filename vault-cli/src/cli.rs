@@ -72,7 +72,7 @@ pub(crate) enum Command {
     /// Submits one unseal share (from a file, or typed at a hidden prompt).
     Unseal(UnsealArgs),
     /// Seals vaultd: every key, session and lease is wiped.
-    Seal,
+    Seal(SealArgs),
     /// Reloads vaultd as SIGHUP does (vaultd.toml, TLS files and CRLs, policies, log
     /// level, API-key limits; the audit log reopened) and says what each part did;
     /// exits 8 if a part failed or a changed setting waits for a restart.
@@ -186,6 +186,14 @@ pub(crate) struct InitArgs {
     pub(crate) threshold: u32,
     #[command(flatten)]
     pub(crate) output: ShareOutput,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SealArgs {
+    /// Seal every node sharing this node's PostgreSQL database, not just this one:
+    /// each seals as it reads the cluster's change log, within its catch-up bound.
+    #[arg(long)]
+    pub(crate) cluster: bool,
 }
 
 #[derive(Args, Debug)]

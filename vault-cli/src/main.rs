@@ -63,7 +63,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), CliError> {
         Command::Status => operator::status(&connect(Via::SocketOrTls)?, out).await,
         Command::Init(args) => operator::init(&connect(Via::SocketOrTls)?, args, out).await,
         Command::Unseal(args) => operator::unseal(&connect(Via::SocketOrTls)?, args, out).await,
-        Command::Seal => operator::seal(&connect(Via::SocketOrTls)?, out).await,
+        Command::Seal(args) => operator::seal(&connect(Via::SocketOrTls)?, args, out).await,
         Command::Reload => operator::reload(&connect(Via::Tls)?, out).await,
         Command::Rekey(args) => operator::rekey(&connect(Via::Tls)?, args, out).await,
         Command::RekeyVerify(args) => operator::verify_rekey(&connect(Via::Tls)?, args, out).await,

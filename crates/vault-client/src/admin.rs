@@ -175,10 +175,20 @@ impl Client {
 
     /// Seals: vaultd wipes every key and session and revokes every lease.
     pub async fn seal(&self) -> Result<(), Error> {
+        self.seal_with(false).await
+    }
+
+    /// Seals every node sharing the database of the node that answers: that node at
+    /// once, the others as they read the cluster's change log (within a second).
+    pub async fn seal_cluster(&self) -> Result<(), Error> {
+        self.seal_with(true).await
+    }
+
+    async fn seal_with(&self, cluster: bool) -> Result<(), Error> {
         self.inner
             .endpoints
             .call(Retry::Once, |a| async move {
-                admin(&a).seal(v1::SealRequest {}).await?;
+                admin(&a).seal(v1::SealRequest { cluster }).await?;
                 Ok(())
             })
             .await

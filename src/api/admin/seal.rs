@@ -125,10 +125,23 @@ pub(super) async fn seal(
             call.event
                 .detail
                 .insert("breakglass_ended".into(), sealed.grants_ended.to_string());
-            sealed
-                .vault
-                .map(|()| v1::SealResponse {})
-                .map_err(ApiError::from)
+            let cluster = request.get_ref().cluster;
+            match sealed.vault {
+                // This node sealed, or already was: the other nodes are told through
+                // the change log, a store write.
+                Ok(()) | Err(crate::Error::Sealed) if cluster => {
+                    call.event.detail.insert("cluster".into(), "true".into());
+                    service
+                        .shared
+                        .blocking(&mut call, move |shared, _| {
+                            Ok(shared.custody.seal_cluster(&grant)?)
+                        })
+                        .await
+                        .map(|()| v1::SealResponse {})
+                }
+                Ok(()) => Ok(v1::SealResponse {}),
+                Err(e) => Err(ApiError::from(e)),
+            }
         }
         Err(e) => Err(e),
     };

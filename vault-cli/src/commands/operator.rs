@@ -10,7 +10,7 @@ use vault_client::{Client, Share};
 use vault_crypto::Passphrase;
 use zeroize::Zeroizing;
 
-use crate::cli::{InitArgs, QuorumArgs, RekeyArgs, ShareOutput, UnsealArgs};
+use crate::cli::{InitArgs, QuorumArgs, RekeyArgs, SealArgs, ShareOutput, UnsealArgs};
 use crate::custodians;
 use crate::error::{CliError, Exit};
 use crate::input;
@@ -404,11 +404,25 @@ pub(crate) async fn reload(client: &Client, out: Output) -> Result<(), CliError>
     }
 }
 
-pub(crate) async fn seal(client: &Client, out: Output) -> Result<(), CliError> {
-    client.seal().await?;
+pub(crate) async fn seal(client: &Client, args: &SealArgs, out: Output) -> Result<(), CliError> {
+    if args.cluster {
+        client.seal_cluster().await?;
+    } else {
+        client.seal().await?;
+    }
     out.emit(
-        || "sealed: every key, session and lease was wiped; custodians unseal with `vaultctl unseal`".to_owned(),
-        || json!({ "state": "sealed" }),
+        || {
+            let scope = if args.cluster {
+                "this node, and every node on its database as it reads the change log"
+            } else {
+                "this node"
+            };
+            format!(
+                "sealed {scope}: every key, session and lease was wiped; custodians unseal \
+                 with `vaultctl unseal`"
+            )
+        },
+        || json!({ "state": "sealed", "cluster": args.cluster }),
     );
     Ok(())
 }
