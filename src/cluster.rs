@@ -54,6 +54,8 @@ pub(crate) enum Notice {
     BreakGlass,
     /// Seal (`vaultctl seal --cluster`).
     Seal,
+    /// The root key was rotated: a node holding only the old one seals.
+    RootRotated,
 }
 
 /// A notice as the log holds it: JSON, so an operator can read the log with `psql`.
@@ -72,6 +74,7 @@ enum Wire {
     },
     BreakGlass,
     Seal,
+    RootRotated,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,6 +139,7 @@ impl Notice {
             Notice::ApiKeyRevoked(id) => Wire::ApiKeyRevoked { id: id.clone() },
             Notice::BreakGlass => Wire::BreakGlass,
             Notice::Seal => Wire::Seal,
+            Notice::RootRotated => Wire::RootRotated,
         };
         // Strings, numbers and unit variants only: serialising cannot fail.
         serde_json::to_vec(&wire).unwrap_or_default()
@@ -171,6 +175,7 @@ impl Notice {
             }
             Wire::BreakGlass => Notice::BreakGlass,
             Wire::Seal => Notice::Seal,
+            Wire::RootRotated => Notice::RootRotated,
         })
     }
 }
@@ -298,16 +303,22 @@ pub(crate) async fn follow(
             in_step.caught_up(began);
         }
         for notice in &step.applied {
-            if *notice == Notice::Seal {
-                let event = vault_audit::Event {
-                    reason: "sealed: another node sealed every node on the database \
-                             (seal --cluster)"
-                        .to_owned(),
-                    ..vault_audit::Event::default()
-                };
-                if let Err(e) = crate::audit::system_event(&audit, "system.seal", event).await {
-                    tracing::error!("the seal another node asked for could not be audited: {e}");
+            let why = match notice {
+                Notice::Seal => {
+                    "sealed: another node sealed every node on the database (seal --cluster)"
                 }
+                Notice::RootRotated => {
+                    "sealed: another node rotated the root key, which this node does not hold; \
+                     unseal it again"
+                }
+                _ => continue,
+            };
+            let event = vault_audit::Event {
+                reason: why.to_owned(),
+                ..vault_audit::Event::default()
+            };
+            if let Err(e) = crate::audit::system_event(&audit, "system.seal", event).await {
+                tracing::error!("the seal another node asked for could not be audited: {e}");
             }
         }
         if pruned.elapsed() >= PRUNE_EVERY {

@@ -181,6 +181,13 @@ pub enum Error {
         /// The bound (`storage.postgres.catch_up`).
         bound: std::time::Duration,
     },
+    /// Another node rotated the root key: this node holds only the old one, so it
+    /// wraps nothing more and seals.
+    #[error(
+        "the root key was rotated on another node; this node seals: unseal it again \
+         (custodians)"
+    )]
+    RootMoved,
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

@@ -177,7 +177,7 @@ impl ApiError {
     fn reason(&self) -> Option<&'static str> {
         match self {
             ApiError::Session(SessionError::Unknown) => Some(reason::UNKNOWN_SESSION),
-            ApiError::Vault(Error::Sealed) => Some(reason::SEALED),
+            ApiError::Vault(Error::Sealed | Error::RootMoved) => Some(reason::SEALED),
             ApiError::Vault(Error::OutOfStep { .. }) => Some(reason::OUT_OF_STEP),
             ApiError::Vault(Error::Uninitialised) => Some(reason::UNINITIALISED),
             ApiError::Audit(_) => Some(reason::AUDIT),
@@ -223,7 +223,9 @@ fn vault_status(e: &Error) -> Status {
         Error::Uninitialised | Error::NoPendingRekey | Error::StaleRekey => {
             Status::failed_precondition(e.to_string())
         }
-        Error::Sealed | Error::OutOfStep { .. } => Status::unavailable(e.to_string()),
+        Error::Sealed | Error::OutOfStep { .. } | Error::RootMoved => {
+            Status::unavailable(e.to_string())
+        }
         Error::AlreadyInitialised
         | Error::AlreadyUnsealed
         | Error::UnsealNonceMismatch

@@ -30,6 +30,7 @@ fn every_kind() -> Vec<Notice> {
     notices.push(Notice::ApiKeyRevoked("k1b2c3d4e5f6".into()));
     notices.push(Notice::BreakGlass);
     notices.push(Notice::Seal);
+    notices.push(Notice::RootRotated);
     notices
 }
 

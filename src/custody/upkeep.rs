@@ -134,7 +134,7 @@ impl Upkeep {
             Notice::TenantKeys(tenant) => self.held.vault.forget_tenant_keys(Some(tenant)),
             Notice::ApiKeyRevoked(id) => self.held.apikeys.notify_revoked(id),
             Notice::BreakGlass => self.held.breakglass.reload()?,
-            Notice::Seal => {
+            Notice::Seal | Notice::RootRotated => {
                 // Sealing is the safe direction: a node already sealed stays so.
                 let sealed = self.held.seal();
                 if let Err(e) = sealed.vault

@@ -12,7 +12,8 @@ use crate::cluster::Notice;
 use crate::error::{Error, Result};
 use crate::names::TenantId;
 use crate::records::{
-    self, SystemKeyRecord, TenantRecord, WrappedTenantKey, system_key, tenant_key,
+    self, SEAL_KEY, SealRecord, SystemKeyRecord, TenantRecord, WrappedTenantKey, system_key,
+    tenant_key,
 };
 use crate::storage::{Store, StoreError, StoredValue, Transaction};
 
@@ -64,12 +65,27 @@ pub(crate) struct Keyring {
     tenants: TenantKeyCache,
     /// Held while reserving a block of encryptions in a tenant record.
     reserving: Mutex<()>,
+    /// The seal record as this node last read it. A write that wraps a key under the
+    /// current root holds only while it is unchanged (see
+    /// [`Keyring::transact_under_root`]).
+    seal: Mutex<StoredValue>,
     options: TenantKeyOptions,
     system: SystemKeys,
     /// Tenants being erased: none of their keys is handed out.
     erasing: Mutex<HashSet<TenantId>>,
     /// Tenants whose secrets may still be sealed under an older key version.
     rewrap: Mutex<BTreeSet<TenantId>>,
+}
+
+/// What a write of a tenant record changes.
+#[derive(Clone, Copy)]
+enum TenantWrite {
+    /// Only the encryptions reserved.
+    Reservation,
+    /// Key versions destroyed.
+    Retired,
+    /// A key version wrapped under the current root added.
+    Wrapped,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,9 +97,10 @@ impl Keyring {
     pub(crate) fn load(
         store: &dyn Store,
         roots: Vec<RootKey>,
-        current_root: u32,
+        seal: &SealRecord,
         options: TenantKeyOptions,
     ) -> Result<Self> {
+        let current_root = seal.current_root;
         let load = |name: &str| -> Result<SystemKey> {
             let key = system_key(name);
             let value = store
@@ -103,6 +120,7 @@ impl Keyring {
             current_root,
             tenants: TenantKeyCache::new(options.cache),
             reserving: Mutex::new(()),
+            seal: Mutex::new(records::encode(seal)),
             options,
             system,
             erasing: Mutex::new(HashSet::new()),
@@ -194,7 +212,7 @@ impl Keyring {
             let txn = Transaction::new()
                 .require_absent(tenant_key(tenant))
                 .put(tenant_key(tenant), records::encode(&record));
-            match store.transact(txn) {
+            match self.transact_under_root(store, txn)? {
                 Ok(()) => {
                     return Ok(self.tenants.insert(
                         (tenant.clone(), 1),
@@ -293,29 +311,58 @@ impl Keyring {
         // The record's reservation covers every block any node holding the key took,
         // so this node's next block starts there: blocks never overlap, and the key's
         // count, summed over nodes, never falls short of its encryptions.
-        let (from, reserved) = self.update_tenant(store, tenant, false, |record| {
-            let entry = record
-                .keys
-                .iter_mut()
-                .find(|k| k.version == key.version())
-                .ok_or(Error::NotFound)?;
-            let from = entry.reserved_encryptions.max(needed - 1);
-            entry.reserved_encryptions = from.saturating_add(RESERVATION);
-            Ok((from, entry.reserved_encryptions))
-        })?;
+        let (from, reserved) =
+            self.update_tenant(store, tenant, TenantWrite::Reservation, |record| {
+                let entry = record
+                    .keys
+                    .iter_mut()
+                    .find(|k| k.version == key.version())
+                    .ok_or(Error::NotFound)?;
+                let from = entry.reserved_encryptions.max(needed - 1);
+                entry.reserved_encryptions = from.saturating_add(RESERVATION);
+                Ok((from, entry.reserved_encryptions))
+            })?;
         key.set_encryptions(from);
         self.tenants.set_reserved(&slot, reserved);
         Ok(())
     }
 
-    /// Reads, changes and writes back the tenant's record, retrying on contention;
-    /// with `announce`, other nodes sharing the store are told to forget the tenant's
-    /// cached keys, in the same write.
+    /// Runs `txn`, which wraps a key under this node's current root, only while the
+    /// seal record still names that root: a root rotated on another node meanwhile
+    /// fails it with [`Error::RootMoved`], rather than leave a key wrapped under a root
+    /// about to be destroyed. Other changes of the seal record (a rekey) are read and
+    /// the transaction runs again. The inner result is the transaction's own.
+    fn transact_under_root(
+        &self,
+        store: &dyn Store,
+        txn: Transaction,
+    ) -> Result<std::result::Result<(), StoreError>> {
+        for _ in 0..CAS_ATTEMPTS {
+            let known = locked(&self.seal).clone();
+            match store.transact(txn.clone().require_eq(SEAL_KEY, known)) {
+                Err(StoreError::Conflict { key }) if key == SEAL_KEY => {
+                    let current = store.get(SEAL_KEY)?.ok_or(Error::Uninitialised)?;
+                    let record: SealRecord = records::decode(SEAL_KEY, &current)?;
+                    if record.current_root != self.current_root {
+                        return Err(Error::RootMoved);
+                    }
+                    *locked(&self.seal) = current;
+                }
+                other => return Ok(other),
+            }
+        }
+        Err(Error::Contention("seal record"))
+    }
+
+    /// Reads, changes and writes back the tenant's record, retrying on contention.
+    /// Other nodes sharing the store are told to forget the tenant's cached keys in the
+    /// same write unless it only moves the reservation; a write that adds a wrapped key
+    /// holds only under the current root.
     fn update_tenant<T>(
         &self,
         store: &dyn Store,
         tenant: &TenantId,
-        announce: bool,
+        write: TenantWrite,
         mut change: impl FnMut(&mut TenantRecord) -> Result<T>,
     ) -> Result<T> {
         let tkey = tenant_key(tenant);
@@ -326,10 +373,14 @@ impl Keyring {
             let mut txn = Transaction::new()
                 .require_eq(tkey.clone(), old)
                 .put(tkey.clone(), records::encode(&record));
-            if announce {
+            if !matches!(write, TenantWrite::Reservation) {
                 txn = txn.announce(Notice::TenantKeys(tenant.clone()).encode());
             }
-            match store.transact(txn) {
+            let written = match write {
+                TenantWrite::Wrapped => self.transact_under_root(store, txn)?,
+                _ => store.transact(txn),
+            };
+            match written {
                 Ok(()) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -363,7 +414,7 @@ impl Keyring {
         let wrapped = self
             .root(self.current_root)?
             .wrap_tenant_key(tenant.as_str(), &key)?;
-        let rotated = self.update_tenant(store, tenant, true, |record| {
+        let rotated = self.update_tenant(store, tenant, TenantWrite::Wrapped, |record| {
             if record.current != from {
                 return Ok(false);
             }
@@ -393,7 +444,7 @@ impl Keyring {
         below: u32,
     ) -> Result<TenantRecord> {
         self.check_not_erasing(tenant)?;
-        let record = self.update_tenant(store, tenant, true, |record| {
+        let record = self.update_tenant(store, tenant, TenantWrite::Retired, |record| {
             if below > record.current {
                 return Err(Error::RetireCurrent {
                     below,

@@ -85,3 +85,39 @@ fn nodes_add_their_quota_units_to_one_count() {
     let stored = a.read_quota("k1b2c3d4e5f6").unwrap().unwrap();
     assert_eq!((stored.day, stored.used), (101, 2));
 }
+
+#[test]
+fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
+    let a = Vault::open(store.clone(), VaultOptions::default()).unwrap();
+    let shares = a.init(2, 3).unwrap();
+    let b = Vault::open(store, VaultOptions::default()).unwrap();
+    unseal_with(&a, &shares[..2]).unwrap();
+    unseal_with(&b, &shares[1..]).unwrap();
+    let encrypt = |vault: &Vault, tenant: &str| {
+        vault.transit_encrypt(
+            &TenantId::new(tenant).unwrap(),
+            Environment::Live,
+            b"x",
+            true,
+        )
+    };
+    // A rekey on A changes the seal record but not the root: B goes on creating keys.
+    let new_shares = a
+        .rekey(shares[..2].iter().map(copy).collect(), 2, 3)
+        .unwrap();
+    a.verify_rekey(new_shares[..2].iter().map(copy).collect())
+        .unwrap();
+    encrypt(&b, "acme").unwrap();
+    // A rotates the root: B, holding only the old one, wraps nothing more under it.
+    a.rotate_root_key(new_shares[..2].iter().map(copy).collect())
+        .unwrap();
+    assert!(matches!(
+        encrypt(&b, "globex"),
+        Err(crate::Error::RootMoved)
+    ));
+    assert!(a.store.get(b"tenant/globex").unwrap().is_none());
+    // A, holding the new root, does.
+    encrypt(&a, "globex").unwrap();
+}

@@ -348,7 +348,7 @@ fn interrupted_rotation_resumes_at_unseal() {
     });
     next.current_root = 2;
     next.rotation = Some(crate::records::RootRotation { from: 1, to: 2 });
-    f.vault.replace_seal_record(&record, &next).unwrap();
+    f.vault.replace_seal_record(&record, &next, None).unwrap();
     f.vault.seal().unwrap();
 
     unseal_with(&f.vault, &shares[..3]).unwrap();

@@ -9,6 +9,7 @@ use vault_crypto::{RootKey, SystemKey, UnsealKey, constant_time_eq};
 
 use super::keyring::{Keyring, SYSTEM_KEYS};
 use super::{SealState, State, Vault};
+use crate::cluster::Notice;
 use crate::error::{Error, Result};
 use crate::records::{
     self, PENDING_REKEY_KEY, PENDING_SHARES_KEY, PendingRekey, PendingShares, RootRotation,
@@ -206,7 +207,7 @@ impl Vault {
         let keyring = Keyring::load(
             self.store.as_ref(),
             roots,
-            record.current_root,
+            record,
             self.options.tenant_keys(),
         )?;
         *state = State::Unsealed(Box::new(keyring));
@@ -397,7 +398,8 @@ impl Vault {
                     next.current_root = to;
                     next.rotation = Some(RootRotation { from, to });
                     drop(unseal_key);
-                    self.replace_seal_record(&record, &next)?;
+                    // Other nodes sharing the store hold only the old root: they seal.
+                    self.replace_seal_record(&record, &next, Some(&Notice::RootRotated))?;
                     keyring.add_root(root);
                     RootRotation { from, to }
                 }
@@ -433,16 +435,26 @@ impl Vault {
         next.roots.retain(|r| r.version != rotation.from);
         next.current_root = rotation.to;
         next.rotation = None;
-        self.replace_seal_record(&record, &next)?;
+        self.replace_seal_record(&record, &next, None)?;
         keyring.drop_root(rotation.from);
         scrub_stack();
         Ok(())
     }
 
-    pub(super) fn replace_seal_record(&self, old: &SealRecord, new: &SealRecord) -> Result<()> {
-        let txn = Transaction::new()
+    /// Replaces the seal record `old` with `new`, telling other nodes `notice` in the
+    /// same write.
+    pub(super) fn replace_seal_record(
+        &self,
+        old: &SealRecord,
+        new: &SealRecord,
+        notice: Option<&Notice>,
+    ) -> Result<()> {
+        let mut txn = Transaction::new()
             .require_eq(SEAL_KEY, records::encode(old))
             .put(SEAL_KEY, records::encode(new));
+        if let Some(notice) = notice {
+            txn = txn.announce(notice.encode());
+        }
         self.store.transact(txn)?;
         Ok(())
     }
