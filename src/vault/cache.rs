@@ -6,16 +6,32 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ring::digest::{SHA256, digest};
 use vault_crypto::TenantKey;
+use vault_crypto::envelope::Envelope;
 
 use crate::names::TenantId;
 
 /// A tenant key version.
 pub(crate) type Slot = (TenantId, u32);
 
+/// What a cached key was unwrapped from: a digest of its wrapped form in the tenant
+/// record. A key is used for a record only if the two agree, so a tenant erased and
+/// created again under the same name (on another node, say) never meets a key cached
+/// before.
+pub(crate) type Origin = [u8; 32];
+
+/// The origin of a key wrapped as `wrapped`.
+pub(crate) fn origin(wrapped: &Envelope) -> Origin {
+    let mut origin = [0; 32];
+    origin.copy_from_slice(digest(&SHA256, wrapped.as_bytes()).as_ref());
+    origin
+}
+
 /// An unwrapped tenant key and the encryption count reserved for it in its record.
 struct Cached {
     key: Arc<TenantKey>,
+    origin: Origin,
     reserved: u64,
     used: u64,
 }
@@ -71,13 +87,30 @@ impl TenantKeyCache {
         self.lock().touch(slot).map(|e| Arc::clone(&e.key))
     }
 
-    /// Caches `key` with `reserved` encryptions reserved, evicting the least recently
-    /// used entries beyond the capacity. A key already cached is kept (another request
-    /// unwrapped it first) and returned instead, so one version has one counter.
-    pub(crate) fn insert(&self, slot: Slot, key: Arc<TenantKey>, reserved: u64) -> Arc<TenantKey> {
+    /// The cached key of `slot` if it was unwrapped from `origin`, marked as just used.
+    pub(crate) fn get_from(&self, slot: &Slot, origin: &Origin) -> Option<Arc<TenantKey>> {
+        self.lock()
+            .touch(slot)
+            .filter(|e| e.origin == *origin)
+            .map(|e| Arc::clone(&e.key))
+    }
+
+    /// Caches `key`, unwrapped from `origin`, with `reserved` encryptions reserved,
+    /// evicting the least recently used entries beyond the capacity. A key of the same
+    /// origin already cached is kept (another request unwrapped it first) and returned
+    /// instead, so one version has one counter; one of another origin is replaced.
+    pub(crate) fn insert(
+        &self,
+        slot: Slot,
+        key: Arc<TenantKey>,
+        origin: Origin,
+        reserved: u64,
+    ) -> Arc<TenantKey> {
         let mut lru = self.lock();
-        if let Some(existing) = lru.touch(&slot) {
-            return Arc::clone(&existing.key);
+        match lru.touch(&slot) {
+            Some(existing) if existing.origin == origin => return Arc::clone(&existing.key),
+            Some(_) => lru.remove(&slot),
+            None => {}
         }
         while lru.entries.len() >= self.capacity {
             let Some((_, oldest)) = lru.by_use.pop_first() else {
@@ -92,6 +125,7 @@ impl TenantKeyCache {
             slot,
             Cached {
                 key: Arc::clone(&key),
+                origin,
                 reserved,
                 used,
             },
@@ -157,10 +191,10 @@ mod tests {
     #[test]
     fn the_least_recently_used_goes_first() {
         let cache = TenantKeyCache::new(2);
-        cache.insert(slot("a", 1), key(), 1);
-        cache.insert(slot("b", 1), key(), 1);
+        cache.insert(slot("a", 1), key(), [0; 32], 1);
+        cache.insert(slot("b", 1), key(), [0; 32], 1);
         assert!(cache.get(&slot("a", 1)).is_some()); // `a` used: `b` is now the oldest
-        cache.insert(slot("c", 1), key(), 1);
+        cache.insert(slot("c", 1), key(), [0; 32], 1);
         assert_eq!(cache.len(), 2);
         assert!(cache.get(&slot("a", 1)).is_some());
         assert!(cache.get(&slot("b", 1)).is_none());
@@ -170,15 +204,15 @@ mod tests {
     #[test]
     fn one_version_has_one_key_and_counter() {
         let cache = TenantKeyCache::new(4);
-        let first = cache.insert(slot("a", 1), key(), 5);
-        let second = cache.insert(slot("a", 1), key(), 9);
+        let first = cache.insert(slot("a", 1), key(), [0; 32], 5);
+        let second = cache.insert(slot("a", 1), key(), [0; 32], 9);
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(cache.reserved(&slot("a", 1)), Some(5));
         cache.set_reserved(&slot("a", 1), 70);
         cache.set_reserved(&slot("a", 1), 60);
         assert_eq!(cache.reserved(&slot("a", 1)), Some(70));
-        cache.insert(slot("a", 2), key(), 0);
-        cache.insert(slot("b", 1), key(), 0);
+        cache.insert(slot("a", 2), key(), [0; 32], 0);
+        cache.insert(slot("b", 1), key(), [0; 32], 0);
         cache.forget_tenant(&TenantId::new("a").unwrap());
         assert_eq!(cache.len(), 1);
         cache.forget(&slot("b", 1));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use vault_crypto::clock::{SharedClock, unix_seconds};
 use vault_crypto::{CryptoError, MacKey, RootKey, SigningKey, SystemKey, TenantKey};
 
-use super::cache::TenantKeyCache;
+use super::cache::{self, TenantKeyCache};
 use crate::cluster::Notice;
 use crate::error::{Error, Result};
 use crate::names::TenantId;
@@ -196,13 +196,15 @@ impl Keyring {
             }
             let key = TenantKey::generate(1)?;
             let now = unix_seconds(self.options.clock.now());
+            let wrapped = self
+                .root(self.current_root)?
+                .wrap_tenant_key(tenant.as_str(), &key)?;
+            let origin = cache::origin(&wrapped);
             let record = TenantRecord {
                 keys: vec![WrappedTenantKey {
                     version: 1,
                     reserved_encryptions: RESERVATION,
-                    wrapped: self
-                        .root(self.current_root)?
-                        .wrap_tenant_key(tenant.as_str(), &key)?,
+                    wrapped,
                     created_unix: now,
                 }],
                 current: 1,
@@ -217,6 +219,7 @@ impl Keyring {
                     return Ok(self.tenants.insert(
                         (tenant.clone(), 1),
                         Arc::new(key),
+                        origin,
                         RESERVATION,
                     ));
                 }
@@ -250,21 +253,22 @@ impl Keyring {
         record: &TenantRecord,
     ) -> Result<Arc<TenantKey>> {
         let slot = (tenant.clone(), version);
-        if let Some(key) = self.tenants.get(&slot) {
-            return Ok(key);
-        }
         let wrapped = record
             .keys
             .iter()
             .find(|k| k.version == version)
             .ok_or(Error::UnknownKeyVersion(version))?;
+        let origin = cache::origin(&wrapped.wrapped);
+        if let Some(key) = self.tenants.get_from(&slot, &origin) {
+            return Ok(key);
+        }
         let root = self.root(wrapped.wrapped.key_version())?;
         let key = root.unwrap_tenant_key(tenant.as_str(), version, &wrapped.wrapped)?;
         // Assume every reserved encryption was used before the restart (or eviction).
         key.set_encryptions(wrapped.reserved_encryptions);
         Ok(self
             .tenants
-            .insert(slot, Arc::new(key), wrapped.reserved_encryptions))
+            .insert(slot, Arc::new(key), origin, wrapped.reserved_encryptions))
     }
 
     /// The key to encrypt one value for `tenant` with: its current key (created on
@@ -428,8 +432,12 @@ impl Keyring {
             Ok(true)
         })?;
         if rotated {
-            self.tenants
-                .insert((tenant.clone(), next), Arc::new(key), RESERVATION);
+            self.tenants.insert(
+                (tenant.clone(), next),
+                Arc::new(key),
+                cache::origin(&wrapped),
+                RESERVATION,
+            );
         }
         self.queue_rewrap(tenant);
         Ok(())

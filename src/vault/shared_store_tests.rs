@@ -121,3 +121,26 @@ fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
     // A, holding the new root, does.
     encrypt(&a, "globex").unwrap();
 }
+
+#[test]
+fn a_tenant_erased_and_created_again_elsewhere_never_meets_a_stale_cached_key() {
+    let (a, b, _dir) = two_nodes();
+    let acme = TenantId::new("acme").unwrap();
+    let encrypt = |vault: &Vault| {
+        vault
+            .transit_encrypt(&acme, Environment::Live, b"x", true)
+            .unwrap()
+    };
+    encrypt(&a);
+    encrypt(&b); // B caches version 1 of acme's key
+    // A erases acme and a new acme starts (B is not told: no change log here).
+    a.erase_tenant(&acme).unwrap();
+    encrypt(&a);
+    // B reads the new record, sees a key it did not unwrap, and uses that one: what it
+    // seals opens on A.
+    let sealed = encrypt(&b);
+    let opened = a
+        .transit_decrypt(&acme, Environment::Live, sealed.as_bytes())
+        .unwrap();
+    assert_eq!(opened.expose_secret(), b"x");
+}
