@@ -268,7 +268,6 @@ fn vault_status(e: &Error) -> Status {
         Error::Store(StoreError::Unreachable(_)) => Status::unavailable(
             "the vault's database cannot be reached; nothing was changed; retry, or use another node",
         ),
-        Error::Store(StoreError::NodeClaim(why)) => Status::unavailable(*why),
         Error::Store(StoreError::Unsupported(_)) => Status::failed_precondition(e.to_string()),
         Error::Store(StoreError::Timeout(_)) => Status::unavailable(
             "the vault's database did not answer in time; nothing was changed; retry, or use \

@@ -17,7 +17,7 @@ use crate::storage::{Store, StoreError};
 pub enum StorageConfig {
     /// One redb file on this node (`engine = "redb"`, the default).
     Redb(PathBuf),
-    /// A PostgreSQL database (`engine = "postgres"`), one node at a time.
+    /// A PostgreSQL database (`engine = "postgres"`), which several nodes may share.
     Postgres(PostgresSettings),
 }
 

@@ -87,10 +87,6 @@ pub enum StoreError {
          or may not have been applied"
     )]
     WriteTimedOut(std::time::Duration),
-    /// This node does not hold the database (vaultd runs one node per PostgreSQL
-    /// database): another node holds it, or this node's claim lapsed.
-    #[error("{0}")]
-    NodeClaim(&'static str),
     /// The database's schema is not one this vaultd can use (newer than it knows, or
     /// damaged); nothing was changed.
     #[error("the PostgreSQL schema is unusable: {0}")]

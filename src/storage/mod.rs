@@ -9,10 +9,10 @@
 //! Engines:
 //! - [`redb::RedbStore`], the embedded default: one file (created 0600), every acknowledged
 //!   write fsynced, and concurrent writers grouped into one durable commit.
-//! - [`postgres::PostgresStore`], the records in a PostgreSQL database (one node per
-//!   database for now): one transaction per write with a lock on each key it touches,
-//!   over TLS only, on a runtime of its own, and a [`ChangeLog`] of what transactions
-//!   announced for other nodes.
+//! - [`postgres::PostgresStore`], the records in a PostgreSQL database that several
+//!   nodes share: one transaction per write with a lock on each key it touches, over TLS
+//!   only, on a runtime of its own, and a [`ChangeLog`] of what transactions announced
+//!   for the other nodes.
 //!
 //! A store also gives a consistent read-only [`StoreView`] of everything it holds, which
 //! [`snapshot`] streams as a self-checking file and restores into a new data file.

@@ -238,7 +238,7 @@ impl Vault {
 
     /// The vault's status.
     pub fn status(&self) -> Result<Status> {
-        let mut state = self.write_state();
+        let mut state = self.write_lifecycle()?;
         let record = match &*state {
             State::Uninitialised => return Ok(Status::Uninitialised),
             _ => self.seal_record()?,
@@ -311,6 +311,18 @@ impl Vault {
 
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lifecycle state, to act on: a node that started before another node sharing
+    /// its store initialised the vault finds the seal record there now, and is sealed
+    /// rather than uninitialised.
+    fn write_lifecycle(&self) -> Result<RwLockWriteGuard<'_, State>> {
+        let mut state = self.write_state();
+        if matches!(*state, State::Uninitialised) && self.store.get(SEAL_KEY)?.is_some() {
+            *state = State::Sealed(None);
+            self.changed(SealState::Sealed);
+        }
+        Ok(state)
     }
 
     /// Runs `f` with the keyring, or fails with `Sealed` / `Uninitialised`.

@@ -144,3 +144,19 @@ fn a_tenant_erased_and_created_again_elsewhere_never_meets_a_stale_cached_key() 
         .unwrap();
     assert_eq!(opened.expose_secret(), b"x");
 }
+
+#[test]
+fn a_node_started_before_another_initialised_the_vault_can_be_unsealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
+    let a = Vault::open(store.clone(), VaultOptions::default()).unwrap();
+    let b = Vault::open(store, VaultOptions::default()).unwrap();
+    let shares = a.init(2, 3).unwrap();
+    assert!(matches!(b.status(), Ok(super::Status::Sealed { .. })));
+    assert!(matches!(
+        b.init(2, 3),
+        Err(crate::Error::AlreadyInitialised)
+    ));
+    unseal_with(&b, &shares[..2]).unwrap();
+    assert_eq!(b.seal_state(), super::SealState::Unsealed);
+}

@@ -100,7 +100,7 @@ impl Vault {
     /// and writes the seal record. Returns the shares, once; they are never stored.
     /// The vault is left sealed.
     pub fn init(&self, threshold: usize, shares: usize) -> Result<Vec<Share>> {
-        let mut state = self.write_state();
+        let mut state = self.write_lifecycle()?;
         if !matches!(*state, State::Uninitialised) {
             return Err(Error::AlreadyInitialised);
         }
@@ -145,7 +145,7 @@ impl Vault {
     /// any. At the threshold the vault unseals, or, if the shares do not open the
     /// seal record, the attempt is discarded and [`Error::WrongShares`] returned.
     pub fn unseal(&self, share: Share, nonce: Option<&UnsealNonce>) -> Result<UnsealOutcome> {
-        let mut state = self.write_state();
+        let mut state = self.write_lifecycle()?;
         let progress = match &mut *state {
             State::Uninitialised => return Err(Error::Uninitialised),
             State::Unsealed(_) => return Err(Error::AlreadyUnsealed),

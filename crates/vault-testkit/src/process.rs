@@ -76,10 +76,16 @@ fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
 impl VaultProcess {
     /// Starts `vaultd serve --config` on the fixture and waits until it listens.
     pub fn start(fixture: &Fixture) -> Self {
+        Self::start_with_config(fixture, &fixture.config)
+    }
+
+    /// Starts `vaultd serve --config CONFIG` (a configuration among the fixture's
+    /// files, another node's, say) and waits until it listens.
+    pub fn start_with_config(fixture: &Fixture, config: &std::path::Path) -> Self {
         let mut child = Command::new(vaultd_binary())
             .arg("serve")
             .arg("--config")
-            .arg(&fixture.config)
+            .arg(config)
             .envs(fixture.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

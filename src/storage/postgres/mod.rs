@@ -1,5 +1,5 @@
-//! The PostgreSQL engine: the same [`Store`] on a PostgreSQL server. One node holds a
-//! database at a time (see `claim`).
+//! The PostgreSQL engine: the same [`Store`] on a PostgreSQL server, which several
+//! nodes share; its change log tells each what the others changed.
 //!
 //! # Connections
 //!
@@ -42,7 +42,6 @@
 //! would not: its numbers are taken before commit, in any order). Each notice carries
 //! the store that wrote it, so a node can tell its own.
 
-mod claim;
 mod pool;
 mod schema;
 mod tls;
@@ -152,8 +151,6 @@ struct Shared {
     timeout: Duration,
     /// Names this store's notices in the change log, so it can tell its own.
     origin: VaultId,
-    /// Set once `open` has taken it; storage operations are refused without it.
-    claim: std::sync::OnceLock<claim::Claim>,
 }
 
 /// The first backoff before running a transaction again, and the cap.
@@ -165,19 +162,10 @@ impl PostgresStore {
     /// vaultd has not used before gets a new vault identity.
     pub fn open(settings: &PostgresSettings) -> Result<Self, StoreError> {
         let engine = Engine::new(settings)?;
-        // Connecting, migrating and waiting out a previous claim of this node.
-        let limit = settings.connect_timeout + settings.timeout + claim::TAKE_WAIT;
+        let limit = settings.connect_timeout + settings.timeout;
         let vault_id = engine.run_within(limit, |shared| async move {
             let mut client = shared.pool.connect().await?;
-            // The claim's lock first: a second node changes nothing, not even the schema.
-            claim::lock(&client).await?;
-            let vault_id = schema::migrate(&mut client).await?;
-            let claim = claim::bump(&client).await?;
-            if shared.claim.set(claim).is_err() {
-                return Err(claim::superseded());
-            }
-            tokio::spawn(claim::keep(Arc::clone(&shared), client));
-            Ok(vault_id)
+            schema::migrate(&mut client).await
         })?;
         Ok(Self { engine, vault_id })
     }
@@ -185,14 +173,10 @@ impl PostgresStore {
     /// Connects and reads the schema's state without changing anything: what
     /// `vaultd check-config` reports.
     pub fn check(settings: &PostgresSettings) -> Result<SchemaState, StoreError> {
-        let limit = settings.connect_timeout + settings.timeout + claim::TAKE_WAIT;
+        let limit = settings.connect_timeout + settings.timeout;
         Engine::new(settings)?.run_within(limit, |shared| async move {
             let client = shared.pool.connect().await?;
-            let state = schema::inspect(&client).await?;
-            if state.version > 0 && claim::held_by_another(&client).await? {
-                return Err(claim::held_elsewhere());
-            }
-            Ok(state)
+            schema::inspect(&client).await
         })
     }
 
@@ -223,7 +207,6 @@ impl Engine {
                 pool: Pool::new(config, tls, settings.pool_size.max(1)),
                 timeout: settings.timeout,
                 origin: VaultId::generate()?,
-                claim: std::sync::OnceLock::new(),
             }),
             runtime: Some(runtime),
         })
@@ -479,11 +462,6 @@ enum Read {
 }
 
 impl Shared {
-    /// This node's claim on the database.
-    fn claim(&self) -> Result<&claim::Claim, StoreError> {
-        self.claim.get().ok_or_else(claim::superseded)
-    }
-
     /// Runs `read` (one statement, so one snapshot).
     async fn read(&self, read: &Read) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         self.with_retries(|conn| async move {
@@ -515,20 +493,12 @@ impl Shared {
 
     /// Runs `txn` until it commits or a condition fails; see the module documentation.
     async fn transact(&self, txn: &Transaction) -> Result<(), StoreError> {
-        let claim = self.claim()?;
-        let generation = claim.generation;
         let origin = self.origin.as_bytes().as_slice();
-        let outcome = self
-            .with_retries(|mut conn| async move {
-                let outcome = attempt(&mut conn, txn, generation, origin).await;
-                (conn, outcome)
-            })
-            .await?;
-        if matches!(outcome, Err(StoreError::NodeClaim(_))) {
-            // The fence found the generation moved on: refuse reads too, from now on.
-            claim.supersede();
-        }
-        outcome
+        self.with_retries(|mut conn| async move {
+            let outcome = attempt(&mut conn, txn, origin).await;
+            (conn, outcome)
+        })
+        .await?
     }
 
     /// Runs `once` on a pooled connection until it succeeds, fails for good, or the
@@ -543,7 +513,6 @@ impl Shared {
         let started = Instant::now();
         let mut retry = 0;
         loop {
-            self.claim()?.check()?;
             let error = match self.pool.take().await {
                 Ok((conn, _slot)) => match once(conn).await {
                     (conn, Ok(value)) => {

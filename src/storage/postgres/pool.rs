@@ -26,8 +26,6 @@ pub(super) struct Pool {
 /// One connection and its prepared statements.
 pub(super) struct Conn {
     pub(super) client: Client,
-    pub(super) fence: Statement,
-    pub(super) claim_generation: Statement,
     pub(super) lock_keys: Statement,
     pub(super) get: Statement,
     pub(super) get_many: Statement,
@@ -103,12 +101,6 @@ impl Pool {
         let prepare = |sql| client.prepare(sql);
         let failed = |e: tokio_postgres::Error| StoreError::Postgres(e.into());
         Ok(Conn {
-            fence: prepare("SELECT pg_advisory_xact_lock_shared($1)")
-                .await
-                .map_err(failed)?,
-            claim_generation: prepare("SELECT generation FROM vaultd_claim")
-                .await
-                .map_err(failed)?,
             // unnest yields the (ascending) array in order, and each row takes its lock
             // before the next is read.
             lock_keys: prepare(

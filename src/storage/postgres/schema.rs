@@ -16,21 +16,23 @@ pub(super) const VERSION: i32 = 2;
 /// The statements that take version `n - 1` to `n`, at index `n - 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
     // 1: the records, ordered bytewise (bytea compares as unsigned bytes), and the
-    // generation of the node's claim on the database (see `claim`).
+    // generation of a node's claim on the database, from when one node held it alone.
     "CREATE TABLE vaultd_records (key bytea PRIMARY KEY, value bytea NOT NULL); \
      CREATE TABLE vaultd_claim (one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                                 generation bigint NOT NULL); \
      INSERT INTO vaultd_claim (generation) VALUES (0)",
-    // 2: the change log (see `changes`): the last epoch given out, a row every
-    // transaction with notices locks and bumps, so epochs follow commit order; and the
-    // notices, each with the node that announced it and when.
+    // 2: the change log (see the module documentation of `postgres`): the last epoch
+    // given out, a row every transaction with notices locks and bumps, so epochs follow
+    // commit order; and the notices, each with the node that announced it and when.
+    // Nodes share the database from then on: no claim.
     "CREATE TABLE vaultd_epoch (one boolean PRIMARY KEY DEFAULT true CHECK (one), \
                                 epoch bigint NOT NULL); \
      INSERT INTO vaultd_epoch (epoch) VALUES (0); \
      CREATE TABLE vaultd_changes (epoch bigint PRIMARY KEY, origin bytea NOT NULL, \
                                   notice bytea NOT NULL, \
                                   at timestamptz NOT NULL DEFAULT clock_timestamp()); \
-     CREATE INDEX vaultd_changes_at ON vaultd_changes (at)",
+     CREATE INDEX vaultd_changes_at ON vaultd_changes (at); \
+     DROP TABLE vaultd_claim",
 ];
 
 /// The advisory lock key migrations hold ("vaultd" in ASCII).

@@ -5,7 +5,6 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::claim;
 use super::pool::Conn;
 use crate::storage::{Condition, StoreError, Transaction, Write};
 
@@ -15,13 +14,11 @@ pub(super) struct Failure {
     pub(super) committing: bool,
 }
 
-/// One attempt at `txn`, fenced by this node's claim `generation`: the inner result is
-/// the transaction's outcome (applied, or a failed condition or a lost claim with
-/// nothing written).
+/// One attempt at `txn`: the inner result is the transaction's outcome (applied, or a
+/// failed condition with nothing written).
 ///
-/// READ COMMITTED with a lock per key: the transaction first takes the claim's fence
-/// (shared) and a transaction-scoped advisory lock for every key it reads or writes, in
-/// ascending order (so two transactions never wait for each other in a circle), and only
+/// READ COMMITTED with a lock per key: the transaction first takes a
+/// transaction-scoped advisory lock for every key it reads or writes, in ascending order (so two transactions never wait for each other in a circle), and only
 /// then reads its conditions. Each statement of READ COMMITTED sees everything committed
 /// before it began, and every transaction that could change one of these keys holds its
 /// lock until it commits, so the conditions are checked against every write
@@ -35,7 +32,6 @@ pub(super) struct Failure {
 pub(super) async fn attempt(
     conn: &mut Conn,
     txn: &Transaction,
-    generation: i64,
     origin: &[u8],
 ) -> Result<Result<(), StoreError>, Failure> {
     let before_commit = |error| Failure {
@@ -44,8 +40,6 @@ pub(super) async fn attempt(
     };
     let Conn {
         client,
-        fence,
-        claim_generation,
         lock_keys,
         get_many,
         upsert_many,
@@ -59,22 +53,18 @@ pub(super) async fn attempt(
     let condition_keys: Vec<&[u8]> = txn.conditions().iter().map(Condition::key).collect();
     let lock_params: [&(dyn ToSql + Sync); 2] = [&RECORD_LOCKS, &locks];
     let read_params: [&(dyn ToSql + Sync); 1] = [&condition_keys];
-    let (begun, fenced, current, locked, rows) = tokio::join!(
+    let (begun, locked, rows) = tokio::join!(
         biased;
         client.batch_execute("BEGIN"),
-        client.execute(&*fence, &[&claim::FENCE]),
-        client.query_one(&*claim_generation, &[]),
         client.execute(&*lock_keys, &lock_params),
         client.query(&*get_many, &read_params),
     );
     let read = (|| {
         begun?;
-        fenced?;
-        let current: i64 = current?.try_get(0)?;
         locked?;
-        Ok((current, rows?))
+        rows
     })();
-    let (current, rows) = match read {
+    let rows = match read {
         Ok(read) => read,
         Err(error) => {
             // Leave no transaction open on a connection that may go back to the pool: if
@@ -94,9 +84,6 @@ pub(super) async fn attempt(
             .map_err(before_commit)?;
         Ok(Err(refusal))
     };
-    if current != generation {
-        return refuse(claim::superseded()).await;
-    }
     let mut stored = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
         let key: &[u8] = row.try_get(0).map_err(before_commit)?;
@@ -180,7 +167,7 @@ fn final_writes(txn: &Transaction) -> FinalWrites<'_> {
 }
 
 /// The first key of the advisory locks on records (the two-key form, a space apart
-/// from the one-key locks of migrations and the claim): "vaur".
+/// from the one-key lock of migrations): "vaur".
 const RECORD_LOCKS: i32 = 0x7661_7572;
 
 /// The record locks `txn` takes: a 32-bit FNV-1a hash of each key it reads or writes,

@@ -37,10 +37,9 @@ fn failed(error: tokio_postgres::Error) -> StoreError {
 }
 
 impl PostgresView {
-    /// Begins the view's transaction on a new connection (if this node holds its claim)
-    /// and counts the records in it, which fixes its snapshot.
+    /// Begins the view's transaction on a new connection and counts the records in it,
+    /// which fixes its snapshot.
     pub(super) async fn begin(shared: &Shared) -> Result<Begun, StoreError> {
-        shared.claim()?.check()?;
         let client = shared.pool.connect().await?;
         // A snapshot's reader may pause between pages (up to a minute, by the snapshot
         // rules), so this transaction may stay idle longer than a write's.

@@ -7,6 +7,7 @@
 )]
 
 mod apikeys;
+mod cluster;
 mod crash;
 mod leases;
 mod memory;

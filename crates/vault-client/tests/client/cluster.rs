@@ -1,0 +1,360 @@
+//! Three real vaultd processes on one real PostgreSQL database, used through
+//! vault-client: revocations made on one node reach the others within a second, a
+//! node killed with SIGKILL under lease load costs the client no failed lease, a node
+//! cut off from the database stops serving within its bound and serves again once it
+//! is back, and `seal --cluster` seals every node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use vault_client::proto::revoke_leases_request::Selector;
+use vault_client::{ApiKeySpec, Client, ClientBuilder, Environment, Error, SecretValue};
+use vault_testkit::fixture::{Fixture, FixtureOptions, OPERATOR};
+use vault_testkit::postgres::PostgresServer;
+use vault_testkit::process::VaultProcess;
+
+use crate::{GATEWAY, eventually, secret};
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+
+/// Forwards TCP connections to `upstream` until cut: then it drops the connections it
+/// carries and refuses new ones, as a network partition would.
+struct Proxy {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watching) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = watching.clone();
+                tokio::spawn(async move {
+                    if *cut.borrow() {
+                        return;
+                    }
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// PostgreSQL, three nodes' configurations in one fixture (one PKI), node `b` reaching
+/// the database through a proxy the test can cut.
+struct Cluster {
+    _server: PostgresServer,
+    fixture: Fixture,
+    processes: Vec<Option<VaultProcess>>,
+    proxy: Proxy,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let server = PostgresServer::start();
+        server.create_database("vaultd");
+        let connect = server.connect_string("vaultd");
+        let storage = format!(
+            "engine = \"postgres\"\n[storage.postgres]\nconnect = \"{connect}\"\nca = \"{}\"\n\
+             client_cert = \"{}\"\nclient_key = \"{}\"\ntimeout = \"2s\"\n",
+            server.ca.display(),
+            server.client_cert.display(),
+            server.client_key.display(),
+        );
+        let fixture = Fixture::new(&FixtureOptions {
+            storage: Some(storage),
+            ..FixtureOptions::default()
+        });
+        let port = connect
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("port="))
+            .unwrap()
+            .to_owned();
+        let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let base = std::fs::read_to_string(&fixture.config).unwrap();
+        let configs: Vec<PathBuf> = NODES
+            .iter()
+            .map(|node| {
+                let mut text = base
+                    .replace("node = \"test-node\"", &format!("node = \"node-{node}\""))
+                    .replace("vaultd.sock", &format!("vaultd-{node}.sock"))
+                    .replace("audit.jsonl", &format!("audit-{node}.jsonl"));
+                if *node == "b" {
+                    text = text.replace(
+                        &format!("port={port} "),
+                        &format!("port={} ", proxy.addr.port()),
+                    );
+                }
+                let path = fixture.path(&format!("vaultd-{node}.toml"));
+                std::fs::write(&path, text).unwrap();
+                path
+            })
+            .collect();
+        let processes = configs
+            .iter()
+            .map(|config| Some(VaultProcess::start_with_config(&fixture, config)))
+            .collect();
+        Self {
+            _server: server,
+            fixture,
+            processes,
+            proxy,
+        }
+    }
+
+    fn endpoint(&self, node: usize) -> String {
+        let process = self.processes[node].as_ref().unwrap();
+        format!("https://localhost:{}", process.grpc.port())
+    }
+
+    /// A client for `identity` on `nodes`, in that order.
+    fn client(
+        &mut self,
+        identity: &str,
+        nodes: &[usize],
+        extra: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> Client {
+        let files = self.fixture.client_files(identity);
+        let builder = nodes.iter().fold(Client::builder(), |builder, node| {
+            builder.endpoint(self.endpoint(*node))
+        });
+        extra(builder.ca_cert(files.ca).client_cert(files.cert, files.key))
+            .build()
+            .unwrap()
+    }
+
+    fn audit_lines(&self, node: usize) -> Vec<String> {
+        std::fs::read_to_string(self.fixture.path(&format!("audit-{}.jsonl", NODES[node])))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Leases until the client's revocation watch is connected and the lease is cached.
+async fn cached_lease(client: &Client) {
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            let a = client.lease("acme", Environment::Live, "byok/openai").await;
+            let b = client.lease("acme", Environment::Live, "byok/openai").await;
+            matches!((a, b), (Ok(a), Ok(b)) if a.lease_id() == b.lease_id())
+        })
+        .await,
+        "the revocation watch never connected"
+    );
+}
+
+async fn eventually_async<F: std::future::Future<Output = bool>>(
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_database_and_keep_in_step() {
+    let mut cluster = Cluster::start().await;
+    // Initialised through A; custodians unseal each node with the same share.
+    let operators: Vec<Client> = (0..3)
+        .map(|node| cluster.client(OPERATOR, &[node], |b| b))
+        .collect();
+    let share = operators[0].init(1, 1).await.unwrap().pop().unwrap();
+    for operator in &operators {
+        operator.unseal(&share, None).await.unwrap();
+    }
+    operators[0]
+        .put_secret(
+            &secret("acme", "byok/openai"),
+            vault_client::proto::SecretKind::Byok,
+            &SecretValue::from_vec(b"sk-cluster".to_vec()),
+        )
+        .await
+        .unwrap();
+    // Written on A, leased from B and C.
+    let gateways: Vec<Client> = (0..3)
+        .map(|node| cluster.client(GATEWAY, &[node], |b| b))
+        .collect();
+    for gateway in &gateways[1..] {
+        cached_lease(gateway).await;
+        assert_eq!(gateway.cached(), 1);
+    }
+
+    // An admin revocation on A: B and C end their leases and their clients drop the
+    // cached values within a second.
+    operators[0]
+        .revoke_leases(Selector::Tenant("acme".into()))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || gateways[1].cached() == 0
+            && gateways[2].cached() == 0)
+        .await,
+        "the revocation did not reach B and C within a second"
+    );
+    for operator in &operators[1..] {
+        assert!(operator.list_leases(None, None).await.unwrap().is_empty());
+    }
+
+    // An API key revoked on A is refused on B and C, and their verifiers drop it
+    // within a second.
+    let (key, info) = operators[0]
+        .issue_api_key(&ApiKeySpec::new("acme", Environment::Live))
+        .await
+        .unwrap();
+    for gateway in &gateways[1..] {
+        gateway
+            .verify_api_key(&key, Environment::Live, None, 1)
+            .await
+            .unwrap();
+        assert_eq!(gateway.cached_api_keys(), 1);
+    }
+    operators[0].revoke_api_key(&info.key_id).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || gateways[1].cached_api_keys()
+            == 0
+            && gateways[2].cached_api_keys() == 0)
+        .await,
+        "the key revocation did not reach B's and C's verifiers within a second"
+    );
+    for gateway in &gateways[1..] {
+        assert!(matches!(
+            gateway
+                .verify_api_key(&key, Environment::Live, None, 1)
+                .await,
+            Err(Error::ApiKeyRefused { .. })
+        ));
+    }
+
+    // Lease load on C first, then A and B: C is killed with SIGKILL midway, and no
+    // lease fails (the client fails over).
+    let load = cluster.client(GATEWAY, &[2, 0, 1], |b| b.revocation_watch(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let runner = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..300 {
+                match load.lease("acme", Environment::Live, "byok/openai").await {
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            failed
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || done.load(Ordering::Relaxed)
+            >= 50)
+        .await
+    );
+    cluster.processes[2]
+        .as_ref()
+        .unwrap()
+        .signal(rustix::process::Signal::KILL);
+    let at_kill = done.load(Ordering::Relaxed);
+    let failed = runner.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} leases failed: {failed:?}",
+        failed.len()
+    );
+    assert!(at_kill < 300, "the load was over before the kill");
+    assert_eq!(done.load(Ordering::Relaxed), 300);
+    cluster.processes[2] = None;
+    // C served until it died, A after it.
+    let leases = |node| {
+        cluster
+            .audit_lines(node)
+            .iter()
+            .filter(|l| l.contains("\"broker.lease\""))
+            .count()
+    };
+    assert!(
+        leases(2) >= 50 && leases(0) > 0,
+        "C {} A {}",
+        leases(2),
+        leases(0)
+    );
+
+    // B's database connection is cut: within its bound (1 s) B refuses leases while A
+    // serves; once the connection is back, B serves again.
+    let only_b = cluster.client(GATEWAY, &[1], |b| b.revocation_watch(false).max_attempts(1));
+    only_b
+        .lease("acme", Environment::Live, "byok/openai")
+        .await
+        .unwrap();
+    cluster.proxy.cut(true);
+    assert!(
+        eventually_async(Duration::from_secs(3), || async {
+            matches!(
+                only_b.lease("acme", Environment::Live, "byok/openai").await,
+                Err(Error::Unavailable { .. })
+            )
+        })
+        .await,
+        "B kept serving without its database"
+    );
+    gateways[0]
+        .lease("acme", Environment::Live, "byok/openai")
+        .await
+        .unwrap();
+    cluster.proxy.cut(false);
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            only_b
+                .lease("acme", Environment::Live, "byok/openai")
+                .await
+                .is_ok()
+        })
+        .await,
+        "B did not serve again once its database was back"
+    );
+
+    // `seal --cluster` on A seals A and B; B audits why.
+    operators[0].seal_cluster().await.unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(1), || async {
+            operators[1]
+                .status()
+                .await
+                .is_ok_and(|s| s.state == vault_client::proto::SealState::Sealed as i32)
+        })
+        .await,
+        "B was not sealed within a second"
+    );
+    assert!(
+        cluster
+            .audit_lines(1)
+            .iter()
+            .any(|l| l.contains("system.seal") && l.contains("seal --cluster"))
+    );
+}
