@@ -42,9 +42,9 @@ trap cleanup EXIT
 "$vaultctl" pki init-ca --dir "$dir/ca" --name "vaultd cluster CA" >/dev/null
 "$vaultctl" pki issue-server --ca-dir "$dir/ca" --dns localhost --ip 127.0.0.1 \
     --out "$dir/server" >/dev/null
-"$vaultctl" pki issue-client --ca-dir "$dir/ca" --id "$operator" --out "$dir/operator" >/dev/null
+"$vaultctl" pki issue-client --ca-dir "$dir/ca" --spiffe-id "$operator" --out "$dir/operator" >/dev/null
 "$vaultctl" pki issue-client --ca-dir "$dir/ca" \
-    --id "spiffe://billing.example/svc/vaultd-db" --out "$dir/db-client" >/dev/null
+    --spiffe-id "spiffe://billing.example/svc/vaultd-db" --out "$dir/db-client" >/dev/null
 
 # PostgreSQL: TLS 1.3, and a client certificate from the CA for every TCP connection.
 if [ ! -d "$dir/pg" ]; then

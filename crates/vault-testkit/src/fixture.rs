@@ -164,6 +164,24 @@ impl Fixture {
         }
     }
 
+    /// Writes the configuration of another node on the same files (PKI, policies,
+    /// storage): `vaultd-NODE.toml`, naming the node `node-NODE`, with its own socket
+    /// and audit log (`audit-NODE.jsonl`) and free ports, each `(from, to)` of
+    /// `replace` applied to it too. Returns its path.
+    pub fn node_config(&self, node: &str, replace: &[(&str, &str)]) -> PathBuf {
+        let base = std::fs::read_to_string(&self.config).expect("read the configuration");
+        let mut text = base
+            .replace("node = \"test-node\"", &format!("node = \"node-{node}\""))
+            .replace("vaultd.sock", &format!("vaultd-{node}.sock"))
+            .replace("audit.jsonl", &format!("audit-{node}.jsonl"));
+        for (from, to) in replace {
+            text = text.replace(from, to);
+        }
+        let path = self.path(&format!("vaultd-{node}.toml"));
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
     /// A path inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -90,23 +90,16 @@ impl Cluster {
             .unwrap()
             .to_owned();
         let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
-        let base = std::fs::read_to_string(&fixture.config).unwrap();
+        // B reaches the database through the proxy.
+        let (direct, proxied) = (
+            format!("port={port} "),
+            format!("port={} ", proxy.addr.port()),
+        );
         let configs: Vec<PathBuf> = NODES
             .iter()
-            .map(|node| {
-                let mut text = base
-                    .replace("node = \"test-node\"", &format!("node = \"node-{node}\""))
-                    .replace("vaultd.sock", &format!("vaultd-{node}.sock"))
-                    .replace("audit.jsonl", &format!("audit-{node}.jsonl"));
-                if *node == "b" {
-                    text = text.replace(
-                        &format!("port={port} "),
-                        &format!("port={} ", proxy.addr.port()),
-                    );
-                }
-                let path = fixture.path(&format!("vaultd-{node}.toml"));
-                std::fs::write(&path, text).unwrap();
-                path
+            .map(|node| match *node {
+                "b" => fixture.node_config(node, &[(&direct, &proxied)]),
+                _ => fixture.node_config(node, &[]),
             })
             .collect();
         let processes = configs
