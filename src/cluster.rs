@@ -285,11 +285,13 @@ pub(crate) async fn follow(
         let began = Instant::now();
         // Reading and acting both reach the store: off the async workers.
         let (store_, apply_) = (Arc::clone(&store), Arc::clone(&apply));
-        let Ok(step) = tokio::task::spawn_blocking(move || step(&*store_, &*apply_, seen)).await
-        else {
-            failing = true;
-            continue;
-        };
+        let step = tokio::task::spawn_blocking(move || step(&*store_, &*apply_, seen))
+            .await
+            .unwrap_or_else(|_| Step {
+                seen,
+                failed: Some("reading it stopped with a panic".to_owned()),
+                ..Step::default()
+            });
         seen = step.seen;
         match step.failed {
             Some(why) if !failing => {
