@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use vault_crypto::shamir::Share;
+
 use super::tests::{copy, unseal_with};
 use super::{Vault, VaultOptions, keyring};
 use crate::names::{Environment, TenantId};
 use crate::storage::redb::RedbStore;
 
-fn two_nodes() -> (Vault, Vault, tempfile::TempDir) {
+/// Two unsealed vaults on one store, the custodians' shares, and the store's directory.
+fn two_nodes() -> (Vault, Vault, Vec<Share>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
     let a = Vault::open(store.clone(), VaultOptions::default()).unwrap();
@@ -16,12 +19,12 @@ fn two_nodes() -> (Vault, Vault, tempfile::TempDir) {
     let b = Vault::open(store, VaultOptions::default()).unwrap();
     unseal_with(&a, &shares[..2]).unwrap();
     unseal_with(&b, &[copy(&shares[1]), copy(&shares[2])]).unwrap();
-    (a, b, dir)
+    (a, b, shares, dir)
 }
 
 #[test]
 fn nodes_sharing_a_tenant_key_count_its_encryptions_in_disjoint_blocks() {
-    let (a, b, _dir) = two_nodes();
+    let (a, b, _, _dir) = two_nodes();
     let tenant = TenantId::new("acme").unwrap();
     let encrypt = |vault: &Vault| {
         vault
@@ -69,7 +72,7 @@ fn nodes_sharing_a_tenant_key_count_its_encryptions_in_disjoint_blocks() {
 
 #[test]
 fn nodes_add_their_quota_units_to_one_count() {
-    let (a, b, _dir) = two_nodes();
+    let (a, b, _, _dir) = two_nodes();
     let delta = |day, units| crate::limits::quota::QuotaDelta {
         id: "k1b2c3d4e5f6".into(),
         day,
@@ -88,13 +91,7 @@ fn nodes_add_their_quota_units_to_one_count() {
 
 #[test]
 fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RedbStore::open(&dir.path().join("vault.redb")).unwrap());
-    let a = Vault::open(store.clone(), VaultOptions::default()).unwrap();
-    let shares = a.init(2, 3).unwrap();
-    let b = Vault::open(store, VaultOptions::default()).unwrap();
-    unseal_with(&a, &shares[..2]).unwrap();
-    unseal_with(&b, &shares[1..]).unwrap();
+    let (a, b, shares, _dir) = two_nodes();
     let encrypt = |vault: &Vault, tenant: &str| {
         vault.transit_encrypt(
             &TenantId::new(tenant).unwrap(),
@@ -124,7 +121,7 @@ fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
 
 #[test]
 fn a_tenant_erased_and_created_again_elsewhere_never_meets_a_stale_cached_key() {
-    let (a, b, _dir) = two_nodes();
+    let (a, b, _, _dir) = two_nodes();
     let acme = TenantId::new("acme").unwrap();
     let encrypt = |vault: &Vault| {
         vault
