@@ -132,3 +132,50 @@ async fn health_while_sealed_is_not_serving_from_the_moment_of_sealing() {
         ServingStatus::Serving as i32
     );
 }
+
+/// The metric families and `rpc` labels `deploy/prometheus-alerts.yml` names, each
+/// exported by a serving daemon: the example rules cannot drift from the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_alerting_rules_name_only_exported_metrics() {
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus-alerts.yml"),
+    )
+    .unwrap();
+    let (mut vault, _) = TestVault::unsealed().await;
+    vault
+        .put_secret("acme", "live", "byok/openai", b"sk-metrics")
+        .await;
+    let (mut broker, session) = vault.session(GATEWAY).await;
+    lease_value(&mut broker, &session, "acme", "live", "byok/openai")
+        .await
+        .unwrap();
+    let (_, metrics) = vault.http_get("/metrics").await;
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .collect();
+    assert!(exprs.len() >= 5, "{exprs:?}");
+    let mut named = 0;
+    for expr in &exprs {
+        for (start, _) in expr.match_indices("vaultd_") {
+            let name: String = expr[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = name.strip_suffix("_total").unwrap_or(&name);
+            assert!(
+                metrics.contains(&format!("# TYPE {family} ")),
+                "{name} in the rules is not exported:\n{metrics}"
+            );
+            named += 1;
+        }
+        for (start, _) in expr.match_indices("rpc=\"") {
+            let rpc = expr[start + 5..].split('"').next().unwrap();
+            assert!(
+                metrics.contains(&format!("rpc=\"{rpc}\"")),
+                "no rpc {rpc} in the metrics"
+            );
+        }
+    }
+    assert!(named >= exprs.len());
+}
