@@ -222,6 +222,15 @@ impl InStep {
         Ok(())
     }
 
+    /// How long since the last read that reached the log's end began (since the node
+    /// started, before the first); `None` when the store is this node's alone.
+    pub(crate) fn behind(&self) -> Option<Duration> {
+        self.bound?;
+        let now = self.nanos(Instant::now());
+        let caught_up = self.caught_up.load(Ordering::Acquire);
+        Some(Duration::from_nanos(now.saturating_sub(caught_up)))
+    }
+
     /// A read that began at `began` reached the log's end.
     fn caught_up(&self, began: Instant) {
         self.caught_up

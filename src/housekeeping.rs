@@ -149,6 +149,10 @@ async fn housekeeping(tasks: Tasks, mut stopped: watch::Receiver<bool>) {
             .set(i64::try_from(shared.audit.appended()).unwrap_or(i64::MAX));
         m.tenant_keys_cached
             .set(i64::try_from(cached).unwrap_or(i64::MAX));
+        m.change_log_behind
+            .set(upkeep.change_log_behind().map_or(-1, |behind| {
+                i64::try_from(behind.as_millis()).unwrap_or(i64::MAX)
+            }));
         m.observe_locked_memory();
         m.audit_free_bytes.set(
             shared

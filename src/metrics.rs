@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     pub(crate) sweep_failures: Counter,
     pub(crate) corrupt_records: Gauge,
     pub(crate) tenant_keys_cached: Gauge,
+    pub(crate) change_log_behind: Gauge,
     pub(crate) handshakes_refused: RefusedHandshakes,
     locked_bytes: Family<PoolLabel, Gauge>,
 }
@@ -151,6 +152,14 @@ impl Metrics {
             "Unwrapped tenant keys held in locked memory",
             tenant_keys_cached.clone(),
         );
+        let change_log_behind = Gauge::default();
+        registry.register(
+            "change_log_behind_milliseconds",
+            "Since this node last read the change log of the database it shares to its end \
+             (-1: the store is this node's alone); past storage.postgres.catch_up it refuses \
+             leases and plaintext",
+            change_log_behind.clone(),
+        );
         let locked_bytes = Family::<PoolLabel, Gauge>::default();
         registry.register(
             "locked_memory_bytes",
@@ -184,6 +193,7 @@ impl Metrics {
             sweep_failures,
             corrupt_records,
             tenant_keys_cached,
+            change_log_behind,
             handshakes_refused,
             locked_bytes,
         }

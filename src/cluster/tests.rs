@@ -67,6 +67,7 @@ fn a_notice_with_a_bad_name_or_of_an_unknown_kind_is_not_read() {
 #[test]
 fn a_node_alone_is_always_in_step() {
     assert!(InStep::alone().check().is_ok());
+    assert_eq!(InStep::alone().behind(), None);
 }
 
 #[test]
@@ -77,8 +78,10 @@ fn a_sharing_node_is_in_step_only_within_the_bound_of_its_last_full_read() {
     assert!(matches!(in_step.check(), Err(Error::OutOfStep { bound: b }) if b == bound));
     in_step.caught_up(Instant::now());
     assert!(in_step.check().is_ok());
+    assert!(in_step.behind().unwrap() < bound);
     std::thread::sleep(bound + Duration::from_millis(50));
     assert!(in_step.check().is_err());
+    assert!(in_step.behind().unwrap() > bound);
     // A read that began before the last one does not move it back.
     let earlier = Instant::now();
     in_step.caught_up(Instant::now());

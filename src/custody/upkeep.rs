@@ -123,6 +123,12 @@ impl Upkeep {
         )
     }
 
+    /// How long since this node last read the change log to its end; `None` when its
+    /// store is its alone.
+    pub(crate) fn change_log_behind(&self) -> Option<std::time::Duration> {
+        self.held.in_step.behind()
+    }
+
     /// Acts on another node's notice: ends the leases it names (telling their
     /// holders), forgets a tenant's cached keys, tells verifiers of a revoked API key,
     /// or reads the break-glass grants again (which can fail: the store).
