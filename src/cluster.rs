@@ -2,18 +2,19 @@
 //!
 //! What a node holds in memory alone (leases, unwrapped tenant keys, revocation
 //! watches, break-glass grants) another node can make wrong: a revocation, a deletion,
-//! an erasure, a key rotation, an API-key revocation, a break-glass change. So each of those is announced as a [`Notice`] in
-//! the store's change log ([`crate::storage::ChangeLog`]), in the same transaction as
-//! its write where it has one, and every node follows the log and acts on what the
-//! others announced: a node learns of a change as soon as it polls after the commit.
+//! an erasure, a key rotation, an API-key revocation, a break-glass change, a seal. So
+//! each of those is announced as a [`Notice`] in the store's change log
+//! ([`crate::storage::ChangeLog`]), in the same transaction as its write where it has
+//! one, and every node follows the log and acts on what the others announced: a node
+//! learns of a change as soon as it polls after the commit.
 //!
-//! **Fail closed.** A node that has not read the log to its end within
-//! [`InStep::bound`] (the database unreachable, slow, or the node stalled) refuses to
-//! hand out leases and transit plaintext until it has: a revocation made elsewhere is
-//! honoured within the bound, or nothing is served. A node that finds notices missing
-//! (it fell behind what the log keeps) or one it cannot read (from a newer vaultd)
-//! acts as if everything had changed: it revokes all its leases and forgets every
-//! cached tenant key.
+//! **Fail closed.** A node that has not read the log to its end within its bound
+//! (`storage.postgres.catch_up`: the database unreachable or slow, or the node stalled)
+//! refuses to hand out leases and transit plaintext until it has: a revocation made
+//! elsewhere is honoured within the bound, or nothing is served. A node that finds
+//! notices missing (it fell behind what the log keeps) or one it cannot read (from a
+//! newer vaultd) acts as if everything had changed: it revokes all its leases, forgets
+//! every cached tenant key and reads the break-glass grants again.
 //!
 //! A store only one node uses keeps no log, and its node is always in step.
 

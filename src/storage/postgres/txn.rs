@@ -17,9 +17,10 @@ pub(super) struct Failure {
 /// One attempt at `txn`: the inner result is the transaction's outcome (applied, or a
 /// failed condition with nothing written).
 ///
-/// READ COMMITTED with a lock per key: the transaction first takes a
-/// transaction-scoped advisory lock for every key it reads or writes, in ascending order (so two transactions never wait for each other in a circle), and only
-/// then reads its conditions. Each statement of READ COMMITTED sees everything committed
+/// READ COMMITTED with a lock per key: the transaction first takes a transaction-scoped
+/// advisory lock for every key it reads or writes, in ascending order (so two
+/// transactions never wait for each other in a circle), and only then reads its
+/// conditions. Each statement of READ COMMITTED sees everything committed
 /// before it began, and every transaction that could change one of these keys holds its
 /// lock until it commits, so the conditions are checked against every write
 /// acknowledged before, and transactions on different keys never wait for or abort each
@@ -28,7 +29,8 @@ pub(super) struct Failure {
 /// more than the locks.
 ///
 /// Notices go to the change log in the second round trip, after the writes: the epoch
-/// row is locked from then to COMMIT only.
+/// row is locked from then to COMMIT only, and never by a transaction still waiting for
+/// a key's lock, so the two kinds of lock cannot wait for each other in a circle.
 pub(super) async fn attempt(
     conn: &mut Conn,
     txn: &Transaction,
