@@ -52,8 +52,9 @@
 // error on apikey; transport and session on error; endpoints on error, options, session
 // and transport; cache on environment; apikey_cache on apikey, cache, environment and
 // error; client on cache, apikey_cache and endpoints; lease, transit, admin, verify,
-// apikey_admin and snapshot on client and what is below it; builder on all but transit,
-// admin, verify, apikey_admin and snapshot, as it starts the background tasks. This root
+// apikey_admin and snapshot on client and what is below it; lifecycle on admin too;
+// builder on all but transit, admin, lifecycle, verify, apikey_admin and snapshot, as it
+// starts the background tasks. This root
 // only declares and re-exports.
 mod admin;
 mod apikey;
@@ -67,6 +68,7 @@ mod environment;
 mod error;
 mod governance;
 mod lease;
+mod lifecycle;
 mod options;
 mod session;
 mod snapshot;
@@ -74,7 +76,7 @@ mod transit;
 mod transport;
 mod verify;
 
-pub use admin::{SecretPath, UnsealProgress};
+pub use admin::SecretPath;
 pub use apikey::{ApiKeyRate, ApiKeyRefusal, ApiKeySpec, ApiKeyText, VerifiedKey};
 pub use builder::ClientBuilder;
 pub use cache::Lease;
@@ -82,6 +84,7 @@ pub use client::Client;
 pub use environment::{Environment, UnknownEnvironment};
 pub use error::{CertificateRefusal, Error, FileError};
 pub use governance::BreakGlassAsk;
+pub use lifecycle::UnsealProgress;
 pub use secrecy::ExposeSecret;
 pub use snapshot::{SavedSnapshot, SnapshotError};
 pub use transit::Plaintext;
