@@ -363,4 +363,7 @@ mod shared_store_tests;
 mod tests;
 
 #[cfg(test)]
+mod unseal_tests;
+
+#[cfg(test)]
 mod memory_tests;
