@@ -59,15 +59,12 @@ fn args() -> Args {
     args
 }
 
-/// User and system CPU seconds of process `pid`.
+#[path = "common/cpu.rs"]
+mod cpu;
+
+/// CPU seconds of process `pid`; 0 once it is gone.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let after = stat.rsplit_once(')').expect("stat format").1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    cpu::cpu_seconds(pid).unwrap_or(0.0)
 }
 
 /// CPU seconds of every PostgreSQL process now running.

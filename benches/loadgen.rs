@@ -280,6 +280,8 @@ fn secret() -> v1::SecretRef {
     }
 }
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "loadgen/external.rs"]
 mod external;
 #[path = "loadgen/setup.rs"]

@@ -17,15 +17,9 @@ use super::{
     process_usage, put_secrets,
 };
 
-/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`
-/// (USER_HZ, 100 ticks a second on Linux).
+/// CPU seconds (user + system) the daemon `pid` has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').expect("stat format").1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
+    super::cpu::cpu_seconds(pid).expect("the daemon's /proc/PID/stat")
 }
 
 /// The resident set of process `pid`, in bytes.

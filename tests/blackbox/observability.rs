@@ -27,8 +27,8 @@ async fn broker_health(vault: &mut TestVault) -> i32 {
     health_of(vault, "vault.v1.Broker").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_metrics_and_reflection() {
+/// An unsealed daemon that has stored a secret and leased it once to the gateway.
+async fn leased_once() -> TestVault {
     let (mut vault, _) = TestVault::unsealed().await;
     vault
         .put_secret("acme", "live", "byok/openai", b"sk-metrics")
@@ -37,6 +37,12 @@ async fn health_metrics_and_reflection() {
     lease_value(&mut broker, &session, "acme", "live", "byok/openai")
         .await
         .unwrap();
+    vault
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_reflection() {
+    let mut vault = leased_once().await;
     let (mut outsider, s) = vault.session(OUTSIDER).await;
     outsider
         .lease(lease_request(&s, "acme", "live", "byok/openai"))
@@ -141,14 +147,7 @@ async fn the_example_alerting_rules_name_only_exported_metrics() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus-alerts.yml"),
     )
     .unwrap();
-    let (mut vault, _) = TestVault::unsealed().await;
-    vault
-        .put_secret("acme", "live", "byok/openai", b"sk-metrics")
-        .await;
-    let (mut broker, session) = vault.session(GATEWAY).await;
-    lease_value(&mut broker, &session, "acme", "live", "byok/openai")
-        .await
-        .unwrap();
+    let vault = leased_once().await;
     let (_, metrics) = vault.http_get("/metrics").await;
     let exprs: Vec<&str> = rules
         .lines()
