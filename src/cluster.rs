@@ -212,12 +212,11 @@ impl InStep {
     /// `Ok` if the node read the log to its end within the bound;
     /// [`Error::OutOfStep`] if not.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        let Some(bound) = self.bound else {
+        let (Some(bound), Some(behind)) = (self.bound, self.behind()) else {
             return Ok(());
         };
-        let caught_up = self.caught_up.load(Ordering::Acquire);
-        let now = self.nanos(Instant::now());
-        if caught_up == 0 || now.saturating_sub(caught_up) > duration_nanos(bound) {
+        let never = self.caught_up.load(Ordering::Acquire) == 0;
+        if never || behind > bound {
             return Err(Error::OutOfStep { bound });
         }
         Ok(())
