@@ -2,8 +2,9 @@
 # Starts a throw-away PostgreSQL server and three vaultd nodes on loopback, all on one
 # database, for a person to try a cluster: a CA and certificates (vaultctl pki), the
 # server over TLS with client-certificate authentication, nodes a, b and c on gRPC
-# ports 8301-8303 (health on 9301-9303), and an operator certificate. Prints how to
-# initialise, unseal and use them; stops everything on Ctrl-C.
+# ports 8301-8303 (health on 9301-9303), each with a node certificate to join the others
+# by, and an operator certificate. Prints how to initialise, unseal (one node: the
+# others join it) and use them; stops everything on Ctrl-C.
 #   scripts/cluster.sh [DIR]     (DIR: where to keep the files; a new temporary one by default)
 # Needs the PostgreSQL server (apt-get install postgresql), or VAULTD_PG_BIN naming its
 # binaries. Run as root, it runs PostgreSQL as the `postgres` user.
@@ -88,10 +89,21 @@ permissions = ["status", "unseal", "seal", "rekey", "keys.rotate", "secrets.writ
     "apikeys.issue", "apikeys.revoke", "audit.read", "snapshot.save"]
 EOF
 
+identities=()
+for node in a b c; do
+    identities+=("\"spiffe://billing.example/vaultd/node-$node\"")
+done
+nodes="$(IFS=,; echo "${identities[*]}")"
 n=0
 for node in a b c; do
     n=$((n + 1))
     mkdir -p "$dir/$node"
+    # Its client certificate, to join the others with (policies/cluster.toml gives
+    # these identities node.join).
+    [ -f "$dir/$node/node.pem" ] || "$vaultctl" pki issue-client --ca-dir "$dir/ca" \
+        --spiffe-id "spiffe://billing.example/vaultd/node-$node" --out "$dir/$node/node" >/dev/null
+    others=()
+    for m in 1 2 3; do [ "$m" = "$n" ] || others+=("\"https://localhost:830$m\""); done
     cat >"$dir/$node/vaultd.toml" <<EOF
 node = "node-$node"
 [listen]
@@ -113,6 +125,13 @@ connect = "host=127.0.0.1 port=$pgport user=vaultd dbname=vaultd"
 ca = "$dir/ca/ca.pem"
 client_cert = "$dir/db-client.pem"
 client_key = "$dir/db-client.key"
+[cluster]
+nodes = [$nodes]
+[cluster.join]
+endpoints = [$(IFS=,; echo "${others[*]}")]
+ca = "$dir/ca/ca.pem"
+cert = "$dir/$node/node.pem"
+key = "$dir/$node/node.key"
 EOF
     "$vaultd" serve --config "$dir/$node/vaultd.toml" 2>"$dir/$node/vaultd.log" &
     pids+=("$!")
@@ -129,7 +148,8 @@ PostgreSQL on 127.0.0.1:$pgport, nodes a, b, c on https://localhost:8301..8303; 
 As the operator:
   export VAULTD_CACERT=$dir/ca/ca.pem VAULTD_CLIENT_CERT=$dir/operator.pem VAULTD_CLIENT_KEY=$dir/operator.key
   $vaultctl --addr https://localhost:8301 init --threshold 1 --shares 1 --share-dir $dir/shares
-  for p in 8301 8302 8303; do $vaultctl --addr https://localhost:\$p unseal --share-file $dir/shares/share-1.txt; done
+  $vaultctl --addr https://localhost:8301 unseal --share-file $dir/shares/share-1.txt
+  for p in 8302 8303; do $vaultctl --addr https://localhost:\$p status; done   # b and c joined a
   echo -n sk-test | $vaultctl --addr https://localhost:8301 secret put acme byok/openai --env live --kind byok
   $vaultctl --addr https://localhost:8302 secret list acme
   $vaultctl --addr https://localhost:8303 lease revoke --tenant acme

@@ -88,6 +88,7 @@ lifecycle_ops! {
     SnapshotOp => SnapshotSave,
     AuditReadOp => AuditRead,
     ApproveBreakGlassOp => BreakglassApprove,
+    JoinOp => NodeJoin,
 }
 
 /// Store or rotate a secret's value.
@@ -507,6 +508,7 @@ mod tests {
             SnapshotOp::PERMISSION,
             AuditReadOp::PERMISSION,
             ApproveBreakGlassOp::PERMISSION,
+            JoinOp::PERMISSION,
             WriteSecret::PERMISSION,
             ReadMetadata::PERMISSION,
             DeleteSecret::PERMISSION,

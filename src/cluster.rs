@@ -33,6 +33,8 @@ use crate::leases::{RevocationReason, Selector};
 use crate::names::{SecretId, TenantId};
 use crate::storage::{Change, Store};
 
+pub(crate) mod join;
+
 /// How often a node reads the change log.
 const POLL: Duration = Duration::from_millis(100);
 /// Notices read at once.

@@ -22,12 +22,13 @@ use crate::names::{SecretId, SecretKind};
 use crate::vault::UnsealOutcome;
 
 /// The repo's example policies, loaded by every dev daemon.
-pub(crate) const EXAMPLE_POLICIES: [(&str, &str); 3] = [
+pub(crate) const EXAMPLE_POLICIES: [(&str, &str); 4] = [
     ("admins.toml", include_str!("../policies/admins.toml")),
     (
         "billing-gateway.toml",
         include_str!("../policies/billing-gateway.toml"),
     ),
+    ("cluster.toml", include_str!("../policies/cluster.toml")),
     (
         "tenant-workers.toml",
         include_str!("../policies/tenant-workers.toml"),

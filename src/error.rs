@@ -185,9 +185,23 @@ pub enum Error {
     /// wraps nothing more and seals.
     #[error(
         "the root key was rotated on another node; this node seals: unseal it again \
-         (custodians)"
+         (custodians), or let it join again ([cluster.join])"
     )]
     RootMoved,
+    /// A node offered root keys that are not those the seal record names.
+    #[error(
+        "the root keys handed over (versions {handed:?}) are not those the seal record \
+         names ({named:?}): the answering node is before or after a root-key rotation"
+    )]
+    JoinMismatch {
+        /// The versions handed over.
+        handed: Vec<u32>,
+        /// The versions the seal record names.
+        named: Vec<u32>,
+    },
+    /// A caller allowed `node.join` is not one of this node's `[cluster] nodes`.
+    #[error("{0} is not listed in this node's [cluster] nodes")]
+    NotClusterNode(String),
     /// The store changed under a read-modify-write too many times in a row.
     #[error("too much contention on {0}; retry")]
     Contention(&'static str),

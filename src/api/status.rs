@@ -226,6 +226,8 @@ fn vault_status(e: &Error) -> Status {
         Error::Sealed | Error::OutOfStep { .. } | Error::RootMoved => {
             Status::unavailable(e.to_string())
         }
+        Error::NotClusterNode(_) => Status::permission_denied(e.to_string()),
+        Error::JoinMismatch { .. } => Status::failed_precondition(e.to_string()),
         Error::AlreadyInitialised
         | Error::AlreadyUnsealed
         | Error::UnsealNonceMismatch

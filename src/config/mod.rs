@@ -31,6 +31,16 @@
 //! # pool_size = 8
 //! # connect_timeout = "5s"
 //! # timeout = "5s"                 # one store operation, retries included
+//! # catch_up = "1s"                # behind the change log longer: no leases, no plaintext
+//! #
+//! # [cluster]                        # postgres only
+//! # nodes = ["spiffe://billing.example/vaultd/vault-2"]   # may join from this node (node.join)
+//! # [cluster.join]                   # where this node joins from when it starts sealed
+//! # endpoints = ["https://vault-2:8200"]
+//! # ca = "/etc/vaultd/server-ca.pem"
+//! # cert = "/etc/vaultd/node.pem"    # names this node's identity, listed on the others
+//! # key = "/etc/vaultd/node.key"
+//! # retry = "1s"
 //!
 //! [policy]
 //! dir = "/etc/vaultd/policies"
@@ -83,11 +93,13 @@ use std::time::Duration;
 use crate::identity::IdentitySource;
 use crate::tls::{CrlExpiry, TlsFiles};
 
+mod cluster;
 mod raw;
 mod storage;
 
 use raw::{DAY, RawConfig, address, anomalies, apikeys, breakglass, node_name, seal, size};
 // Shared with the sections that parse themselves, such as `[alerts]`.
+pub use cluster::{ClusterConfig, JoinConfig};
 pub(crate) use raw::{SECOND, count, duration, required};
 pub use storage::StorageConfig;
 
@@ -106,6 +118,8 @@ pub struct Config {
     pub identities: IdentitySource,
     /// Where the records are kept.
     pub storage: StorageConfig,
+    /// Which nodes may join from this one, and where this one joins from.
+    pub cluster: ClusterConfig,
     /// The policy directory.
     pub policy_dir: PathBuf,
     /// The audit sink.
@@ -399,6 +413,8 @@ impl Config {
                 });
             }
         };
+        let storage = storage::storage(raw.storage, &at)?;
+        let cluster = cluster::cluster(raw.cluster, &storage, &at)?;
         Ok(Self {
             node: node_name(raw.node)?,
             log_level: match raw.log_level.as_deref() {
@@ -415,7 +431,8 @@ impl Config {
             },
             tls,
             identities,
-            storage: storage::storage(raw.storage, &at)?,
+            storage,
+            cluster,
             policy_dir: at(required(
                 raw.policy.dir,
                 "policy.dir",

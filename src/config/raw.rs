@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) storage: super::storage::RawStorage,
     #[serde(default)]
+    pub(super) cluster: super::cluster::RawCluster,
+    #[serde(default)]
     pub(super) policy: RawPolicy,
     #[serde(default)]
     pub(super) audit: RawAudit,

@@ -247,3 +247,47 @@ fn a_password_in_the_postgres_connect_string_is_refused_and_never_repeated() {
         "{shown}"
     );
 }
+
+#[test]
+fn cluster_lists_exact_node_identities_and_where_to_join() {
+    let postgres = "[storage]\n    engine = \"postgres\"\n    [storage.postgres]\n    \
+                    connect = \"host=db\"\n    ca = \"pg-ca.pem\"";
+    let with = |cluster: &str| {
+        parse(&format!(
+            "{}\n[cluster]\n{cluster}",
+            MINIMAL.replace("[storage]\n    path = \"vault.redb\"", postgres)
+        ))
+    };
+    let c = with(
+        "nodes = [\"spiffe://b.example/vaultd/n2\"]\n[cluster.join]\n\
+         endpoints = [\"https://n2:8200\"]\nca = \"ca.pem\"\ncert = \"n1.pem\"\nkey = \"n1.key\"",
+    )
+    .unwrap();
+    assert_eq!(c.cluster.nodes.len(), 1);
+    assert_eq!(c.cluster.nodes[0].as_str(), "spiffe://b.example/vaultd/n2");
+    let join = c.cluster.join.unwrap();
+    assert_eq!(join.cert, Path::new("/etc/vaultd/n1.pem"));
+    assert_eq!(join.retry, Duration::from_secs(1));
+    assert_eq!(parse(MINIMAL).unwrap().cluster, ClusterConfig::default());
+
+    for (cluster, key) in [
+        ("nodes = [\"spiffe://b.example/vaultd/*\"]", "cluster.nodes"),
+        ("nodes = [\"node-2\"]", "cluster.nodes"),
+        ("[cluster.join]\nendpoints = []", "cluster.join.endpoints"),
+        (
+            "[cluster.join]\nendpoints = [\"http://n2:8200\"]",
+            "cluster.join.endpoints",
+        ),
+        (
+            "[cluster.join]\nendpoints = [\"https://n2:8200\"]\ncert = \"a\"\nkey = \"b\"",
+            "cluster.join.ca",
+        ),
+        ("bogus = 1", "unknown field"),
+    ] {
+        let err = with(cluster).unwrap_err();
+        assert!(err.to_string().contains(key), "{cluster}: {err}");
+    }
+    // One node alone on a redb file has no cluster to join.
+    let err = parse(&format!("{MINIMAL}\n[cluster]\nnodes = []")).unwrap_err();
+    assert!(err.to_string().starts_with("cluster:"), "{err}");
+}

@@ -12,6 +12,7 @@
 //! The fields of both are private to this module.
 
 mod apikeys;
+mod join;
 mod leases;
 mod snapshot;
 mod upkeep;
@@ -59,6 +60,11 @@ pub(crate) struct Terms {
     /// How far behind the change log of a store other nodes share this node may fall
     /// before it refuses leases and plaintext (`None`: the store is this node's alone).
     pub(crate) catch_up: Option<std::time::Duration>,
+    /// The nodes that may join from this one (`[cluster] nodes`).
+    pub(crate) cluster_nodes: Vec<Identity>,
+    /// Whether this node joins from another when it starts sealed, or when another
+    /// node rotated the root key (`[cluster.join]` is set).
+    pub(crate) joins: bool,
 }
 
 struct Held {
@@ -155,7 +161,13 @@ impl Held {
     /// Seals this node: the key hierarchy wiped, every session with it, every lease
     /// revoked (their holders told), every break-glass grant ended.
     fn seal(&self) -> Sealed {
-        let vault = self.vault.seal();
+        self.seal_and_rejoin(false)
+    }
+
+    /// [`Held::seal`]; with `rejoin`, a node that was unsealed asks another node for
+    /// the root keys again.
+    fn seal_and_rejoin(&self, rejoin: bool) -> Sealed {
+        let vault = self.vault.seal_and_rejoin(rejoin);
         let grants_ended = self.breakglass.end_all("sealed");
         self.sessions.clear();
         let revoked = self.leases.revoke(&Selector::All, RevocationReason::Sealed);
@@ -181,17 +193,20 @@ pub(crate) fn assemble(
         Some(bound) if vault.store().change_log().is_some() => InStep::shared(bound),
         _ => InStep::alone(),
     });
+    if terms.joins {
+        vault.want_join();
+    }
     let held = Arc::new(Held {
         vault,
         sessions,
         leases,
         watches: PerIdentity::new(terms.watches_per_identity),
-        terms,
         stopping: tokio::sync::watch::channel(false).0,
         apikeys: apikeys::KeyLimits::new(api_keys, &clock),
         snapshots: snapshot::SnapshotSlots::default(),
         breakglass,
         in_step,
+        terms,
         clock,
     });
     (

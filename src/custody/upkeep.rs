@@ -141,8 +141,10 @@ impl Upkeep {
             Notice::ApiKeyRevoked(id) => self.held.apikeys.notify_revoked(id),
             Notice::BreakGlass => self.held.breakglass.reload()?,
             Notice::Seal | Notice::RootRotated => {
-                // Sealing is the safe direction: a node already sealed stays so.
-                let sealed = self.held.seal();
+                // Sealing is the safe direction: a node already sealed stays so. After
+                // a rotation, a node that joins asks the others for the new root.
+                let rejoin = matches!(notice, Notice::RootRotated) && self.held.terms.joins;
+                let sealed = self.held.seal_and_rejoin(rejoin);
                 if let Err(e) = sealed.vault
                     && !matches!(e, Error::Sealed | Error::Uninitialised)
                 {

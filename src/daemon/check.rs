@@ -2,7 +2,8 @@
 //! answers anything — locked memory, TLS files, policies, the data file (or the
 //! PostgreSQL database: reachable over verified TLS, its schema a version this vaultd
 //! can use) and the audit log (neither in use by another process), the socket's directory, the listen
-//! addresses and, if configured, the auto-unseal token — without changing anything. A configuration it calls ok does
+//! addresses and, if configured, the auto-unseal token and the files a node joins its
+//! cluster with — without changing anything. A configuration it calls ok does
 //! not fail `serve` for a reason it could have seen.
 
 use std::fs::{OpenOptions, TryLockError};
@@ -62,6 +63,9 @@ pub fn check(config: &Config) -> Vec<Problem> {
             }),
         );
     }
+    if let Some(join) = &config.cluster.join {
+        note("cluster.join", join_files(join));
+    }
     note("audit.path", audit_log(&config.audit.path));
     if let Some(socket) = &config.listen.socket {
         note("listen.socket", directory_of(socket));
@@ -78,6 +82,20 @@ pub fn check(config: &Config) -> Vec<Problem> {
         );
     }
     problems
+}
+
+/// The certificate, key and CA a node joins its cluster with load as `serve` loads
+/// them (on a runtime of their own: the client watches its files for changes).
+fn join_files(join: &crate::config::JoinConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime to check it: {e}"))?;
+    runtime.block_on(async {
+        crate::cluster::join::client(join)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// The directory a file goes in exists.

@@ -84,6 +84,9 @@ pub enum StartError {
         /// The limit, in KiB.
         limit_kib: u64,
     },
+    /// The client this node joins its cluster through could not be set up.
+    #[error("cluster.join: {0}")]
+    Join(#[source] vault_client::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind {
@@ -241,6 +244,8 @@ impl Daemon {
                 max_per_identity: config.leases.max_per_identity,
                 watches_per_identity: config.limits.watches_per_identity,
                 catch_up: config.storage.catch_up(),
+                cluster_nodes: config.cluster.nodes.clone(),
+                joins: config.cluster.join.is_some(),
             },
             api_key_settings(&config.apikeys),
             breakglass,
@@ -425,6 +430,16 @@ impl Daemon {
             health,
             &stopped,
         ));
+        if let Some(join) = &self.config.cluster.join {
+            let client = crate::cluster::join::client(join).map_err(StartError::Join)?;
+            tasks.push(tokio::spawn(crate::cluster::join::join(
+                join.clone(),
+                client,
+                Arc::clone(&self.upkeep),
+                self.shared.audit.clone(),
+                stopped.clone(),
+            )));
+        }
         if let Some(socket) = socket {
             tasks.push(tokio::spawn(serve_unix(
                 socket,

@@ -291,6 +291,8 @@ pub(super) const RPCS: &[Rpc] = &[
         m.follow = false;
         Some(changed)
     }),
+    rpc!("Admin", "JoinCluster", v1::JoinClusterRequest => v1::JoinClusterResponse,
+        |m, ctx| Some(ctx.session(&mut m.session_id))),
 ];
 
 fn value(

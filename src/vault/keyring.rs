@@ -136,6 +136,11 @@ impl Keyring {
         self.current_root
     }
 
+    /// Every root key held: one, or two while a rotation rewraps records.
+    pub(crate) fn roots(&self) -> &[RootKey] {
+        &self.roots
+    }
+
     pub(crate) fn root(&self, version: u32) -> Result<&RootKey> {
         find_root(&self.roots, version)
     }

@@ -16,6 +16,7 @@ pub(crate) mod apikeys;
 mod breakglass;
 mod cache;
 mod ceremony;
+mod join;
 mod keyring;
 mod secrets;
 mod snapshot;
@@ -33,6 +34,7 @@ use vault_crypto::clock::{SharedClock, unix_seconds};
 pub use ceremony::{
     CeremonyKind, CeremonyOutcome, CeremonyView, Custodian, MAX_CUSTODIANS, SealedShareSet,
 };
+pub(crate) use join::SealedRoots;
 pub use secrets::{ErasureReceipt, SecretMetadata, SweepItem, VersionMetadata};
 pub use tenants::{TenantKeyVersion, TenantKeys};
 pub use token_seal::AutoUnseal;
@@ -164,6 +166,9 @@ pub struct Vault {
     options: VaultOptions,
     /// Tells watchers (health reporting) of every lifecycle change as it happens.
     changes: tokio::sync::watch::Sender<SealState>,
+    /// Whether this node, while sealed, asks another for the root keys (see
+    /// [`Vault::want_join`]). Changed only under the state's write lock.
+    join_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Vault {
@@ -189,6 +194,7 @@ impl Vault {
             ceremony: std::sync::Mutex::new(None),
             options,
             changes: tokio::sync::watch::channel(seal_state).0,
+            join_wanted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -266,11 +272,20 @@ impl Vault {
     /// Seals the vault: wipes the root key, every unwrapped tenant and system key and
     /// any unseal progress. Waits for in-flight operations to finish first.
     pub fn seal(&self) -> Result<()> {
+        self.seal_and_rejoin(false)
+    }
+
+    /// Seals; with `rejoin`, a node that was unsealed then wants to join again (see
+    /// [`Vault::want_join`]), and one sealed already stays as it was.
+    pub(crate) fn seal_and_rejoin(&self, rejoin: bool) -> Result<()> {
         let mut state = self.write_state();
-        match &*state {
+        let was_unsealed = match &*state {
             State::Uninitialised => return Err(Error::Uninitialised),
-            State::Sealed(_) | State::Unsealed(_) => {}
-        }
+            State::Sealed(_) => false,
+            State::Unsealed(_) => true,
+        };
+        self.join_wanted
+            .store(rejoin && was_unsealed, std::sync::atomic::Ordering::SeqCst);
         // Dropping the old state wipes its keys or shares from the arena.
         drop(std::mem::replace(&mut *state, State::Sealed(None)));
         self.changed(SealState::Sealed);

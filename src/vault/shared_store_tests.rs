@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use vault_crypto::RootKey;
+use vault_crypto::session::{SessionKey, SessionOffer, Transcript};
 use vault_crypto::shamir::Share;
 
 use super::tests::{copy, unseal_with};
@@ -156,4 +158,93 @@ fn a_node_started_before_another_initialised_the_vault_can_be_unsealed() {
     ));
     unseal_with(&b, &shares[..2]).unwrap();
     assert_eq!(b.seal_state(), super::SealState::Unsealed);
+}
+
+/// A session key pair, as a joining node (client) and the answering node (daemon)
+/// derive it.
+fn session_pair() -> (SessionKey, SessionKey) {
+    let (client, daemon) = (
+        SessionOffer::generate().unwrap(),
+        SessionOffer::generate().unwrap(),
+    );
+    let (cp, dp) = (*client.public_key(), *daemon.public_key());
+    let transcript = Transcript {
+        client_public: &cp,
+        server_public: &dp,
+        identity: "spiffe://test/vaultd/node-b",
+        session_id: "s1",
+    };
+    let daemon_key = daemon.agree(&cp, &transcript).unwrap();
+    (client.agree(&dp, &transcript).unwrap(), daemon_key)
+}
+
+/// What B opens of the root keys A sealed to their session.
+fn handed_over(a: &Vault) -> Vec<RootKey> {
+    let (client, daemon) = session_pair();
+    let sealed = a.seal_roots_to(&daemon).unwrap();
+    sealed
+        .roots
+        .iter()
+        .map(|(version, envelope)| client.open_root_key(envelope, *version).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_sealed_node_joins_with_the_root_keys_another_hands_over() {
+    let (a, b, shares, _dir) = two_nodes();
+    let acme = TenantId::new("acme").unwrap();
+    let sealed = a
+        .transit_encrypt(&acme, Environment::Live, b"x", true)
+        .unwrap();
+    b.seal().unwrap();
+    // Sealed on purpose, B does not join.
+    assert!(!b.wants_join().unwrap());
+    assert!(matches!(b.join(handed_over(&a)), Err(crate::Error::Sealed)));
+    b.want_join();
+    assert!(b.wants_join().unwrap());
+    // A key of the right version that is not the root does not open the system keys.
+    assert!(b.join(vec![RootKey::generate(1).unwrap()]).is_err());
+    assert_eq!(b.seal_state(), super::SealState::Sealed);
+    // Versions other than the seal record's are refused before anything is opened.
+    assert!(matches!(
+        b.join(vec![RootKey::generate(2).unwrap()]),
+        Err(crate::Error::JoinMismatch { handed, named }) if handed == [2] && named == [1]
+    ));
+    b.join(handed_over(&a)).unwrap();
+    assert_eq!(b.seal_state(), super::SealState::Unsealed);
+    assert!(!b.wants_join().unwrap());
+    let opened = b
+        .transit_decrypt(&acme, Environment::Live, sealed.as_bytes())
+        .unwrap();
+    assert_eq!(opened.expose_secret(), b"x");
+    // After A rotates the root, B (sealed, wanting to join) adopts both versions A
+    // holds, or the new one alone once A has finished.
+    a.rotate_root_key(shares[..2].iter().map(copy).collect())
+        .unwrap();
+    b.seal_and_rejoin(true).unwrap();
+    assert!(b.wants_join().unwrap());
+    b.join(handed_over(&a)).unwrap();
+    assert!(matches!(
+        b.status(),
+        Ok(super::Status::Unsealed {
+            root_version: 2,
+            ..
+        })
+    ));
+    b.transit_encrypt(
+        &TenantId::new("globex").unwrap(),
+        Environment::Live,
+        b"y",
+        true,
+    )
+    .unwrap();
+    // An unsealed node does not join again; one sealed already stays sealed on
+    // purpose when it hears of a rotation.
+    assert!(matches!(
+        b.join(handed_over(&a)),
+        Err(crate::Error::AlreadyUnsealed)
+    ));
+    b.seal().unwrap();
+    b.seal_and_rejoin(true).unwrap();
+    assert!(!b.wants_join().unwrap());
 }

@@ -134,6 +134,9 @@ impl Outsider {
                 })
                 .await,
             ),
+            "/vault.v1.Admin/JoinCluster" => {
+                code(a.join_cluster(v1::JoinClusterRequest { session_id }).await)
+            }
             "/vault.v1.Admin/GetCeremony" => code(a.get_ceremony(v1::GetCeremonyRequest {}).await),
             "/vault.v1.Admin/CancelCeremony" => {
                 code(a.cancel_ceremony(v1::CancelCeremonyRequest {}).await)

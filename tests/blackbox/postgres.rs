@@ -114,6 +114,24 @@ async fn records_in_postgres_survive_restarts_and_serve_a_second_node() {
     a.stop().await;
     let (ok, stderr) = check_config(&a);
     assert!(ok, "{stderr}");
+    // It also loads the files A would join its cluster with, and names a missing one.
+    let config = std::fs::read_to_string(a.path("vaultd.toml")).unwrap();
+    let join = "\n[cluster.join]\nendpoints = [\"https://localhost:1\"]\nca = \"ca.pem\"\n\
+                cert = \"server.pem\"\nkey = \"server.key\"\n";
+    std::fs::write(a.path("vaultd.toml"), config.clone() + join).unwrap();
+    let (ok, stderr) = check_config(&a);
+    assert!(ok, "{stderr}");
+    std::fs::write(
+        a.path("vaultd.toml"),
+        config.clone() + &join.replace("server.pem", "missing.pem"),
+    )
+    .unwrap();
+    let (ok, stderr) = check_config(&a);
+    assert!(
+        !ok && stderr.contains("cluster.join") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+    std::fs::write(a.path("vaultd.toml"), config).unwrap();
 
     // Without the database, a request fails; nothing is answered from nowhere.
     server.stop();

@@ -84,7 +84,7 @@ pub use client::Client;
 pub use environment::{Environment, UnknownEnvironment};
 pub use error::{CertificateRefusal, Error, FileError};
 pub use governance::BreakGlassAsk;
-pub use lifecycle::UnsealProgress;
+pub use lifecycle::{JoinedCluster, UnsealProgress};
 pub use secrecy::ExposeSecret;
 pub use snapshot::{SavedSnapshot, SnapshotError};
 pub use transit::Plaintext;

@@ -1,7 +1,9 @@
 //! The seal lifecycle through `vault.v1.Admin`, for custodians and operators: status,
 //! init, unseal, seal (of one node or of every node on its database), rekey, root-key
-//! rotation and ceremonies. Shares cross only sealed to the session.
+//! rotation and ceremonies, and a node joining its cluster. Shares and root keys cross
+//! only sealed to the session.
 
+use vault_crypto::RootKey;
 use vault_crypto::session::{Direction, op};
 use vault_crypto::shamir::Share;
 use vault_proto::v1;
@@ -13,6 +15,17 @@ use crate::error::Error;
 
 /// Where an unseal attempt stands.
 pub type UnsealProgress = v1::UnsealResponse;
+
+/// What a node joining its cluster was handed: every root key the answering node
+/// holds, in locked memory (wiped on drop).
+pub struct JoinedCluster {
+    /// The root keys, opened from the session.
+    pub roots: Vec<RootKey>,
+    /// The version new keys are wrapped under.
+    pub current_root: u32,
+    /// The endpoint that answered.
+    pub endpoint: String,
+}
 
 fn seal_shares(
     attempt: &SessionAttempt,
@@ -179,6 +192,44 @@ impl Client {
                     })
                     .await?
                     .into_inner())
+            })
+            .await
+    }
+
+    /// Asks an unsealed node for its root keys, sealed to this client's session: for a
+    /// vaultd node joining its cluster, whose identity the other node lists in
+    /// `[cluster] nodes` and allows `node.join`. Sealed nodes answer `UNAVAILABLE`, and
+    /// the next endpoint is asked.
+    pub async fn join_cluster(&self) -> Result<JoinedCluster, Error> {
+        let names = &self.inner.endpoints.names;
+        self.inner
+            .endpoints
+            .call_with_session(Retry::Idempotent, |a| async move {
+                let answer = admin(&a)
+                    .join_cluster(v1::JoinClusterRequest {
+                        session_id: session_id(&a),
+                    })
+                    .await?
+                    .into_inner();
+                let roots = answer
+                    .roots
+                    .iter()
+                    .map(|root| {
+                        let sealed = root.key.as_ref().map_or(&[][..], |p| &p.envelope[..]);
+                        a.session
+                            .key
+                            .open_root_key(sealed, root.version)
+                            .map_err(|source| Error::SealedAnswer {
+                                what: "a root key",
+                                source,
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(JoinedCluster {
+                    roots,
+                    current_root: answer.current_root,
+                    endpoint: names.get(a.node).cloned().unwrap_or_default(),
+                })
             })
             .await
     }

@@ -83,10 +83,10 @@ impl UnsealKey {
         wrapped: &Envelope,
         version: u32,
     ) -> Result<RootKey, CryptoError> {
-        let raw = self.key.unwrap(wrapped, &root_aad(version), Pool::Vault)?;
-        Ok(RootKey {
-            key: AeadKey::from_raw(raw, version, Pool::Vault)?,
-        })
+        RootKey::from_raw(
+            self.key.unwrap(wrapped, &root_aad(version), Pool::Vault)?,
+            version,
+        )
     }
 }
 
@@ -115,6 +115,18 @@ impl RootKey {
     /// This key's version.
     pub fn version(&self) -> u32 {
         self.key.version()
+    }
+
+    /// The key's bytes in locked memory, for sealing to a node joining the cluster.
+    pub(crate) fn raw(&self) -> &[u8; KEY_LEN] {
+        self.key.raw()
+    }
+
+    /// Root key `version` from bytes already in locked memory.
+    pub(crate) fn from_raw(raw: Locked<[u8; KEY_LEN]>, version: u32) -> Result<Self, CryptoError> {
+        Ok(Self {
+            key: AeadKey::from_raw(raw, version, Pool::Vault)?,
+        })
     }
 
     /// Wraps a tenant key for storage in the tenant's record.

@@ -23,6 +23,7 @@ use crate::aead::{AeadKey, KEY_LEN};
 use crate::arena::{Locked, Pool, scrub_stack};
 use crate::envelope::{Aad, Envelope, Purpose};
 use crate::kdf::hkdf_sha256;
+use crate::keys::RootKey;
 use crate::secret::SecretValue;
 use crate::shamir::Share;
 
@@ -200,6 +201,8 @@ pub mod op {
     pub const VERIFY_API_KEY: &str = "apikeys.verify";
     /// IssueApiKey and RotateApiKey: the new key, to the client.
     pub const ISSUE_API_KEY: &str = "apikeys.issue";
+    /// JoinCluster: each root key, to the joining node.
+    pub const JOIN_CLUSTER: &str = "join-cluster";
 }
 
 impl<'a> SessionAad<'a> {
@@ -353,6 +356,38 @@ impl SessionKey {
         let binding = self.binding(aad);
         self.key.open(&envelope, &envelope_aad(aad, &binding))
     }
+
+    /// Seals `root` to a node joining the cluster ([`op::JOIN_CLUSTER`], to the
+    /// client), the associated data naming its version. Its bytes go from locked
+    /// memory into the envelope, nowhere else.
+    pub fn seal_root_key(&self, root: &RootKey) -> Result<Vec<u8>, CryptoError> {
+        let aad = root_key_aad(root.version());
+        let binding = self.binding(&aad);
+        Ok(self
+            .key
+            .wrap(root.raw(), &envelope_aad(&aad, &binding))?
+            .into_bytes())
+    }
+
+    /// Opens root key `version` sealed by [`SessionKey::seal_root_key`] straight into
+    /// locked memory. Fails with [`CryptoError::Decrypt`] if the envelope was sealed
+    /// for another session or version.
+    pub fn open_root_key(&self, envelope: &[u8], version: u32) -> Result<RootKey, CryptoError> {
+        let envelope = Envelope::from_bytes(envelope.to_vec()).map_err(CryptoError::Envelope)?;
+        let aad = root_key_aad(version);
+        let binding = self.binding(&aad);
+        let raw = self
+            .key
+            .unwrap(&envelope, &envelope_aad(&aad, &binding), Pool::Vault)?;
+        RootKey::from_raw(raw, version)
+    }
+}
+
+fn root_key_aad(version: u32) -> SessionAad<'static> {
+    SessionAad {
+        version: u64::from(version),
+        ..SessionAad::new(op::JOIN_CLUSTER, Direction::ToClient)
+    }
 }
 
 fn envelope_aad<'a>(aad: &SessionAad<'a>, binding: &'a [u8]) -> Aad<'a> {
@@ -400,6 +435,36 @@ mod tests {
         let server_key = server.agree(&cp, &transcript).unwrap();
         let client_key = client.agree(&sp, &transcript).unwrap();
         (client_key, server_key)
+    }
+
+    #[test]
+    fn a_root_key_crosses_a_session_bound_to_its_version() {
+        let (client, server) = pair("spiffe://a/vaultd/node-b");
+        let root = RootKey::generate(7).unwrap();
+        let sealed = server.seal_root_key(&root).unwrap();
+        let opened = client.open_root_key(&sealed, 7).unwrap();
+        assert_eq!(opened.version(), 7);
+        assert_eq!(opened.raw_for_tests(), root.raw_for_tests());
+        // Relabelled as another version, or opened in another session, it does not
+        // open.
+        assert!(matches!(
+            client.open_root_key(&sealed, 8),
+            Err(CryptoError::Decrypt)
+        ));
+        let (other, _) = pair("spiffe://a/vaultd/node-b");
+        assert!(matches!(
+            other.open_root_key(&sealed, 7),
+            Err(CryptoError::Decrypt)
+        ));
+        // Not a share's or a lease's envelope either.
+        assert!(
+            client
+                .open(
+                    &SessionAad::new(op::JOIN_CLUSTER, Direction::ToClient),
+                    &sealed
+                )
+                .is_err()
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub enum Permission {
     AuditRead,
     BreakglassApprove,
     SnapshotSave,
+    NodeJoin,
 }
 
 const OPERATIONS: [(Operation, &str); 5] = [
@@ -49,7 +50,7 @@ const OPERATIONS: [(Operation, &str); 5] = [
     (Operation::ApiKeysVerify, "apikeys.verify"),
 ];
 
-const PERMISSIONS: [(Permission, &str); 18] = [
+const PERMISSIONS: [(Permission, &str); 19] = [
     (Permission::Status, "status"),
     (Permission::Unseal, "unseal"),
     (Permission::Seal, "seal"),
@@ -68,6 +69,7 @@ const PERMISSIONS: [(Permission, &str); 18] = [
     (Permission::AuditRead, "audit.read"),
     (Permission::BreakglassApprove, "breakglass.approve"),
     (Permission::SnapshotSave, "snapshot.save"),
+    (Permission::NodeJoin, "node.join"),
 ];
 
 /// An operation or a permission: what a `[[deny]]` can name.

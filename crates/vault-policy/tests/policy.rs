@@ -353,6 +353,7 @@ fn a_role_limited_to_tenants_may_name_only_per_tenant_permissions() {
         "audit.read",
         "breakglass.approve",
         "snapshot.save",
+        "node.join",
     ] {
         let (line, kind) = parse_err(&format!(
             "# a comment\n[[role]]\nid = \"r\"\nidentities = [\"a\"]\npermissions = [\"secrets.write\", \"{global}\"]\ntenants = [\"acme\"]\n"

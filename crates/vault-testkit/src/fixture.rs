@@ -68,7 +68,7 @@ pub struct Fixture {
 }
 
 fn operator_policy() -> String {
-    const PERMISSIONS: [&str; 18] = [
+    const PERMISSIONS: [&str; 19] = [
         "status",
         "unseal",
         "seal",
@@ -86,6 +86,7 @@ fn operator_policy() -> String {
         "policy.reload",
         "audit.read",
         "snapshot.save",
+        "node.join",
         "breakglass.approve",
     ];
     let permissions: Vec<String> = PERMISSIONS.iter().map(|p| format!("\"{p}\"")).collect();

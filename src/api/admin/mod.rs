@@ -123,6 +123,13 @@ impl Admin for AdminService {
         seal::rotate_root_key(self, request).await
     }
 
+    async fn join_cluster(
+        &self,
+        request: Request<v1::JoinClusterRequest>,
+    ) -> Result<Response<v1::JoinClusterResponse>, Status> {
+        seal::join_cluster(self, request).await
+    }
+
     async fn start_ceremony(
         &self,
         request: Request<v1::StartCeremonyRequest>,

@@ -1,5 +1,6 @@
-//! The seal lifecycle: `Init`, `Unseal`, `Seal`, `Rekey`, `VerifyRekey` and
-//! `RotateRootKey`, the handlers that carry shares.
+//! The seal lifecycle: `Init`, `Unseal`, `Seal`, `Rekey`, `VerifyRekey`,
+//! `RotateRootKey`, the handlers that carry shares, and `JoinCluster`, the one that
+//! carries root keys.
 
 use tonic::{Request, Response, Status};
 use vault_crypto::session::op;
@@ -8,7 +9,7 @@ use vault_proto::v1;
 use super::AdminService;
 use super::payload::{open_shares, seal_shares, share_params};
 use crate::api::{ApiError, Unrecorded};
-use crate::authz::{RekeyOp, RotateRootOp, SealOp, UnsealOp};
+use crate::authz::{JoinOp, RekeyOp, RotateRootOp, SealOp, UnsealOp};
 use crate::vault::{UnsealNonce, UnsealOutcome};
 
 pub(super) async fn init(
@@ -231,6 +232,46 @@ pub(super) async fn rotate_root_key(
             |shared, (grant, shares), _| {
                 let root_version = shared.custody.rotate_root_key(&grant, shares)?;
                 Ok(v1::RotateRootKeyResponse { root_version })
+            },
+        )
+        .await
+}
+
+pub(super) async fn join_cluster(
+    service: &AdminService,
+    request: Request<v1::JoinClusterRequest>,
+) -> Result<Response<v1::JoinClusterResponse>, Status> {
+    let mut call = service.shared.call("admin.join_cluster", &request)?;
+    let r = request.get_ref();
+    let prepared = permit!(service, call, JoinOp).and_then(|grant| {
+        let session = service.shared.session(&call, &r.session_id)?;
+        Ok((grant, session))
+    });
+    // Root keys leave only with their intent and outcome both recorded.
+    service
+        .shared
+        .apply(
+            Unrecorded::Refuse,
+            call,
+            prepared,
+            |shared, (grant, session), event| {
+                let sealed = shared.custody.join_cluster(&grant, &session)?;
+                let versions: Vec<String> =
+                    sealed.roots.iter().map(|(v, _)| v.to_string()).collect();
+                event
+                    .detail
+                    .insert("root_versions".into(), versions.join(","));
+                Ok(v1::JoinClusterResponse {
+                    roots: sealed
+                        .roots
+                        .into_iter()
+                        .map(|(version, envelope)| v1::SealedRootKey {
+                            version,
+                            key: Some(v1::SealedPayload { envelope }),
+                        })
+                        .collect(),
+                    current_root: sealed.current,
+                })
             },
         )
         .await

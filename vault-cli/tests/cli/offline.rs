@@ -129,7 +129,7 @@ fn policy_lint_and_check_work_offline() {
     let dir = dir.to_str().unwrap();
     snapshot(
         &ctl.run(&["policy", "lint", "--dir", dir]).ok().stdout,
-        "[..]policies: ok (2 grants, 2 denies, 5 roles)",
+        "[..]policies: ok (2 grants, 2 denies, 6 roles)",
     );
     let allowed = ctl
         .run(&[

@@ -1,8 +1,10 @@
 //! Three real vaultd processes on one real PostgreSQL database, used through
 //! vault-client: revocations made on one node reach the others within a second, a
-//! node killed with SIGKILL under lease load costs the client no failed lease, a node
-//! cut off from the database stops serving within its bound and serves again once it
-//! is back, and `seal --cluster` seals every node.
+//! node killed with SIGKILL under lease load costs the client no failed lease, nodes
+//! join through an unsealed one without custodians (at start, after a restart, and
+//! for a rotated root key), a node cut off from the database stops serving within its
+//! bound and serves again once it is back, and `seal --cluster` seals every node for
+//! good.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +23,11 @@ use vault_testkit::process::VaultProcess;
 use crate::{GATEWAY, eventually, secret};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
+
+/// The identity node `node` joins the others with.
+fn node_identity(node: &str) -> String {
+    format!("spiffe://billing.example/vaultd/node-{node}")
+}
 
 /// Forwards TCP connections to `upstream` until cut: then it drops the connections it
 /// carries and refuses new ones, as a network partition would.
@@ -65,6 +72,7 @@ struct Cluster {
     _server: PostgresServer,
     fixture: Fixture,
     processes: Vec<Option<VaultProcess>>,
+    configs: Vec<PathBuf>,
     proxy: Proxy,
 }
 
@@ -80,7 +88,8 @@ impl Cluster {
             server.client_cert.display(),
             server.client_key.display(),
         );
-        let fixture = Fixture::new(&FixtureOptions {
+        // The nodes' identities hold node.join through the example policies.
+        let mut fixture = Fixture::new(&FixtureOptions {
             storage: Some(storage),
             ..FixtureOptions::default()
         });
@@ -95,11 +104,40 @@ impl Cluster {
             format!("port={port} "),
             format!("port={} ", proxy.addr.port()),
         );
+        // Fixed ports, so that each node can list the others to join through.
+        let ports: Vec<u16> = NODES
+            .iter()
+            .map(|_| vault_testkit::fixture::free_addr().port())
+            .collect();
+        let identities: Vec<String> = NODES.iter().map(|node| node_identity(node)).collect();
         let configs: Vec<PathBuf> = NODES
             .iter()
-            .map(|node| match *node {
-                "b" => fixture.node_config(node, &[(&direct, &proxied)]),
-                _ => fixture.node_config(node, &[]),
+            .enumerate()
+            .map(|(i, node)| {
+                let grpc = format!("grpc = \"127.0.0.1:{}\"", ports[i]);
+                let mut replace = vec![("grpc = \"127.0.0.1:0\"", grpc.as_str())];
+                if *node == "b" {
+                    replace.push((&direct, &proxied));
+                }
+                let path = fixture.node_config(node, &replace);
+                let files = fixture.client_files(&identities[i]);
+                let others: Vec<String> = (0..NODES.len())
+                    .filter(|j| *j != i)
+                    .map(|j| format!("\"https://localhost:{}\"", ports[j]))
+                    .collect();
+                let quoted: Vec<String> = identities.iter().map(|id| format!("{id:?}")).collect();
+                let cluster = format!(
+                    "\n[cluster]\nnodes = [{}]\n[cluster.join]\nendpoints = [{}]\nca = {:?}\n\
+                     cert = {:?}\nkey = {:?}\nretry = \"200ms\"\n",
+                    quoted.join(", "),
+                    others.join(", "),
+                    files.ca,
+                    files.cert,
+                    files.key,
+                );
+                let text = std::fs::read_to_string(&path).unwrap() + &cluster;
+                std::fs::write(&path, text).unwrap();
+                path
             })
             .collect();
         let processes = configs
@@ -110,8 +148,17 @@ impl Cluster {
             _server: server,
             fixture,
             processes,
+            configs,
             proxy,
         }
+    }
+
+    /// Starts `node` again on its configuration.
+    fn restart(&mut self, node: usize) {
+        self.processes[node] = Some(VaultProcess::start_with_config(
+            &self.fixture,
+            &self.configs[node],
+        ));
     }
 
     fn endpoint(&self, node: usize) -> String {
@@ -174,14 +221,45 @@ async fn eventually_async<F: std::future::Future<Output = bool>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_database_and_keep_in_step() {
     let mut cluster = Cluster::start().await;
-    // Initialised through A; custodians unseal each node with the same share.
+    // Initialised through A and unsealed there by custodians; B and C, started
+    // sealed, join through A without them, and both sides audit it.
     let operators: Vec<Client> = (0..3)
         .map(|node| cluster.client(OPERATOR, &[node], |b| b))
         .collect();
     let share = operators[0].init(1, 1).await.unwrap().pop().unwrap();
-    for operator in &operators {
-        operator.unseal(&share, None).await.unwrap();
+    operators[0].unseal(&share, None).await.unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            root_version(&operators[1]).await == Some(1)
+                && root_version(&operators[2]).await == Some(1)
+        })
+        .await,
+        "B and C did not join through A"
+    );
+    for node in [1, 2] {
+        let identity = node_identity(NODES[node]);
+        assert!(
+            cluster
+                .audit_lines(0)
+                .iter()
+                .any(|l| l.contains("admin.join_cluster")
+                    && l.contains(&identity)
+                    && l.contains("\"allow\"")),
+            "A did not audit {identity} joining"
+        );
+        assert!(
+            cluster
+                .audit_lines(node)
+                .iter()
+                .any(|l| l.contains("system.join") && l.contains("without custodians")),
+            "{identity} did not audit its joining"
+        );
     }
+    // Holding node.join is not enough: the caller must be one of the nodes listed.
+    assert!(matches!(
+        operators[0].join_cluster().await,
+        Err(Error::PermissionDenied { .. })
+    ));
     operators[0]
         .put_secret(
             &secret("acme", "byok/openai"),
@@ -298,6 +376,40 @@ async fn three_nodes_share_one_database_and_keep_in_step() {
         leases(0)
     );
 
+    // C starts again, sealed, and joins without custodians.
+    cluster.restart(2);
+    let operator_c = cluster.client(OPERATOR, &[2], |b| b);
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            root_version(&operator_c).await == Some(1)
+        })
+        .await,
+        "C did not join again after its restart"
+    );
+
+    // A rotates the root key: B and C, holding only the old one, seal, then join
+    // again for the new one and serve.
+    assert_eq!(
+        operators[0]
+            .rotate_root_key(std::slice::from_ref(&share))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            root_version(&operators[1]).await == Some(2)
+                && root_version(&operator_c).await == Some(2)
+        })
+        .await,
+        "B and C did not take up the rotated root key"
+    );
+    cluster
+        .client(GATEWAY, &[2], |b| b.revocation_watch(false))
+        .lease("acme", Environment::Live, "byok/openai")
+        .await
+        .unwrap();
+
     // B's database connection is cut: within its bound (1 s) B refuses leases while A
     // serves; once the connection is back, B serves again.
     let only_b = cluster.client(GATEWAY, &[1], |b| b.revocation_watch(false).max_attempts(1));
@@ -350,4 +462,26 @@ async fn three_nodes_share_one_database_and_keep_in_step() {
             .iter()
             .any(|l| l.contains("system.seal") && l.contains("seal --cluster"))
     );
+    // Sealed on purpose, no node joins again: with none unsealed, none could, and B
+    // and C do not even ask.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for operator in [&operators[0], &operators[1], &operator_c] {
+        assert_eq!(root_version(operator).await, None);
+    }
+    let asked = |node| {
+        cluster
+            .audit_lines(node)
+            .iter()
+            .filter(|l| l.contains("admin.join_cluster"))
+            .count()
+    };
+    let before = (asked(0), asked(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((asked(0), asked(1)), before);
+}
+
+/// The root key version of an unsealed node; `None` while it is sealed or unreachable.
+async fn root_version(operator: &Client) -> Option<u32> {
+    let status = operator.status().await.ok()?;
+    (status.state == vault_client::proto::SealState::Unsealed as i32).then_some(status.root_version)
 }
