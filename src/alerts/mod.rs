@@ -433,14 +433,15 @@ impl Alerts {
 }
 
 /// The requests that are critical events whenever they are allowed: the seal
-/// lifecycle, custodian ceremonies, rotations, erasure and export, reloads, API-key
-/// rotation and revocation, snapshots, break-glass requests, approvals and
-/// revocations. A request allowed by a break-glass grant is one too
+/// lifecycle, a node taking the root keys to join, custodian ceremonies, rotations,
+/// erasure and export, reloads, API-key rotation and revocation, snapshots,
+/// break-glass requests, approvals and revocations. A request allowed by a break-glass grant is one too
 /// (`breakglass.use`).
-const CRITICAL: [&str; 21] = [
+const CRITICAL: [&str; 22] = [
     "admin.init",
     "admin.unseal",
     "admin.seal",
+    "admin.join_cluster",
     "admin.rekey",
     "admin.verify_rekey",
     "admin.rotate_root_key",
