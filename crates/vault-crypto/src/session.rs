@@ -402,6 +402,9 @@ fn envelope_aad<'a>(aad: &SessionAad<'a>, binding: &'a [u8]) -> Aad<'a> {
 }
 
 #[cfg(test)]
+mod vectors;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
