@@ -15,7 +15,9 @@
 //! fail are counted by cause and logged in aggregate ([`refusals`]), never one line
 //! per attempt.
 
+mod authority;
 mod handshakes;
+mod hpack;
 mod refusals;
 mod unix;
 

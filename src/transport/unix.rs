@@ -3,10 +3,12 @@
 
 use std::path::Path;
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use super::{Close, ConnectionTask, Router, accept_loop, backoff, serve_connection, stopping};
+use super::{
+    Close, ConnectionTask, Router, accept_loop, authority, backoff, serve_connection, stopping,
+};
 use crate::authz::{Caller, Peer};
 use crate::identity::Identity;
 
@@ -52,7 +54,9 @@ pub(crate) fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves gRPC on the local Unix socket until the daemon stops. Callers are named by
-/// uid and get only the status, unseal and seal permissions.
+/// uid and get only the status, unseal and seal permissions. What they send reaches
+/// the HTTP/2 server through [`authority::rewrite`], so standard gRPC clients' socket
+/// paths as `:authority` are accepted.
 pub(crate) async fn serve_unix(
     listener: UnixListener,
     router: Router,
@@ -69,8 +73,39 @@ pub(crate) async fn serve_unix(
             stopping(stopped).await;
             Close::Drain
         };
-        let task: ConnectionTask = Box::pin(serve_connection(stream, router, peer, close));
+        let task: ConnectionTask = Box::pin(serve_rewritten(stream, router, peer, close));
         Some(task)
     };
     accept_loop(accept, 64, stopped).await;
+}
+
+/// Serves one local connection: the client's bytes go to the server through
+/// [`authority::rewrite`], the server's back unchanged. Ends when the server's side
+/// does (the client closed, sent something malformed, or the daemon stopped).
+async fn serve_rewritten(
+    stream: UnixStream,
+    router: Router,
+    peer: Peer,
+    close: impl Future<Output = Close>,
+) {
+    let (client_read, mut client_write) = stream.into_split();
+    let (server, rewritten) = tokio::io::duplex(64 * 1024);
+    let (mut from_server, to_server) = tokio::io::split(rewritten);
+    let (served, mut done) = tokio::sync::watch::channel(false);
+    let serve = async move {
+        serve_connection(server, router, peer, close).await;
+        served.send_replace(true);
+    };
+    let upstream = async move {
+        tokio::select! {
+            result = authority::rewrite(client_read, to_server) => if let Err(e) = result {
+                tracing::debug!("local socket connection ended: {e}");
+            },
+            _ = done.wait_for(|done| *done) => {}
+        }
+    };
+    let downstream = async move {
+        let _ = tokio::io::copy(&mut from_server, &mut client_write).await;
+    };
+    tokio::join!(serve, upstream, downstream);
 }
