@@ -1,0 +1,55 @@
+"""A client for vaultd: leases, transit encryption, API-key verification and the seal
+lifecycle, over mutual TLS (or the local socket), every secret sealed to a lease
+session as PROTOCOL.md describes."""
+
+from .client import Client, Lease, identity_of
+from .errors import (
+    ApiKeyEnvironment,
+    ApiKeyExpired,
+    ApiKeyInvalid,
+    ApiKeyRefused,
+    ApiKeyRevoked,
+    ApiKeyScope,
+    AuditUnavailable,
+    InvalidArgument,
+    Limited,
+    NotFound,
+    OutOfStep,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    ResourceExhausted,
+    Sealed,
+    Unauthenticated,
+    Unavailable,
+    Uninitialised,
+    UnknownSession,
+    VaultError,
+)
+
+__all__ = [
+    "ApiKeyEnvironment",
+    "ApiKeyExpired",
+    "ApiKeyInvalid",
+    "ApiKeyRefused",
+    "ApiKeyRevoked",
+    "ApiKeyScope",
+    "AuditUnavailable",
+    "Client",
+    "InvalidArgument",
+    "Lease",
+    "Limited",
+    "NotFound",
+    "OutOfStep",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "RateLimited",
+    "ResourceExhausted",
+    "Sealed",
+    "Unauthenticated",
+    "Unavailable",
+    "Uninitialised",
+    "UnknownSession",
+    "VaultError",
+    "identity_of",
+]
