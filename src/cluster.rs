@@ -84,6 +84,7 @@ enum Wire {
 #[serde(rename_all = "snake_case")]
 enum WireSelector {
     LeaseId(String),
+    Held(String, String),
     Tenant(String),
     Secret(String, String, String),
     Version(String, String, String, u64),
@@ -117,6 +118,9 @@ impl Notice {
             Notice::RevokeLeases(selector, reason) => Wire::RevokeLeases {
                 selector: match selector {
                     Selector::Id(id) => WireSelector::LeaseId(id.as_str().to_owned()),
+                    Selector::Held(id, identity) => {
+                        WireSelector::Held(id.as_str().to_owned(), identity.as_str().to_owned())
+                    }
                     Selector::Tenant(t) => WireSelector::Tenant(t.as_str().to_owned()),
                     Selector::Secret(s) => {
                         let (t, e, n) = secret(s);
@@ -159,6 +163,9 @@ impl Notice {
             Wire::RevokeLeases { selector, reason } => Notice::RevokeLeases(
                 match selector {
                     WireSelector::LeaseId(id) => Selector::Id(LeaseId::parse(&id)?),
+                    WireSelector::Held(id, identity) => {
+                        Selector::Held(LeaseId::parse(&id)?, Identity::parse_remote(&identity)?)
+                    }
                     WireSelector::Tenant(t) => Selector::Tenant(TenantId::new(&t).ok()?),
                     WireSelector::Secret(t, e, n) => Selector::Secret(secret(&t, &e, &n)?),
                     WireSelector::Version(t, e, n, v) => Selector::Version(secret(&t, &e, &n)?, v),

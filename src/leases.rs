@@ -57,6 +57,8 @@ pub(crate) struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Selector {
     Id(LeaseId),
+    /// Lease `id` if `identity` holds it: its holder's revocation, from any node.
+    Held(LeaseId, Identity),
     Tenant(TenantId),
     Secret(SecretId),
     Version(SecretId, u64),
@@ -69,6 +71,7 @@ impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Selector::Id(id) => write!(f, "lease {id}"),
+            Selector::Held(id, identity) => write!(f, "lease {id} of {identity}"),
             Selector::Tenant(t) => write!(f, "tenant {t}"),
             Selector::Secret(s) => write!(f, "secret {s}"),
             Selector::Version(s, v) => write!(f, "secret {s} version {v}"),
@@ -82,6 +85,7 @@ impl Selector {
     fn matches(&self, id: u128, identity: &Identity, secret: &SecretId, version: u64) -> bool {
         match self {
             Selector::Id(selected) => selected.bits() == id,
+            Selector::Held(selected, holder) => selected.bits() == id && identity == holder,
             Selector::Tenant(t) => secret.tenant == *t,
             Selector::Secret(s) => secret == s,
             Selector::Version(s, v) => secret == s && version == *v,
@@ -376,6 +380,13 @@ impl Leases {
             index.recent.push_back((generation, selector.clone()));
             let ids: Vec<u128> = match selector {
                 Selector::Id(id) => vec![id.bits()],
+                Selector::Held(id, _) => index
+                    .by_id
+                    .get(&id.bits())
+                    .filter(|e| selector.matches_entry(id.bits(), e))
+                    .map(|_| id.bits())
+                    .into_iter()
+                    .collect(),
                 _ => index
                     .by_id
                     .iter()

@@ -178,7 +178,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<v1::RevokeResponse>, Status> {
         let mut call = self.shared.call("broker.revoke", &request)?;
         let custody = &self.shared.custody;
-        let result = lease_id(&request.get_ref().lease_id).and_then(|id| {
+        let prepared = lease_id(&request.get_ref().lease_id).and_then(|id| {
             // Only a well-formed id enters the record.
             call.event.lease_id = Some(id.to_string());
             let own = self
@@ -186,11 +186,34 @@ impl Broker for BrokerService {
                 .policies
                 .own_leases(&call.caller)
                 .map_err(ApiError::Denied)?;
-            let lease = custody.own_lease(&own, &id).ok_or(ApiError::UnknownLease)?;
-            call.secret(&lease.secret);
-            custody.revoke_own(&own, &id, RevocationReason::Revoked);
-            Ok(v1::RevokeResponse {})
+            Ok(match custody.own_lease(&own, &id) {
+                Some(lease) => {
+                    call.secret(&lease.secret);
+                    custody.revoke_own(&own, &id, RevocationReason::Revoked);
+                    None
+                }
+                None => Some((own, id)),
+            })
         });
+        let result = match prepared {
+            Ok(None) => Ok(v1::RevokeResponse {}),
+            // Not issued here: another node sharing the store may hold it, and ends it
+            // when it reads the change log (a store write, off the async workers).
+            Ok(Some((own, id))) => {
+                call.event
+                    .detail
+                    .insert("through".into(), "change log".into());
+                self.shared
+                    .blocking(&mut call, move |shared, _| {
+                        match shared.custody.revoke_own_elsewhere(&own, &id)? {
+                            true => Ok(v1::RevokeResponse {}),
+                            false => Err(ApiError::UnknownLease),
+                        }
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         self.shared.finish(call, result).await
     }
 

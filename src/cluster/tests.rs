@@ -9,6 +9,10 @@ fn secret() -> SecretId {
 fn every_kind() -> Vec<Notice> {
     let mut notices: Vec<Notice> = [
         Selector::Id(LeaseId::generate().unwrap()),
+        Selector::Held(
+            LeaseId::generate().unwrap(),
+            Identity::parse_remote("spiffe://billing.example/svc/gw").unwrap(),
+        ),
         Selector::Tenant(TenantId::new("acme").unwrap()),
         Selector::Secret(secret()),
         Selector::Version(secret(), 7),
@@ -17,6 +21,7 @@ fn every_kind() -> Vec<Notice> {
     ]
     .into_iter()
     .zip([
+        RevocationReason::Revoked,
         RevocationReason::Revoked,
         RevocationReason::TenantErased,
         RevocationReason::VersionDisabled,
@@ -50,6 +55,7 @@ fn a_notice_with_a_bad_name_or_of_an_unknown_kind_is_not_read() {
         r#"{"api_key_revoked":{"id":"not an id"}}"#,
         r#"{"revoke_leases":{"selector":{"lease_id":"lease-xyz"},"reason":"revoked"}}"#,
         r#"{"revoke_leases":{"selector":{"identity":"mallory"},"reason":"revoked"}}"#,
+        r#"{"revoke_leases":{"selector":{"held":["lease-xyz","spiffe://a/b"]},"reason":"revoked"}}"#,
         r#"{"revoke_leases":{"selector":"all","reason":"forgotten"}}"#,
         r#"{"seal_cluster":{}}"#,
         "",

@@ -1,6 +1,7 @@
 //! Leases through custody: issuing one (the value opened, the lease recorded, the
 //! value sealed to the caller's session under the lease's own associated data),
-//! withdrawing one whose answer could not be given, renewing and revoking one's own.
+//! withdrawing one whose answer could not be given, renewing and revoking one's own
+//! (revoking it through any node that shares the store).
 
 use std::time::{Duration, SystemTime};
 
@@ -8,6 +9,7 @@ use vault_crypto::session::SessionAad;
 
 use super::Custody;
 use crate::authz::{Authorized, LeaseOp, OwnLeasesOp};
+use crate::cluster::Notice;
 use crate::error::Error;
 use crate::ids::LeaseId;
 use crate::leases::{Lease, LeaseLimit, RevocationReason, Selector};
@@ -133,6 +135,25 @@ impl Custody {
             .leases
             .revoke(&Selector::Id(id.clone()), reason)
             .is_empty()
+    }
+
+    /// Revokes the caller's own lease `id` wherever it was issued, when this node shares
+    /// its store with others: the revocation goes through the change log, and the node
+    /// holding the lease ends it if this caller holds it. `false` on a store this node
+    /// has alone, where a lease it does not hold exists nowhere.
+    pub(crate) fn revoke_own_elsewhere(
+        &self,
+        grant: &Authorized<OwnLeasesOp>,
+        id: &LeaseId,
+    ) -> Result<bool, Error> {
+        if self.held.vault.store().change_log().is_none() {
+            return Ok(false);
+        }
+        let held = Selector::Held(id.clone(), grant.identity().clone());
+        self.held
+            .vault
+            .announce(&Notice::RevokeLeases(held, RevocationReason::Revoked))?;
+        Ok(true)
     }
 
     /// Renews the caller's lease `id` on the granted secret for `ttl_seconds` (0: the

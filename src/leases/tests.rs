@@ -234,3 +234,34 @@ fn a_repeated_id_replaces_its_lease_and_keeps_the_counts_true() {
     assert!(index.by_expiry.is_empty() && index.per_identity.is_empty());
     assert!(index.secrets.is_empty());
 }
+
+#[test]
+fn a_holders_revocation_ends_only_a_lease_that_identity_holds() {
+    let leases = Leases::new(10, vault_crypto::clock::system());
+    leases.insert(lease(1, "a", "t", 60), 5, 0).unwrap();
+    leases.insert(lease(2, "b", "t", 60), 5, 0).unwrap();
+    let held = |id, who| Selector::Held(lid(id), Identity::for_tests(who));
+    // Another identity naming the lease, or the holder naming one it does not hold.
+    assert!(
+        leases
+            .revoke(&held(1, "b"), RevocationReason::Revoked)
+            .is_empty()
+    );
+    assert!(
+        leases
+            .revoke(&held(2, "a"), RevocationReason::Revoked)
+            .is_empty()
+    );
+    assert!(
+        leases
+            .revoke(&held(9, "a"), RevocationReason::Revoked)
+            .is_empty()
+    );
+    assert_eq!(leases.len(), 2);
+    let gone = leases.revoke(&held(1, "a"), RevocationReason::Revoked);
+    assert_eq!(
+        gone.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        [lid(1)]
+    );
+    assert!(leases.get(&Identity::for_tests("b"), &lid(2)).is_some());
+}

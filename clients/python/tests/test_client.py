@@ -128,3 +128,19 @@ def test_sealed_is_typed_and_sessions_reopen_after_an_unseal(daemon):
         # The seal wiped the gateway's session; the client opens a new one by itself.
         with gateway.lease("acme", "live", "byok/openai") as lease:
             assert bytes(lease.value) == b"sk-from-python"
+
+
+def test_limits_are_typed_with_when_to_retry(daemon):
+    limited = daemon.vaultctl("apikey", "issue", "--tenant", "acme", "--env", "live",
+                              "--burst", "1", "--per-minute", "0", "--per-day", "0").strip()
+    quota = daemon.vaultctl("apikey", "issue", "--tenant", "acme", "--env", "live", "--daily-quota", "2").strip()
+    with daemon.client("gateway") as gateway:
+        gateway.verify_api_key(limited, "live")
+        with pytest.raises(vaultd.RateLimited) as refused:
+            gateway.verify_api_key(limited, "live")
+        assert refused.value.retry_after >= 1
+        assert (refused.value.scope, refused.value.window) == ("api_key", "burst")
+        assert gateway.verify_api_key(quota, "live", cost=2).quota_remaining == 0
+        with pytest.raises(vaultd.QuotaExceeded) as spent:
+            gateway.verify_api_key(quota, "live")
+        assert spent.value.retry_after >= 1 and spent.value.window == "quota"

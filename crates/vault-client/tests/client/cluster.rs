@@ -293,6 +293,33 @@ async fn three_nodes_share_one_database_and_keep_in_step() {
         assert!(operator.list_leases(None, None).await.unwrap().is_empty());
     }
 
+    // A lease issued by B, revoked by its holder through A, ends on B within a second.
+    let on_b = gateways[1]
+        .lease("acme", Environment::Live, "byok/openai")
+        .await
+        .unwrap();
+    let b_has = |id: String| {
+        let operator = &operators[1];
+        async move {
+            operator
+                .list_leases(None, None)
+                .await
+                .unwrap()
+                .iter()
+                .any(|l| l.lease_id == id)
+        }
+    };
+    assert!(b_has(on_b.lease_id().to_owned()).await);
+    gateways[0].revoke(&on_b).await.unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(1), || {
+            let has = b_has(on_b.lease_id().to_owned());
+            async move { !has.await }
+        })
+        .await,
+        "the holder's revocation through A did not end B's lease within a second"
+    );
+
     // An API key revoked on A is refused on B and C, and their verifiers drop it
     // within a second.
     let (key, info) = operators[0]
