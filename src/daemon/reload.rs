@@ -269,6 +269,7 @@ fn restart_needed(running: &Config, file: &Config) -> Vec<Restart> {
         ("listen.socket", running.listen.socket != file.listen.socket),
         ("tls.identities", running.identities != file.identities),
         ("storage", running.storage != file.storage),
+        ("cluster", running.cluster != file.cluster),
         ("audit", running.audit != file.audit),
         ("leases", running.leases != file.leases),
         ("limits", running.limits != file.limits),

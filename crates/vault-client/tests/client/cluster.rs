@@ -189,6 +189,14 @@ impl Cluster {
             .map(str::to_owned)
             .collect()
     }
+
+    /// How many of `node`'s audit records contain `needle`.
+    fn audit_count(&self, node: usize, needle: &str) -> usize {
+        self.audit_lines(node)
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
 }
 
 /// Leases until the client's revocation watch is connected and the lease is cached.
@@ -389,13 +397,7 @@ async fn three_nodes_share_one_database_and_keep_in_step() {
     assert_eq!(done.load(Ordering::Relaxed), 300);
     cluster.processes[2] = None;
     // C served until it died, A after it.
-    let leases = |node| {
-        cluster
-            .audit_lines(node)
-            .iter()
-            .filter(|l| l.contains("\"broker.lease\""))
-            .count()
-    };
+    let leases = |node| cluster.audit_count(node, "\"broker.lease\"");
     assert!(
         leases(2) >= 50 && leases(0) > 0,
         "C {} A {}",
@@ -495,13 +497,7 @@ async fn three_nodes_share_one_database_and_keep_in_step() {
     for operator in [&operators[0], &operators[1], &operator_c] {
         assert_eq!(root_version(operator).await, None);
     }
-    let asked = |node| {
-        cluster
-            .audit_lines(node)
-            .iter()
-            .filter(|l| l.contains("admin.join_cluster"))
-            .count()
-    };
+    let asked = |node| cluster.audit_count(node, "admin.join_cluster");
     let before = (asked(0), asked(1));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!((asked(0), asked(1)), before);
