@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::StorageConfig;
-use super::raw::{SECOND, duration, required};
+use super::raw::{SECOND, duration, invalid, required};
 use crate::identity::Identity;
 
 /// Joining a cluster without custodians.
@@ -60,11 +60,7 @@ pub(super) fn cluster(
     storage: &StorageConfig,
     at: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<ClusterConfig, ConfigError> {
-    let invalid = |key, reason: &str| ConfigError::Invalid {
-        key,
-        reason: reason.to_owned(),
-    };
-    if (raw.nodes.is_some() || raw.join.is_some()) && storage.catch_up().is_none() {
+    if (raw.nodes.is_some() || raw.join.is_some()) && matches!(storage, StorageConfig::Redb(_)) {
         return Err(invalid(
             "cluster",
             "is for nodes sharing one PostgreSQL database; set storage.engine = \"postgres\" \

@@ -353,6 +353,14 @@ pub(super) fn address(
     })
 }
 
+/// `key` holds a value that is not accepted; `reason` says what would be.
+pub(super) fn invalid(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
 pub(crate) fn required<T>(
     value: Option<T>,
     key: &'static str,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::raw::{SECOND, count, duration, required};
+use super::raw::{SECOND, count, duration, invalid, required};
 use crate::storage::postgres::{PostgresSettings, PostgresStore};
 use crate::storage::redb::RedbStore;
 use crate::storage::{Store, StoreError};
@@ -84,10 +84,6 @@ pub(super) fn storage(
     raw: RawStorage,
     at: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<StorageConfig, ConfigError> {
-    let invalid = |key, reason: &str| ConfigError::Invalid {
-        key,
-        reason: reason.to_owned(),
-    };
     match raw.engine.as_deref() {
         None | Some("redb") => {
             if raw.postgres.is_some() {
