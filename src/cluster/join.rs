@@ -10,6 +10,7 @@
 //! nodes audit the transfer (`admin.join_cluster` there, `system.join` here).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use vault_audit::{AuditLog, Decision, Event};
@@ -34,9 +35,9 @@ pub(crate) fn client(config: &JoinConfig) -> Result<vault_client::Client, vault_
 }
 
 /// Joins whenever this node should (see [`Upkeep::should_join`]), asking again every
-/// `config.retry` while no node answers, until `stopped`.
+/// `retry` while no node answers, until `stopped`.
 pub(crate) async fn join(
-    config: JoinConfig,
+    retry: Duration,
     client: vault_client::Client,
     upkeep: Arc<Upkeep>,
     audit: AuditLog,
@@ -59,7 +60,7 @@ pub(crate) async fn join(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(config.retry) => {}
+            _ = tokio::time::sleep(retry) => {}
             _ = stopped.changed() => return,
         }
     }

@@ -433,7 +433,7 @@ impl Daemon {
         if let Some(join) = &self.config.cluster.join {
             let client = crate::cluster::join::client(join).map_err(StartError::Join)?;
             tasks.push(tokio::spawn(crate::cluster::join::join(
-                join.clone(),
+                join.retry,
                 client,
                 Arc::clone(&self.upkeep),
                 self.shared.audit.clone(),

@@ -104,7 +104,8 @@ class _Files:
         self.stamp = self._stamp()
 
     def _stamp(self):
-        return tuple((os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in self.paths)
+        stats = [os.stat(p) for p in self.paths]
+        return tuple((s.st_mtime_ns, s.st_size) for s in stats)
 
     def read(self):
         self.stamp = self._stamp()
@@ -351,11 +352,14 @@ class Client:
         then may a lease be cached)."""
         node = self._nodes[index]
         with node.lock:
-            if node.watch is None:
+            started = node.watch is None
+            if started:
                 node.watch = threading.Thread(target=self._watch_loop, args=(node,), daemon=True,
                                               name=f"vaultd-watch-{index}")
                 node.watch.start()
-        return node.watching.wait(timeout=2.0)
+        # Only a watch just started is waited for; a broken one is not waited on at
+        # every lease (nothing is cached until it is back).
+        return node.watching.wait(timeout=2.0) if started else node.watching.is_set()
 
     def _watch_loop(self, node: _Node):
         while not self._closed.is_set():
