@@ -11,7 +11,7 @@ use vault_testkit::grpc::{ClientSession, open_session};
 
 use crate::harness::{
     ACME_WORKER, GATEWAY, OPERATOR, TestVault, env_proto, expect_code, lease_value, opened_shares,
-    put_request, secret_ref, unseal_request,
+    put_request, secret_ref, unseal_request, watch,
 };
 
 const CUSTODIAN: &str = "spiffe://billing.example/human/custodian/carol";
@@ -306,11 +306,7 @@ async fn erasure_is_confirmed_scoped_and_revokes_leases() {
         .put_secret("globex", "live", "byok/openai", b"sk-g")
         .await;
     let (mut broker, session) = vault.session(GATEWAY).await;
-    let mut watch = broker
-        .watch_revocations(v1::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut broker).await;
     let (lease, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
         .await
         .unwrap();

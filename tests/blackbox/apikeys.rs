@@ -13,7 +13,9 @@ use vault_proto::reason;
 use vault_proto::v1::{self, broker_client::BrokerClient};
 use vault_testkit::grpc::ClientSession;
 
-use crate::harness::{GATEWAY, OUTSIDER, Options, TestVault, env_proto, expect_code, key_request};
+use crate::harness::{
+    GATEWAY, OUTSIDER, Options, TestVault, env_proto, expect_code, key_request, watch,
+};
 
 /// A verifier: a broker client and its session.
 struct Verifier {
@@ -139,12 +141,7 @@ async fn issue_verify_rotate_within_grace_then_revoke() {
     gateway.verify(&successor).await.unwrap();
 
     // Revocation is immediate, and pushed to verifiers' revocation watches.
-    let mut watch = gateway
-        .broker
-        .watch_revocations(v1::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut gateway.broker).await;
     let revoked = vault
         .admin()
         .revoke_api_key(v1::RevokeApiKeyRequest {

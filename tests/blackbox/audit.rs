@@ -194,13 +194,7 @@ async fn a_stuck_or_dead_audit_sink_fails_requests_within_the_deadline() {
             Err(status) => panic!("the sink did not recover: {status:?}"),
         }
     }
-    let leases = vault
-        .admin()
-        .list_leases(v1::ListLeasesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .leases;
+    let leases = vault.leases().await;
     assert_eq!(
         leases.len(),
         answered.len(),

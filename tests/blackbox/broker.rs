@@ -13,7 +13,7 @@ use vault_testkit::grpc::{ClientSession, open_session};
 
 use crate::harness::{
     ACME_WORKER, GATEWAY, OUTSIDER, Options, TestVault, env_proto, expect_code, lease_request,
-    lease_value, secret_ref,
+    lease_value, secret_ref, watch,
 };
 
 /// Leases `tenant/env/name` and expects it refused with `code`; returns the status.
@@ -40,11 +40,7 @@ async fn lease_renew_revoke_and_the_revocation_stream() {
         .put_secret("acme", "live", "byok/openai", b"sk-acme-live")
         .await;
     let (mut broker, session) = vault.session(GATEWAY).await;
-    let mut watch = broker
-        .watch_revocations(v1::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut broker).await;
 
     let (lease, value) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
         .await
@@ -433,11 +429,7 @@ async fn a_version_past_its_grace_window_is_disabled_and_its_leases_revoked() {
         .put_secret("acme", "live", "byok/openai", b"sk-v1")
         .await;
     let (mut broker, session) = vault.session(GATEWAY).await;
-    let mut watch = broker
-        .watch_revocations(v1::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut broker).await;
     let (old, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
         .await
         .unwrap();

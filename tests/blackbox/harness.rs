@@ -263,6 +263,16 @@ impl TestVault {
         )
     }
 
+    /// Every active lease, as the operator lists them.
+    pub(crate) async fn leases(&mut self) -> Vec<v1::LeaseInfo> {
+        self.admin()
+            .list_leases(v1::ListLeasesRequest::default())
+            .await
+            .expect("list leases")
+            .into_inner()
+            .leases
+    }
+
     pub(crate) async fn seal(&mut self) {
         self.admin().seal(v1::SealRequest::default()).await.unwrap();
     }
@@ -410,6 +420,15 @@ pub(crate) fn key_request(tenant: &str, env: &str, scopes: &[&str]) -> v1::Issue
 }
 
 /// Leases and opens in one go.
+/// The caller's revocation stream, subscribed.
+pub(crate) async fn watch(broker: &mut BrokerClient<Channel>) -> tonic::Streaming<v1::Revocation> {
+    broker
+        .watch_revocations(v1::WatchRevocationsRequest {})
+        .await
+        .expect("watch revocations")
+        .into_inner()
+}
+
 pub(crate) async fn lease_value(
     broker: &mut BrokerClient<Channel>,
     session: &ClientSession,

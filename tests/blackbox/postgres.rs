@@ -13,7 +13,7 @@ use tonic::Code;
 use vault_proto::v1;
 use vault_testkit::postgres::PostgresServer;
 
-use crate::harness::{GATEWAY, Options, TestVault, expect_code, lease_value};
+use crate::harness::{GATEWAY, Options, TestVault, expect_code, lease_value, watch};
 
 const VAULTD: &str = env!("CARGO_BIN_EXE_vaultd");
 
@@ -198,11 +198,7 @@ async fn another_nodes_revocation_reaches_this_node_and_a_node_cut_off_stops_ser
         .put_secret("globex", "live", "byok/openai", b"sk-g")
         .await;
     let (mut broker, session) = vault.session(GATEWAY).await;
-    let mut watch = broker
-        .watch_revocations(v1::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut broker).await;
     let (acme, _) = lease_value(&mut broker, &session, "acme", "live", "byok/openai")
         .await
         .unwrap();
@@ -230,13 +226,7 @@ async fn another_nodes_revocation_reaches_this_node_and_a_node_cut_off_stops_ser
         (notice.lease_id, notice.reason),
         (acme.lease_id, v1::RevocationReason::Revoked as i32)
     );
-    let listed = vault
-        .admin()
-        .list_leases(v1::ListLeasesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .leases;
+    let listed = vault.leases().await;
     assert_eq!(
         listed.iter().map(|l| &l.lease_id).collect::<Vec<_>>(),
         [&globex.lease_id]
