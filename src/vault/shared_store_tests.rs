@@ -24,14 +24,22 @@ fn two_nodes() -> (Vault, Vault, Vec<Share>, tempfile::TempDir) {
     (a, b, shares, dir)
 }
 
+/// `x` encrypted by `vault` under `tenant`'s live transit key (created if missing).
+fn encrypt(vault: &Vault, tenant: &str) -> crate::Result<vault_crypto::envelope::Envelope> {
+    vault.transit_encrypt(
+        &TenantId::new(tenant).unwrap(),
+        Environment::Live,
+        b"x",
+        true,
+    )
+}
+
 #[test]
 fn nodes_sharing_a_tenant_key_count_its_encryptions_in_disjoint_blocks() {
     let (a, b, _, _dir) = two_nodes();
     let tenant = TenantId::new("acme").unwrap();
     let encrypt = |vault: &Vault| {
-        vault
-            .transit_encrypt(&tenant, Environment::Live, b"x", true)
-            .unwrap();
+        encrypt(vault, "acme").unwrap();
     };
     let count = |vault: &Vault| {
         vault
@@ -94,14 +102,6 @@ fn nodes_add_their_quota_units_to_one_count() {
 #[test]
 fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
     let (a, b, shares, _dir) = two_nodes();
-    let encrypt = |vault: &Vault, tenant: &str| {
-        vault.transit_encrypt(
-            &TenantId::new(tenant).unwrap(),
-            Environment::Live,
-            b"x",
-            true,
-        )
-    };
     // A rekey on A changes the seal record but not the root: B goes on creating keys.
     let new_shares = a
         .rekey(shares[..2].iter().map(copy).collect(), 2, 3)
@@ -125,11 +125,7 @@ fn a_node_wraps_no_key_under_a_root_another_node_rotated_away() {
 fn a_tenant_erased_and_created_again_elsewhere_never_meets_a_stale_cached_key() {
     let (a, b, _, _dir) = two_nodes();
     let acme = TenantId::new("acme").unwrap();
-    let encrypt = |vault: &Vault| {
-        vault
-            .transit_encrypt(&acme, Environment::Live, b"x", true)
-            .unwrap()
-    };
+    let encrypt = |vault: &Vault| encrypt(vault, "acme").unwrap();
     encrypt(&a);
     encrypt(&b); // B caches version 1 of acme's key
     // A erases acme and a new acme starts (B is not told: no change log here).
@@ -193,9 +189,7 @@ fn handed_over(a: &Vault) -> Vec<RootKey> {
 fn a_sealed_node_joins_with_the_root_keys_another_hands_over() {
     let (a, b, shares, _dir) = two_nodes();
     let acme = TenantId::new("acme").unwrap();
-    let sealed = a
-        .transit_encrypt(&acme, Environment::Live, b"x", true)
-        .unwrap();
+    let sealed = encrypt(&a, "acme").unwrap();
     b.seal().unwrap();
     // Sealed on purpose, B does not join.
     assert!(!b.wants_join().unwrap());
@@ -231,13 +225,7 @@ fn a_sealed_node_joins_with_the_root_keys_another_hands_over() {
             ..
         })
     ));
-    b.transit_encrypt(
-        &TenantId::new("globex").unwrap(),
-        Environment::Live,
-        b"y",
-        true,
-    )
-    .unwrap();
+    encrypt(&b, "globex").unwrap();
     // An unsealed node does not join again; one sealed already stays sealed on
     // purpose when it hears of a rotation.
     assert!(matches!(
