@@ -34,7 +34,13 @@ def transcript(client_public: bytes, server_public: bytes, identity: str, sessio
 
 
 def derive_session_key(shared: bytes, transcript_bytes: bytes) -> bytearray:
-    return bytearray(HKDF(hashes.SHA256(), 32, SALT, transcript_bytes).derive(shared))
+    hkdf = HKDF(hashes.SHA256(), 32, SALT, transcript_bytes)
+    key = bytearray(32)
+    if hasattr(hkdf, "derive_into"):  # cryptography 46 and later: no bytes copy of the key
+        hkdf.derive_into(shared, key)
+    else:
+        key[:] = hkdf.derive(shared)
+    return key
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class SessionKey:
         """An envelope of ``plaintext`` (bytes-like) for the daemon. ``nonce`` is for
         test vectors only: every real envelope takes 12 fresh random bytes."""
         nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
-        sealed = AESGCM(bytes(self._key)).encrypt(nonce, bytes(plaintext), associated_data(self.session_id, aad))
+        # The key and plaintext are passed as they are: a bytes() copy could not be wiped.
+        sealed = AESGCM(self._key).encrypt(nonce, plaintext, associated_data(self.session_id, aad))
         return header() + nonce + sealed
 
     def open(self, aad: Aad, envelope: bytes) -> bytearray:
@@ -95,7 +102,7 @@ class SessionKey:
         nonce = envelope[HEADER_LEN : HEADER_LEN + NONCE_LEN]
         ciphertext = envelope[HEADER_LEN + NONCE_LEN : -TAG_LEN]
         tag = envelope[-TAG_LEN:]
-        decryptor = Cipher(algorithms.AES(bytes(self._key)), modes.GCM(nonce, tag)).decryptor()
+        decryptor = Cipher(algorithms.AES(self._key), modes.GCM(nonce, tag)).decryptor()
         decryptor.authenticate_additional_data(associated_data(self.session_id, aad))
         out = bytearray(len(ciphertext) + 15)  # update_into wants block-size slack
         try:
