@@ -378,12 +378,14 @@ mod tests {
         area.as_ptr() as usize
     }
 
-    /// How many of the 2 KiB at `addr` (dead stack, below the caller) still hold the
-    /// canary.
+    /// How many bytes of the deepest KiB of the 2 KiB at `addr` (dead stack, below the
+    /// caller) still hold the canary. Only the deepest: the frames of this reader and
+    /// of the calls before it lie in the upper part, and the pointers they hold
+    /// (randomised by ASLR) have a byte equal to the canary now and then.
     #[inline(never)]
     fn canaries_left(addr: usize) -> usize {
         let mut left = 0;
-        for i in 0..2048 {
+        for i in 0..1024 {
             // SAFETY: test only. The bytes are stack this thread mapped and used a
             // moment ago; nothing else writes them, and they are only read.
             if unsafe { std::ptr::read_volatile((addr + i) as *const u8) } == CANARY {
@@ -396,8 +398,8 @@ mod tests {
     #[test]
     fn a_scrub_wipes_what_an_operation_left_below_the_callers_frame() {
         let addr = leave_canary();
-        // Without a scrub the bytes stay (the reader's own small frame covers a few).
-        assert!(canaries_left(addr) > 1024, "the test must be able to fail");
+        // Without a scrub the bytes stay.
+        assert!(canaries_left(addr) > 1000, "the test must be able to fail");
         let addr = leave_canary();
         scrub_operation_stack();
         assert_eq!(canaries_left(addr), 0);
