@@ -385,7 +385,7 @@ async fn a_full_audit_disk_refuses_requests_with_a_reason_and_recovers() {
     assert!(free.parse::<i64>().unwrap() < 1 << 20, "{free}");
 
     // Space freed: served again, with no restart, and the chain is whole.
-    std::fs::remove_file(disk.join("filler")).unwrap();
+    disk.remove("filler");
     lease_value(&mut gateway, &session, "acme", "live", "byok/openai")
         .await
         .unwrap();

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -53,6 +54,32 @@ impl SmallDisk {
             written += n as u64;
         }
         written
+    }
+
+    /// Removes the file `name` and waits until the kernel reports its space free again
+    /// (at most a few seconds: on a loaded machine `statvfs` can lag the unlink), so a
+    /// test that then expects room is not at the mercy of that lag.
+    pub fn remove(&self, name: &str) {
+        let path = self.join(name);
+        let size = std::fs::metadata(&path).expect("the file exists").len();
+        let before = self.free();
+        std::fs::remove_file(&path).expect("remove the file");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.free() < before + size {
+            assert!(
+                Instant::now() < deadline,
+                "5 s after removing a {size}-byte file the disk reports {} bytes free, \
+                 {before} before",
+                self.free()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Bytes free for an unprivileged writer, as `statvfs` reports them.
+    pub fn free(&self) -> u64 {
+        let stat = rustix::fs::statvfs(self.path()).expect("statvfs on the disk");
+        stat.f_bavail.saturating_mul(stat.f_frsize)
     }
 }
 

@@ -222,7 +222,7 @@ async fn low_free_space_refuses_appends_before_anything_is_written() {
     );
 
     // Space comes back: the sink goes on by itself, and the chain is whole.
-    std::fs::remove_file(disk.join("filler")).unwrap();
+    disk.remove("filler");
     log.append(event(3)).await.unwrap();
     assert!(log.is_healthy() && !log.low_space());
     drop(log);
@@ -263,7 +263,7 @@ async fn a_write_cut_short_by_a_full_disk_is_undone_and_the_sink_goes_on() {
     let text = std::fs::read(&path).unwrap();
     assert_eq!(text.last(), Some(&b'\n'), "no partial record left behind");
 
-    std::fs::remove_file(disk.join("filler")).unwrap();
+    disk.remove("filler");
     let seq = log.append(event(3)).await.unwrap();
     drop(log);
     let report = verify_lines(&lines(&path), Some(&keys.public()));
