@@ -278,6 +278,7 @@ async fn audit_amplification_refused_requests_cannot_grow_the_log() {
     // ~1 MiB lease id, and a ~1 MiB identity selector. Each is refused before any of
     // it is recorded.
     let mut outsider = vault.broker(OUTSIDER);
+    let started = Instant::now();
     let huge = "l-".to_owned() + &"a".repeat(1_000_000);
     for _ in 0..55 {
         let status = outsider
@@ -314,6 +315,9 @@ async fn audit_amplification_refused_requests_cannot_grow_the_log() {
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
     }
+    // The budget (20/s, a burst of 5 s of it) refills while the flood is sent: on a
+    // slow machine more of it is recorded one by one, never more than this.
+    let budget = 100 + (20.0 * started.elapsed().as_secs_f64()).ceil() as usize;
     tokio::time::sleep(Duration::from_millis(1500)).await; // a housekeeping tick
 
     let grown = log_bytes(&vault) - before;
@@ -325,8 +329,8 @@ async fn audit_amplification_refused_requests_cannot_grow_the_log() {
         .filter(|l| l.contains(OUTSIDER) && l.contains(r#""operation":"broker.revoke""#))
         .count();
     assert!(
-        one_by_one <= 200,
-        "{one_by_one} refusals recorded one by one"
+        one_by_one <= budget,
+        "{one_by_one} refusals recorded one by one, beyond a budget of {budget}"
     );
     let counted: u64 = lines
         .iter()
@@ -338,6 +342,7 @@ async fn audit_amplification_refused_requests_cannot_grow_the_log() {
                 .map_or(0, |n| n.parse::<u64>().unwrap())
         })
         .sum();
+    assert!(counted > 0, "{one_by_one} recorded, none counted");
     assert_eq!(
         one_by_one as u64 + counted,
         2055,
